@@ -1,0 +1,2 @@
+//! Placeholder entry point; the function is built in its own issue.
+fn main() {}

@@ -1,0 +1,15 @@
+//! Domain of the incident pipeline, shared by every function: the normalized alarm,
+//! configuration, errors, logging and AWS client setup. No Lambda entry points live
+//! here; each function under `functions/` is a thin adapter over this crate.
+
+pub mod alarm;
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod incident;
+pub mod logging;
+pub mod notification;
+pub mod text;
+
+#[cfg(feature = "testing")]
+pub mod testing;
