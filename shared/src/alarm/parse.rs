@@ -652,7 +652,10 @@ fn describe(v: &Value) -> String {
         Value::Array(a) => format!("a list of {} items", a.len()),
         Value::Object(m) if m.is_empty() => "an empty object".into(),
         Value::Object(m) => {
-            let keys: Vec<String> = m.keys().take(8).map(|k| truncate(k, 40)).collect();
+            // Sorted, so the message does not depend on serde_json's map ordering.
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let keys: Vec<String> = keys.into_iter().take(8).map(|k| truncate(k, 40)).collect();
             let more = if m.len() > 8 { ", ..." } else { "" };
             format!("an object with keys [{}{more}]", keys.join(", "))
         }
