@@ -68,7 +68,9 @@ fn describe(file: &Path, a: &Alarm) -> String {
             m.threshold.map_or("?".into(), |t| t.to_string()),
         ),
         AlarmCondition::Math(m) => format!("expression {}", m.expression.as_deref().unwrap_or("?")),
-        AlarmCondition::Composite(c) => format!("composite rule {}", c.rule.as_deref().unwrap_or("?")),
+        AlarmCondition::Composite(c) => {
+            format!("composite rule {}", c.rule.as_deref().unwrap_or("?"))
+        }
         AlarmCondition::Unknown => "no metric described".into(),
     };
     format!(

@@ -59,9 +59,14 @@ impl Env {
     }
 
     /// An environment made of the given pairs (tests, tools).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         Env {
-            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 
@@ -167,7 +172,10 @@ mod tests {
             err.to_string(),
             "configuration: environment variable LOOKBACK_MINUTES=\"ten\" is invalid: invalid digit found in string"
         );
-        assert_eq!(Env::default().parse_or::<u32>("LOOKBACK_MINUTES", 30), Ok(30));
+        assert_eq!(
+            Env::default().parse_or::<u32>("LOOKBACK_MINUTES", 30),
+            Ok(30)
+        );
     }
 
     #[test]
@@ -175,7 +183,11 @@ mod tests {
         let env = Env::from_pairs([("A", "Yes"), ("B", "0"), ("C", "maybe")]);
         assert_eq!(env.flag("A", false), Ok(true));
         assert_eq!(env.flag("B", true), Ok(false));
-        assert!(env.flag("C", false).unwrap_err().to_string().contains("C=\"maybe\""));
+        assert!(env
+            .flag("C", false)
+            .unwrap_err()
+            .to_string()
+            .contains("C=\"maybe\""));
         assert_eq!(env.flag("D", true), Ok(true));
     }
 

@@ -119,12 +119,18 @@ pub struct AwsError {
 
 impl AwsError {
     /// Classifies an SDK error by its variant, HTTP status and error code.
-    pub fn from_sdk<E>(service: &'static str, operation: &'static str, err: SdkError<E, Response>) -> Self
+    pub fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        err: SdkError<E, Response>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let (failure, code, message) = match &err {
-            SdkError::TimeoutError(_) => (AwsFailure::Transient, None, "request timed out".to_string()),
+            SdkError::TimeoutError(_) => {
+                (AwsFailure::Transient, None, "request timed out".to_string())
+            }
             SdkError::DispatchFailure(e) => (
                 AwsFailure::Transient,
                 None,
@@ -155,7 +161,11 @@ impl AwsError {
                 None,
                 "the request could not be built (invalid parameters)".to_string(),
             ),
-            _ => (AwsFailure::Transient, None, "unknown SDK failure".to_string()),
+            _ => (
+                AwsFailure::Transient,
+                None,
+                "unknown SDK failure".to_string(),
+            ),
         };
         AwsError {
             service,
@@ -236,7 +246,10 @@ mod tests {
 
     #[test]
     fn classify_throttling_code_with_400_is_throttled() {
-        assert_eq!(classify(Some("ThrottlingException"), 400), AwsFailure::Throttled);
+        assert_eq!(
+            classify(Some("ThrottlingException"), 400),
+            AwsFailure::Throttled
+        );
         assert!(classify(Some("ThrottlingException"), 400).retryable());
     }
 
@@ -250,7 +263,10 @@ mod tests {
     #[test]
     fn classify_unknown_5xx_is_transient_and_4xx_rejected() {
         assert_eq!(classify(None, 503), AwsFailure::Transient);
-        assert_eq!(classify(Some("ValidationException"), 400), AwsFailure::Rejected);
+        assert_eq!(
+            classify(Some("ValidationException"), 400),
+            AwsFailure::Rejected
+        );
         assert_eq!(classify(None, 429), AwsFailure::Throttled);
     }
 

@@ -52,7 +52,8 @@ impl Impact {
 impl TryFrom<u8> for Impact {
     type Error = String;
     fn try_from(v: u8) -> Result<Self, Self::Error> {
-        Impact::new(v).ok_or_else(|| format!("impact must be 1 (critical) to 5 (no impact), got {v}"))
+        Impact::new(v)
+            .ok_or_else(|| format!("impact must be 1 (critical) to 5 (no impact), got {v}"))
     }
 }
 
@@ -82,9 +83,13 @@ impl IncidentRef {
     /// Recognizes an incident record ARN or an OpsItem id.
     pub fn parse(s: &str) -> Option<IncidentRef> {
         let s = s.trim();
-        if s.starts_with("arn:") && s.contains(":ssm-incidents:") && s.contains(":incident-record/") {
+        if s.starts_with("arn:") && s.contains(":ssm-incidents:") && s.contains(":incident-record/")
+        {
             Some(IncidentRef::IncidentManager(s.to_string()))
-        } else if s.len() > 3 && s.starts_with("oi-") && s[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        } else if s.len() > 3
+            && s.starts_with("oi-")
+            && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
+        {
             Some(IncidentRef::OpsCenter(s.to_string()))
         } else {
             None
@@ -162,7 +167,10 @@ pub enum BackendError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error("{backend}: {message}")]
-    Invalid { backend: &'static str, message: String },
+    Invalid {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 impl Retryable for BackendError {
@@ -195,7 +203,12 @@ pub trait IncidentBackend: Send + Sync {
     async fn open(&self, incident: &NewIncident) -> Result<IncidentRef, BackendError>;
 
     /// Changes the impact of an open incident (escalation or de-escalation).
-    async fn set_impact(&self, incident: &IncidentRef, impact: Impact, note: &Note) -> Result<(), BackendError>;
+    async fn set_impact(
+        &self,
+        incident: &IncidentRef,
+        impact: Impact,
+        note: &Note,
+    ) -> Result<(), BackendError>;
 
     /// Adds a timeline entry.
     async fn add_note(&self, incident: &IncidentRef, note: &Note) -> Result<(), BackendError>;
@@ -222,7 +235,10 @@ mod tests {
     #[test]
     fn incident_ref_parses_arn_and_opsitem() {
         let arn = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-plan/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
-        assert_eq!(IncidentRef::parse(arn), Some(IncidentRef::IncidentManager(arn.into())));
+        assert_eq!(
+            IncidentRef::parse(arn),
+            Some(IncidentRef::IncidentManager(arn.into()))
+        );
         assert_eq!(
             IncidentRef::parse("oi-0a1b2c3d4e5f"),
             Some(IncidentRef::OpsCenter("oi-0a1b2c3d4e5f".into()))

@@ -34,7 +34,11 @@ pub fn filter_from_env() -> EnvFilter {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string())
         .to_ascii_lowercase();
-    let level = if level.contains("trace") { "debug".to_string() } else { level };
+    let level = if level.contains("trace") {
+        "debug".to_string()
+    } else {
+        level
+    };
     EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
@@ -68,16 +72,26 @@ mod tests {
         let writer = buf.clone();
         let sub = json_subscriber(EnvFilter::new("info"), move || writer.clone());
         tracing::subscriber::with_default(sub, || {
-            let span = tracing::info_span!("event", alarm = "vpn-down", incident_key = "VPN connection vpn-1 is DOWN");
+            let span = tracing::info_span!(
+                "event",
+                alarm = "vpn-down",
+                incident_key = "VPN connection vpn-1 is DOWN"
+            );
             let _g = span.enter();
             tracing::info!(step = "open", "incident opened");
             tracing::warn!("publish retried");
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         for line in &lines {
-            assert_eq!(line["spans"][0]["incident_key"], "VPN connection vpn-1 is DOWN");
+            assert_eq!(
+                line["spans"][0]["incident_key"],
+                "VPN connection vpn-1 is DOWN"
+            );
             assert_eq!(line["spans"][0]["alarm"], "vpn-down");
         }
         assert_eq!(lines[0]["message"], "incident opened");

@@ -189,7 +189,10 @@ impl Notification {
     fn chatbot_description(&self) -> String {
         let mut out = self.summary.clone();
         if let Some(a) = &self.alarm {
-            out.push_str(&format!("\n*Alarm:* {} is {} ({})", a.name, a.state, a.reason));
+            out.push_str(&format!(
+                "\n*Alarm:* {} is {} ({})",
+                a.name, a.state, a.reason
+            ));
         }
         for f in &self.findings {
             out.push_str(&format!("\n*[{}]* {}: {}", f.severity, f.title, f.evidence));
@@ -285,10 +288,19 @@ mod tests {
         let v = sample().to_chatbot();
         assert_eq!(v["version"], "1.0");
         assert_eq!(v["source"], "custom");
-        assert!(v["content"]["description"].as_str().unwrap().starts_with("The VPN connection"));
-        assert_eq!(v["metadata"]["threadId"], "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN");
+        assert!(v["content"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("The VPN connection"));
+        assert_eq!(
+            v["metadata"]["threadId"],
+            "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+        );
         assert_eq!(v["metadata"]["additionalContext"]["impact"], "3");
-        assert_eq!(v["metadata"]["additionalContext"]["vpnId"], "vpn-0a1b2c3d4e5f67890");
+        assert_eq!(
+            v["metadata"]["additionalContext"]["vpnId"],
+            "vpn-0a1b2c3d4e5f67890"
+        );
         // Every additionalContext value is a string, as Chatbot requires.
         for (_, value) in v["metadata"]["additionalContext"].as_object().unwrap() {
             assert!(value.is_string());
@@ -298,7 +310,9 @@ mod tests {
     #[test]
     fn from_chatbot_round_trips() {
         let n = sample();
-        let back = Notification::from_chatbot(&n.to_chatbot()).unwrap().unwrap();
+        let back = Notification::from_chatbot(&n.to_chatbot())
+            .unwrap()
+            .unwrap();
         assert_eq!(back, n);
         assert!(Notification::from_chatbot(&json!({"version": "1.0"})).is_none());
     }

@@ -13,17 +13,24 @@ pub use aws_smithy_mocks;
 #[macro_export]
 macro_rules! mock_client {
     ($sdk:ident, $rules:expr) => {
-        $crate::mock_client!($sdk, $crate::testing::aws_smithy_mocks::RuleMode::Sequential, $rules)
+        $crate::mock_client!(
+            $sdk,
+            $crate::testing::aws_smithy_mocks::RuleMode::Sequential,
+            $rules
+        )
     };
     ($sdk:ident, $mode:expr, $rules:expr) => {{
-        let mut interceptor = $crate::testing::aws_smithy_mocks::MockResponseInterceptor::new().rule_mode($mode);
+        let mut interceptor =
+            $crate::testing::aws_smithy_mocks::MockResponseInterceptor::new().rule_mode($mode);
         for rule in $rules {
             interceptor = interceptor.with_rule(rule);
         }
         let config = $sdk::config::Config::builder()
             .behavior_version($sdk::config::BehaviorVersion::latest())
             .region($sdk::config::Region::new("eu-west-1"))
-            .credentials_provider($sdk::config::Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .credentials_provider($sdk::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
             .http_client($crate::testing::aws_smithy_mocks::create_mock_http_client())
             .interceptor(interceptor)
             // Retries are tested explicitly; by default a mocked error is final.

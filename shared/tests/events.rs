@@ -7,14 +7,16 @@ use shared::alarm::{normalize_str, Alarm, AlarmCondition, AlarmState, EventShape
 
 const VPN: &str = "vpn-0f1e2d3c4b5a69788";
 const ACCOUNT: &str = "123456789012";
-const ANY_ARN: &str = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
+const ANY_ARN: &str =
+    "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
 fn load(file: &str) -> Vec<Alarm> {
-    let text = std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let text =
+        std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     normalize_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
@@ -25,11 +27,17 @@ fn one(file: &str) -> Alarm {
 }
 
 fn ts(alarm: &Alarm) -> String {
-    alarm.changed_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    alarm
+        .changed_at
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 fn dims(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The VPN any-tunnel alarm is the same transition in all three envelopes.
@@ -62,9 +70,13 @@ fn direct_metric_alarm_normalizes_every_field() {
     assert_vpn_tunnel_down(&a, EventShape::DirectAction, AlarmState::Alarm);
     assert_eq!(a.previous_state, Some(AlarmState::Ok));
     assert_eq!(ts(&a), "2026-11-25T10:01:00.490Z");
-    assert!(a.reason.starts_with("Threshold Crossed: 1 out of the last 1 datapoints [0.0"));
+    assert!(a
+        .reason
+        .starts_with("Threshold Crossed: 1 out of the last 1 datapoints [0.0"));
     // The direct action carries no comparison operator.
-    let AlarmCondition::Metric(m) = &a.condition else { unreachable!() };
+    let AlarmCondition::Metric(m) = &a.condition else {
+        unreachable!()
+    };
     assert_eq!(m.comparison, None);
 }
 
@@ -80,7 +92,10 @@ fn direct_metric_ok_normalizes_every_field() {
 fn direct_composite_alarm_has_rule_and_triggering_child() {
     let a = one("direct-composite-alarm.json");
     assert_eq!(a.name, "network-edge-degraded");
-    assert_eq!(a.arn, "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:network-edge-degraded");
+    assert_eq!(
+        a.arn,
+        "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:network-edge-degraded"
+    );
     assert_eq!(a.state, AlarmState::Alarm);
     assert_eq!(a.previous_state, Some(AlarmState::Ok));
     assert_eq!(ts(&a), "2026-11-25T10:03:46.138Z");
@@ -154,7 +169,9 @@ fn sns_alarm_and_ok_normalize_every_field() {
     assert_vpn_tunnel_down(&a, EventShape::Sns, AlarmState::Alarm);
     assert_eq!(a.previous_state, Some(AlarmState::Ok));
     assert_eq!(ts(&a), "2026-11-25T10:01:00.490Z");
-    let AlarmCondition::Metric(m) = &a.condition else { unreachable!() };
+    let AlarmCondition::Metric(m) = &a.condition else {
+        unreachable!()
+    };
     // SNS writes MINIMUM; the model uses CloudWatch's API spelling.
     assert_eq!(m.comparison.as_deref(), Some("LessThanThreshold"));
     assert_eq!(m.evaluation_periods, Some(1));
@@ -189,11 +206,15 @@ fn sns_tunnel_ip_alarm_with_null_description_and_padded_treat_missing() {
     assert_eq!(a.previous_state, Some(AlarmState::InsufficientData));
     assert_eq!(a.dimension("TunnelIpAddress"), Some("203.0.113.10"));
     assert_eq!(a.vpn_id(), None);
-    let AlarmCondition::Metric(m) = &a.condition else { unreachable!() };
+    let AlarmCondition::Metric(m) = &a.condition else {
+        unreachable!()
+    };
     assert_eq!(m.treat_missing_data.as_deref(), Some("breaching"));
     assert_eq!(m.unit, None);
     assert_eq!(ts(&a), "2026-11-25T10:01:02.000Z");
-    assert!(a.console_url().contains("alarm/vpn%20tunnel%20203.0.113.10%20%28site%20A%29%20down"));
+    assert!(a
+        .console_url()
+        .contains("alarm/vpn%20tunnel%20203.0.113.10%20%28site%20A%29%20down"));
 }
 
 #[test]
@@ -201,7 +222,9 @@ fn sns_period_86400_takes_region_from_arn_not_display_name() {
     let a = one("sns-period-86400-alarm.json");
     assert_eq!(a.region, "eu-south-1");
     assert_eq!(a.description, None, "empty description is no description");
-    let AlarmCondition::Metric(m) = &a.condition else { unreachable!() };
+    let AlarmCondition::Metric(m) = &a.condition else {
+        unreachable!()
+    };
     assert_eq!(m.period_seconds, Some(86400));
     assert_eq!(m.statistic.as_deref(), Some("Average"));
     assert_eq!(m.threshold, Some(0.99));
@@ -214,11 +237,18 @@ fn sns_period_86400_takes_region_from_arn_not_display_name() {
 fn sns_composite_alarm_has_rule_and_children() {
     let a = one("sns-composite-alarm.json");
     assert_eq!(a.shape, EventShape::Sns);
-    assert_eq!(a.description.as_deref(), Some("Any VPN of the edge is degraded"));
+    assert_eq!(
+        a.description.as_deref(),
+        Some("Any VPN of the edge is degraded")
+    );
     let AlarmCondition::Composite(c) = &a.condition else {
         panic!("expected composite, got {:?}", a.condition)
     };
-    assert!(c.rule.as_deref().unwrap().starts_with("ALARM(\"vpn-tunnel-down-vpn-0f1e2d3c4b5a69788\")"));
+    assert!(c
+        .rule
+        .as_deref()
+        .unwrap()
+        .starts_with("ALARM(\"vpn-tunnel-down-vpn-0f1e2d3c4b5a69788\")"));
     assert_eq!(c.triggering_children, vec![ANY_ARN.to_string()]);
 }
 
@@ -228,7 +258,10 @@ fn sns_anomaly_alarm_is_math_with_threshold_metric_id() {
     let AlarmCondition::Math(m) = &a.condition else {
         panic!("expected math, got {:?}", a.condition)
     };
-    assert_eq!(m.expression.as_deref(), Some("ANOMALY_DETECTION_BAND(m1, 2)"));
+    assert_eq!(
+        m.expression.as_deref(),
+        Some("ANOMALY_DETECTION_BAND(m1, 2)")
+    );
     assert_eq!(m.threshold, None);
     assert_eq!(m.threshold_metric_id.as_deref(), Some("ad1"));
     assert_eq!(m.comparison.as_deref(), Some("LessThanLowerThreshold"));
@@ -255,14 +288,23 @@ fn every_event_file_normalizes_and_is_covered_here() {
     let this_file = include_str!("events.rs");
     for f in &files {
         assert!(!load(f).is_empty(), "{f}");
-        assert!(this_file.contains(&format!("\"{f}\"")), "{f} has no expectations in this test file");
+        assert!(
+            this_file.contains(&format!("\"{f}\"")),
+            "{f} has no expectations in this test file"
+        );
     }
 }
 
 #[test]
 fn sns_event_with_several_records_yields_several_alarms() {
-    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join("sns-vpn-tunnel-down-alarm.json")).unwrap()).unwrap();
-    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join("sns-composite-alarm.json")).unwrap()).unwrap();
+    let a: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("sns-vpn-tunnel-down-alarm.json")).unwrap(),
+    )
+    .unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("sns-composite-alarm.json")).unwrap(),
+    )
+    .unwrap();
     let both = serde_json::json!({"Records": [a["Records"][0], b["Records"][0]]});
     let alarms = shared::alarm::normalize(&both).unwrap();
     assert_eq!(alarms.len(), 2);

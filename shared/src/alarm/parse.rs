@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::time::parse_timestamp;
 use super::{
-    Alarm, AlarmCondition, AlarmState, CompositeCondition, EventShape, MathCondition, MetricCondition,
-    MetricIdentity, MetricQuery,
+    Alarm, AlarmCondition, AlarmState, CompositeCondition, EventShape, MathCondition,
+    MetricCondition, MetricIdentity, MetricQuery,
 };
 use crate::error::Retryable;
 use crate::text::truncate;
@@ -79,7 +79,10 @@ pub enum AlarmError {
         start: String,
     },
     #[error("SNS record {index}: {inner}")]
-    InRecord { index: usize, inner: Box<AlarmError> },
+    InRecord {
+        index: usize,
+        inner: Box<AlarmError>,
+    },
 }
 
 impl Retryable for AlarmError {
@@ -95,7 +98,8 @@ type Result<T> = std::result::Result<T, AlarmError>;
 
 /// Parses raw event text (tools, tests) and normalizes it.
 pub fn normalize_str(event: &str) -> Result<Vec<Alarm>> {
-    let value: Value = serde_json::from_str(event).map_err(|e| AlarmError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(event).map_err(|e| AlarmError::NotJson(e.to_string()))?;
     normalize(&value)
 }
 
@@ -174,11 +178,12 @@ fn sns_record(index: usize, record: &Value) -> Result<Alarm> {
     };
     let sns = root.obj("Sns")?;
     let message = sns.str("Message")?;
-    let inner: Value = serde_json::from_str(message).map_err(|e| AlarmError::SnsMessageNotJson {
-        index,
-        reason: e.to_string(),
-        start: truncate(message, 60),
-    })?;
+    let inner: Value =
+        serde_json::from_str(message).map_err(|e| AlarmError::SnsMessageNotJson {
+            index,
+            reason: e.to_string(),
+            start: truncate(message, 60),
+        })?;
     // The message may be the classic alarm JSON or an EventBridge event that an
     // EventBridge rule published to the topic; never another SNS envelope.
     normalize_single(&inner)
@@ -192,7 +197,14 @@ fn direct_action(root: Obj) -> Result<Alarm> {
         .map_or_else(|| arn_parts.account.clone(), str::to_string);
     let time_hint = root.opt_str("time")?;
     let data = root.obj("alarmData")?;
-    from_detail(EventShape::DirectAction, data, arn, account, arn_parts.region, time_hint)
+    from_detail(
+        EventShape::DirectAction,
+        data,
+        arn,
+        account,
+        arn_parts.region,
+        time_hint,
+    )
 }
 
 fn eventbridge(root: Obj) -> Result<Alarm> {
@@ -227,7 +239,14 @@ fn eventbridge(root: Obj) -> Result<Alarm> {
         .map_or_else(|| arn_parts.account.clone(), str::to_string);
     let time_hint = root.opt_str("time")?;
     let detail = root.obj("detail")?;
-    from_detail(EventShape::EventBridge, detail, arn, account, arn_parts.region, time_hint)
+    from_detail(
+        EventShape::EventBridge,
+        detail,
+        arn,
+        account,
+        arn_parts.region,
+        time_hint,
+    )
 }
 
 /// The body shared by the direct action (`alarmData`) and EventBridge (`detail`).
@@ -298,7 +317,10 @@ fn parse_reason_data(s: &str) -> Option<Map<String, Value>> {
     }
 }
 
-fn condition_from_configuration(config: &Obj, reason_data: Option<&Map<String, Value>>) -> Result<AlarmCondition> {
+fn condition_from_configuration(
+    config: &Obj,
+    reason_data: Option<&Map<String, Value>>,
+) -> Result<AlarmCondition> {
     if let Some(rule) = config.opt_str("alarmRule")? {
         let triggering_children = reason_data
             .and_then(|r| r.get("triggeringAlarms"))
@@ -315,7 +337,9 @@ fn condition_from_configuration(config: &Obj, reason_data: Option<&Map<String, V
             triggering_children,
         }));
     }
-    let threshold = reason_data.and_then(|r| r.get("threshold")).and_then(Value::as_f64);
+    let threshold = reason_data
+        .and_then(|r| r.get("threshold"))
+        .and_then(Value::as_f64);
     let queries = match config.opt_arr("metrics")? {
         Some(items) => metric_queries(config, "metrics", items)?,
         None => return Ok(AlarmCondition::Unknown),
@@ -452,7 +476,10 @@ fn dimensions(parent: &Obj) -> Result<BTreeMap<String, String>> {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (k, v) in map {
-                out.insert(k.clone(), scalar_string(parent.shape, &format!("{path}.{k}"), v)?);
+                out.insert(
+                    k.clone(),
+                    scalar_string(parent.shape, &format!("{path}.{k}"), v)?,
+                );
             }
         }
         Some(Value::Array(list)) => {
@@ -507,7 +534,10 @@ fn sns_message(root: Obj) -> Result<Alarm> {
         None => None,
     };
     let changed_at = root.timestamp("StateChangeTime", root.str("StateChangeTime")?)?;
-    let reason = root.opt_str("NewStateReason")?.unwrap_or_default().to_string();
+    let reason = root
+        .opt_str("NewStateReason")?
+        .unwrap_or_default()
+        .to_string();
     let description = non_empty(root.opt_str("AlarmDescription")?);
 
     let condition = if let Some(rule) = root.opt_str("AlarmRule")? {
@@ -548,14 +578,18 @@ fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
         Some(ext) => Some(ext.to_string()),
         None => trigger.opt_str("Statistic")?.map(normalize_statistic),
     };
-    let unit = trigger.opt_str("Unit")?.filter(|u| !u.is_empty() && *u != "None");
+    let unit = trigger
+        .opt_str("Unit")?
+        .filter(|u| !u.is_empty() && *u != "None");
     let info = ThresholdInfo {
         threshold: trigger.opt_f64("Threshold")?,
         threshold_metric_id: non_empty(trigger.opt_str("ThresholdMetricId")?),
         comparison: non_empty(trigger.opt_str("ComparisonOperator")?),
         evaluation_periods: trigger.opt_u32_ci("EvaluationPeriods")?,
         unit: unit.map(str::to_string),
-        treat_missing_data: trigger.opt_str("TreatMissingData")?.and_then(clean_treat_missing),
+        treat_missing_data: trigger
+            .opt_str("TreatMissingData")?
+            .and_then(clean_treat_missing),
     };
     let period_seconds = trigger.opt_u32_ci("Period")?;
     let queries = match trigger.opt_arr("Metrics")? {
@@ -596,7 +630,9 @@ fn normalize_statistic(s: &str) -> String {
 }
 
 fn non_empty(s: Option<&str>) -> Option<String> {
-    s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn scalar_string(shape: &'static str, path: &str, v: &Value) -> Result<String> {
@@ -778,14 +814,22 @@ impl<'a> Obj<'a> {
             Some(Value::Number(n)) => Ok(n.as_f64()),
             // Some producers quote numbers.
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(v @ Value::String(s)) => s.trim().parse().map(Some).map_err(|_| self.wrong(key, "a number", v)),
+            Some(v @ Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.wrong(key, "a number", v)),
             Some(other) => Err(self.wrong(key, "a number", other)),
         }
     }
 
     /// Periods reach 86400 (a `u16` overflows there) and may arrive quoted.
     fn opt_u32_ci(&self, key: &str) -> Result<Option<u32>> {
-        let k = if self.get(key).is_some() { key.to_string() } else { pascal(key) };
+        let k = if self.get(key).is_some() {
+            key.to_string()
+        } else {
+            pascal(key)
+        };
         match self.get(&k) {
             None => Ok(None),
             Some(v @ Value::Number(n)) => n
@@ -794,7 +838,11 @@ impl<'a> Obj<'a> {
                 .map(Some)
                 .ok_or_else(|| self.wrong(&k, "a whole number", v)),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(v @ Value::String(s)) => s.trim().parse().map(Some).map_err(|_| self.wrong(&k, "a whole number", v)),
+            Some(v @ Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.wrong(&k, "a whole number", v)),
             Some(other) => Err(self.wrong(&k, "a whole number", other)),
         }
     }
