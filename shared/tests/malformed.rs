@@ -272,22 +272,21 @@ mod never_panics {
 
     /// Replaces the value found by walking `steps` (each picks a child by index).
     fn mutate(v: &mut Value, steps: &[usize], replacement: Value) {
-        let mut cur = v;
-        for &s in steps {
-            let next = match cur {
-                Value::Object(m) if !m.is_empty() => {
-                    let key = m.keys().nth(s % m.len()).cloned().unwrap();
-                    m.get_mut(&key).unwrap()
-                }
-                Value::Array(a) if !a.is_empty() => {
-                    let n = a.len();
-                    &mut a[s % n]
-                }
-                _ => break,
-            };
-            cur = next;
+        let Some((&s, rest)) = steps.split_first() else {
+            *v = replacement;
+            return;
+        };
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                let key = m.keys().nth(s % m.len()).cloned().unwrap();
+                mutate(m.get_mut(&key).unwrap(), rest, replacement);
+            }
+            Value::Array(a) if !a.is_empty() => {
+                let n = a.len();
+                mutate(&mut a[s % n], rest, replacement);
+            }
+            _ => *v = replacement,
         }
-        *cur = replacement;
     }
 
     proptest! {
