@@ -4,6 +4,7 @@
 
 pub mod alarm;
 pub mod aws;
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod incident;
@@ -11,5 +12,5 @@ pub mod logging;
 pub mod notification;
 pub mod text;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
