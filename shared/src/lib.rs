@@ -5,6 +5,7 @@
 pub mod alarm;
 pub mod aws;
 pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod incident;
