@@ -9,6 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod error;
 pub mod incident;
+pub mod lifecycle;
 pub mod logging;
 pub mod notification;
 pub mod text;
