@@ -1,0 +1,347 @@
+//! From a lifecycle decision to the work it implies ([`plan`]), and doing that work
+//! ([`execute`]): backend calls and the SNS notification.
+
+use std::collections::BTreeMap;
+
+use shared::alarm::{Alarm, AlarmState};
+use shared::backend::token_uuid;
+use shared::classify::Classification;
+use shared::incident::{IncidentRef, NewIncident, Note, RelatedItem};
+use shared::lifecycle::{Action, Effect, IncidentRecord};
+use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
+use tracing::{info, warn};
+
+use crate::error::HandlerError;
+use crate::handler::Deps;
+
+/// The effects of `action`, which produced `record`, in the order they run.
+pub fn plan(
+    deps: &Deps<'_>,
+    alarm: &Alarm,
+    class: &Classification,
+    action: &Action,
+    record: &IncidentRecord,
+) -> Vec<Effect> {
+    let note = |title: String, text: String| Note {
+        title,
+        text,
+        at: alarm.changed_at,
+        data: note_data(alarm),
+    };
+    let firing = record.firing().join(", ");
+    let mut effects = vec![];
+    // An open incident whose backend incident was never created (the open step
+    // failed for good earlier) gets another chance first.
+    let reopen = record.incident.is_none() && record.is_open() && !matches!(action, Action::Open);
+    if matches!(action, Action::Open) || reopen {
+        effects.push(Effect::Open {
+            incident: Box::new(new_incident(alarm, class, record)),
+        });
+        if let Some(plan) = &class.runbook {
+            effects.push(Effect::StartRunbook {
+                plan: plan.clone(),
+                client_token: alarm.transition_id(),
+            });
+        }
+    }
+    let (event, summary) = match action {
+        Action::IgnoreDuplicate | Action::IgnoreStale { .. } | Action::Record => return vec![],
+        Action::Open => (EventType::Opened, record.summary.clone()),
+        Action::Update => {
+            let text = match alarm.state {
+                AlarmState::Ok => {
+                    format!("{} is OK. Still not OK: {}.", alarm.name, not_ok(record))
+                }
+                _ => format!("{} is {}: {}", alarm.name, alarm.state, alarm.reason),
+            };
+            effects.push(Effect::AddNote {
+                note: note(format!("{} is {}", alarm.name, alarm.state), text.clone()),
+            });
+            (EventType::Updated, text)
+        }
+        Action::Escalate { from, to } | Action::Deescalate { from, to } => {
+            let raised = to.is_more_severe_than(*from);
+            let text = if raised {
+                format!(
+                    "{} is {}: {}. Impact raised from {from} to {to}.",
+                    alarm.name, alarm.state, alarm.reason
+                )
+            } else {
+                format!(
+                    "{} is {}. Impact lowered from {from} to {to}; still firing: {}.",
+                    alarm.name,
+                    alarm.state,
+                    if firing.is_empty() { "none" } else { &firing }
+                )
+            };
+            let verb = if raised { "raised" } else { "lowered" };
+            effects.push(Effect::SetImpact {
+                impact: *to,
+                note: note(format!("Impact {verb} to {to}"), text.clone()),
+            });
+            let event = if raised {
+                EventType::Escalated
+            } else {
+                EventType::Deescalated
+            };
+            (event, text)
+        }
+        Action::InsufficientData => {
+            let text = format!("{} has insufficient data: {}", alarm.name, alarm.reason);
+            effects.push(Effect::AddNote {
+                note: note(
+                    format!("{} has insufficient data", alarm.name),
+                    text.clone(),
+                ),
+            });
+            (EventType::InsufficientData, text)
+        }
+        Action::Resolve { duration_seconds } => {
+            let text = format!(
+                "Every alarm is OK; the incident lasted {} ({} is OK: {}).",
+                format_duration(*duration_seconds),
+                alarm.name,
+                alarm.reason
+            );
+            let mut n = note("Resolved: every alarm is OK".into(), text.clone());
+            n.data
+                .insert("durationSeconds".into(), duration_seconds.to_string());
+            effects.push(Effect::Resolve { note: n });
+            (EventType::Resolved, text)
+        }
+    };
+    effects.push(Effect::Publish {
+        notification: Box::new(notification(
+            deps, alarm, class, action, record, event, summary,
+        )),
+    });
+    effects
+}
+
+fn not_ok(record: &IncidentRecord) -> String {
+    let names: Vec<String> = record
+        .alarms
+        .values()
+        .filter(|a| a.state != AlarmState::Ok)
+        .map(|a| format!("{} ({})", a.name, a.state))
+        .collect();
+    names.join(", ")
+}
+
+fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::from([
+        ("alarmName".to_string(), alarm.name.clone()),
+        ("alarmArn".to_string(), alarm.arn.clone()),
+        ("state".to_string(), alarm.state.to_string()),
+        (
+            "reason".to_string(),
+            shared::text::truncate(&alarm.reason, 1000),
+        ),
+        (
+            "stateChangeTime".to_string(),
+            alarm
+                .changed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    ]);
+    if let Some(v) = alarm.vpn_id() {
+        d.insert("vpnId".into(), v.into());
+    }
+    d
+}
+
+/// `arn:<partition>:...` of the alarm, for ARNs we build.
+fn partition(alarm: &Alarm) -> &str {
+    alarm
+        .arn
+        .split(':')
+        .nth(1)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("aws")
+}
+
+fn vpn_links(alarm: &Alarm) -> Vec<Link> {
+    let mut links = vec![Link {
+        label: "Alarm in CloudWatch".into(),
+        url: alarm.console_url(),
+    }];
+    if let Some(vpn) = alarm.vpn_id() {
+        links.push(Link {
+            label: format!("VPN connection {vpn}"),
+            url: format!(
+                "https://{r}.console.aws.amazon.com/vpcconsole/home?region={r}#VpnConnectionDetails:VpnConnectionId={vpn}",
+                r = alarm.region
+            ),
+        });
+    }
+    links
+}
+
+fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) -> NewIncident {
+    let mut related = vec![RelatedItem {
+        title: format!("CloudWatch alarm {}", alarm.name),
+        target: alarm.arn.clone(),
+    }];
+    if let Some(vpn) = alarm.vpn_id() {
+        related.push(RelatedItem {
+            title: format!("VPN connection {vpn}"),
+            target: format!(
+                "arn:{}:ec2:{}:{}:vpn-connection/{vpn}",
+                partition(alarm),
+                alarm.region,
+                alarm.account
+            ),
+        });
+    }
+    related.extend(vpn_links(alarm).into_iter().map(|l| RelatedItem {
+        title: l.label,
+        target: l.url,
+    }));
+    let mut details = BTreeMap::from([
+        ("alarmName".to_string(), alarm.name.clone()),
+        ("classificationRule".to_string(), class.rule.clone()),
+    ]);
+    if let Some(v) = alarm.vpn_id() {
+        details.insert("vpnId".into(), v.into());
+    }
+    if let Some(ip) = alarm.dimension("TunnelIpAddress") {
+        details.insert("tunnelIpAddress".into(), ip.into());
+    }
+    NewIncident {
+        key: record.key.clone(),
+        title: record.title.clone(),
+        summary: record.summary.clone(),
+        impact: record.impact,
+        // One token per opening transition: a retried delivery reuses it, an
+        // incident opened after the previous one resolved gets a new one.
+        client_token: token_uuid(&[&record.key, &alarm.transition_id()]),
+        source_arn: alarm.arn.clone(),
+        raw_trigger: serde_json::to_string(alarm).unwrap_or_default(),
+        triggered_at: alarm.changed_at,
+        related,
+        details,
+        category: class.category.clone(),
+    }
+}
+
+fn notification(
+    deps: &Deps<'_>,
+    alarm: &Alarm,
+    class: &Classification,
+    action: &Action,
+    record: &IncidentRecord,
+    event: EventType,
+    summary: String,
+) -> Notification {
+    let resolved = matches!(action, Action::Resolve { .. });
+    Notification {
+        event,
+        incident_key: record.key.clone(),
+        title: record.title.clone(),
+        summary,
+        impact: record.impact,
+        status: record.status,
+        backend: Some(deps.backend.name().to_string()),
+        incident_ref: None,
+        incident_url: None,
+        account: alarm.account.clone(),
+        region: alarm.region.clone(),
+        alarm: Some(AlarmSummary {
+            name: alarm.name.clone(),
+            arn: alarm.arn.clone(),
+            state: alarm.state.to_string(),
+            reason: alarm.reason.clone(),
+            url: alarm.console_url(),
+        }),
+        vpn_id: alarm.vpn_id().map(str::to_string),
+        tunnel_ip: alarm.dimension("TunnelIpAddress").map(str::to_string),
+        occurred_at: alarm.changed_at,
+        opened_at: Some(record.opened_at),
+        duration_seconds: match action {
+            Action::Resolve { duration_seconds } => Some(*duration_seconds),
+            _ => None,
+        },
+        next_steps: if resolved {
+            vec![]
+        } else {
+            class.next_steps.clone()
+        },
+        links: vpn_links(alarm),
+        findings: vec![],
+        timeline: if resolved {
+            record.timeline.clone()
+        } else {
+            vec![]
+        },
+    }
+}
+
+/// Runs one effect, updating `record` with what it produced (incident reference,
+/// runbook execution id). Effects that need a backend incident are skipped, with a
+/// warning, when there is none.
+pub async fn execute(
+    deps: &Deps<'_>,
+    record: &mut IncidentRecord,
+    effect: &Effect,
+) -> Result<(), HandlerError> {
+    let need = |record: &IncidentRecord| -> Option<IncidentRef> {
+        let r = record.incident.clone();
+        if r.is_none() {
+            warn!(
+                effect = effect.as_str(),
+                "no backend incident to act on; step skipped"
+            );
+        }
+        r
+    };
+    match effect {
+        Effect::Open { incident } => {
+            let r = deps.backend.open(incident).await?;
+            info!(incident = %r, backend = deps.backend.name(), impact = incident.impact.value(), "incident opened");
+            record.incident = Some(r);
+        }
+        Effect::StartRunbook { plan, client_token } => {
+            if let Some(r) = need(record) {
+                let request = plan.request(
+                    &r,
+                    deps.settings.automation_role_arn.as_deref(),
+                    client_token,
+                );
+                if let Some(id) = deps.backend.start_runbook(&r, &request).await? {
+                    record.runbook_execution = Some(id);
+                }
+            }
+        }
+        Effect::SetImpact { impact, note } => {
+            if let Some(r) = need(record) {
+                deps.backend.set_impact(&r, *impact, note).await?;
+                info!(incident = %r, impact = impact.value(), "impact changed");
+            }
+        }
+        Effect::AddNote { note } => {
+            if let Some(r) = need(record) {
+                deps.backend.add_note(&r, note).await?;
+            }
+        }
+        Effect::Resolve { note } => {
+            if let Some(r) = need(record) {
+                deps.backend.resolve(&r, note).await?;
+                info!(incident = %r, "incident resolved");
+            }
+        }
+        Effect::Publish { notification } => {
+            let mut n = (**notification).clone();
+            if let Some(r) = &record.incident {
+                n.incident_ref = Some(r.id().to_string());
+                n.incident_url = Some(r.console_url(&n.region));
+            }
+            let id = deps
+                .publisher
+                .publish(&n)
+                .await
+                .map_err(HandlerError::Publish)?;
+            info!(event = n.event.as_str(), message_id = %id, "notification published");
+        }
+    }
+    Ok(())
+}

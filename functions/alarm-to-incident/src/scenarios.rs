@@ -1,0 +1,1047 @@
+//! End-to-end tests of the handler: real backend adapters over mocked SDK clients
+//! (`aws-smithy-mocks`, sequential rules: every request is asserted, an unexpected
+//! one panics), the in-memory state store, and a recording publisher.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_ssm::operation::create_ops_item::{CreateOpsItemError, CreateOpsItemOutput};
+use aws_sdk_ssm::operation::describe_ops_items::DescribeOpsItemsOutput;
+use aws_sdk_ssm::operation::start_automation_execution::StartAutomationExecutionOutput;
+use aws_sdk_ssm::operation::update_ops_item::UpdateOpsItemOutput;
+use aws_sdk_ssm::types::{OpsItemDataValue, OpsItemStatus};
+use aws_sdk_ssmincidents::operation::create_timeline_event::CreateTimelineEventOutput;
+use aws_sdk_ssmincidents::operation::start_incident::StartIncidentOutput;
+use aws_sdk_ssmincidents::operation::update_incident_record::UpdateIncidentRecordOutput;
+use aws_sdk_ssmincidents::types::{IncidentRecordStatus, ItemType, ItemValue};
+use aws_smithy_mocks::{mock, Rule, RuleMode};
+use aws_smithy_types::error::ErrorMetadata;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use shared::backend::{token_uuid, IncidentManagerBackend, OpsCenterBackend};
+use shared::classify::Rules;
+use shared::error::{AwsError, AwsFailure, Retryable};
+use shared::incident::{Impact, IncidentBackend, IncidentRef};
+use shared::lifecycle::Effect;
+use shared::mock_client;
+use shared::notification::{EventType, IncidentStatus, Notification};
+use shared::state::memory::MemoryStateStore;
+
+use crate::error::HandlerError;
+use crate::handler::{handle, Clock, Deps, Response, Settings};
+use crate::publish::Publisher;
+
+const ACCOUNT: &str = "123456789012";
+const VPN: &str = "vpn-0f1e2d3c4b5a69788";
+const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
+const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
+const OI: &str = "oi-0123456789ab";
+const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
+const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
+const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
+const DOC: &str = "VpnDiagnosis";
+
+fn alarm_arn(name: &str) -> String {
+    format!("arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:{name}")
+}
+
+fn statistic(name: &str) -> &'static str {
+    if name == BOTH {
+        "Maximum"
+    } else {
+        "Minimum"
+    }
+}
+
+/// `10:01:00.490` on the day of the sample events, as CloudWatch writes it.
+fn ts(hh_mm_ss_ms: &str) -> String {
+    format!("2026-11-25T{hh_mm_ss_ms}+0000")
+}
+
+fn transition_id(name: &str, hh_mm_ss_ms: &str) -> String {
+    format!("{}@2026-11-25T{hh_mm_ss_ms}Z", alarm_arn(name))
+}
+
+fn eventbridge(name: &str, state: &str, at: &str) -> Value {
+    json!({
+        "version": "0", "id": "9a8b7c6d", "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch", "account": ACCOUNT, "time": "2026-11-25T10:00:00Z",
+        "region": "eu-west-1", "resources": [alarm_arn(name)],
+        "detail": {
+            "alarmName": name,
+            "state": {"value": state, "reason": format!("Threshold Crossed ({state})"), "timestamp": ts(at)},
+            "previousState": {"value": "OK", "timestamp": ts("08:00:12.114")},
+            "configuration": {
+                "description": format!("{name} watches {VPN}"),
+                "metrics": [{"id": "m1", "returnData": true, "metricStat": {
+                    "metric": {"namespace": "AWS/VPN", "name": "TunnelState", "dimensions": {"VpnId": VPN}},
+                    "period": 60, "stat": statistic(name)}}]
+            }
+        }
+    })
+}
+
+fn direct(name: &str, state: &str, at: &str) -> Value {
+    let mut e = eventbridge(name, state, at);
+    let detail = e["detail"].take();
+    json!({"source": "aws.cloudwatch", "alarmArn": alarm_arn(name), "accountId": ACCOUNT,
+           "time": ts(at), "region": "eu-west-1", "alarmData": detail})
+}
+
+fn sns(name: &str, state: &str, at: &str) -> Value {
+    let message = json!({
+        "AlarmName": name, "AlarmDescription": null, "AWSAccountId": ACCOUNT,
+        "NewStateValue": state, "NewStateReason": format!("Threshold Crossed ({state})"),
+        "StateChangeTime": ts(at), "Region": "EU (Ireland)", "AlarmArn": alarm_arn(name),
+        "OldStateValue": "OK",
+        "Trigger": {"MetricName": "TunnelState", "Namespace": "AWS/VPN", "Statistic": statistic(name).to_uppercase(),
+                    "Dimensions": [{"value": VPN, "name": "VpnId"}], "Period": 60, "EvaluationPeriods": 1,
+                    "ComparisonOperator": "LessThanThreshold", "Threshold": 1.0}
+    });
+    json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Type": "Notification", "MessageId": "m-1",
+            "Subject": "ALARM", "Message": message.to_string()}}]})
+}
+
+// ---------------------------------------------------------------------------
+// Fakes.
+
+#[derive(Default)]
+struct RecordingPublisher {
+    sent: Mutex<Vec<Notification>>,
+    failures: Mutex<Vec<AwsError>>,
+}
+
+impl RecordingPublisher {
+    fn fail_next(&self, e: AwsError) {
+        self.failures.lock().unwrap().push(e);
+    }
+    fn sent(&self) -> Vec<Notification> {
+        self.sent.lock().unwrap().clone()
+    }
+    /// (event, impact, status, incident ref) of each message, for compact assertions.
+    fn summary(&self) -> Vec<(EventType, u8, IncidentStatus, Option<String>)> {
+        self.sent()
+            .iter()
+            .map(|n| (n.event, n.impact.value(), n.status, n.incident_ref.clone()))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Publisher for RecordingPublisher {
+    async fn publish(&self, n: &Notification) -> Result<String, AwsError> {
+        if let Some(e) = self.failures.lock().unwrap().pop() {
+            return Err(e);
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(n.clone());
+        Ok(format!("msg-{}", sent.len()))
+    }
+}
+
+struct FixedClock(Mutex<DateTime<Utc>>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn throttled(service: &'static str, operation: &'static str) -> AwsError {
+    AwsError {
+        service,
+        operation,
+        failure: AwsFailure::Throttled,
+        code: Some("Throttling".into()),
+        message: "Rate exceeded".into(),
+    }
+}
+
+struct Harness {
+    backend: Box<dyn IncidentBackend>,
+    store: MemoryStateStore,
+    publisher: RecordingPublisher,
+    rules: Rules,
+    settings: Settings,
+    clock: FixedClock,
+}
+
+impl Harness {
+    fn new(backend: Box<dyn IncidentBackend>) -> Harness {
+        let mut settings = Settings::new(Some(ROLE.into()));
+        settings.busy_wait = std::time::Duration::ZERO;
+        Harness {
+            backend,
+            store: MemoryStateStore::default(),
+            publisher: RecordingPublisher::default(),
+            rules: Rules::builtin(Some(DOC)),
+            settings,
+            clock: FixedClock(Mutex::new("2026-11-25T10:01:05Z".parse().unwrap())),
+        }
+    }
+
+    fn opscenter(rules: &[&Rule]) -> Harness {
+        Harness::new(Box::new(OpsCenterBackend::new(mock_client!(
+            aws_sdk_ssm,
+            rules.iter().copied()
+        ))))
+    }
+
+    fn incident_manager(rules: &[&Rule]) -> Harness {
+        Harness::new(Box::new(IncidentManagerBackend::new(
+            mock_client!(aws_sdk_ssmincidents, rules.iter().copied()),
+            Some(PLAN.into()),
+        )))
+    }
+
+    async fn run(&self, event: Value) -> Result<Response, HandlerError> {
+        let deps = Deps {
+            backend: self.backend.as_ref(),
+            store: &self.store,
+            publisher: &self.publisher,
+            rules: &self.rules,
+            settings: &self.settings,
+            clock: &self.clock,
+        };
+        handle(&deps, &event).await
+    }
+
+    async fn action(&self, event: Value) -> &'static str {
+        let r = self.run(event).await.unwrap();
+        assert_eq!(r.results.len(), 1);
+        r.results[0].action
+    }
+}
+
+fn all_used(rules: &[&Rule]) {
+    for (i, r) in rules.iter().enumerate() {
+        // Sequential simple rules answer once: each expected request was sent exactly once.
+        assert_eq!(
+            r.num_calls(),
+            1,
+            "expected request {i} sent {} times",
+            r.num_calls()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// OpsCenter request expectations.
+
+fn data<'a>(
+    d: Option<&'a std::collections::HashMap<String, OpsItemDataValue>>,
+    k: &str,
+) -> &'a str {
+    d.and_then(|d| d.get(k))
+        .and_then(|v| v.value())
+        .unwrap_or_else(|| panic!("operational data {k} missing"))
+}
+
+fn note_entry(d: Option<&std::collections::HashMap<String, OpsItemDataValue>>) -> Value {
+    let d = d.expect("operational data");
+    let notes: Vec<&String> = d.keys().filter(|k| k.starts_with("note ")).collect();
+    assert_eq!(notes.len(), 1, "one note per update: {notes:?}");
+    serde_json::from_str(d[notes[0]].value().unwrap()).unwrap()
+}
+
+fn oc_describe_none() -> Rule {
+    mock!(aws_sdk_ssm::Client::describe_ops_items)
+        .match_requests(|r| {
+            let f = r.ops_item_filters();
+            assert_eq!(
+                f[0].values(),
+                [format!("{{\"key\":\"incidentKey\",\"value\":\"{KEY}\"}}")]
+            );
+            true
+        })
+        .then_output(|| DescribeOpsItemsOutput::builder().build())
+}
+
+fn oc_create(impact: i32) -> Rule {
+    mock!(aws_sdk_ssm::Client::create_ops_item)
+        .match_requests(move |r| {
+            assert_eq!(r.title(), Some(KEY));
+            assert_eq!(r.priority(), Some(impact));
+            assert_eq!(r.severity(), Some(impact.min(4).to_string().as_str()));
+            assert_eq!(r.category(), Some("Availability"));
+            assert_eq!(r.source(), Some("IncidentPipeline"));
+            let d = r.operational_data();
+            assert_eq!(data(d, "/aws/dedup"), format!("{{\"dedupString\":\"{KEY}\"}}"));
+            assert_eq!(data(d, "incidentKey"), KEY);
+            assert_eq!(
+                data(d, "/aws/resources"),
+                format!(
+                    "[{{\"arn\":\"{}\"}},{{\"arn\":\"arn:aws:ec2:eu-west-1:{ACCOUNT}:vpn-connection/{VPN}\"}}]",
+                    alarm_arn(ANY)
+                )
+            );
+            assert_eq!(data(d, "vpnId"), VPN);
+            assert_eq!(data(d, "classificationRule"), "vpn-tunnel-down");
+            assert!(r
+                .description()
+                .unwrap()
+                .starts_with("The VPN connection to the remote site is not working."));
+            true
+        })
+        .then_output(|| CreateOpsItemOutput::builder().ops_item_id(OI).build())
+}
+
+fn oc_start_runbook(opened_by: &'static str) -> Rule {
+    mock!(aws_sdk_ssm::Client::start_automation_execution)
+        .match_requests(move |r| {
+            assert_eq!(r.document_name(), Some(DOC));
+            let p = r.parameters().unwrap();
+            assert_eq!(p.len(), 3, "{p:?}");
+            assert_eq!(p["VpnConnectionId"], [VPN]);
+            assert_eq!(p["OpsItemId"], [OI]);
+            assert_eq!(p["AutomationAssumeRole"], [ROLE]);
+            assert_eq!(
+                r.client_token(),
+                Some(token_uuid(&[OI, opened_by]).as_str())
+            );
+            true
+        })
+        .then_output(|| {
+            StartAutomationExecutionOutput::builder()
+                .automation_execution_id("exec-1")
+                .build()
+        })
+}
+
+fn oc_record_execution() -> Rule {
+    mock!(aws_sdk_ssm::Client::update_ops_item)
+        .match_requests(|r| {
+            assert_eq!(r.ops_item_id(), Some(OI));
+            assert_eq!(data(r.operational_data(), "diagnosisExecutionId"), "exec-1");
+            true
+        })
+        .then_output(|| UpdateOpsItemOutput::builder().build())
+}
+
+fn oc_note(title: &'static str) -> Rule {
+    mock!(aws_sdk_ssm::Client::update_ops_item)
+        .match_requests(move |r| {
+            assert_eq!(r.ops_item_id(), Some(OI));
+            assert_eq!((r.priority(), r.severity(), r.status()), (None, None, None));
+            assert_eq!(note_entry(r.operational_data())["title"], title);
+            true
+        })
+        .then_output(|| UpdateOpsItemOutput::builder().build())
+}
+
+fn oc_priority(priority: i32, title: &'static str) -> Rule {
+    mock!(aws_sdk_ssm::Client::update_ops_item)
+        .match_requests(move |r| {
+            assert_eq!(r.ops_item_id(), Some(OI));
+            assert_eq!(r.priority(), Some(priority));
+            assert_eq!(r.severity(), Some(priority.to_string().as_str()));
+            assert_eq!(r.status(), None);
+            assert_eq!(note_entry(r.operational_data())["title"], title);
+            true
+        })
+        .then_output(|| UpdateOpsItemOutput::builder().build())
+}
+
+fn oc_resolved() -> Rule {
+    mock!(aws_sdk_ssm::Client::update_ops_item)
+        .match_requests(|r| {
+            assert_eq!(r.ops_item_id(), Some(OI));
+            assert_eq!(r.status(), Some(&OpsItemStatus::Resolved));
+            let note = note_entry(r.operational_data());
+            assert_eq!(note["title"], "Resolved: every alarm is OK");
+            assert_eq!(note["data"]["durationSeconds"], "2040");
+            true
+        })
+        .then_output(|| UpdateOpsItemOutput::builder().build())
+}
+
+fn opened_by_any() -> String {
+    transition_id(ANY, "10:01:00.490")
+}
+
+// ---------------------------------------------------------------------------
+// The whole lifecycle, per backend.
+
+#[tokio::test]
+async fn opscenter_full_lifecycle_sends_exact_requests() {
+    let opened_by: &'static str = Box::leak(opened_by_any().into_boxed_str());
+    let rules = [
+        // 10:01 any tunnel ALARM: open, start the diagnosis, record it.
+        oc_describe_none(),
+        oc_create(3),
+        oc_start_runbook(opened_by),
+        oc_record_execution(),
+        // 10:06 any tunnel ALARM again: a note.
+        oc_note("vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 is ALARM"),
+        // 10:20 both tunnels ALARM: impact 1.
+        oc_priority(1, "Impact raised to 1 (Critical)"),
+        // 10:30 both tunnels OK while any tunnel fires: back to 3.
+        oc_priority(3, "Impact lowered to 3 (Medium)"),
+        // 10:32 any tunnel INSUFFICIENT_DATA: a note.
+        oc_note("vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 has insufficient data"),
+        // 10:35 any tunnel OK: resolved after 34 minutes.
+        oc_resolved(),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::opscenter(&refs);
+
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await,
+        "open"
+    );
+    // The same transition in another envelope: nothing sent, nothing published.
+    assert_eq!(
+        h.action(sns(ANY, "ALARM", "10:01:00.490")).await,
+        "ignore_duplicate"
+    );
+    assert_eq!(
+        h.action(direct(ANY, "ALARM", "10:01:00.490")).await,
+        "ignore_duplicate"
+    );
+    assert_eq!(h.action(sns(ANY, "ALARM", "10:06:00.000")).await, "update");
+    assert_eq!(
+        h.action(direct(BOTH, "ALARM", "10:20:00.733")).await,
+        "escalate"
+    );
+    assert_eq!(
+        h.action(eventbridge(BOTH, "OK", "10:30:00.000")).await,
+        "deescalate"
+    );
+    assert_eq!(
+        h.action(eventbridge(ANY, "INSUFFICIENT_DATA", "10:32:00.000"))
+            .await,
+        "insufficient_data"
+    );
+    assert_eq!(h.action(sns(ANY, "OK", "10:35:00.490")).await, "resolve");
+    // A late ALARM from before the OK: ignored, nothing opens.
+    assert_eq!(
+        h.action(sns(ANY, "ALARM", "10:33:00.000")).await,
+        "ignore_stale"
+    );
+    all_used(&refs);
+
+    let oi = Some(OI.to_string());
+    assert_eq!(
+        h.publisher.summary(),
+        vec![
+            (EventType::Opened, 3, IncidentStatus::Open, oi.clone()),
+            (EventType::Updated, 3, IncidentStatus::Open, oi.clone()),
+            (EventType::Escalated, 1, IncidentStatus::Open, oi.clone()),
+            (EventType::Deescalated, 3, IncidentStatus::Open, oi.clone()),
+            (
+                EventType::InsufficientData,
+                3,
+                IncidentStatus::Open,
+                oi.clone()
+            ),
+            (EventType::Resolved, 3, IncidentStatus::Resolved, oi.clone()),
+        ]
+    );
+    let sent = h.publisher.sent();
+    let opened = &sent[0];
+    assert_eq!(opened.incident_key, KEY);
+    assert_eq!(opened.vpn_id.as_deref(), Some(VPN));
+    assert_eq!(opened.backend.as_deref(), Some("OpsCenter"));
+    assert_eq!(
+        opened.incident_url.as_deref(),
+        Some("https://eu-west-1.console.aws.amazon.com/systems-manager/opsitems/oi-0123456789ab?region=eu-west-1")
+    );
+    assert!(!opened.next_steps.is_empty());
+    let resolved = &sent[5];
+    assert_eq!(resolved.duration_seconds, Some(34 * 60));
+    assert_eq!(resolved.timeline.len(), 6);
+    assert_eq!(
+        resolved.timeline[0].text,
+        "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 is ALARM: incident opened with impact 3 (Medium)"
+    );
+    // What goes on the wire: Chatbot JSON threaded on the key.
+    let chatbot = resolved.to_chatbot();
+    assert_eq!(chatbot["metadata"]["threadId"], KEY);
+    assert_eq!(chatbot["metadata"]["additionalContext"]["incident"], OI);
+
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(item.record.status, IncidentStatus::Resolved);
+    assert_eq!(item.record.runbook_execution.as_deref(), Some("exec-1"));
+    assert!(item.pending.is_empty() && item.lease_until.is_none());
+    assert_eq!(
+        h.store
+            .alarm_now(&alarm_arn(ANY))
+            .unwrap()
+            .changed_at
+            .to_rfc3339(),
+        "2026-11-25T10:35:00.490+00:00"
+    );
+}
+
+fn im_timeline(title: &'static str) -> Rule {
+    mock!(aws_sdk_ssmincidents::Client::create_timeline_event)
+        .match_requests(move |r| {
+            assert_eq!(r.incident_record_arn(), Some(IR));
+            assert_eq!(r.event_type(), Some("Custom Event"));
+            let data: Value = serde_json::from_str(r.event_data().unwrap()).unwrap();
+            assert_eq!(data["title"], title);
+            assert!(r.client_token().is_some_and(|t| t.len() == 36));
+            true
+        })
+        .then_output(|| {
+            CreateTimelineEventOutput::builder()
+                .incident_record_arn(IR)
+                .event_id("e")
+                .build()
+                .unwrap()
+        })
+}
+
+fn im_update(impact: Option<i32>, status: Option<IncidentRecordStatus>) -> Rule {
+    mock!(aws_sdk_ssmincidents::Client::update_incident_record)
+        .match_requests(move |r| {
+            assert_eq!(r.arn(), Some(IR));
+            assert_eq!(r.impact(), impact);
+            assert_eq!(r.status(), status.as_ref());
+            true
+        })
+        .then_output(|| UpdateIncidentRecordOutput::builder().build())
+}
+
+fn im_start() -> Rule {
+    mock!(aws_sdk_ssmincidents::Client::start_incident)
+        .match_requests(|r| {
+            assert_eq!(r.response_plan_arn(), Some(PLAN));
+            assert_eq!(r.title(), Some(KEY));
+            assert_eq!(r.impact(), Some(3));
+            assert_eq!(
+                r.client_token(),
+                Some(token_uuid(&[KEY, &opened_by_any()]).as_str())
+            );
+            let t = r.trigger_details().unwrap();
+            assert_eq!(t.source(), "custom.incident-pipeline");
+            assert_eq!(t.trigger_arn(), Some(alarm_arn(ANY).as_str()));
+            let raw: Value = serde_json::from_str(t.raw_data().unwrap()).unwrap();
+            assert_eq!(raw["name"], ANY);
+            assert_eq!(raw["state"], "ALARM");
+            let items = r.related_items();
+            let kinds: Vec<(ItemType, Option<&ItemValue>)> = items
+                .iter()
+                .map(|i| {
+                    (
+                        i.identifier().unwrap().r#type().clone(),
+                        i.identifier().unwrap().value(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                kinds[0],
+                (ItemType::Other, Some(&ItemValue::Arn(alarm_arn(ANY))))
+            );
+            assert_eq!(
+                kinds[1],
+                (
+                    ItemType::InvolvedResource,
+                    Some(&ItemValue::Arn(format!(
+                        "arn:aws:ec2:eu-west-1:{ACCOUNT}:vpn-connection/{VPN}"
+                    )))
+                )
+            );
+            assert!(matches!(
+                kinds[2],
+                (ItemType::Other, Some(ItemValue::Url(_)))
+            ));
+            true
+        })
+        .then_output(|| {
+            StartIncidentOutput::builder()
+                .incident_record_arn(IR)
+                .build()
+                .unwrap()
+        })
+}
+
+#[tokio::test]
+async fn incident_manager_full_lifecycle_sends_exact_requests() {
+    let rules = [
+        // Open: the response plan starts the runbook, so no automation call.
+        im_start(),
+        // Re-alarm.
+        im_timeline("vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 is ALARM"),
+        // Escalation, de-escalation: impact then a timeline event.
+        im_update(Some(1), None),
+        im_timeline("Impact raised to 1 (Critical)"),
+        im_update(Some(3), None),
+        im_timeline("Impact lowered to 3 (Medium)"),
+        // Insufficient data.
+        im_timeline("vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 has insufficient data"),
+        // Resolve: closing note, then RESOLVED.
+        im_timeline("Resolved: every alarm is OK"),
+        im_update(None, Some(IncidentRecordStatus::Resolved)),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+
+    assert_eq!(h.action(direct(ANY, "ALARM", "10:01:00.490")).await, "open");
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await,
+        "ignore_duplicate"
+    );
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:06:00.000")).await,
+        "update"
+    );
+    assert_eq!(
+        h.action(sns(BOTH, "ALARM", "10:20:00.733")).await,
+        "escalate"
+    );
+    assert_eq!(
+        h.action(sns(BOTH, "OK", "10:30:00.000")).await,
+        "deescalate"
+    );
+    assert_eq!(
+        h.action(direct(ANY, "INSUFFICIENT_DATA", "10:32:00.000"))
+            .await,
+        "insufficient_data"
+    );
+    assert_eq!(h.action(direct(ANY, "OK", "10:35:00.490")).await, "resolve");
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:34:00.000")).await,
+        "ignore_stale"
+    );
+    all_used(&refs);
+
+    let ir = Some(IR.to_string());
+    assert_eq!(
+        h.publisher.summary(),
+        vec![
+            (EventType::Opened, 3, IncidentStatus::Open, ir.clone()),
+            (EventType::Updated, 3, IncidentStatus::Open, ir.clone()),
+            (EventType::Escalated, 1, IncidentStatus::Open, ir.clone()),
+            (EventType::Deescalated, 3, IncidentStatus::Open, ir.clone()),
+            (
+                EventType::InsufficientData,
+                3,
+                IncidentStatus::Open,
+                ir.clone()
+            ),
+            (EventType::Resolved, 3, IncidentStatus::Resolved, ir.clone()),
+        ]
+    );
+    assert_eq!(
+        h.publisher.sent()[0].backend.as_deref(),
+        Some("IncidentManager")
+    );
+    assert_eq!(
+        h.store.incident_now(KEY).unwrap().record.runbook_execution,
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Order, duplicates, nothing open.
+
+#[tokio::test]
+async fn late_alarm_after_ok_opens_nothing_on_either_backend() {
+    for h in [Harness::opscenter(&[]), Harness::incident_manager(&[])] {
+        // The OK of 10:05 arrives first: recorded, nothing open, nothing sent.
+        assert_eq!(h.action(sns(ANY, "OK", "10:05:00.000")).await, "record");
+        // Then the ALARM of 10:01, late: stale.
+        assert_eq!(
+            h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await,
+            "ignore_stale"
+        );
+        assert!(h.publisher.sent().is_empty());
+        assert_eq!(h.store.incident_now(KEY), None);
+        assert_eq!(
+            h.store.alarm_now(&alarm_arn(ANY)).unwrap().state,
+            shared::alarm::AlarmState::Ok
+        );
+    }
+}
+
+#[tokio::test]
+async fn insufficient_data_with_nothing_open_is_recorded_only() {
+    let h = Harness::opscenter(&[]);
+    assert_eq!(
+        h.action(direct(ANY, "INSUFFICIENT_DATA", "10:01:00.000"))
+            .await,
+        "record"
+    );
+    assert!(h.publisher.sent().is_empty());
+    assert_eq!(h.store.incident_now(KEY), None);
+}
+
+#[tokio::test]
+async fn both_tunnels_alarm_opening_first_is_critical_and_any_tunnel_joins() {
+    let rules = [
+        mock!(aws_sdk_ssmincidents::Client::start_incident)
+            .match_requests(|r| r.impact() == Some(1) && r.title() == Some(KEY))
+            .then_output(|| {
+                StartIncidentOutput::builder()
+                    .incident_record_arn(IR)
+                    .build()
+                    .unwrap()
+            }),
+        im_timeline("vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 is ALARM"),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    assert_eq!(
+        h.action(eventbridge(BOTH, "ALARM", "10:01:00.000")).await,
+        "open"
+    );
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:01:30.000")).await,
+        "update"
+    );
+    all_used(&refs);
+    let sent = h.publisher.sent();
+    assert_eq!(
+        sent[0].summary,
+        format!("Both tunnels of VPN connection {VPN} are down: the remote site is unreachable.")
+    );
+    assert_eq!(sent[1].impact, Impact::CRITICAL);
+}
+
+// ---------------------------------------------------------------------------
+// Failures and retries.
+
+#[tokio::test]
+async fn throttled_open_is_retryable_and_the_retry_completes_once() {
+    let opened_by: &'static str = Box::leak(opened_by_any().into_boxed_str());
+    let rules = [
+        oc_describe_none(),
+        mock!(aws_sdk_ssm::Client::create_ops_item).then_error(|| {
+            CreateOpsItemError::generic(
+                ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        }),
+        // Lambda's retry: the pending open runs again.
+        oc_describe_none(),
+        oc_create(3),
+        oc_start_runbook(opened_by),
+        oc_record_execution(),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::opscenter(&refs);
+    let event = eventbridge(ANY, "ALARM", "10:01:00.490");
+    let e = h.run(event.clone()).await.unwrap_err();
+    assert!(e.retryable());
+    let d: lambda_runtime::Diagnostic = e.into();
+    assert_eq!(d.error_type, "Retryable.Throttled");
+    assert_eq!(
+        d.error_message,
+        "incident backend: ssm CreateOpsItem failed (ThrottlingException): Rate exceeded"
+    );
+    assert!(h.publisher.sent().is_empty());
+    // The decision is stored with its steps and the lease released for the retry.
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(
+        item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
+        ["open", "start_runbook", "publish"]
+    );
+    assert_eq!(item.lease_until, None);
+
+    let r = h.run(event).await.unwrap();
+    assert_eq!(r.results[0].action, "ignore_duplicate");
+    assert!(r.results[0].resumed);
+    assert_eq!(r.results[0].incident.as_deref(), Some(OI));
+    all_used(&refs);
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(
+            EventType::Opened,
+            3,
+            IncidentStatus::Open,
+            Some(OI.to_string())
+        )]
+    );
+}
+
+#[tokio::test]
+async fn access_denied_is_not_retryable_and_says_what_was_denied() {
+    let rules = [mock!(aws_sdk_ssmincidents::Client::start_incident).then_error(|| {
+        aws_sdk_ssmincidents::operation::start_incident::StartIncidentError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("User: arn:aws:sts::123456789012:assumed-role/a2i is not authorized to perform: ssm-incidents:StartIncident")
+                .build(),
+        )
+    })];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let e = h
+        .run(direct(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap_err();
+    assert!(!e.retryable());
+    let d: lambda_runtime::Diagnostic = e.into();
+    assert_eq!(d.error_type, "NonRetryable.AccessDenied");
+    assert_eq!(
+        d.error_message,
+        "incident backend: ssm-incidents StartIncident failed (AccessDeniedException): User: \
+         arn:aws:sts::123456789012:assumed-role/a2i is not authorized to perform: ssm-incidents:StartIncident"
+    );
+    // Kept pending: once the policy is fixed, the next delivery opens the incident.
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(item.pending.first().map(Effect::as_str), Some("open"));
+    assert!(h.publisher.sent().is_empty());
+    all_used(&refs);
+}
+
+#[tokio::test]
+async fn publish_failure_after_open_is_finished_by_the_retry_without_a_second_incident() {
+    let rules = [im_start()];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    h.publisher.fail_next(throttled("sns", "Publish"));
+    let event = sns(ANY, "ALARM", "10:01:00.490");
+    let e = h.run(event.clone()).await.unwrap_err();
+    assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+    assert_eq!(
+        e.to_string(),
+        "notification: sns Publish failed (Throttling): Rate exceeded"
+    );
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(
+        item.record.incident,
+        Some(IncidentRef::IncidentManager(IR.into()))
+    );
+    assert_eq!(
+        item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
+        ["publish"]
+    );
+
+    // The retry publishes; StartIncident is not called again (the mock would panic).
+    let r = h.run(event).await.unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("ignore_duplicate", true)
+    );
+    all_used(&refs);
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(
+            EventType::Opened,
+            3,
+            IncidentStatus::Open,
+            Some(IR.to_string())
+        )]
+    );
+}
+
+#[tokio::test]
+async fn another_alarm_finishes_steps_left_pending_before_deciding() {
+    let rules = [
+        im_start(),
+        // The both-tunnels alarm then escalates the incident the first one opened.
+        im_update(Some(1), None),
+        im_timeline("Impact raised to 1 (Critical)"),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    h.publisher.fail_next(throttled("sns", "Publish"));
+    assert!(h
+        .run(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .is_err());
+    let r = h
+        .run(eventbridge(BOTH, "ALARM", "10:20:00.000"))
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].action, "escalate");
+    all_used(&refs);
+    assert_eq!(
+        h.publisher
+            .summary()
+            .iter()
+            .map(|s| (s.0, s.1))
+            .collect::<Vec<_>>(),
+        vec![(EventType::Opened, 3), (EventType::Escalated, 1)]
+    );
+}
+
+#[tokio::test]
+async fn held_lease_makes_the_invocation_wait_then_give_up_retryably() {
+    // A first invocation opened the incident and failed to publish; pretend it
+    // still holds the lease (it crashed instead of releasing it).
+    let first_rules = [im_start()];
+    let first_refs: Vec<&Rule> = first_rules.iter().collect();
+    let first = Harness::incident_manager(&first_refs);
+    first.publisher.fail_next(throttled("sns", "Publish"));
+    assert!(first
+        .run(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .is_err());
+    let mut item = first.store.incident_now(KEY).unwrap();
+    item.lease_until = Some("2026-11-25T10:02:30Z".parse().unwrap());
+
+    let rules = [
+        im_update(Some(1), None),
+        im_timeline("Impact raised to 1 (Critical)"),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    h.store.incidents.lock().unwrap().insert(KEY.into(), item);
+    h.store.alarms.lock().unwrap().insert(
+        alarm_arn(ANY),
+        first.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+    );
+    let e = h
+        .run(eventbridge(BOTH, "ALARM", "10:20:00.000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+    assert!(h.publisher.sent().is_empty());
+    // Once the lease has expired, the next invocation takes the steps over.
+    *h.clock.0.lock().unwrap() = "2026-11-25T10:03:00Z".parse().unwrap();
+    let r = h
+        .run(eventbridge(BOTH, "ALARM", "10:20:00.000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("escalate", true)
+    );
+    assert_eq!(
+        h.publisher
+            .summary()
+            .iter()
+            .map(|s| (s.0, s.1))
+            .collect::<Vec<_>>(),
+        vec![(EventType::Opened, 3), (EventType::Escalated, 1)]
+    );
+    all_used(&refs);
+}
+
+#[tokio::test]
+async fn rejected_step_is_dropped_so_the_incident_is_not_blocked() {
+    let rules = [
+        im_start(),
+        mock!(aws_sdk_ssmincidents::Client::create_timeline_event).then_error(|| {
+            aws_sdk_ssmincidents::operation::create_timeline_event::CreateTimelineEventError::generic(
+                ErrorMetadata::builder().code("ValidationException").message("bad event data").build(),
+            )
+        }),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await;
+    let e = h
+        .run(eventbridge(ANY, "ALARM", "10:06:00.000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.lambda_error_type(), "NonRetryable.AwsRejected");
+    // The notification still went out and nothing is left pending.
+    assert_eq!(h.publisher.sent().len(), 2);
+    assert!(h.store.incident_now(KEY).unwrap().pending.is_empty());
+    all_used(&refs);
+}
+
+#[tokio::test]
+async fn bad_event_is_a_non_retryable_error() {
+    let h = Harness::opscenter(&[]);
+    let e = h.run(json!({"hello": "world"})).await.unwrap_err();
+    assert_eq!(e.lambda_error_type(), "NonRetryable.BadInput");
+    assert!(
+        e.to_string().starts_with("bad event: unrecognized event"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Every sample event.
+
+/// Answers every OpsCenter call with success, for events of any alarm.
+fn permissive_opscenter() -> Box<dyn IncidentBackend> {
+    let rules = [
+        mock!(aws_sdk_ssm::Client::describe_ops_items)
+            .then_output(|| DescribeOpsItemsOutput::builder().build()),
+        mock!(aws_sdk_ssm::Client::create_ops_item)
+            .then_output(|| CreateOpsItemOutput::builder().ops_item_id(OI).build()),
+        mock!(aws_sdk_ssm::Client::start_automation_execution).then_output(|| {
+            StartAutomationExecutionOutput::builder()
+                .automation_execution_id("exec-1")
+                .build()
+        }),
+        mock!(aws_sdk_ssm::Client::update_ops_item)
+            .then_output(|| UpdateOpsItemOutput::builder().build()),
+    ];
+    Box::new(OpsCenterBackend::new(mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        rules.iter()
+    )))
+}
+
+#[tokio::test]
+async fn every_file_in_events_goes_through_the_handler() {
+    let dir = std::env::var("EVENTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("no events directory at {}; nothing to check", dir.display());
+        return;
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} holds no .json files", dir.display());
+    let mut handled = BTreeMap::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(path).unwrap();
+        let event: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => panic!("{name}: not JSON: {e}"),
+        };
+        let h = Harness::new(permissive_opscenter());
+        let result = h.run(event.clone()).await;
+        match shared::alarm::normalize(&event) {
+            Ok(alarms) => {
+                let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(r.results.len(), alarms.len(), "{name}");
+                let firing = alarms
+                    .iter()
+                    .filter(|a| a.state == shared::alarm::AlarmState::Alarm)
+                    .count();
+                assert_eq!(
+                    h.publisher.sent().len(),
+                    firing,
+                    "{name}: one notification per ALARM"
+                );
+                for (o, a) in r.results.iter().zip(&alarms) {
+                    let expected = if a.state == shared::alarm::AlarmState::Alarm {
+                        ["open", "update"].as_slice()
+                    } else {
+                        ["record"].as_slice()
+                    };
+                    assert!(
+                        expected.contains(&o.action),
+                        "{name}: {} for {}",
+                        o.action,
+                        a.state
+                    );
+                    assert!(!o.incident_key.is_empty(), "{name}");
+                }
+                handled.insert(
+                    name,
+                    r.results
+                        .iter()
+                        .map(|o| o.action)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            Err(_) => {
+                let e = result.expect_err(&name);
+                assert_eq!(e.lambda_error_type(), "NonRetryable.BadInput", "{name}");
+            }
+        }
+    }
+    eprintln!("{handled:#?}");
+}
