@@ -10,6 +10,7 @@ pub mod incident;
 pub mod logging;
 pub mod notification;
 pub mod text;
+pub mod vpn;
 
 #[cfg(feature = "testing")]
 pub mod testing;
