@@ -144,6 +144,22 @@ pub struct NewIncident {
     pub related: Vec<RelatedItem>,
     /// Structured details (alarm name, VPN id, ...), stored where the backend allows.
     pub details: BTreeMap<String, String>,
+    /// OpsCenter category (`Availability`, `Cost`, `Performance`, `Recovery`,
+    /// `Security`); Incident Manager has none.
+    #[serde(default)]
+    pub category: Option<String>,
+}
+
+/// An SSM Automation runbook to start for an incident (OpsCenter; Incident Manager
+/// starts runbooks from the response plan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookRequest {
+    /// Name or ARN of the Automation document.
+    pub document: String,
+    /// Document parameters, each a list of values as SSM expects.
+    pub parameters: BTreeMap<String, Vec<String>>,
+    /// Idempotency seed: the same seed never starts a second execution.
+    pub client_token: String,
 }
 
 /// A timeline entry: a state change, a diagnosis, a person's note.
@@ -202,6 +218,19 @@ pub trait IncidentBackend: Send + Sync {
 
     /// Resolves the incident, recording `note` (the closing summary).
     async fn resolve(&self, incident: &IncidentRef, note: &Note) -> Result<(), BackendError>;
+
+    /// Starts the diagnosis runbook for an open incident and records the execution
+    /// on it. Returns the execution id, or `None` when the backend starts runbooks
+    /// itself (Incident Manager: an action of the response plan). The default, for
+    /// backends and test fakes that start no runbooks, does nothing.
+    async fn start_runbook(
+        &self,
+        incident: &IncidentRef,
+        runbook: &RunbookRequest,
+    ) -> Result<Option<String>, BackendError> {
+        let _ = (incident, runbook);
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,17 @@
 
 pub mod alarm;
 pub mod aws;
+pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod incident;
+pub mod lifecycle;
 pub mod logging;
 pub mod notification;
+pub mod state;
 pub mod text;
 pub mod vpn;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
