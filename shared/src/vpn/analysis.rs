@@ -115,7 +115,8 @@ pub struct Report {
     pub complete: bool,
     pub findings: Vec<Finding>,
     pub tunnels: Vec<TunnelSummary>,
-    pub log_status: LogStatus,
+    /// How far the tunnel logs were read: `{"status": "complete"}`, ...
+    pub log_query: LogStatus,
     pub gaps: Vec<Gap>,
 }
 
@@ -154,7 +155,7 @@ pub fn analyse(facts: &VpnFacts) -> Report {
         impact: impact(&findings),
         complete: gaps.is_empty(),
         tunnels: ctx.tunnel_summaries(),
-        log_status: facts.logs.status.clone(),
+        log_query: facts.logs.status.clone(),
         gaps,
         findings,
     }
@@ -663,10 +664,13 @@ fn log_causes(ctx: &Ctx, out: &mut Vec<Finding>) {
         if affected.is_empty() {
             continue;
         }
-        let severity = if affected
-            .iter()
-            .any(|t| t.status() == TunnelStatus::Down && ctx.cause(t) == Some(kind))
-        {
+        // Critical when it explains a tunnel that is down while no tunnel carries
+        // traffic; with redundancy left (or the tunnel back up) it is a warning.
+        let explains_outage = ctx.up().is_empty()
+            && affected
+                .iter()
+                .any(|t| t.status() == TunnelStatus::Down && ctx.cause(t) == Some(kind));
+        let severity = if explains_outage {
             Severity::Critical
         } else {
             Severity::Warning
@@ -881,7 +885,11 @@ fn not_established(ctx: &Ctx, out: &mut Vec<Finding>) {
         };
         out.push(Finding {
             code,
-            severity: Severity::Critical,
+            severity: if ctx.up().is_empty() {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             tunnel: Some(t.outside_ip.clone()),
             title,
             evidence: vec![ctx.tunnel_line(t), evidence],

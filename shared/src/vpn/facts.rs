@@ -404,6 +404,8 @@ impl TunnelMetricHistory {
 /// The tunnel-log part of the facts.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LogFacts {
+    /// `"status": "complete"`, or `"partial"`/`"failed"` with a `"reason"`.
+    #[serde(flatten)]
     pub status: LogStatus,
     /// The log groups queried.
     #[serde(default)]

@@ -21,7 +21,7 @@ pub use analysis::{analyse, Finding, FindingCode, Report, Severity, TunnelSummar
 pub use facts::{
     merge_tunnels, ConnectionFacts, ConnectionLookup, ConnectionState, Gap, GatewayFacts,
     GatewayKind, LogFacts, LogStatus, Maintenance, MetricPoint, StaticRoute, Telemetry,
-    TunnelFacts, TunnelLogging, TunnelMetricHistory, TunnelOptions, TunnelStatus,
+    TunnelFacts, TunnelLogging, TunnelMetricHistory, TunnelOptions, TunnelStatus, VpnFacts,
 };
 pub use logs::{
     assign_tunnel, classify_details, parse_line, parse_record, EventStats, IkeState, LogEvent,
