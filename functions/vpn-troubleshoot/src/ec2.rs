@@ -330,3 +330,116 @@ pub async fn maintenance(
             .and_then(to_chrono),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::primitives::DateTime as SmithyTime;
+    use aws_sdk_ec2::types::{
+        CloudWatchLogOptions, IkeVersionsListValue, Phase1DhGroupNumbersListValue, TelemetryStatus,
+        VpnConnectionOptions, VpnState, VpnStaticRoute, VpnTunnelLogOptions,
+    };
+
+    fn telemetry(ip: &str, status: TelemetryStatus, routes: i32) -> VgwTelemetry {
+        VgwTelemetry::builder()
+            .outside_ip_address(ip)
+            .status(status)
+            .status_message(format!("{routes} BGP ROUTES"))
+            .last_status_change(SmithyTime::from_secs(1_795_600_800))
+            .accepted_route_count(routes)
+            .build()
+    }
+
+    #[test]
+    fn connection_facts_match_telemetry_to_options_by_outside_ip() {
+        let c = VpnConnection::builder()
+            .vpn_connection_id("vpn-0a1b2c3d")
+            .state(VpnState::Available)
+            .customer_gateway_id("cgw-1")
+            .transit_gateway_id("tgw-1")
+            .customer_gateway_configuration("<pre_shared_key>secret</pre_shared_key>")
+            .routes(
+                VpnStaticRoute::builder()
+                    .destination_cidr_block("10.20.0.0/16")
+                    .state(VpnState::Available)
+                    .build(),
+            )
+            .options(
+                VpnConnectionOptions::builder()
+                    .static_routes_only(true)
+                    .local_ipv4_network_cidr("10.20.0.0/16")
+                    .tunnel_options(
+                        TunnelOption::builder()
+                            .outside_ip_address("192.0.2.1")
+                            .pre_shared_key("never-read")
+                            .ike_versions(IkeVersionsListValue::builder().value("ikev2").build())
+                            .phase1_dh_group_numbers(
+                                Phase1DhGroupNumbersListValue::builder().value(14).build(),
+                            )
+                            .startup_action("start")
+                            .log_options(
+                                VpnTunnelLogOptions::builder()
+                                    .cloud_watch_log_options(
+                                        CloudWatchLogOptions::builder()
+                                            .log_enabled(true)
+                                            .log_group_arn("arn:aws:logs:eu-west-1:1:log-group:vpn")
+                                            .log_output_format("json")
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .tunnel_options(
+                        TunnelOption::builder()
+                            .outside_ip_address("192.0.2.2")
+                            .build(),
+                    )
+                    .build(),
+            )
+            // Telemetry listed in the other order than the options.
+            .vgw_telemetry(telemetry("192.0.2.2", TelemetryStatus::Down, 0))
+            .vgw_telemetry(telemetry("192.0.2.1", TelemetryStatus::Up, 4))
+            .build();
+        let f = connection_facts(&c);
+        assert_eq!(f.state, ConnectionState::Available);
+        assert_eq!(f.transit_gateway_id.as_deref(), Some("tgw-1"));
+        assert_eq!(f.static_routes_only, Some(true));
+        assert_eq!(f.local_ipv4_network_cidr.as_deref(), Some("10.20.0.0/16"));
+        assert_eq!(
+            f.routes,
+            vec![StaticRoute {
+                destination_cidr: "10.20.0.0/16".into(),
+                state: Some("available".into())
+            }]
+        );
+        assert_eq!(f.tunnels.len(), 2);
+        let t1 = &f.tunnels[0];
+        assert_eq!(t1.outside_ip, "192.0.2.1");
+        assert_eq!(t1.status(), TunnelStatus::Up);
+        assert_eq!(t1.telemetry.as_ref().unwrap().accepted_route_count, Some(4));
+        assert_eq!(
+            t1.telemetry.as_ref().unwrap().last_status_change,
+            Some("2026-11-25T10:00:00Z".parse().unwrap())
+        );
+        let o = t1.options.as_ref().unwrap();
+        assert_eq!(o.ike_versions, ["ikev2"]);
+        assert_eq!(o.phase1_dh_groups, [14]);
+        assert_eq!(o.startup_action.as_deref(), Some("start"));
+        assert!(o.logging.enabled && o.logging.is_json());
+        assert_eq!(o.logging.log_group_name().as_deref(), Some("vpn"));
+        let t2 = &f.tunnels[1];
+        assert_eq!(t2.status(), TunnelStatus::Down);
+        assert!(!t2.options.as_ref().unwrap().logging.enabled);
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(!text.contains("never-read") && !text.contains("secret"));
+    }
+
+    #[test]
+    fn connection_facts_of_an_empty_answer_are_unknown_not_a_panic() {
+        let f = connection_facts(&VpnConnection::builder().build());
+        assert_eq!(f.state, ConnectionState::Unknown);
+        assert!(f.tunnels.is_empty());
+        assert_eq!(f.static_routes_only, None);
+    }
+}

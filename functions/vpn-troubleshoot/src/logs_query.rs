@@ -199,3 +199,77 @@ pub fn log_groups<'a>(
         .into_iter()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::vpn::{LogEvent, TunnelLogging};
+
+    #[test]
+    fn query_string_filters_on_vpn_and_valid_tunnel_ips_only() {
+        let vpn = VpnConnectionId::parse("vpn-0a1b2c3d").unwrap();
+        let q = query_string(
+            &vpn,
+            &[
+                "192.0.2.1".into(),
+                "x\" or 1=1 | display".into(),
+                "2001:db8::1".into(),
+            ],
+        );
+        assert_eq!(
+            q,
+            "fields @timestamp, @logStream, @message\n\
+             | filter @logStream like \"vpn-0a1b2c3d\" or tunnel_ip in [\"192.0.2.1\", \"2001:db8::1\"] or \
+             @logStream like \"192.0.2.1\" or @logStream like \"2001:db8::1\"\n\
+             | sort @timestamp desc\n| limit 1000"
+        );
+    }
+
+    fn field(k: &str, v: &str) -> ResultField {
+        ResultField::builder().field(k).value(v).build()
+    }
+
+    #[test]
+    fn record_of_reads_message_json_and_fills_stream_and_time() {
+        let r = record_of(&[
+            field("@timestamp", "2026-11-25 09:50:00.000"),
+            field("@logStream", "vpn-0a1b2c3d-192.0.2.1"),
+            field("@message", r#"{"details": "Peer is not responsive - Declaring peer dead", "ike_phase1_state": "down"}"#),
+        ])
+        .unwrap();
+        assert_eq!(r.event, LogEvent::DpdTimeout);
+        assert_eq!(r.at, Some("2026-11-25T09:50:00Z".parse().unwrap()));
+        assert_eq!(r.log_stream.as_deref(), Some("vpn-0a1b2c3d-192.0.2.1"));
+        // The record's own time wins over the ingestion time.
+        let r = record_of(&[
+            field("@timestamp", "2026-11-25 09:50:00.000"),
+            field(
+                "@message",
+                r#"{"details": "x", "event_timestamp": 1795600000}"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(r.at, Some("2026-11-25T09:46:40Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn record_of_refuses_text_and_foreign_rows() {
+        assert!(record_of(&[field("@message", "2026-11-25 IKE_SA established")]).is_none());
+        assert!(record_of(&[field("@message", r#"{"other": 1}"#)]).is_none());
+        assert!(record_of(&[field("@timestamp", "2026-11-25 09:50:00.000")]).is_none());
+        assert!(record_of(&[]).is_none());
+    }
+
+    #[test]
+    fn log_groups_are_the_enabled_ones_deduplicated() {
+        let l = |enabled: bool, arn: &str| TunnelLogging {
+            enabled,
+            log_group_arn: Some(arn.to_string()),
+            output_format: Some("json".into()),
+        };
+        let a = l(true, "arn:aws:logs:eu-west-1:1:log-group:vpn:*");
+        let b = l(true, "arn:aws:logs:eu-west-1:1:log-group:vpn");
+        let c = l(false, "arn:aws:logs:eu-west-1:1:log-group:other");
+        assert_eq!(log_groups([&a, &b, &c]), ["vpn"]);
+    }
+}

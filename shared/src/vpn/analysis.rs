@@ -319,6 +319,17 @@ impl<'a> Ctx<'a> {
         if self
             .facts
             .found()
+            .is_some_and(|c| c.state == ConnectionState::Available && c.tunnels.is_empty())
+        {
+            gaps.push(Gap {
+                source: "DescribeVpnConnections".into(),
+                message: "no tunnel in the answer (neither VgwTelemetry nor TunnelOptions)".into(),
+                retryable: true,
+            });
+        }
+        if self
+            .facts
+            .found()
             .is_some_and(|c| c.state == ConnectionState::Available)
         {
             for t in self.tunnels.iter().filter(|t| t.telemetry.is_none()) {

@@ -164,3 +164,103 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::Impact;
+    use crate::vpn::{FindingCode, LogStatus, Severity};
+
+    fn report(findings: Vec<Finding>) -> Report {
+        Report {
+            vpn_connection_id: "vpn-0a1b2c3d".into(),
+            generated_at: "2026-11-25T10:00:00Z".parse().unwrap(),
+            lookback_minutes: 60,
+            headline: "Both tunnels of vpn-0a1b2c3d are DOWN".into(),
+            impact: Impact::CRITICAL,
+            complete: true,
+            findings,
+            tunnels: vec![],
+            log_query: LogStatus::Complete,
+            gaps: vec![],
+        }
+    }
+
+    fn finding(code: FindingCode, severity: Severity, next: &str) -> Finding {
+        Finding {
+            code,
+            severity,
+            tunnel: None,
+            title: format!("{code:?}"),
+            evidence: vec!["a".repeat(400), "b".repeat(400)],
+            next_step: next.into(),
+        }
+    }
+
+    #[test]
+    fn notification_carries_findings_next_steps_and_links() {
+        let r = report(vec![
+            finding(
+                FindingCode::BothTunnelsDown,
+                Severity::Critical,
+                "check the device",
+            ),
+            finding(
+                FindingCode::Phase1AuthFailure,
+                Severity::Critical,
+                "fix the key",
+            ),
+            finding(
+                FindingCode::DpdTimeout,
+                Severity::Warning,
+                "check the device",
+            ),
+            finding(
+                FindingCode::TunnelLoggingDisabled,
+                Severity::Info,
+                "enable logs",
+            ),
+        ]);
+        let n = r.to_notification(&NotificationContext {
+            incident_key: "VPN connection vpn-0a1b2c3d is DOWN".into(),
+            incident: Some(IncidentRef::OpsCenter("oi-0123456789ab".into())),
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            occurred_at: r.generated_at,
+        });
+        assert_eq!(n.event, EventType::Diagnosed);
+        assert_eq!(n.impact, Impact::CRITICAL);
+        // Distinct next steps of non-info findings, in report order.
+        assert_eq!(n.next_steps, ["check the device", "fix the key"]);
+        assert_eq!(n.findings.len(), 4);
+        assert_eq!(n.findings[0].evidence.chars().count(), EVIDENCE_CHARS);
+        assert_eq!(n.backend.as_deref(), Some("OpsCenter"));
+        assert_eq!(n.links.len(), 2);
+        assert!(n.links[0]
+            .url
+            .contains("#VpnConnectionDetails:VpnConnectionId=vpn-0a1b2c3d"));
+        assert_eq!(n.summary, "Diagnosis of vpn-0a1b2c3d (4 findings).");
+    }
+
+    #[test]
+    fn note_lists_findings_and_codes() {
+        let r = report(vec![finding(
+            FindingCode::BothTunnelsDown,
+            Severity::Critical,
+            "check the device",
+        )]);
+        let note = r.to_note();
+        assert_eq!(
+            note.title,
+            "VPN diagnosis: Both tunnels of vpn-0a1b2c3d are DOWN"
+        );
+        assert!(note.text.contains("[CRITICAL] BothTunnelsDown\n  - aaa"));
+        assert!(note.text.contains("  Next step: check the device\n"));
+        assert_eq!(note.data["findings"], "both_tunnels_down");
+        assert_eq!(note.data["complete"], "true");
+        assert_eq!(
+            incident_key(&VpnConnectionId::parse("vpn-0a1b2c3d").unwrap()),
+            "VPN connection vpn-0a1b2c3d is DOWN"
+        );
+    }
+}
