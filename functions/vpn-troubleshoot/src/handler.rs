@@ -287,3 +287,37 @@ pub async fn publish(
         .map_err(|e| AwsError::from_sdk("sns", "Publish", e))?;
     Ok(out.message_id().unwrap_or("without id").to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_takes_account_region_and_deadline_from_the_context() {
+        let mut ctx = lambda_runtime::Context::default();
+        ctx.invoked_function_arn =
+            "arn:aws:lambda:eu-west-1:123456789012:function:vpn-troubleshoot".into();
+        let in_30s = SystemTime::now() + Duration::from_secs(30);
+        ctx.deadline = in_30s
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let inv = Invocation::from_context(&ctx, Some("us-east-1"));
+        assert_eq!(inv.account, "123456789012");
+        assert_eq!(inv.region, "eu-west-1");
+        let left = inv.deadline.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(28) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn invocation_without_arn_or_deadline_falls_back() {
+        let inv = Invocation::from_context(&lambda_runtime::Context::default(), Some("us-east-1"));
+        assert_eq!(inv.account, "unknown");
+        assert_eq!(inv.region, "us-east-1");
+        // A past deadline leaves no time: the log query is then skipped, not awaited.
+        assert!(inv.deadline <= Instant::now());
+    }
+}

@@ -231,6 +231,25 @@ mod tests {
     }
 
     #[test]
+    fn sample_events_parse() {
+        for (name, text) in [
+            (
+                "runbook-opsitem",
+                include_str!("../events/runbook-opsitem.json"),
+            ),
+            (
+                "runbook-incident-manager",
+                include_str!("../events/runbook-incident-manager.json"),
+            ),
+            ("manual", include_str!("../events/manual.json")),
+        ] {
+            let event: Value = serde_json::from_str(text).unwrap();
+            let i = parse(&event).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(i.vpn_id.as_str(), "vpn-0a1b2c3d4e5f67890", "{name}");
+        }
+    }
+
+    #[test]
     fn incident_of_survives_a_bad_vpn_id() {
         let event = json!({"VpnConnectionId": "vpn-nothex!", "OpsItemId": "oi-0123456789ab"});
         assert!(parse(&event).is_err());
