@@ -14,6 +14,7 @@ pub mod logging;
 pub mod notification;
 pub mod state;
 pub mod text;
+pub mod vpn;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

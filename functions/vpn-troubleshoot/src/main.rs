@@ -1,2 +1,36 @@
-//! Placeholder entry point; the function is built in its own issue.
-fn main() {}
+//! Lambda entry point: configuration, SDK clients and the incident backend built
+//! once per container; each invocation runs `handler::handle`.
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+use shared::config::Env;
+use vpn_troubleshoot::config::Config;
+use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_INTERVAL};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::logging::init();
+    let config = Config::from_env(&Env::from_process())?;
+    let sdk = shared::aws::load_sdk_config().await;
+    let region = sdk.region().map(|r| r.to_string());
+    let deps = Deps {
+        ec2: aws_sdk_ec2::Client::new(&sdk),
+        cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+        sns: aws_sdk_sns::Client::new(&sdk),
+        // Notes only: no response plan needed to write timeline events.
+        backend: shared::backend::from_sdk_config(config.backend, &sdk, None),
+        config,
+        poll_interval: POLL_INTERVAL,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let (deps, region) = (&deps, region.as_deref());
+        async move {
+            let inv = Invocation::from_context(&event.context, region);
+            handle(deps, event.payload, inv)
+                .await
+                .map_err(Diagnostic::from)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,112 @@
+//! Configuration of vpn-troubleshoot, read once from the environment in `main`.
+
+use shared::backend::BackendKind;
+use shared::config::{ConfigError, Env};
+use shared::vpn::RemediationPolicy;
+
+/// Longest look-back window: a day of one-minute datapoints and tunnel logs.
+pub const MAX_LOOKBACK_MINUTES: u32 = 1440;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `NOTIFICATION_TOPIC_ARN`: where the `diagnosed` notification goes.
+    pub topic_arn: String,
+    /// `INCIDENT_BACKEND`: the backend the findings are recorded in.
+    pub backend: BackendKind,
+    /// `REMEDIATION_ENABLED` (default false), `REMEDIATION_MIN_DOWN_MINUTES` (default 15).
+    pub remediation: RemediationPolicy,
+    /// `LOOKBACK_MINUTES` (default 60): metric and log window unless the input sets one.
+    pub lookback_minutes: u32,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let lookback_minutes = minutes(env, "LOOKBACK_MINUTES", 60)?;
+        let min_down_minutes = minutes(env, "REMEDIATION_MIN_DOWN_MINUTES", 15)?;
+        Ok(Config {
+            topic_arn: env.arn("NOTIFICATION_TOPIC_ARN", "sns")?,
+            backend: BackendKind::from_env(env)?,
+            remediation: RemediationPolicy {
+                enabled: env.flag("REMEDIATION_ENABLED", false)?,
+                min_down_minutes,
+            },
+            lookback_minutes,
+        })
+    }
+}
+
+fn minutes(env: &Env, var: &str, default: u32) -> Result<u32, ConfigError> {
+    let v = env.parse_or::<u32>(var, default)?;
+    if (1..=MAX_LOOKBACK_MINUTES).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::invalid(
+            var,
+            &v.to_string(),
+            format!("expected minutes from 1 to {MAX_LOOKBACK_MINUTES}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:incident-notifications";
+
+    #[test]
+    fn from_env_defaults_remediation_off_15_minutes_lookback_60() {
+        let c = Config::from_env(&Env::from_pairs([("NOTIFICATION_TOPIC_ARN", TOPIC)])).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                topic_arn: TOPIC.into(),
+                backend: BackendKind::OpsCenter,
+                remediation: RemediationPolicy {
+                    enabled: false,
+                    min_down_minutes: 15
+                },
+                lookback_minutes: 60,
+            }
+        );
+    }
+
+    #[test]
+    fn from_env_reads_every_variable() {
+        let c = Config::from_env(&Env::from_pairs([
+            ("NOTIFICATION_TOPIC_ARN", TOPIC),
+            ("INCIDENT_BACKEND", "IncidentManager"),
+            ("REMEDIATION_ENABLED", "true"),
+            ("REMEDIATION_MIN_DOWN_MINUTES", "30"),
+            ("LOOKBACK_MINUTES", "120"),
+        ]))
+        .unwrap();
+        assert_eq!(c.backend, BackendKind::IncidentManager);
+        assert!(c.remediation.enabled);
+        assert_eq!(c.remediation.min_down_minutes, 30);
+        assert_eq!(c.lookback_minutes, 120);
+    }
+
+    #[test]
+    fn from_env_names_the_bad_variable() {
+        let err = Config::from_env(&Env::default()).unwrap_err().to_string();
+        assert!(err.contains("NOTIFICATION_TOPIC_ARN is not set"), "{err}");
+        let err = Config::from_env(&Env::from_pairs([
+            ("NOTIFICATION_TOPIC_ARN", TOPIC),
+            ("LOOKBACK_MINUTES", "0"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "configuration: environment variable LOOKBACK_MINUTES=\"0\" is invalid: expected minutes from 1 to 1440"
+        );
+        let err = Config::from_env(&Env::from_pairs([
+            ("NOTIFICATION_TOPIC_ARN", TOPIC),
+            ("REMEDIATION_ENABLED", "sometimes"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("REMEDIATION_ENABLED"), "{err}");
+    }
+}

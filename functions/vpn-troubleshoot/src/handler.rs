@@ -1,0 +1,323 @@
+//! The runbook step: validate the input, gather the facts, analyse them, apply the
+//! guarded remediation, then report the findings on the incident, on the
+//! notification topic and as the step's output JSON.
+//!
+//! Only a refused input is an `Err` (the caller must change it). Everything AWS can
+//! get wrong during the diagnosis is part of the report: an unknown VPN id is a
+//! finding recorded on the incident, a stopped log query is a partial report, a
+//! failed note or publish is stated in the output's `delivery`.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_sns::types::MessageAttributeValue;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared::error::{AwsError, Retryable};
+use shared::incident::{IncidentBackend, IncidentRef, Note};
+use shared::notification::Notification;
+use shared::vpn::{analyse, decide_remediation, incident_key, NotificationContext, Report};
+use tokio::time::Instant;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::gather::{gather, Readers};
+use crate::input::{self, InputError, RunbookInput};
+use crate::logs_query::QueryBudget;
+use crate::remediate::{remediate, RemediationOutcome};
+
+/// Time kept after the log query for the remediation, the note and the notification.
+pub const REPORT_RESERVE: Duration = Duration::from_secs(12);
+/// Longest wait for the Logs Insights query, whatever the Lambda timeout.
+pub const MAX_LOG_WAIT: Duration = Duration::from_secs(120);
+/// How often the Logs Insights query is polled in production.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything the handler needs, built once per container in `main`.
+pub struct Deps {
+    pub ec2: aws_sdk_ec2::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub backend: Box<dyn IncidentBackend>,
+    pub config: Config,
+    pub poll_interval: Duration,
+}
+
+/// Facts about this invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub now: DateTime<Utc>,
+    /// When Lambda stops the invocation.
+    pub deadline: Instant,
+    pub account: String,
+    pub region: String,
+}
+
+impl Invocation {
+    /// From the Lambda context: deadline, and account and region from the function ARN.
+    pub fn from_context(ctx: &lambda_runtime::Context, sdk_region: Option<&str>) -> Invocation {
+        let left = ctx
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let arn: Vec<&str> = ctx.invoked_function_arn.split(':').collect();
+        Invocation {
+            now: Utc::now(),
+            deadline: Instant::now() + left,
+            account: arn
+                .get(4)
+                .filter(|a| !a.is_empty())
+                .unwrap_or(&"unknown")
+                .to_string(),
+            region: arn
+                .get(3)
+                .filter(|r| !r.is_empty())
+                .copied()
+                .or(sdk_region)
+                .unwrap_or("unknown")
+                .to_string(),
+        }
+    }
+}
+
+/// The runbook step's output.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunbookOutput {
+    pub vpn_connection_id: String,
+    pub incident: Option<IncidentRef>,
+    pub incident_key: String,
+    pub report: Report,
+    pub remediation: RemediationOutcome,
+    pub delivery: Delivery,
+}
+
+/// Where the findings went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub incident: String,
+    pub notification: String,
+}
+
+/// A refused invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+impl Retryable for HandlerError {
+    fn retryable(&self) -> bool {
+        match self {
+            HandlerError::Input(e) => e.retryable(),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Input(e) => e.kind(),
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.lambda_error_type(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Handles one runbook invocation.
+pub async fn handle(
+    deps: &Deps,
+    event: Value,
+    inv: Invocation,
+) -> Result<RunbookOutput, HandlerError> {
+    let input = match input::parse(&event) {
+        Ok(i) => i,
+        Err(e) => {
+            refused(deps, &event, &e, inv.now).await;
+            return Err(e.into());
+        }
+    };
+    let key = input
+        .incident_key
+        .clone()
+        .unwrap_or_else(|| incident_key(&input.vpn_id));
+    let span = info_span!(
+        "diagnosis",
+        incident_key = %key,
+        vpn_id = %input.vpn_id,
+        incident = input.incident.as_ref().map(|i| i.id().to_string()).unwrap_or_default()
+    );
+    Ok(diagnose(deps, input, key, inv).instrument(span).await)
+}
+
+/// Records a refused input on its incident when the input names one.
+async fn refused(deps: &Deps, event: &Value, e: &InputError, now: DateTime<Utc>) {
+    warn!(error = %e, "input refused");
+    let Some(incident) = input::incident_of(event) else {
+        return;
+    };
+    let note = Note {
+        title: "VPN diagnosis could not start".to_string(),
+        text: format!("The diagnosis runbook was given an invalid input: {e}"),
+        at: now,
+        data: [("error".to_string(), e.lambda_error_type())]
+            .into_iter()
+            .collect(),
+    };
+    if let Err(be) = deps.backend.add_note(&incident, &note).await {
+        error!(incident = %incident, error = %be, "could not record the refused input on the incident");
+    }
+}
+
+async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation) -> RunbookOutput {
+    let vpn = &input.vpn_id;
+    let lookback = input
+        .lookback_minutes
+        .unwrap_or(deps.config.lookback_minutes);
+    let budget = QueryBudget {
+        poll_interval: deps.poll_interval,
+        deadline: inv
+            .deadline
+            .checked_sub(REPORT_RESERVE)
+            .unwrap_or_else(Instant::now)
+            .min(Instant::now() + MAX_LOG_WAIT),
+    };
+    let readers = Readers {
+        ec2: &deps.ec2,
+        cloudwatch: &deps.cloudwatch,
+        logs: &deps.logs,
+    };
+    let facts = gather(readers, vpn, lookback, inv.now, budget).await;
+    let report = analyse(&facts);
+    info!(
+        headline = %report.headline,
+        findings = ?report.codes(),
+        complete = report.complete,
+        "diagnosis done"
+    );
+
+    let decision = decide_remediation(&facts, &report, deps.config.remediation);
+    let remediation = remediate(&deps.ec2, vpn, &decision).await;
+    let remediation_line = remediation.describe(vpn);
+
+    let mut note = report.to_note();
+    note.text.push_str(&format!("\n{remediation_line}\n"));
+    note.data.insert(
+        "remediation".to_string(),
+        serde_json::to_value(&remediation)
+            .ok()
+            .and_then(|v| v.get("outcome").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default(),
+    );
+    let incident_delivery = match &input.incident {
+        None => "skipped: the input names no IncidentRecordArn or OpsItemId".to_string(),
+        Some(incident) => match deps.backend.add_note(incident, &note).await {
+            Ok(()) => format!("recorded on {} {incident}", deps.backend.name()),
+            Err(e) => {
+                error!(error = %e, "could not record the diagnosis on the incident");
+                format!("failed ({}): {e}", e.lambda_error_type())
+            }
+        },
+    };
+
+    let ctx = NotificationContext {
+        incident_key: key.clone(),
+        incident: input.incident.clone(),
+        account: inv.account.clone(),
+        region: inv.region.clone(),
+        occurred_at: inv.now,
+    };
+    let mut notification = report.to_notification(&ctx);
+    if !matches!(remediation, RemediationOutcome::NotAttempted { .. }) {
+        notification
+            .summary
+            .push_str(&format!(" {remediation_line}"));
+    }
+    let notification_delivery =
+        match publish(&deps.sns, &deps.config.topic_arn, &notification).await {
+            Ok(id) => format!("published to the notification topic (message {id})"),
+            Err(e) => {
+                error!(error = %e, "could not publish the diagnosis");
+                format!("failed ({}): {e}", e.lambda_error_type())
+            }
+        };
+
+    RunbookOutput {
+        vpn_connection_id: vpn.to_string(),
+        incident: input.incident,
+        incident_key: key,
+        report,
+        remediation,
+        delivery: Delivery {
+            incident: incident_delivery,
+            notification: notification_delivery,
+        },
+    }
+}
+
+/// Publishes the notification in the Chatbot schema with its message attributes.
+pub async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+    n: &Notification,
+) -> Result<String, AwsError> {
+    let mut request = sns
+        .publish()
+        .topic_arn(topic)
+        .message(n.to_chatbot().to_string());
+    for (name, value) in n.message_attributes() {
+        // Cannot fail: the data type, the only required field, is set.
+        if let Ok(attr) = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+        {
+            request = request.message_attributes(name, attr);
+        }
+    }
+    let out = request
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("sns", "Publish", e))?;
+    Ok(out.message_id().unwrap_or("without id").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_takes_account_region_and_deadline_from_the_context() {
+        let mut ctx = lambda_runtime::Context::default();
+        ctx.invoked_function_arn =
+            "arn:aws:lambda:eu-west-1:123456789012:function:vpn-troubleshoot".into();
+        let in_30s = SystemTime::now() + Duration::from_secs(30);
+        ctx.deadline = in_30s
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let inv = Invocation::from_context(&ctx, Some("us-east-1"));
+        assert_eq!(inv.account, "123456789012");
+        assert_eq!(inv.region, "eu-west-1");
+        let left = inv.deadline.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(28) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn invocation_without_arn_or_deadline_falls_back() {
+        let inv = Invocation::from_context(&lambda_runtime::Context::default(), Some("us-east-1"));
+        assert_eq!(inv.account, "unknown");
+        assert_eq!(inv.region, "us-east-1");
+        // A past deadline leaves no time: the log query is then skipped, not awaited.
+        assert!(inv.deadline <= Instant::now());
+    }
+}

@@ -1,0 +1,934 @@
+//! The handler against aws-smithy-mocks clients (asserting the requests sent) and a
+//! recording incident backend: the full report, a Logs Insights query that stays
+//! Running past the budget, an unknown VPN id, a refused input, and the guarded
+//! remediation (off: no write call; on: dry run first, one tunnel only).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
+use aws_sdk_cloudwatch::types::MetricDataResult;
+use aws_sdk_cloudwatchlogs::operation::get_query_results::GetQueryResultsOutput;
+use aws_sdk_cloudwatchlogs::operation::start_query::StartQueryOutput;
+use aws_sdk_cloudwatchlogs::operation::stop_query::StopQueryOutput;
+use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
+use aws_sdk_ec2::error::ErrorMetadata;
+use aws_sdk_ec2::operation::describe_customer_gateways::DescribeCustomerGatewaysOutput;
+use aws_sdk_ec2::operation::describe_vpn_connections::{
+    DescribeVpnConnectionsError, DescribeVpnConnectionsOutput,
+};
+use aws_sdk_ec2::operation::describe_vpn_gateways::DescribeVpnGatewaysOutput;
+use aws_sdk_ec2::operation::get_vpn_tunnel_replacement_status::GetVpnTunnelReplacementStatusOutput;
+use aws_sdk_ec2::operation::replace_vpn_tunnel::{ReplaceVpnTunnelError, ReplaceVpnTunnelOutput};
+use aws_sdk_ec2::primitives::DateTime as SmithyTime;
+use aws_sdk_ec2::types::{
+    AttachmentStatus, CloudWatchLogOptions, CustomerGateway, MaintenanceDetails, TelemetryStatus,
+    TunnelOption, VgwTelemetry, VpcAttachment, VpnConnection, VpnConnectionOptions, VpnGateway,
+    VpnState, VpnTunnelLogOptions,
+};
+use aws_sdk_sns::operation::publish::PublishOutput;
+use aws_smithy_mocks::{mock, Rule};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use shared::backend::BackendKind;
+use shared::error::{AwsError, AwsFailure, Retryable};
+use shared::incident::{
+    BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
+};
+use shared::mock_client;
+use shared::testing::aws_smithy_mocks::RuleMode;
+use shared::vpn::RemediationPolicy;
+use tokio::time::Instant;
+use vpn_troubleshoot::config::Config;
+use vpn_troubleshoot::handler::{handle, Deps, Invocation, RunbookOutput, REPORT_RESERVE};
+
+const VPN: &str = "vpn-0a1b2c3d4e5f67890";
+const T1: &str = "203.0.113.10";
+const T2: &str = "203.0.113.20";
+const OPS_ITEM: &str = "oi-0123456789ab";
+const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:incident-notifications";
+const LOG_GROUP_ARN: &str = "arn:aws:logs:eu-west-1:123456789012:log-group:/vpn/tunnel-logs";
+/// 2026-11-25T10:00:00Z
+const NOW: i64 = 1_795_600_800;
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(NOW, 0).unwrap()
+}
+
+// ---------------------------------------------------------------- backend fake
+
+type Notes = Arc<Mutex<Vec<(IncidentRef, Note)>>>;
+
+/// Records notes; any other backend call is a test failure.
+struct RecordingBackend {
+    notes: Notes,
+    fail_with: Option<BackendError>,
+}
+
+#[async_trait]
+impl IncidentBackend for RecordingBackend {
+    fn name(&self) -> &'static str {
+        "OpsCenter"
+    }
+    async fn find_open(&self, _: &str) -> Result<Option<IncidentRef>, BackendError> {
+        panic!("vpn-troubleshoot must not look up incidents")
+    }
+    async fn open(&self, _: &NewIncident) -> Result<IncidentRef, BackendError> {
+        panic!("vpn-troubleshoot must not open incidents")
+    }
+    async fn set_impact(&self, _: &IncidentRef, _: Impact, _: &Note) -> Result<(), BackendError> {
+        panic!("vpn-troubleshoot must not change the impact")
+    }
+    async fn add_note(&self, incident: &IncidentRef, note: &Note) -> Result<(), BackendError> {
+        self.notes
+            .lock()
+            .unwrap()
+            .push((incident.clone(), note.clone()));
+        match &self.fail_with {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+    async fn resolve(&self, _: &IncidentRef, _: &Note) -> Result<(), BackendError> {
+        panic!("vpn-troubleshoot must not resolve incidents")
+    }
+    async fn start_runbook(
+        &self,
+        _: &IncidentRef,
+        _: &RunbookRequest,
+    ) -> Result<Option<String>, BackendError> {
+        panic!("vpn-troubleshoot must not start runbooks")
+    }
+}
+
+// ---------------------------------------------------------------- EC2 shapes
+
+#[derive(Clone, Copy)]
+struct Tunnel {
+    ip: &'static str,
+    up: bool,
+    logging: bool,
+}
+
+fn connection(tunnels: &[Tunnel]) -> VpnConnection {
+    let mut options = VpnConnectionOptions::builder().static_routes_only(false);
+    let mut b = VpnConnection::builder()
+        .vpn_connection_id(VPN)
+        .state(VpnState::Available)
+        .customer_gateway_id("cgw-0123456789abcdef0")
+        .vpn_gateway_id("vgw-0123456789abcdef0");
+    for (i, t) in tunnels.iter().enumerate() {
+        let mut log = CloudWatchLogOptions::builder().log_enabled(t.logging);
+        if t.logging {
+            log = log.log_group_arn(LOG_GROUP_ARN).log_output_format("json");
+        }
+        options = options.tunnel_options(
+            TunnelOption::builder()
+                .outside_ip_address(t.ip)
+                .tunnel_inside_cidr(format!("169.254.{}.0/30", 10 * (i + 1)))
+                .log_options(
+                    VpnTunnelLogOptions::builder()
+                        .cloud_watch_log_options(log.build())
+                        .build(),
+                )
+                .build(),
+        );
+        b = b.vgw_telemetry(
+            VgwTelemetry::builder()
+                .outside_ip_address(t.ip)
+                .status(if t.up {
+                    TelemetryStatus::Up
+                } else {
+                    TelemetryStatus::Down
+                })
+                .status_message(if t.up {
+                    "3 BGP ROUTES"
+                } else {
+                    "IPSEC IS DOWN"
+                })
+                // Down for 43 minutes; up for days.
+                .last_status_change(SmithyTime::from_secs(if t.up {
+                    NOW - 5 * 86_400
+                } else {
+                    NOW - 43 * 60
+                }))
+                .accepted_route_count(if t.up { 3 } else { 0 })
+                .build(),
+        );
+    }
+    b.options(options.build()).build()
+}
+
+fn describe_connection(tunnels: &'static [Tunnel]) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_vpn_connections)
+        .match_requests(|r| r.vpn_connection_ids() == [VPN])
+        .then_output(move || {
+            DescribeVpnConnectionsOutput::builder()
+                .vpn_connections(connection(tunnels))
+                .build()
+        })
+}
+
+fn describe_gateways() -> [Rule; 2] {
+    [
+        mock!(aws_sdk_ec2::Client::describe_customer_gateways)
+            .match_requests(|r| r.customer_gateway_ids() == ["cgw-0123456789abcdef0"])
+            .then_output(|| {
+                DescribeCustomerGatewaysOutput::builder()
+                    .customer_gateways(
+                        CustomerGateway::builder()
+                            .customer_gateway_id("cgw-0123456789abcdef0")
+                            .state("available")
+                            .ip_address("198.51.100.7")
+                            .bgp_asn("65000")
+                            .build(),
+                    )
+                    .build()
+            }),
+        mock!(aws_sdk_ec2::Client::describe_vpn_gateways)
+            .match_requests(|r| r.vpn_gateway_ids() == ["vgw-0123456789abcdef0"])
+            .then_output(|| {
+                DescribeVpnGatewaysOutput::builder()
+                    .vpn_gateways(
+                        VpnGateway::builder()
+                            .vpn_gateway_id("vgw-0123456789abcdef0")
+                            .state(VpnState::Available)
+                            .amazon_side_asn(64512)
+                            .vpc_attachments(
+                                VpcAttachment::builder()
+                                    .vpc_id("vpc-0123456789abcdef0")
+                                    .state(AttachmentStatus::Attached)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            }),
+    ]
+}
+
+fn maintenance_status() -> Rule {
+    mock!(aws_sdk_ec2::Client::get_vpn_tunnel_replacement_status)
+        .match_requests(|r| {
+            r.vpn_connection_id() == Some(VPN)
+                && [Some(T1), Some(T2)].contains(&r.vpn_tunnel_outside_ip_address())
+        })
+        .sequence()
+        .output(|| {
+            GetVpnTunnelReplacementStatusOutput::builder()
+                .maintenance_details(MaintenanceDetails::builder().build())
+                .build()
+        })
+        .times(2)
+        .build()
+}
+
+type Replacements = Arc<Mutex<Vec<(Option<bool>, String)>>>;
+
+/// `ReplaceVpnTunnel`: records (DryRun, tunnel) of every call; the dry run answers
+/// `dry_run_code`, the real call `Return: true`.
+fn replace_tunnel(log: Replacements, dry_run_code: &'static str) -> Rule {
+    mock!(aws_sdk_ec2::Client::replace_vpn_tunnel)
+        .match_requests(move |r| {
+            assert_eq!(r.vpn_connection_id(), Some(VPN));
+            assert_eq!(r.apply_pending_maintenance(), Some(false));
+            log.lock().unwrap().push((
+                r.dry_run(),
+                r.vpn_tunnel_outside_ip_address()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+            true
+        })
+        .sequence()
+        .error(move || {
+            ReplaceVpnTunnelError::generic(
+                ErrorMetadata::builder()
+                    .code(dry_run_code)
+                    .message("Request would have succeeded, but DryRun flag is set.")
+                    .build(),
+            )
+        })
+        .output(|| ReplaceVpnTunnelOutput::builder().r#return(true).build())
+        .build()
+}
+
+// ---------------------------------------------------------------- CloudWatch, Logs, SNS
+
+fn metric_data(down_ip: Option<&'static str>) -> Rule {
+    mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(|r| {
+            let q = r.metric_data_queries();
+            let ips: Vec<&str> = q
+                .iter()
+                .filter_map(|q| q.metric_stat())
+                .filter_map(|s| s.metric())
+                .flat_map(|m| m.dimensions())
+                .filter(|d| d.name() == Some("TunnelIpAddress"))
+                .filter_map(|d| d.value())
+                .collect();
+            let stat = q[0].metric_stat().unwrap();
+            let metric = stat.metric().unwrap();
+            ips == [T1, T2]
+                && q[0].id() == Some("t0")
+                && metric.namespace() == Some("AWS/VPN")
+                && metric.metric_name() == Some("TunnelState")
+                && stat.stat() == Some("Minimum")
+                && stat.period() == Some(60)
+                && r.start_time().map(|t| t.secs()) == Some(NOW - 3600)
+                && r.end_time().map(|t| t.secs()) == Some(NOW)
+        })
+        .then_output(move || {
+            let series = |id: &str, down: bool| {
+                MetricDataResult::builder()
+                    .id(id)
+                    .timestamps(SmithyTime::from_secs(NOW - 3000))
+                    .values(1.0)
+                    .timestamps(SmithyTime::from_secs(NOW - 2400))
+                    .values(if down { 0.0 } else { 1.0 })
+                    .timestamps(SmithyTime::from_secs(NOW - 60))
+                    .values(if down { 0.0 } else { 1.0 })
+                    .build()
+            };
+            GetMetricDataOutput::builder()
+                .metric_data_results(series("t0", down_ip.is_none() || down_ip == Some(T1)))
+                .metric_data_results(series("t1", down_ip.is_none() || down_ip == Some(T2)))
+                .build()
+        })
+}
+
+fn row(ip: &str, minutes_ago: i64, details: &str) -> Vec<ResultField> {
+    let message = json!({
+        "event_timestamp": NOW - minutes_ago * 60,
+        "details": details,
+        "dpd_enabled": true,
+        "nat_t_detected": false,
+        "ike_phase1_state": "down",
+        "ike_phase2_state": "down",
+        "tunnel_ip": ip,
+    });
+    vec![
+        ResultField::builder()
+            .field("@timestamp")
+            .value("2026-11-25 09:50:00.000")
+            .build(),
+        ResultField::builder()
+            .field("@logStream")
+            .value(format!("{VPN}-{ip}"))
+            .build(),
+        ResultField::builder()
+            .field("@message")
+            .value(message.to_string())
+            .build(),
+        ResultField::builder()
+            .field("@ptr")
+            .value("CmAKJgoiMTIzNDU2Nzg5MDEyOi92cG4vdHVubmVsLWxvZ3MQ")
+            .build(),
+    ]
+}
+
+const PSK: &str = "AWS tunnel payload decryption was unsuccessful due to invalid Pre-shared Key";
+
+fn auth_failure_rows() -> Vec<Vec<ResultField>> {
+    vec![
+        row(T1, 2, PSK),
+        row(T1, 20, PSK),
+        row(T2, 3, PSK),
+        row(T2, 30, PSK),
+    ]
+}
+
+fn start_query() -> Rule {
+    mock!(aws_sdk_cloudwatchlogs::Client::start_query)
+        .match_requests(|r| {
+            let q = r.query_string().unwrap_or_default();
+            r.log_group_names() == ["/vpn/tunnel-logs"]
+                && r.start_time() == Some(NOW - 3600)
+                && r.end_time() == Some(NOW)
+                && r.limit() == Some(1000)
+                && q.contains(&format!("tunnel_ip in [\"{T1}\", \"{T2}\"]"))
+                && q.contains(&format!("@logStream like \"{VPN}\""))
+                && q.contains("sort @timestamp desc")
+        })
+        .then_output(|| StartQueryOutput::builder().query_id("q-0123").build())
+}
+
+fn query_results_complete() -> Rule {
+    mock!(aws_sdk_cloudwatchlogs::Client::get_query_results)
+        .match_requests(|r| r.query_id() == Some("q-0123"))
+        .sequence()
+        .output(|| {
+            GetQueryResultsOutput::builder()
+                .status(QueryStatus::Running)
+                .build()
+        })
+        .output(|| {
+            GetQueryResultsOutput::builder()
+                .status(QueryStatus::Complete)
+                .set_results(Some(auth_failure_rows()))
+                .build()
+        })
+        .build()
+}
+
+fn stop_query() -> Rule {
+    mock!(aws_sdk_cloudwatchlogs::Client::stop_query)
+        .match_requests(|r| r.query_id() == Some("q-0123"))
+        .then_output(|| StopQueryOutput::builder().success(true).build())
+}
+
+/// Topic, message JSON, message attributes.
+type Message = (String, Value, Vec<(String, String)>);
+type Published = Arc<Mutex<Vec<Message>>>;
+
+fn publish(log: Published) -> Rule {
+    mock!(aws_sdk_sns::Client::publish)
+        .match_requests(move |r| {
+            let message: Value =
+                serde_json::from_str(r.message().unwrap_or_default()).unwrap_or(Value::Null);
+            let mut attrs: Vec<(String, String)> = r
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
+                .collect();
+            attrs.sort();
+            log.lock().unwrap().push((
+                r.topic_arn().unwrap_or_default().to_string(),
+                message,
+                attrs,
+            ));
+            true
+        })
+        .then_output(|| PublishOutput::builder().message_id("msg-0001").build())
+}
+
+// ---------------------------------------------------------------- harness
+
+struct World {
+    ec2: Vec<Rule>,
+    cloudwatch: Vec<Rule>,
+    logs: Vec<Rule>,
+    remediation: RemediationPolicy,
+    backend_error: Option<BackendError>,
+    /// Time left before the Lambda deadline.
+    time_left: Duration,
+}
+
+struct Outcome {
+    result: Result<RunbookOutput, vpn_troubleshoot::handler::HandlerError>,
+    notes: Vec<(IncidentRef, Note)>,
+    published: Vec<Message>,
+    elapsed: Duration,
+}
+
+impl World {
+    fn new(ec2: Vec<Rule>) -> World {
+        World {
+            ec2,
+            cloudwatch: vec![],
+            logs: vec![],
+            remediation: RemediationPolicy {
+                enabled: false,
+                min_down_minutes: 15,
+            },
+            backend_error: None,
+            time_left: Duration::from_secs(60),
+        }
+    }
+
+    async fn run(self, event: Value) -> Outcome {
+        let notes: Notes = Arc::default();
+        let published: Published = Arc::default();
+        let sns_rule = publish(published.clone());
+        let deps = Deps {
+            ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, self.ec2.iter()),
+            cloudwatch: mock_client!(
+                aws_sdk_cloudwatch,
+                RuleMode::MatchAny,
+                self.cloudwatch.iter()
+            ),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, self.logs.iter()),
+            sns: mock_client!(aws_sdk_sns, [&sns_rule]),
+            backend: Box::new(RecordingBackend {
+                notes: notes.clone(),
+                fail_with: self.backend_error,
+            }),
+            config: Config {
+                topic_arn: TOPIC.into(),
+                backend: BackendKind::OpsCenter,
+                remediation: self.remediation,
+                lookback_minutes: 60,
+            },
+            poll_interval: Duration::from_millis(20),
+        };
+        let inv = Invocation {
+            now: now(),
+            deadline: Instant::now() + self.time_left,
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+        };
+        let started = Instant::now();
+        let result = handle(&deps, event, inv).await;
+        let elapsed = started.elapsed();
+        let notes = notes.lock().unwrap().clone();
+        let published = published.lock().unwrap().clone();
+        Outcome {
+            result,
+            notes,
+            published,
+            elapsed,
+        }
+    }
+}
+
+fn event() -> Value {
+    json!({"VpnConnectionId": VPN, "OpsItemId": OPS_ITEM, "IncidentRecordArn": "", "LookbackMinutes": "60"})
+}
+
+fn codes(out: &RunbookOutput) -> Vec<String> {
+    out.report
+        .findings
+        .iter()
+        .map(|f| {
+            serde_json::to_value(f.code)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+static BOTH_DOWN: [Tunnel; 2] = [
+    Tunnel {
+        ip: T1,
+        up: false,
+        logging: true,
+    },
+    Tunnel {
+        ip: T2,
+        up: false,
+        logging: true,
+    },
+];
+static TUNNEL2_DOWN_NO_LOGS: [Tunnel; 2] = [
+    Tunnel {
+        ip: T1,
+        up: true,
+        logging: false,
+    },
+    Tunnel {
+        ip: T2,
+        up: false,
+        logging: false,
+    },
+];
+
+fn full_ec2(tunnels: &'static [Tunnel]) -> Vec<Rule> {
+    let [cgw, vgw] = describe_gateways();
+    vec![describe_connection(tunnels), cgw, vgw, maintenance_status()]
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn both_down_with_auth_failures_is_reported_on_incident_topic_and_output() {
+    let mut world = World::new(full_ec2(&BOTH_DOWN));
+    world.cloudwatch = vec![metric_data(None)];
+    let stop = stop_query();
+    world.logs = vec![start_query(), query_results_complete(), stop.clone()];
+    let out = world.run(event()).await;
+    let output = out.result.expect("diagnosis runs");
+
+    assert_eq!(codes(&output), ["both_tunnels_down", "phase1_auth_failure"]);
+    assert_eq!(
+        output.report.headline,
+        "Both tunnels of vpn-0a1b2c3d4e5f67890 are DOWN: IKE phase 1 authentication failures (pre-shared key mismatch)"
+    );
+    assert_eq!(output.report.impact, Impact::CRITICAL);
+    assert!(output.report.complete);
+    assert_eq!(output.report.tunnels[0].log_records, 2);
+    assert_eq!(stop.num_calls(), 0, "a finished query is not stopped");
+
+    // On the incident: one note on the OpsItem.
+    assert_eq!(out.notes.len(), 1);
+    let (incident, note) = &out.notes[0];
+    assert_eq!(incident, &IncidentRef::OpsCenter(OPS_ITEM.into()));
+    assert!(note
+        .title
+        .starts_with("VPN diagnosis: Both tunnels of vpn-0a1b2c3d4e5f67890 are DOWN"));
+    assert!(
+        note.text
+            .contains("Remediation not attempted: remediation is off"),
+        "{}",
+        note.text
+    );
+    assert_eq!(
+        note.data["findings"],
+        "both_tunnels_down,phase1_auth_failure"
+    );
+    assert_eq!(note.data["remediation"], "notAttempted");
+
+    // On the topic: one Chatbot message in the incident's thread.
+    assert_eq!(out.published.len(), 1);
+    let (topic, message, attrs) = &out.published[0];
+    assert_eq!(topic, TOPIC);
+    assert_eq!(message["version"], "1.0");
+    assert_eq!(message["source"], "custom");
+    assert_eq!(
+        message["metadata"]["threadId"],
+        "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+    assert_eq!(message["metadata"]["eventType"], "diagnosed");
+    assert_eq!(
+        message["metadata"]["additionalContext"]["incident"],
+        OPS_ITEM
+    );
+    let n = shared::notification::Notification::from_chatbot(message)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.findings.len(), 2);
+    assert_eq!(n.vpn_id.as_deref(), Some(VPN));
+    assert_eq!(
+        attrs,
+        &vec![
+            ("event_type".to_string(), "diagnosed".to_string()),
+            ("impact".to_string(), "1".to_string())
+        ]
+    );
+
+    // The output says where the findings went.
+    assert_eq!(
+        output.delivery.incident,
+        "recorded on OpsCenter oi-0123456789ab"
+    );
+    assert_eq!(
+        output.delivery.notification,
+        "published to the notification topic (message msg-0001)"
+    );
+    let json = serde_json::to_value(&output).unwrap();
+    assert_eq!(json["report"]["findings"][1]["code"], "phase1_auth_failure");
+    assert_eq!(json["report"]["logQuery"]["status"], "complete");
+    assert_eq!(json["remediation"]["outcome"], "notAttempted");
+    if std::env::var_os("PRINT_REPORT").is_some() {
+        println!("{}", serde_json::to_string_pretty(&json).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn logs_query_running_past_budget_is_stopped_and_report_is_partial() {
+    let mut world = World::new(full_ec2(&BOTH_DOWN));
+    world.cloudwatch = vec![metric_data(None)];
+    let stop = stop_query();
+    let running = mock!(aws_sdk_cloudwatchlogs::Client::get_query_results)
+        .match_requests(|r| r.query_id() == Some("q-0123"))
+        .sequence()
+        .output(|| {
+            GetQueryResultsOutput::builder()
+                .status(QueryStatus::Scheduled)
+                .build()
+        })
+        .output(|| {
+            GetQueryResultsOutput::builder()
+                .status(QueryStatus::Running)
+                .set_results(Some(vec![row(T1, 2, PSK)]))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    world.logs = vec![start_query(), running.clone(), stop.clone()];
+    // 300 ms for the query after the reporting reserve.
+    world.time_left = REPORT_RESERVE + Duration::from_millis(300);
+    let out = world.run(event()).await;
+    let output = out.result.expect("a partial report, not an error");
+
+    assert_eq!(
+        stop.num_calls(),
+        1,
+        "the query is stopped when the budget runs out"
+    );
+    assert!(
+        running.num_calls() >= 3,
+        "polled until the budget ran out: {}",
+        running.num_calls()
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(3),
+        "no hang: {:?}",
+        out.elapsed
+    );
+    assert!(!output.report.complete);
+    let json = serde_json::to_value(&output.report).unwrap();
+    assert_eq!(json["logQuery"]["status"], "partial");
+    assert!(json["logQuery"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("stopped"));
+    // The rows read so far still count.
+    assert_eq!(
+        codes(&output),
+        [
+            "both_tunnels_down",
+            "phase1_auth_failure",
+            "diagnosis_incomplete"
+        ]
+    );
+    let incomplete = output.report.findings.last().unwrap();
+    assert!(
+        incomplete.evidence[0].contains("the findings use the 1 records read so far"),
+        "{:?}",
+        incomplete.evidence
+    );
+    assert!(out.notes[0].1.text.contains("Partial diagnosis"));
+    assert_eq!(out.published.len(), 1);
+    assert!(out.published[0].1["content"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("partial: some facts could not be gathered"));
+}
+
+#[tokio::test]
+async fn unknown_vpn_id_is_a_clear_finding_on_the_incident_not_a_crash() {
+    let not_found = mock!(aws_sdk_ec2::Client::describe_vpn_connections)
+        .match_requests(|r| r.vpn_connection_ids() == [VPN])
+        .then_error(|| {
+            DescribeVpnConnectionsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidVpnConnectionID.NotFound")
+                    .message("The vpnConnection ID 'vpn-0a1b2c3d4e5f67890' does not exist")
+                    .build(),
+            )
+        });
+    // No other EC2, CloudWatch or Logs rule: any further call would panic the test.
+    let out = World::new(vec![not_found]).run(event()).await;
+    let output = out.result.expect("reported, not an error");
+    assert_eq!(codes(&output), ["connection_not_found"]);
+    assert_eq!(output.report.impact, Impact::MEDIUM);
+    let (_, note) = &out.notes[0];
+    assert_eq!(
+        note.title,
+        "VPN diagnosis: VPN connection vpn-0a1b2c3d4e5f67890 does not exist in this account and region"
+    );
+    assert!(
+        note.text.contains("InvalidVpnConnectionID.NotFound"),
+        "{}",
+        note.text
+    );
+    assert!(note
+        .text
+        .contains("Check the VpnConnectionId given to the runbook"));
+    assert_eq!(out.published.len(), 1);
+    assert_eq!(
+        output.remediation,
+        vpn_troubleshoot::remediate::RemediationOutcome::NotAttempted {
+            reason: "remediation is off (REMEDIATION_ENABLED is false)".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn describe_throttled_is_reported_as_retryable() {
+    let throttled = mock!(aws_sdk_ec2::Client::describe_vpn_connections).then_error(|| {
+        DescribeVpnConnectionsError::generic(
+            ErrorMetadata::builder()
+                .code("RequestLimitExceeded")
+                .message("Request limit exceeded.")
+                .build(),
+        )
+    });
+    let out = World::new(vec![throttled]).run(event()).await;
+    let output = out.result.unwrap();
+    assert_eq!(codes(&output), ["describe_failed"]);
+    assert!(output.report.findings[0]
+        .next_step
+        .contains("run the diagnosis runbook again"));
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_and_recorded_on_the_named_incident() {
+    // No EC2 rule: the handler must not call AWS for a refused input.
+    let out = World::new(vec![])
+        .run(json!({"VpnConnectionId": "vpn-xyz", "OpsItemId": OPS_ITEM}))
+        .await;
+    let err = out.result.expect_err("refused");
+    assert_eq!(err.lambda_error_type(), "NonRetryable.BadInput");
+    let diag = lambda_runtime::Diagnostic::from(err);
+    assert_eq!(diag.error_type, "NonRetryable.BadInput");
+    assert!(diag
+        .error_message
+        .contains("invalid VPN connection id \"vpn-xyz\""));
+    assert_eq!(out.notes.len(), 1);
+    assert_eq!(out.notes[0].1.title, "VPN diagnosis could not start");
+    assert!(out.published.is_empty());
+}
+
+#[tokio::test]
+async fn manual_run_without_incident_still_publishes_and_returns_the_report() {
+    let mut world = World::new(full_ec2(&TUNNEL2_DOWN_NO_LOGS));
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    // Logging off: no Logs Insights call at all (no rule in the Logs client).
+    let out = world.run(json!({"VpnConnectionId": VPN})).await;
+    let output = out.result.unwrap();
+    assert_eq!(
+        codes(&output),
+        ["one_tunnel_down", "tunnel_logging_disabled"]
+    );
+    assert!(out.notes.is_empty());
+    assert_eq!(
+        output.delivery.incident,
+        "skipped: the input names no IncidentRecordArn or OpsItemId"
+    );
+    assert_eq!(
+        out.published[0].1["metadata"]["additionalContext"]["impact"],
+        "3"
+    );
+    assert!(out.published[0].1["metadata"]["additionalContext"]
+        .get("incident")
+        .is_none());
+}
+
+#[tokio::test]
+async fn backend_failure_is_stated_in_the_output_and_notification_still_goes_out() {
+    let mut world = World::new(full_ec2(&TUNNEL2_DOWN_NO_LOGS));
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    world.backend_error = Some(BackendError::Aws(AwsError {
+        service: "ssm",
+        operation: "UpdateOpsItem",
+        failure: AwsFailure::Throttled,
+        code: Some("ThrottlingException".into()),
+        message: "Rate exceeded".into(),
+    }));
+    let out = world.run(event()).await;
+    let output = out.result.unwrap();
+    assert_eq!(
+        output.delivery.incident,
+        "failed (Retryable.Throttled): ssm UpdateOpsItem failed (ThrottlingException): Rate exceeded"
+    );
+    assert_eq!(out.published.len(), 1);
+}
+
+#[tokio::test]
+async fn remediation_off_never_calls_an_ec2_write() {
+    let replaced: Replacements = Arc::default();
+    let replace = replace_tunnel(replaced.clone(), "DryRunOperation");
+    let mut ec2 = full_ec2(&TUNNEL2_DOWN_NO_LOGS);
+    ec2.push(replace.clone());
+    let mut world = World::new(ec2);
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    let out = world.run(event()).await.result.unwrap();
+    assert_eq!(replace.num_calls(), 0);
+    assert!(replaced.lock().unwrap().is_empty());
+    assert!(matches!(
+        out.remediation,
+        vpn_troubleshoot::remediate::RemediationOutcome::NotAttempted { .. }
+    ));
+}
+
+#[tokio::test]
+async fn remediation_on_with_both_tunnels_down_never_calls_an_ec2_write() {
+    let replaced: Replacements = Arc::default();
+    let replace = replace_tunnel(replaced.clone(), "DryRunOperation");
+    let mut ec2 = full_ec2(&BOTH_DOWN);
+    ec2.push(replace.clone());
+    let mut world = World::new(ec2);
+    world.cloudwatch = vec![metric_data(None)];
+    world.logs = vec![start_query(), query_results_complete()];
+    world.remediation.enabled = true;
+    let out = world.run(event()).await.result.unwrap();
+    assert_eq!(replace.num_calls(), 0);
+    let json = serde_json::to_value(&out.remediation).unwrap();
+    assert_eq!(json["outcome"], "notAttempted");
+    assert!(json["reason"]
+        .as_str()
+        .unwrap()
+        .contains("found 2 DOWN, 0 UP"));
+}
+
+#[tokio::test]
+async fn remediation_on_dry_runs_then_replaces_only_the_down_tunnel() {
+    let replaced: Replacements = Arc::default();
+    let replace = replace_tunnel(replaced.clone(), "DryRunOperation");
+    let mut ec2 = full_ec2(&TUNNEL2_DOWN_NO_LOGS);
+    ec2.push(replace.clone());
+    let mut world = World::new(ec2);
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    world.remediation.enabled = true;
+    let out = world.run(event()).await;
+    let output = out.result.unwrap();
+    assert_eq!(
+        *replaced.lock().unwrap(),
+        vec![(Some(true), T2.to_string()), (Some(false), T2.to_string())],
+        "dry run first, then the real call, tunnel 2 only"
+    );
+    assert_eq!(
+        output.remediation,
+        vpn_troubleshoot::remediate::RemediationOutcome::Replaced {
+            tunnel_ip: T2.into(),
+            // Telemetry says 43 min, the metric's zeros start 40 min ago: the later wins.
+            down_minutes: 40
+        }
+    );
+    let (_, note) = &out.notes[0];
+    assert!(
+        note.text
+            .contains("Remediation: replaced the AWS endpoint of tunnel 203.0.113.20"),
+        "{}",
+        note.text
+    );
+    assert_eq!(note.data["remediation"], "replaced");
+    let summary = out.published[0].1["metadata"]["additionalContext"]["pipeline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.contains("replaced the AWS endpoint of tunnel 203.0.113.20"));
+}
+
+#[tokio::test]
+async fn remediation_dry_run_refused_makes_no_real_call() {
+    let replaced: Replacements = Arc::default();
+    let replace = replace_tunnel(replaced.clone(), "UnauthorizedOperation");
+    let mut ec2 = full_ec2(&TUNNEL2_DOWN_NO_LOGS);
+    ec2.push(replace.clone());
+    let mut world = World::new(ec2);
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    world.remediation.enabled = true;
+    let out = world.run(event()).await;
+    let output = out.result.unwrap();
+    assert_eq!(
+        *replaced.lock().unwrap(),
+        vec![(Some(true), T2.to_string())]
+    );
+    let json = serde_json::to_value(&output.remediation).unwrap();
+    assert_eq!(json["outcome"], "dryRunRefused");
+    assert!(json["error"]
+        .as_str()
+        .unwrap()
+        .contains("UnauthorizedOperation"));
+    assert!(out.notes[0]
+        .1
+        .text
+        .contains("dry run for tunnel 203.0.113.20"));
+}
+
+#[tokio::test]
+async fn remediation_waits_for_the_configured_minutes() {
+    let replaced: Replacements = Arc::default();
+    let replace = replace_tunnel(replaced.clone(), "DryRunOperation");
+    let mut ec2 = full_ec2(&TUNNEL2_DOWN_NO_LOGS);
+    ec2.push(replace.clone());
+    let mut world = World::new(ec2);
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    world.remediation = RemediationPolicy {
+        enabled: true,
+        min_down_minutes: 60,
+    };
+    let out = world.run(event()).await.result.unwrap();
+    assert_eq!(replace.num_calls(), 0);
+    let json = serde_json::to_value(&out.remediation).unwrap();
+    assert!(json["reason"]
+        .as_str()
+        .unwrap()
+        .contains("has been down 40 min, less than REMEDIATION_MIN_DOWN_MINUTES (60)"));
+}
