@@ -9,6 +9,7 @@ pub mod error;
 pub mod incident;
 pub mod logging;
 pub mod notification;
+pub mod slack;
 pub mod text;
 
 #[cfg(feature = "testing")]
