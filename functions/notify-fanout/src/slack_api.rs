@@ -254,6 +254,7 @@ pub struct Posted {
 struct PostMessageBody<'a> {
     channel: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     blocks: &'a [shared::slack::Block],
     #[serde(skip_serializing_if = "Option::is_none")]
     thread_ts: Option<&'a str>,
@@ -274,6 +275,7 @@ struct UpdateBody<'a> {
 #[derive(Serialize)]
 struct WebhookBody<'a> {
     text: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     blocks: &'a [shared::slack::Block],
     unfurl_links: bool,
     unfurl_media: bool,

@@ -20,12 +20,32 @@ use shared::error::{AwsError, Retryable};
 
 /// The key of a delivery record.
 pub fn delivery_key(message_id: &str, destination: &str) -> String {
-    format!("delivery#{message_id}#{destination}")
+    format!("delivery#{}#{destination}", key_part(message_id))
 }
 
 /// The key of a thread record.
 pub fn thread_key(incident_key: &str, destination: &str) -> String {
-    format!("thread#{incident_key}#{destination}")
+    format!("thread#{}#{destination}", key_part(incident_key))
+}
+
+/// Longest key part kept as it is. DynamoDB limits a partition key to 2048 bytes;
+/// incident keys and alarm ARNs are far shorter, but a key part is never trusted.
+const MAX_KEY_PART: usize = 1024;
+
+/// `s` itself, or when too long its start and a hash of the whole (FNV-1a 64), so
+/// distinct long keys stay distinct.
+fn key_part(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_KEY_PART {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = 960;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    std::borrow::Cow::Owned(format!("{}~{hash:016x}", &s[..end]))
 }
 
 /// Where a delivery stands.
@@ -537,6 +557,21 @@ mod tests {
                 .set_item(item)
                 .build(),
         )
+    }
+
+    #[test]
+    fn keys_follow_the_contract_and_bound_long_parts() {
+        assert_eq!(delivery_key("m-1", "ops"), "delivery#m-1#ops");
+        assert_eq!(
+            thread_key("VPN connection vpn-1 is DOWN", "oncall"),
+            "thread#VPN connection vpn-1 is DOWN#oncall"
+        );
+        let long_a = "é".repeat(2000);
+        let long_b = format!("{}x", "é".repeat(1999));
+        let (a, b) = (thread_key(&long_a, "d"), thread_key(&long_b, "d"));
+        assert!(a.len() < 1100 && b.len() < 1100);
+        assert_ne!(a, b);
+        assert_eq!(a, thread_key(&long_a, "d"));
     }
 
     #[tokio::test]

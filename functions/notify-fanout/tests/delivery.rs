@@ -177,7 +177,7 @@ async fn rate_limited_429_waits_for_retry_after_then_posts() {
     assert_eq!(posts.len(), 2);
     let waited = posts[1].at - posts[0].at;
     assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
-    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     assert_eq!(posts[0].body, posts[1].body);
 }
 
@@ -191,7 +191,10 @@ async fn retry_after_beyond_the_budget_fails_retryable_without_waiting() {
         .run_with(&incident_event("m-429b", &n), Duration::from_secs(5))
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "must not wait 30 s"
+    );
     assert!(err.retryable());
     assert_eq!(err.lambda_error_type(), "Retryable.SlackRateLimited");
     assert_eq!(w.fake.requests_to(POST).len(), 1);
@@ -219,7 +222,7 @@ async fn server_error_500_then_success_is_retried_with_backoff() {
     assert_eq!(hooks.len(), 2);
     let gap = hooks[1].at - hooks[0].at;
     assert!(
-        gap >= Duration::from_millis(150) && gap < Duration::from_secs(2),
+        gap >= Duration::from_millis(150) && gap < Duration::from_secs(5),
         "{gap:?}"
     );
 }
@@ -466,6 +469,35 @@ async fn retry_after_partial_failure_does_not_post_twice() {
     let summary = w.run(&event).await.unwrap();
     assert_eq!(summary.already_delivered, 2);
     assert!(w.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_messages_of_a_new_incident_make_one_top_level_message() {
+    let w = World::bot_only().await;
+    let opened = incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    );
+    let updated = incident_event(
+        "m-2",
+        &incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:01:05Z"),
+    );
+    let (a, b) = tokio::join!(w.run(&opened), w.run(&updated));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.threads_started + b.threads_started, 1);
+    assert_eq!(a.replied + b.replied, 1);
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    let top_level: Vec<_> = posts
+        .iter()
+        .filter(|p| p.body.get("thread_ts").is_none())
+        .collect();
+    assert_eq!(
+        top_level.len(),
+        1,
+        "two top-level messages for one incident"
+    );
+    assert_eq!(w.fake.requests_to(UPDATE).len(), 1);
 }
 
 #[tokio::test]

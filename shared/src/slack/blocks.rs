@@ -96,6 +96,8 @@ pub enum Block {
 pub struct Message {
     /// Shown in notifications and read by screen readers.
     pub text: String,
+    /// Empty only for the text-only message `render` falls back to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<Block>,
 }
 

@@ -183,9 +183,10 @@ impl Inbound {
         }
     }
 
-    /// The thread this message belongs to, for incidents and alarms.
+    /// The thread this message belongs to, for incidents and alarms (not for an
+    /// incident without a key: all of those would share one thread).
     pub fn thread(&self) -> Option<ThreadIntent> {
-        match self {
+        let intent = match self {
             Inbound::Incident(n) => Some(ThreadIntent {
                 key: n.incident_key.clone(),
                 starts: n.event == EventType::Opened,
@@ -199,7 +200,8 @@ impl Inbound {
                 at: a.changed_at,
             }),
             _ => None,
-        }
+        };
+        intent.filter(|t| !t.key.trim().is_empty())
     }
 
     /// The incident key for logs (`-` when the message has none).
@@ -339,6 +341,31 @@ mod tests {
         );
         assert_eq!(f.account.as_deref(), Some("111122223333"));
         assert!(i.thread().is_none());
+    }
+
+    #[test]
+    fn our_notification_threads_by_incident_key_unless_the_key_is_blank() {
+        let mut n: Notification = serde_json::from_value(serde_json::json!({
+            "event": "opened", "incident_key": "VPN connection vpn-1 is DOWN", "title": "t", "summary": "s",
+            "impact": 2, "status": "open", "backend": null, "incident_ref": null, "incident_url": null,
+            "account": "123456789012", "region": "eu-west-1", "alarm": null, "vpn_id": null, "tunnel_ip": null,
+            "occurred_at": "2026-11-25T10:01:00Z", "opened_at": null, "duration_seconds": null,
+            "next_steps": [], "links": [], "findings": [], "timeline": []
+        }))
+        .unwrap();
+        let i = parse(None, &n.to_chatbot().to_string());
+        let t = i.thread().unwrap();
+        assert_eq!(
+            (t.key.as_str(), t.starts, t.resolves),
+            ("VPN connection vpn-1 is DOWN", true, false)
+        );
+        let f = i.facts(TOPIC);
+        assert_eq!(
+            (f.kind, f.event_type.as_str(), f.impact),
+            ("incident", "opened", Impact::new(2))
+        );
+        n.incident_key = "  ".into();
+        assert!(parse(None, &n.to_chatbot().to_string()).thread().is_none());
     }
 
     #[test]
