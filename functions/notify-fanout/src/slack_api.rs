@@ -156,16 +156,6 @@ impl SlackError {
             _ => false,
         }
     }
-
-    /// Slack's error code, if it sent one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            SlackError::Api { code, .. } => Some(code),
-            SlackError::Http { code, .. } => code.as_deref(),
-            SlackError::GaveUp { last, .. } => last.code(),
-            _ => None,
-        }
-    }
 }
 
 impl Retryable for SlackError {

@@ -122,15 +122,6 @@ impl MessageBuilder {
         Self::default()
     }
 
-    /// Blocks so far.
-    pub fn len(&self) -> usize {
-        self.blocks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
-    }
-
     fn push(&mut self, block: Block) {
         // The last slot is kept for the "blocks left out" note.
         if self.blocks.len() < MAX_BLOCKS - 1 {
@@ -206,18 +197,6 @@ impl MessageBuilder {
         self
     }
 
-    /// A section of fields whose values are already mrkdwn (built with [`Mrkdwn`]).
-    pub fn mrkdwn_fields(&mut self, fields: Vec<Mrkdwn>) -> &mut Self {
-        let fields: Vec<Text> = fields.into_iter().filter_map(Text::mrkdwn).collect();
-        for chunk in fields.chunks(MAX_FIELDS) {
-            self.push(Block::Section {
-                text: None,
-                fields: chunk.to_vec(),
-            });
-        }
-        self
-    }
-
     /// A context block of mrkdwn elements (at most 10 kept).
     pub fn context(&mut self, elements: Vec<Mrkdwn>) -> &mut Self {
         let elements: Vec<Text> = elements
@@ -260,11 +239,6 @@ impl MessageBuilder {
                 elements: chunk.to_vec(),
             });
         }
-        self
-    }
-
-    pub fn divider(&mut self) -> &mut Self {
-        self.push(Block::Divider);
         self
     }
 
