@@ -1,0 +1,770 @@
+//! What notify-fanout remembers between invocations, in the stack's state table:
+//! per SNS message and destination, the delivery (`delivery#<message id>#<destination>`),
+//! and per incident key and destination, the Slack thread
+//! (`thread#<incident key>#<destination>`). Items expire through `expires_at`.
+//!
+//! Both are claimed with a conditional put before anything is posted, so two
+//! concurrent invocations never both post the same message or both start a thread
+//! for one incident. A claim carries a lease (`lease_until`, the claiming
+//! invocation's Lambda deadline): a claim whose lease has passed belongs to an
+//! invocation that died, and may be taken over.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use shared::error::{AwsError, Retryable};
+
+/// The key of a delivery record.
+pub fn delivery_key(message_id: &str, destination: &str) -> String {
+    format!("delivery#{}#{destination}", key_part(message_id))
+}
+
+/// The key of a thread record.
+pub fn thread_key(incident_key: &str, destination: &str) -> String {
+    format!("thread#{}#{destination}", key_part(incident_key))
+}
+
+/// Longest key part kept as it is. DynamoDB limits a partition key to 2048 bytes;
+/// incident keys and alarm ARNs are far shorter, but a key part is never trusted.
+const MAX_KEY_PART: usize = 1024;
+
+/// `s` itself, or when too long its start and a hash of the whole (FNV-1a 64), so
+/// distinct long keys stay distinct.
+fn key_part(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_KEY_PART {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = 960;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    std::borrow::Cow::Owned(format!("{}~{hash:016x}", &s[..end]))
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Claimed; nothing posted yet (or the outcome is unknown).
+    Sending,
+    /// The thread reply is posted; the top-level message still has to be edited.
+    Posted,
+    /// Nothing left to do.
+    Done,
+}
+
+impl DeliveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Posted => "posted",
+            DeliveryStatus::Done => "done",
+        }
+    }
+}
+
+/// A delivery of one SNS message to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub status: DeliveryStatus,
+    /// Epoch seconds after which a `Sending` claim may be taken over.
+    pub lease_until: i64,
+    /// For `Posted`: the channel and top-level message of the thread replied to.
+    pub channel: Option<String>,
+    pub thread_ts: Option<String>,
+}
+
+/// A Slack thread of one incident in one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRecord {
+    /// `None` while the top-level message is being posted (a claim).
+    pub posted: Option<PostedThread>,
+    pub lease_until: i64,
+}
+
+/// The top-level message of a thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedThread {
+    /// Channel ID (from Slack's answer: `chat.update` needs the ID, not a name).
+    pub channel: String,
+    pub ts: String,
+    /// When the incident (or alarm) started: for durations.
+    pub opened_at: DateTime<Utc>,
+    /// Time of the newest message shown on the top-level message.
+    pub updated_at: DateTime<Utc>,
+    pub resolved: bool,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim<T> {
+    /// We own the item now.
+    Won,
+    /// Someone else's item, as it is.
+    Taken(T),
+}
+
+/// What a thread write must find to succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadGuard {
+    /// Our own claim, with this lease (after posting the top-level message).
+    OwnClaim(i64),
+    /// The same thread (top-level `ts`) as when we read it.
+    SameThread(String),
+}
+
+/// A failed state-table call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("state table item {pk:?} is malformed: {problem}")]
+    Malformed { pk: String, problem: String },
+    #[error("state table item {pk:?} changed under us ({expected})")]
+    Conflict { pk: String, expected: &'static str },
+}
+
+impl Retryable for StoreError {
+    fn retryable(&self) -> bool {
+        match self {
+            StoreError::Aws(e) => e.retryable(),
+            StoreError::Malformed { .. } => false,
+            StoreError::Conflict { .. } => true,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Aws(e) => e.kind(),
+            StoreError::Malformed { .. } => "StateMalformed",
+            StoreError::Conflict { .. } => "StateConflict",
+        }
+    }
+}
+
+/// The state notify-fanout keeps. `now` and leases are epoch seconds.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Claims the delivery (new, or a `Sending` claim whose lease has passed).
+    async fn claim_delivery(
+        &self,
+        pk: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Claim<DeliveryRecord>, StoreError>;
+    /// Writes the delivery record we own.
+    async fn put_delivery(
+        &self,
+        pk: &str,
+        record: &DeliveryRecord,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Deletes our claim if it is still `Sending` (nothing was posted), so a retry
+    /// can proceed at once.
+    async fn release_delivery(&self, pk: &str) -> Result<(), StoreError>;
+
+    /// The thread record, read consistently.
+    async fn get_thread(&self, pk: &str) -> Result<Option<ThreadRecord>, StoreError>;
+    /// Claims the thread: no record, or a claim whose lease has passed, or (with
+    /// `replace_resolved`) the resolved thread with that top-level `ts`.
+    async fn claim_thread(
+        &self,
+        pk: &str,
+        now: i64,
+        lease_until: i64,
+        replace_resolved: Option<&str>,
+    ) -> Result<Claim<ThreadRecord>, StoreError>;
+    /// Writes a posted thread if `guard` holds; `false` when it did not.
+    async fn put_thread(
+        &self,
+        pk: &str,
+        thread: &PostedThread,
+        guard: &ThreadGuard,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deletes our thread claim (the top-level post failed).
+    async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError>;
+}
+
+/// [`StateStore`] on the DynamoDB state table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    delivery_ttl_seconds: i64,
+    thread_ttl_seconds: i64,
+}
+
+const SERVICE: &str = "dynamodb";
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        delivery_ttl_seconds: i64,
+        thread_ttl_seconds: i64,
+    ) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            delivery_ttl_seconds,
+            thread_ttl_seconds,
+        }
+    }
+
+    async fn get(&self, pk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(SERVICE, "GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// A conditional put: `Ok(None)` when written, `Ok(Some(old item))` when the
+    /// condition failed.
+    async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Option<Item>, StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (k, v) in names {
+            req = req.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item().cloned().unwrap_or_default()))
+                }
+                _ => Err(AwsError::from_sdk(SERVICE, "PutItem", e).into()),
+            },
+        }
+    }
+
+    async fn delete_if(
+        &self,
+        pk: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .condition_expression(condition);
+        for (k, v) in names {
+            req = req.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            // Not ours any more (or already gone): nothing to release.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(AwsError::from_sdk(SERVICE, "DeleteItem", e).into()),
+        }
+    }
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &Item, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn malformed(pk: &str, problem: &str) -> StoreError {
+    StoreError::Malformed {
+        pk: pk.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn epoch(pk: &str, item: &Item, k: &str) -> Result<DateTime<Utc>, StoreError> {
+    get_n(item, k)
+        .and_then(|v| DateTime::from_timestamp(v, 0))
+        .ok_or_else(|| malformed(pk, &format!("`{k}` is missing or not epoch seconds")))
+}
+
+fn delivery_from_item(pk: &str, item: &Item) -> Result<DeliveryRecord, StoreError> {
+    let status = match get_s(item, "status") {
+        Some("sending") => DeliveryStatus::Sending,
+        Some("posted") => DeliveryStatus::Posted,
+        Some("done") => DeliveryStatus::Done,
+        _ => return Err(malformed(pk, "`status` is not sending, posted or done")),
+    };
+    Ok(DeliveryRecord {
+        status,
+        lease_until: get_n(item, "lease_until").unwrap_or(0),
+        channel: get_s(item, "channel").map(str::to_string),
+        thread_ts: get_s(item, "thread_ts").map(str::to_string),
+    })
+}
+
+fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
+    let lease_until = get_n(item, "lease_until").unwrap_or(0);
+    let posted = match get_s(item, "status") {
+        Some("pending") => None,
+        Some("posted") => Some(PostedThread {
+            channel: get_s(item, "channel")
+                .ok_or_else(|| malformed(pk, "`channel` is missing"))?
+                .to_string(),
+            ts: get_s(item, "ts")
+                .ok_or_else(|| malformed(pk, "`ts` is missing"))?
+                .to_string(),
+            opened_at: epoch(pk, item, "opened_at")?,
+            updated_at: epoch(pk, item, "updated_at")?,
+            resolved: item
+                .get("resolved")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+        }),
+        _ => return Err(malformed(pk, "`status` is not pending or posted")),
+    };
+    Ok(ThreadRecord {
+        posted,
+        lease_until,
+    })
+}
+
+#[async_trait]
+impl StateStore for DynamoStore {
+    async fn claim_delivery(
+        &self,
+        pk: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Claim<DeliveryRecord>, StoreError> {
+        let item = HashMap::from([
+            ("pk".to_string(), s(pk)),
+            ("status".to_string(), s(DeliveryStatus::Sending.as_str())),
+            ("lease_until".to_string(), n(lease_until)),
+            ("expires_at".to_string(), n(now + self.delivery_ttl_seconds)),
+        ]);
+        let old = self
+            .put_if(
+                item,
+                "attribute_not_exists(pk) OR (#st = :sending AND #lease < :now)",
+                &[("#st", "status"), ("#lease", "lease_until")],
+                vec![(":sending", s("sending")), (":now", n(now))],
+            )
+            .await?;
+        match old {
+            None => Ok(Claim::Won),
+            Some(item) if item.is_empty() => match self.get(pk).await? {
+                Some(item) => Ok(Claim::Taken(delivery_from_item(pk, &item)?)),
+                None => Err(StoreError::Conflict {
+                    pk: pk.to_string(),
+                    expected: "claim refused but no item found",
+                }),
+            },
+            Some(item) => Ok(Claim::Taken(delivery_from_item(pk, &item)?)),
+        }
+    }
+
+    async fn put_delivery(
+        &self,
+        pk: &str,
+        record: &DeliveryRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("status", s(record.status.as_str()))
+            .item("lease_until", n(record.lease_until))
+            .item("expires_at", n(now + self.delivery_ttl_seconds));
+        if let Some(c) = &record.channel {
+            req = req.item("channel", s(c));
+        }
+        if let Some(t) = &record.thread_ts {
+            req = req.item("thread_ts", s(t));
+        }
+        req.send()
+            .await
+            .map_err(|e| AwsError::from_sdk(SERVICE, "PutItem", e))?;
+        Ok(())
+    }
+
+    async fn release_delivery(&self, pk: &str) -> Result<(), StoreError> {
+        self.delete_if(
+            pk,
+            "#st = :sending",
+            &[("#st", "status")],
+            vec![(":sending", s("sending"))],
+        )
+        .await
+    }
+
+    async fn get_thread(&self, pk: &str) -> Result<Option<ThreadRecord>, StoreError> {
+        match self.get(pk).await? {
+            Some(item) => Ok(Some(thread_from_item(pk, &item)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn claim_thread(
+        &self,
+        pk: &str,
+        now: i64,
+        lease_until: i64,
+        replace_resolved: Option<&str>,
+    ) -> Result<Claim<ThreadRecord>, StoreError> {
+        let item = HashMap::from([
+            ("pk".to_string(), s(pk)),
+            ("status".to_string(), s("pending")),
+            ("lease_until".to_string(), n(lease_until)),
+            ("expires_at".to_string(), n(now + self.thread_ttl_seconds)),
+        ]);
+        let mut condition =
+            "attribute_not_exists(pk) OR (#st = :pending AND #lease < :now)".to_string();
+        let mut values = vec![(":pending", s("pending")), (":now", n(now))];
+        let mut names = vec![("#st", "status"), ("#lease", "lease_until")];
+        if let Some(old_ts) = replace_resolved {
+            condition.push_str(" OR (#st = :posted AND #res = :true AND #ts = :old_ts)");
+            values.push((":posted", s("posted")));
+            values.push((":true", AttributeValue::Bool(true)));
+            values.push((":old_ts", s(old_ts)));
+            names.push(("#res", "resolved"));
+            names.push(("#ts", "ts"));
+        }
+        match self.put_if(item, &condition, &names, values).await? {
+            None => Ok(Claim::Won),
+            Some(item) if item.is_empty() => match self.get_thread(pk).await? {
+                Some(t) => Ok(Claim::Taken(t)),
+                None => Err(StoreError::Conflict {
+                    pk: pk.to_string(),
+                    expected: "claim refused but no item found",
+                }),
+            },
+            Some(item) => Ok(Claim::Taken(thread_from_item(pk, &item)?)),
+        }
+    }
+
+    async fn put_thread(
+        &self,
+        pk: &str,
+        thread: &PostedThread,
+        guard: &ThreadGuard,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let item = HashMap::from([
+            ("pk".to_string(), s(pk)),
+            ("status".to_string(), s("posted")),
+            ("channel".to_string(), s(&thread.channel)),
+            ("ts".to_string(), s(&thread.ts)),
+            ("opened_at".to_string(), n(thread.opened_at.timestamp())),
+            ("updated_at".to_string(), n(thread.updated_at.timestamp())),
+            (
+                "resolved".to_string(),
+                AttributeValue::Bool(thread.resolved),
+            ),
+            ("lease_until".to_string(), n(0)),
+            ("expires_at".to_string(), n(now + self.thread_ttl_seconds)),
+        ]);
+        let old = match guard {
+            ThreadGuard::OwnClaim(lease) => {
+                self.put_if(
+                    item,
+                    "#st = :pending AND #lease = :lease",
+                    &[("#st", "status"), ("#lease", "lease_until")],
+                    vec![(":pending", s("pending")), (":lease", n(*lease))],
+                )
+                .await?
+            }
+            ThreadGuard::SameThread(ts) => {
+                self.put_if(item, "#ts = :ts", &[("#ts", "ts")], vec![(":ts", s(ts))])
+                    .await?
+            }
+        };
+        Ok(old.is_none())
+    }
+
+    async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError> {
+        self.delete_if(
+            pk,
+            "#st = :pending AND #lease = :lease",
+            &[("#st", "status"), ("#lease", "lease_until")],
+            vec![(":pending", s("pending")), (":lease", n(lease_until))],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::mock;
+
+    fn store(client: Client) -> DynamoStore {
+        DynamoStore::new(client, "state", 14 * 86400, 30 * 86400)
+    }
+
+    fn ccf(item: Option<Item>) -> PutItemError {
+        PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .message("The conditional request failed")
+                .set_item(item)
+                .build(),
+        )
+    }
+
+    #[test]
+    fn keys_follow_the_contract_and_bound_long_parts() {
+        assert_eq!(delivery_key("m-1", "ops"), "delivery#m-1#ops");
+        assert_eq!(
+            thread_key("VPN connection vpn-1 is DOWN", "oncall"),
+            "thread#VPN connection vpn-1 is DOWN#oncall"
+        );
+        let long_a = "é".repeat(2000);
+        let long_b = format!("{}x", "é".repeat(1999));
+        let (a, b) = (thread_key(&long_a, "d"), thread_key(&long_b, "d"));
+        assert!(a.len() < 1100 && b.len() < 1100);
+        assert_ne!(a, b);
+        assert_eq!(a, thread_key(&long_a, "d"));
+    }
+
+    #[tokio::test]
+    async fn claim_delivery_puts_conditional_sending_item_with_ttl() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                r.table_name() == Some("state")
+                    && item["pk"] == s("delivery#m-1#oncall")
+                    && item["status"] == s("sending")
+                    && item["lease_until"] == n(1_000_060)
+                    && item["expires_at"] == n(1_000_000 + 14 * 86400)
+                    && r.condition_expression()
+                        == Some("attribute_not_exists(pk) OR (#st = :sending AND #lease < :now)")
+                    && r.expression_attribute_values().unwrap()[":now"] == n(1_000_000)
+                    && r.return_values_on_condition_check_failure()
+                        == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let claim = store(client)
+            .claim_delivery(&delivery_key("m-1", "oncall"), 1_000_000, 1_000_060)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Won);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn claim_delivery_refused_returns_existing_record() {
+        let old = HashMap::from([
+            ("pk".to_string(), s("delivery#m-1#oncall")),
+            ("status".to_string(), s("posted")),
+            ("channel".to_string(), s("C1")),
+            ("thread_ts".to_string(), s("1.0")),
+        ]);
+        let rule = mock!(Client::put_item).then_error(move || ccf(Some(old.clone())));
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let claim = store(client)
+            .claim_delivery("delivery#m-1#oncall", 1, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim,
+            Claim::Taken(DeliveryRecord {
+                status: DeliveryStatus::Posted,
+                lease_until: 0,
+                channel: Some("C1".into()),
+                thread_ts: Some("1.0".into()),
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn claim_thread_replacing_resolved_thread_adds_condition_on_old_ts() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression()
+                    == Some("attribute_not_exists(pk) OR (#st = :pending AND #lease < :now) OR (#st = :posted AND #res = :true AND #ts = :old_ts)")
+                    && r.expression_attribute_values().unwrap()[":old_ts"] == s("111.222")
+                    && r.item().unwrap()["status"] == s("pending")
+                    && r.item().unwrap()["pk"] == s("thread#VPN vpn-1 is DOWN#oncall")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let claim = store(client)
+            .claim_thread(
+                &thread_key("VPN vpn-1 is DOWN", "oncall"),
+                10,
+                70,
+                Some("111.222"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Won);
+    }
+
+    #[tokio::test]
+    async fn get_thread_reads_consistently_and_parses_posted_thread() {
+        let rule = mock!(Client::get_item)
+            .match_requests(|r| {
+                r.consistent_read() == Some(true) && r.key().unwrap()["pk"] == s("thread#k#d")
+            })
+            .then_output(|| {
+                GetItemOutput::builder()
+                    .set_item(Some(HashMap::from([
+                        ("pk".to_string(), s("thread#k#d")),
+                        ("status".to_string(), s("posted")),
+                        ("channel".to_string(), s("C1")),
+                        ("ts".to_string(), s("1700000000.000100")),
+                        ("opened_at".to_string(), n(1_700_000_000)),
+                        ("updated_at".to_string(), n(1_700_000_100)),
+                        ("resolved".to_string(), AttributeValue::Bool(true)),
+                    ])))
+                    .build()
+            });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let t = store(client)
+            .get_thread("thread#k#d")
+            .await
+            .unwrap()
+            .unwrap();
+        let p = t.posted.unwrap();
+        assert_eq!(
+            (p.channel.as_str(), p.ts.as_str(), p.resolved),
+            ("C1", "1700000000.000100", true)
+        );
+        assert_eq!(p.opened_at.timestamp(), 1_700_000_000);
+    }
+
+    #[tokio::test]
+    async fn malformed_thread_item_is_a_clear_non_retryable_error() {
+        let rule = mock!(Client::get_item).then_output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(HashMap::from([("status".to_string(), s("posted"))])))
+                .build()
+        });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let err = store(client).get_thread("thread#k#d").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "state table item \"thread#k#d\" is malformed: `channel` is missing"
+        );
+        assert!(!err.retryable());
+    }
+
+    #[tokio::test]
+    async fn put_thread_guarded_by_same_ts_reports_conflict_as_false() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#ts = :ts")
+                    && r.item().unwrap()["resolved"] == AttributeValue::Bool(true)
+                    && r.item().unwrap()["updated_at"] == n(200)
+            })
+            .then_error(|| ccf(None));
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let thread = PostedThread {
+            channel: "C1".into(),
+            ts: "1.0".into(),
+            opened_at: DateTime::from_timestamp(100, 0).unwrap(),
+            updated_at: DateTime::from_timestamp(200, 0).unwrap(),
+            resolved: true,
+        };
+        let saved = store(client)
+            .put_thread(
+                "thread#k#d",
+                &thread,
+                &ThreadGuard::SameThread("1.0".into()),
+                300,
+            )
+            .await
+            .unwrap();
+        assert!(!saved);
+    }
+
+    #[tokio::test]
+    async fn release_delivery_deletes_only_sending_and_ignores_conditional_failure() {
+        let rule = mock!(Client::delete_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#st = :sending")
+                    && r.key().unwrap()["pk"] == s("delivery#m#d")
+            })
+            .then_error(|| {
+                DeleteItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder().build(),
+                )
+            });
+        let ok = mock!(Client::delete_item).then_output(|| DeleteItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule, &ok]);
+        let st = store(client);
+        st.release_delivery("delivery#m#d").await.unwrap();
+        st.release_delivery("delivery#m#d").await.unwrap();
+        assert_eq!((rule.num_calls(), ok.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retryable_store_error() {
+        let rule = mock!(Client::get_item).then_error(|| {
+            aws_sdk_dynamodb::operation::get_item::GetItemError::ProvisionedThroughputExceededException(
+                aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
+                    .message("slow down")
+                    .meta(
+                        aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                            .code("ProvisionedThroughputExceededException")
+                            .message("slow down")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let err = store(client).get_thread("thread#k#d").await.unwrap_err();
+        assert!(err.retryable(), "{err}");
+        assert_eq!(err.lambda_error_type(), "Retryable.Throttled");
+    }
+}

@@ -1,0 +1,688 @@
+//! Delivery against a fake Slack on loopback, started by each test: payloads,
+//! retries (429 + Retry-After, 500 then success), non-retryable errors, threads,
+//! top-level edits, and no double posts after a partial failure.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use notify_fanout::config::Config;
+use notify_fanout::handler::{handle, Deps, HandlerError, Summary};
+use notify_fanout::slack_api::{Budget, SlackClient};
+use notify_fanout::store::{delivery_key, thread_key, DeliveryRecord, DeliveryStatus};
+use serde_json::{json, Value};
+use shared::error::Retryable;
+use shared::incident::Impact;
+use shared::notification::EventType;
+use support::*;
+
+const POST: &str = "/api/chat.postMessage";
+const UPDATE: &str = "/api/chat.update";
+
+struct World {
+    fake: FakeSlack,
+    store: MemoryStore,
+    settings: FixedSettings,
+    config: Config,
+    slack: SlackClient,
+}
+
+impl World {
+    async fn new(routing: Option<Value>) -> World {
+        let fake = FakeSlack::start().await;
+        let settings = FixedSettings::new(&secret_json(&fake, routing));
+        let config = config(&fake);
+        let slack = SlackClient::new(&config.slack_api_url).unwrap();
+        World {
+            fake,
+            store: MemoryStore::default(),
+            settings,
+            config,
+            slack,
+        }
+    }
+
+    /// Only the bot destination `oncall`.
+    async fn bot_only() -> World {
+        World::new(Some(json!({"default": ["oncall"]}))).await
+    }
+
+    async fn run_with(&self, event: &Value, budget: Duration) -> Result<Summary, HandlerError> {
+        let deps = Deps {
+            slack: &self.slack,
+            store: &self.store,
+            settings: &self.settings,
+            config: &self.config,
+        };
+        handle(&deps, event, Budget::after(budget)).await
+    }
+
+    async fn run(&self, event: &Value) -> Result<Summary, HandlerError> {
+        self.run_with(event, Duration::from_secs(20)).await
+    }
+}
+
+fn header(body: &Value) -> String {
+    body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn all_text(body: &Value) -> String {
+    body.to_string()
+}
+
+#[tokio::test]
+async fn opened_incident_is_a_top_level_bot_message_with_blocks_token_and_mention() {
+    let w = World::bot_only().await;
+    let n = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    let summary = w.run(&incident_event("m-open", &n)).await.unwrap();
+    assert_eq!(summary.threads_started, 1);
+
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 1);
+    let req = &posts[0];
+    assert_eq!(req.headers["authorization"], format!("Bearer {TOKEN}"));
+    assert!(req.headers["content-type"].starts_with("application/json"));
+    let body = &req.body;
+    assert_eq!(body["channel"], "C0ONCALL");
+    assert!(body.get("thread_ts").is_none());
+    assert_eq!(body["unfurl_links"], false);
+    assert_eq!(
+        header(body),
+        "🔴 OPENED · Impact 2 (High) · VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("<!here> 🔴 OPENED"),
+        "{}",
+        body["text"]
+    );
+    assert_eq!(
+        body["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next(),
+        Some("<!here>")
+    );
+    assert!(body["blocks"].as_array().unwrap().len() <= 50);
+
+    // The thread is remembered with the channel ID and ts Slack answered.
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert_eq!(
+        (thread.channel.as_str(), thread.ts.as_str()),
+        ("C0ONCALL", "1795600001.000100")
+    );
+    assert!(!thread.resolved);
+    assert_eq!(
+        w.store
+            .delivery(&delivery_key("m-open", "oncall"))
+            .unwrap()
+            .status,
+        DeliveryStatus::Done
+    );
+}
+
+#[tokio::test]
+async fn below_the_mention_threshold_there_is_no_mention() {
+    let w = World::bot_only().await;
+    let n = incident(EventType::Opened, Impact::MEDIUM, "2026-11-25T10:01:00Z");
+    w.run(&incident_event("m-1", &n)).await.unwrap();
+    let body = &w.fake.requests_to(POST)[0].body;
+    assert!(!all_text(body).contains("<!here>"), "{body}");
+}
+
+#[tokio::test]
+async fn webhook_gets_blocks_and_names_the_incident_it_updates() {
+    let w = World::new(Some(json!({"default": ["ops"]}))).await;
+    let n = incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:05:00Z");
+    let summary = w.run(&incident_event("m-upd", &n)).await.unwrap();
+    assert_eq!(summary.posted, 1);
+    let hooks = w.fake.requests_to(WEBHOOK_PATH);
+    assert_eq!(hooks.len(), 1);
+    let body = &hooks[0].body;
+    assert!(!hooks[0].headers.contains_key("authorization"));
+    assert_eq!(
+        header(body),
+        "🔴 UPDATED · Impact 2 (High) · VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+    assert_eq!(body["blocks"][1]["type"], "context");
+    assert!(
+        body["blocks"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("↪️ Update to incident `VPN connection vpn-0a1b2c3d4e5f67890 is DOWN`"),
+        "{body}"
+    );
+    assert!(w.fake.requests_to(POST).is_empty());
+}
+
+#[tokio::test]
+async fn rate_limited_429_waits_for_retry_after_then_posts() {
+    let w = World::bot_only().await;
+    w.fake.script(POST, [Reply::rate_limited(1)]);
+    let n = incident(EventType::Opened, Impact::LOW, "2026-11-25T10:01:00Z");
+    let summary = w.run(&incident_event("m-429", &n)).await.unwrap();
+    assert_eq!(summary.threads_started, 1);
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    let waited = posts[1].at - posts[0].at;
+    assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(posts[0].body, posts[1].body);
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_budget_fails_retryable_without_waiting() {
+    let w = World::bot_only().await;
+    w.fake.script(POST, [Reply::rate_limited(30)]);
+    let n = incident(EventType::Opened, Impact::LOW, "2026-11-25T10:01:00Z");
+    let started = Instant::now();
+    let err = w
+        .run_with(&incident_event("m-429b", &n), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "must not wait 30 s"
+    );
+    assert!(err.retryable());
+    assert_eq!(err.lambda_error_type(), "Retryable.SlackRateLimited");
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+    // The claims were released: the retry can post at once.
+    assert!(w
+        .store
+        .delivery(&delivery_key("m-429b", "oncall"))
+        .is_none());
+    assert!(w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .is_none());
+}
+
+#[tokio::test]
+async fn server_error_500_then_success_is_retried_with_backoff() {
+    let w = World::new(Some(json!({"default": ["ops"]}))).await;
+    w.fake.script(WEBHOOK_PATH, [Reply::status(500, "oops")]);
+    let summary = w
+        .run(&sns_event("m-500", Some("Note"), "hello"))
+        .await
+        .unwrap();
+    assert_eq!(summary.posted, 1);
+    let hooks = w.fake.requests_to(WEBHOOK_PATH);
+    assert_eq!(hooks.len(), 2);
+    let gap = hooks[1].at - hooks[0].at;
+    assert!(
+        gap >= Duration::from_millis(150) && gap < Duration::from_secs(5),
+        "{gap:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_auth_fails_at_once_non_retryable_and_drops_cached_secret() {
+    let w = World::bot_only().await;
+    w.fake.script(POST, [Reply::api_error("invalid_auth")]);
+    let n = incident(EventType::Opened, Impact::LOW, "2026-11-25T10:01:00Z");
+    let err = w.run(&incident_event("m-auth", &n)).await.unwrap_err();
+    assert_eq!(
+        w.fake.requests_to(POST).len(),
+        1,
+        "must not retry invalid_auth"
+    );
+    assert!(!err.retryable());
+    assert_eq!(err.lambda_error_type(), "NonRetryable.SlackAuth");
+    assert_eq!(
+        err.to_string(),
+        "1 of 1 Slack deliveries failed: oncall: Slack chat.postMessage: error invalid_auth"
+    );
+    assert_eq!(w.settings.invalidations(), 1);
+}
+
+#[tokio::test]
+async fn channel_not_found_and_webhook_404_are_clear_non_retryable_errors() {
+    let w = World::new(None).await;
+    w.fake.script(POST, [Reply::api_error("channel_not_found")]);
+    w.fake
+        .script(WEBHOOK_PATH, [Reply::status(404, "no_service")]);
+    let err = w
+        .run(&sns_event("m-404", None, "plain text"))
+        .await
+        .unwrap_err();
+    assert!(!err.retryable());
+    let msg = err.to_string();
+    assert!(msg.starts_with("2 of 2 Slack deliveries failed: "), "{msg}");
+    assert!(
+        msg.contains("oncall: Slack chat.postMessage: error channel_not_found"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("ops: Slack webhook: rejected with HTTP 404 (no_service)"),
+        "{msg}"
+    );
+    assert_eq!(w.fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn later_messages_reply_in_the_thread_and_edit_the_top_level_message() {
+    let w = World::bot_only().await;
+    let opened = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    w.run(&incident_event("m-1", &opened)).await.unwrap();
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+
+    let diagnosed = incident(EventType::Diagnosed, Impact::HIGH, "2026-11-25T10:04:30Z");
+    let summary = w.run(&incident_event("m-2", &diagnosed)).await.unwrap();
+    assert_eq!(summary.replied, 1);
+
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    let reply = &posts[1].body;
+    assert_eq!(reply["thread_ts"], thread.ts.as_str());
+    assert_eq!(reply["channel"], "C0ONCALL");
+    assert!(reply.get("reply_broadcast").is_none());
+    assert!(reply["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("🔎 *DIAGNOSED*"));
+
+    let updates = w.fake.requests_to(UPDATE);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(
+        updates[0].headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
+    assert_eq!(updates[0].body["channel"], "C0ONCALL");
+    assert_eq!(updates[0].body["ts"], thread.ts.as_str());
+    assert_eq!(
+        header(&updates[0].body),
+        "🔴 OPEN · Impact 2 (High) · VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+}
+
+#[tokio::test]
+async fn escalation_reply_is_broadcast_with_mention() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::MEDIUM, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    w.run(&incident_event(
+        "m-2",
+        &incident(
+            EventType::Escalated,
+            Impact::CRITICAL,
+            "2026-11-25T10:03:00Z",
+        ),
+    ))
+    .await
+    .unwrap();
+    let reply = &w.fake.requests_to(POST)[1].body;
+    assert_eq!(reply["reply_broadcast"], true);
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("<!here> 🔺 ESCALATED"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn resolve_replies_and_edits_top_level_to_resolved_with_duration() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    let mut resolved = incident(EventType::Resolved, Impact::HIGH, "2026-11-25T10:33:10Z");
+    resolved.duration_seconds = Some(1930);
+    w.run(&incident_event("m-3", &resolved)).await.unwrap();
+
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    assert!(posts[0].body.get("thread_ts").is_none());
+    assert_eq!(posts[1].body["thread_ts"], "1795600001.000100");
+    let update = &w.fake.requests_to(UPDATE)[0].body;
+    assert_eq!(update["ts"], "1795600001.000100");
+    assert_eq!(
+        header(update),
+        "✅ RESOLVED · Impact 2 (High) · VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+    assert!(update["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("*Resolved after 32m 10s.*"));
+    assert!(!all_text(update).contains("<!here>"), "edits never mention");
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert!(thread.resolved);
+
+    // A late update after the resolution replies but leaves the top-level resolved.
+    w.run(&incident_event(
+        "m-late",
+        &incident(EventType::Diagnosed, Impact::HIGH, "2026-11-25T10:34:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(w.fake.requests_to(POST).len(), 3);
+    assert_eq!(w.fake.requests_to(UPDATE).len(), 1);
+}
+
+#[tokio::test]
+async fn new_incident_after_resolution_starts_a_new_thread() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    w.run(&incident_event(
+        "m-2",
+        &incident(EventType::Resolved, Impact::HIGH, "2026-11-25T10:30:00Z"),
+    ))
+    .await
+    .unwrap();
+    let summary = w
+        .run(&incident_event(
+            "m-3",
+            &incident(EventType::Opened, Impact::HIGH, "2026-11-26T08:00:00Z"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(summary.threads_started, 1);
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 3);
+    assert!(posts[2].body.get("thread_ts").is_none());
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert_eq!(thread.ts, "1795600003.000100");
+    assert!(!thread.resolved);
+}
+
+#[tokio::test]
+async fn retry_after_partial_failure_does_not_post_twice() {
+    let w = World::new(None).await; // both destinations
+                                    // The bot destination keeps failing with 503 until the budget is spent.
+    w.fake.script(POST, (0..20).map(|_| Reply::status(503, "")));
+    let event = incident_event(
+        "m-partial",
+        &incident(EventType::Opened, Impact::LOW, "2026-11-25T10:01:00Z"),
+    );
+    let err = w
+        .run_with(&event, Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert!(err.retryable(), "{err}");
+    assert_eq!(err.lambda_error_type(), "Retryable.SlackTimeBudget");
+    assert!(
+        err.to_string().starts_with(
+            "1 of 2 Slack deliveries failed: oncall: Slack chat.postMessage: gave up after"
+        ),
+        "{err}"
+    );
+    assert_eq!(w.fake.requests_to(WEBHOOK_PATH).len(), 1);
+    let failed_attempts = w.fake.requests_to(POST).len();
+    assert!(failed_attempts >= 2, "{failed_attempts}");
+
+    // Lambda retries the same event: Slack is fine again.
+    w.fake.clear_scripts();
+    w.fake.clear();
+    let summary = w.run(&event).await.unwrap();
+    assert_eq!(summary.already_delivered, 1);
+    assert_eq!(summary.threads_started, 1);
+    assert_eq!(
+        w.fake.requests_to(WEBHOOK_PATH).len(),
+        0,
+        "webhook must not get the message twice"
+    );
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+
+    // And a third delivery of the same message posts nothing at all.
+    w.fake.clear();
+    let summary = w.run(&event).await.unwrap();
+    assert_eq!(summary.already_delivered, 2);
+    assert!(w.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_messages_of_a_new_incident_make_one_top_level_message() {
+    let w = World::bot_only().await;
+    let opened = incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    );
+    let updated = incident_event(
+        "m-2",
+        &incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:01:05Z"),
+    );
+    let (a, b) = tokio::join!(w.run(&opened), w.run(&updated));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.threads_started + b.threads_started, 1);
+    assert_eq!(a.replied + b.replied, 1);
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    let top_level: Vec<_> = posts
+        .iter()
+        .filter(|p| p.body.get("thread_ts").is_none())
+        .collect();
+    assert_eq!(
+        top_level.len(),
+        1,
+        "two top-level messages for one incident"
+    );
+    assert_eq!(w.fake.requests_to(UPDATE).len(), 1);
+}
+
+#[tokio::test]
+async fn reply_posted_but_edit_failed_resumes_with_the_edit_only() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    w.fake
+        .script(UPDATE, (0..20).map(|_| Reply::status(502, "")));
+    let event = incident_event(
+        "m-2",
+        &incident(EventType::Resolved, Impact::HIGH, "2026-11-25T10:30:00Z"),
+    );
+    let err = w
+        .run_with(&event, Duration::from_millis(1200))
+        .await
+        .unwrap_err();
+    assert!(err.retryable());
+    assert_eq!(
+        w.store.delivery(&delivery_key("m-2", "oncall")).unwrap(),
+        DeliveryRecord {
+            status: DeliveryStatus::Posted,
+            lease_until: 0,
+            channel: Some("C0ONCALL".into()),
+            thread_ts: Some("1795600001.000100".into()),
+        }
+    );
+    w.fake.clear_scripts();
+    w.fake.clear();
+    let summary = w.run(&event).await.unwrap();
+    assert_eq!(summary.replied, 1);
+    assert!(
+        w.fake.requests_to(POST).is_empty(),
+        "the reply must not be posted twice"
+    );
+    let updates = w.fake.requests_to(UPDATE);
+    assert_eq!(updates.len(), 1);
+    assert!(header(&updates[0].body).starts_with("✅ RESOLVED"));
+    assert_eq!(
+        w.store
+            .delivery(&delivery_key("m-2", "oncall"))
+            .unwrap()
+            .status,
+        DeliveryStatus::Done
+    );
+}
+
+#[tokio::test]
+async fn a_live_claim_by_another_invocation_is_a_retryable_in_progress_error() {
+    let w = World::bot_only().await;
+    w.store.insert_delivery(
+        &delivery_key("m-busy", "oncall"),
+        DeliveryRecord {
+            status: DeliveryStatus::Sending,
+            lease_until: chrono::Utc::now().timestamp() + 60,
+            channel: None,
+            thread_ts: None,
+        },
+    );
+    let err = w.run(&sns_event("m-busy", None, "x")).await.unwrap_err();
+    assert_eq!(err.lambda_error_type(), "Retryable.DeliveryInProgress");
+    assert!(w.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn raw_alarm_threads_by_arn_and_ok_resolves_with_duration() {
+    let w = World::bot_only().await;
+    let alarm = |state: &str, old: &str, at: &str| {
+        json!({
+            "AlarmName": "vpn-tunnel-down", "AlarmDescription": null, "AWSAccountId": "123456789012",
+            "NewStateValue": state, "NewStateReason": format!("went {state}"), "StateChangeTime": at,
+            "Region": "EU (Ireland)", "AlarmArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down",
+            "OldStateValue": old,
+            "Trigger": {"MetricName": "TunnelState", "Namespace": "AWS/VPN", "Statistic": "MINIMUM",
+                        "Dimensions": [{"value": "vpn-0a1b2c3d4e5f67890", "name": "VpnId"}],
+                        "Period": 60, "EvaluationPeriods": 3, "ComparisonOperator": "LessThanThreshold", "Threshold": 1.0}
+        })
+        .to_string()
+    };
+    w.run(&sns_event(
+        "a-1",
+        Some("ALARM: vpn"),
+        &alarm("ALARM", "OK", "2026-11-25T10:01:00.000+0000"),
+    ))
+    .await
+    .unwrap();
+    w.run(&sns_event(
+        "a-2",
+        Some("OK: vpn"),
+        &alarm("OK", "ALARM", "2026-11-25T10:11:30.000+0000"),
+    ))
+    .await
+    .unwrap();
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    assert_eq!(header(&posts[0].body), "🔴 ALARM · vpn-tunnel-down");
+    assert_eq!(posts[1].body["thread_ts"], "1795600001.000100");
+    let update = &w.fake.requests_to(UPDATE)[0].body;
+    assert_eq!(header(update), "✅ RESOLVED · vpn-tunnel-down");
+    assert!(update["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("*Resolved after 10m 30s.*"));
+    let key = thread_key(
+        "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down",
+        "oncall",
+    );
+    assert!(w.store.thread(&key).unwrap().posted.unwrap().resolved);
+}
+
+#[tokio::test]
+async fn eventbridge_event_and_plain_text_are_posted_without_threads() {
+    let w = World::bot_only().await;
+    let event = json!({"version": "0", "id": "e-1", "detail-type": "AWS Health Event", "source": "aws.health",
+        "account": "123456789012", "time": "2026-11-25T10:00:00Z", "region": "eu-west-1", "resources": [],
+        "detail": {"eventTypeCode": "AWS_VPN_REDUNDANCY_LOSS", "eventDescription": [{"language": "en_US", "latestDescription": "Your VPN connection has lost redundancy."}]}});
+    w.run(&sns_event("e-1", None, &event.to_string()))
+        .await
+        .unwrap();
+    w.run(&sns_event(
+        "t-1",
+        Some("Heads-up"),
+        "Maintenance <tonight> & tomorrow",
+    ))
+    .await
+    .unwrap();
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 2);
+    assert_eq!(header(&posts[0].body), "📣 AWS Health Event");
+    assert!(all_text(&posts[0].body).contains("Your VPN connection has lost redundancy."));
+    assert_eq!(header(&posts[1].body), "Heads-up");
+    assert_eq!(
+        posts[1].body["blocks"][1]["text"]["text"],
+        "Maintenance &lt;tonight&gt; &amp; tomorrow"
+    );
+    assert!(posts.iter().all(|p| p.body.get("thread_ts").is_none()));
+    assert!(w.fake.requests_to(UPDATE).is_empty());
+}
+
+#[tokio::test]
+async fn routing_sends_critical_to_oncall_and_everything_to_ops() {
+    let routing = json!({"rules": [
+        {"name": "critical", "min_impact": 2, "destinations": ["oncall"]},
+        {"name": "everything", "destinations": ["ops"]}
+    ]});
+    let w = World::new(Some(routing)).await;
+    w.run(&incident_event(
+        "m-low",
+        &incident(EventType::Opened, Impact::LOW, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            w.fake.requests_to(POST).len(),
+            w.fake.requests_to(WEBHOOK_PATH).len()
+        ),
+        (0, 1)
+    );
+    w.fake.clear();
+    let summary = w
+        .run(&incident_event(
+            "m-crit",
+            &incident(EventType::Opened, Impact::CRITICAL, "2026-11-25T11:01:00Z"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((summary.threads_started, summary.posted), (1, 1));
+    assert_eq!(
+        (
+            w.fake.requests_to(POST).len(),
+            w.fake.requests_to(WEBHOOK_PATH).len()
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn not_an_sns_event_is_non_retryable_bad_input_and_nothing_is_sent() {
+    let w = World::new(None).await;
+    let err = w.run(&json!({"detail-type": "x"})).await.unwrap_err();
+    assert_eq!(err.lambda_error_type(), "NonRetryable.BadInput");
+    assert!(w.fake.requests().is_empty());
+}

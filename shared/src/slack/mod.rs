@@ -1,0 +1,20 @@
+//! Slack, without I/O: the Block Kit model and its limits, mrkdwn escaping, the
+//! recognition of what arrives on the notification topic, rendering, routing rules,
+//! destinations and the mention policy. notify-fanout does the HTTP and the state;
+//! everything here is pure so it can be tested, fuzzed and benchmarked alone.
+
+pub mod blocks;
+pub mod escape;
+pub mod inbound;
+pub mod render;
+pub mod route;
+pub mod settings;
+
+#[cfg(test)]
+mod golden_tests;
+
+pub use blocks::{Block, Message};
+pub use inbound::{Inbound, RouteFacts, SnsMessage, ThreadIntent};
+pub use render::{render, Mode, RenderOptions};
+pub use route::{Route, Routing, RoutingError};
+pub use settings::{Destination, Mention, SettingsError, SlackSettings, Target};

@@ -1,0 +1,712 @@
+//! Renders an [`Inbound`] message to Block Kit for one destination.
+//!
+//! Three modes: [`Mode::Post`] is a message of its own (a top-level bot message or a
+//! webhook post); [`Mode::Reply`] is a compact reply in the incident's thread;
+//! [`Mode::Card`] is the top-level message rewritten with `chat.update` to show the
+//! incident's current state. Webhooks cannot thread, so their posts name the
+//! incident they update.
+//!
+//! Order of blocks: what a responder needs first comes first (state and impact,
+//! what fired and why, the key fields, the links), so when the 50-block limit cuts a
+//! message it cuts findings and timeline, not the header or the links.
+
+use chrono::{DateTime, Utc};
+
+use super::blocks::{LinkButton, Message, MessageBuilder, MAX_FALLBACK_TEXT, MAX_SECTION_TEXT};
+use super::escape::Mrkdwn;
+use super::inbound::{AwsEvent, ChatbotMessage, Inbound, PlainMessage};
+use super::settings::Mention;
+use crate::alarm::{Alarm, AlarmCondition, AlarmState};
+use crate::incident::{Impact, IncidentRef};
+use crate::notification::{format_duration, EventType, IncidentStatus, Notification};
+
+/// Which message is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A message of its own: top-level bot message or webhook post.
+    #[default]
+    Post,
+    /// A reply in the incident's thread.
+    Reply,
+    /// The top-level message edited to show the current state.
+    Card,
+}
+
+/// How to render for one destination.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions<'a> {
+    pub mode: Mode,
+    /// Added when the destination's mention policy says so.
+    pub mention: Option<&'a Mention>,
+    /// The destination is a webhook: say which incident the message updates.
+    pub webhook: bool,
+    /// When the thread's first message was posted (raw alarms: their duration).
+    pub thread_started_at: Option<DateTime<Utc>>,
+}
+
+/// Renders `inbound`. The result is within every Slack limit; should a bug break
+/// one, a text-only message is returned instead of one Slack would reject.
+pub fn render(inbound: &Inbound, opts: &RenderOptions<'_>) -> Message {
+    let message = match inbound {
+        Inbound::Incident(n) => incident(n, opts),
+        Inbound::Alarm(a) => alarm(a, opts),
+        Inbound::Chatbot(c) => chatbot(c, opts),
+        Inbound::Event(e) => event(e, opts),
+        Inbound::Text(t) => text(t, opts),
+    };
+    if message.limit_violations().is_empty() {
+        message
+    } else {
+        Message {
+            text: message.text,
+            blocks: vec![],
+        }
+    }
+}
+
+fn section() -> Mrkdwn {
+    Mrkdwn::new(MAX_SECTION_TEXT)
+}
+
+fn fallback(mention: Option<&Mention>) -> Mrkdwn {
+    let mut m = Mrkdwn::new(MAX_FALLBACK_TEXT);
+    if let Some(mention) = mention {
+        m.syntax(&mention.syntax()).syntax(" ");
+    }
+    m
+}
+
+/// A time Slack shows in the reader's time zone, with a UTC fallback.
+fn when(t: DateTime<Utc>) -> String {
+    let utc = t.format("%Y-%m-%d %H:%M UTC");
+    if t.timestamp() >= 0 {
+        format!(
+            "<!date^{}^{{date_short_pretty}} {{time}}|{utc}>",
+            t.timestamp()
+        )
+    } else {
+        utc.to_string()
+    }
+}
+
+fn region_ok(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 32
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn vpn_console(region: &str, vpn: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/vpcconsole/home?region={region}#VpnConnectionDetails:VpnConnectionId={}",
+        crate::text::url_encode(vpn)
+    )
+}
+
+fn logs_insights(region: &str) -> String {
+    format!("https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:logs-insights")
+}
+
+fn mention_section(b: &mut MessageBuilder, mention: Option<&Mention>, line: &str) {
+    if let Some(mention) = mention {
+        let mut m = section();
+        m.syntax(&mention.syntax()).syntax(" ").line(line);
+        b.section(m);
+    }
+}
+
+fn impact_icon(impact: Impact) -> &'static str {
+    match impact.value() {
+        1 | 2 => "🔴",
+        3 => "🟠",
+        _ => "🟡",
+    }
+}
+
+/// Icon and word for what happened.
+fn event_label(n: &Notification) -> (&'static str, &'static str) {
+    match (n.status, n.event) {
+        (IncidentStatus::Resolved, _) | (_, EventType::Resolved) => ("✅", "RESOLVED"),
+        (_, EventType::Opened) => (impact_icon(n.impact), "OPENED"),
+        (_, EventType::Updated) => (impact_icon(n.impact), "UPDATED"),
+        (_, EventType::Escalated) => ("🔺", "ESCALATED"),
+        (_, EventType::Deescalated) => ("🔻", "DE-ESCALATED"),
+        (_, EventType::Diagnosed) => ("🔎", "DIAGNOSED"),
+        (_, EventType::InsufficientData) => ("⚪", "INSUFFICIENT DATA"),
+        (_, EventType::Note) => ("📝", "NOTE"),
+    }
+}
+
+/// Icon and word for the incident's current state (the card).
+fn state_label(n: &Notification) -> (&'static str, &'static str) {
+    match n.status {
+        IncidentStatus::Resolved => ("✅", "RESOLVED"),
+        IncidentStatus::Open => (impact_icon(n.impact), "OPEN"),
+    }
+}
+
+fn impact_text(i: Impact) -> String {
+    format!("Impact {} ({})", i.value(), i.label())
+}
+
+fn incident_duration(n: &Notification, started: Option<DateTime<Utc>>) -> Option<u64> {
+    if n.status != IncidentStatus::Resolved {
+        return None;
+    }
+    n.duration_seconds.or_else(|| {
+        let start = n.opened_at.or(started)?;
+        u64::try_from((n.occurred_at - start).num_seconds()).ok()
+    })
+}
+
+fn incident_links(n: &Notification) -> Vec<LinkButton> {
+    let mut links = vec![];
+    if let Some(a) = &n.alarm {
+        links.push(LinkButton {
+            label: "CloudWatch alarm".into(),
+            url: a.url.clone(),
+        });
+    }
+    let incident_url = n.incident_url.clone().or_else(|| {
+        let r = IncidentRef::parse(n.incident_ref.as_deref()?)?;
+        region_ok(&n.region).then(|| r.console_url(&n.region))
+    });
+    if let Some(url) = incident_url {
+        let label = match n.incident_ref.as_deref().and_then(IncidentRef::parse) {
+            Some(IncidentRef::OpsCenter(id)) => format!("OpsItem {id}"),
+            _ => "Incident".to_string(),
+        };
+        links.push(LinkButton { label, url });
+    }
+    links.extend(n.links.iter().map(|l| LinkButton {
+        label: l.label.clone(),
+        url: l.url.clone(),
+    }));
+    if region_ok(&n.region) {
+        if let Some(vpn) = &n.vpn_id {
+            links.push(LinkButton {
+                label: "VPN connection".into(),
+                url: vpn_console(&n.region, vpn),
+            });
+        }
+        if !n.links.iter().any(|l| l.label.contains("Logs")) {
+            links.push(LinkButton {
+                label: "Logs Insights".into(),
+                url: logs_insights(&n.region),
+            });
+        }
+    }
+    links
+}
+
+fn incident_fields(n: &Notification, opts: &RenderOptions<'_>) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("Impact", n.impact.to_string()),
+        (
+            "Status",
+            match n.status {
+                IncidentStatus::Open => "Open".to_string(),
+                IncidentStatus::Resolved => "Resolved".to_string(),
+            },
+        ),
+        ("Account", n.account.clone()),
+        ("Region", n.region.clone()),
+    ];
+    if let Some(a) = &n.alarm {
+        f.push(("Alarm", format!("{} ({})", a.name, a.state)));
+    }
+    f.push(("VPN connection", n.vpn_id.clone().unwrap_or_default()));
+    f.push(("Tunnel", n.tunnel_ip.clone().unwrap_or_default()));
+    if let Some(r) = &n.incident_ref {
+        let backend = n.backend.as_deref().unwrap_or("Incident");
+        f.push(("Incident", format!("{backend} {r}")));
+    }
+    if let Some(at) = n.opened_at.or(opts.thread_started_at) {
+        f.push(("Opened", when(at)));
+    }
+    if let Some(d) = incident_duration(n, opts.thread_started_at) {
+        f.push(("Duration", format_duration(d)));
+    }
+    f
+}
+
+fn what_fired(m: &mut Mrkdwn, n: &Notification) {
+    if let Some(a) = &n.alarm {
+        m.syntax("\n*What fired:* alarm ")
+            .link(&a.url, &a.name)
+            .syntax(" is ")
+            .line(&a.state);
+        if !a.reason.trim().is_empty() {
+            m.syntax("\n*Why:* ").text(&a.reason);
+        }
+    }
+}
+
+fn findings(b: &mut MessageBuilder, n: &Notification) {
+    for f in &n.findings {
+        let icon = match f.severity.to_ascii_lowercase().as_str() {
+            "critical" => "🟥",
+            "warning" => "🟧",
+            "info" => "🟦",
+            _ => "▫️",
+        };
+        let mut m = section();
+        m.syntax(icon).syntax(" *").line(&f.title).syntax("*");
+        if !f.severity.trim().is_empty() {
+            m.syntax(" (").line(&f.severity).syntax(")");
+        }
+        if !f.evidence.trim().is_empty() {
+            m.syntax("\n").text(&f.evidence);
+        }
+        if !f.next_step.trim().is_empty() {
+            m.syntax("\n*Next:* ").text(&f.next_step);
+        }
+        b.section(m);
+    }
+}
+
+fn bullet_section(b: &mut MessageBuilder, title: &str, items: &[String]) {
+    let items: Vec<&String> = items.iter().filter(|s| !s.trim().is_empty()).collect();
+    if items.is_empty() {
+        return;
+    }
+    let mut m = section();
+    m.syntax("*").syntax(title).syntax("*");
+    for item in items {
+        m.syntax("\n• ").text(item);
+    }
+    b.section(m);
+}
+
+fn timeline(b: &mut MessageBuilder, n: &Notification) {
+    if n.timeline.is_empty() {
+        return;
+    }
+    let mut m = section();
+    m.syntax("*Timeline*");
+    for e in &n.timeline {
+        m.syntax("\n• ")
+            .syntax(&when(e.at))
+            .syntax(" ")
+            .text(&e.text);
+    }
+    b.section(m);
+}
+
+fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
+    let mut b = MessageBuilder::new();
+    let (icon, word) = match opts.mode {
+        Mode::Card => state_label(n),
+        _ => event_label(n),
+    };
+    let headline = format!("{icon} {word} · {} · {}", impact_text(n.impact), n.title);
+    let mut fb = fallback(opts.mention);
+    fb.line(&headline);
+    if !n.summary.trim().is_empty() {
+        fb.syntax(" — ").line(&n.summary);
+    }
+
+    match opts.mode {
+        Mode::Post => {
+            b.header(&headline);
+            mention_section(
+                &mut b,
+                opts.mention,
+                &format!("{} incident: {}", impact_text(n.impact), n.title),
+            );
+            if opts.webhook {
+                let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+                if n.event == EventType::Opened {
+                    c.syntax("Incident ");
+                } else {
+                    c.syntax("↪️ Update to incident ");
+                }
+                c.syntax("`").line(&n.incident_key).syntax("`");
+                if let Some(at) = n.opened_at.filter(|_| n.event != EventType::Opened) {
+                    c.syntax(" (opened ").syntax(&when(at)).syntax(")");
+                }
+                b.context(vec![c]);
+            }
+            let mut s = section();
+            s.text(&n.summary);
+            what_fired(&mut s, n);
+            b.section(s);
+            b.fields(incident_fields(n, opts));
+            b.links(&incident_links(n));
+            findings(&mut b, n);
+            bullet_section(&mut b, "Next steps", &n.next_steps);
+            timeline(&mut b, n);
+        }
+        Mode::Reply => {
+            let mut s = section();
+            if let Some(m) = opts.mention {
+                s.syntax(&m.syntax()).syntax(" ");
+            }
+            s.syntax(&format!("{icon} *{word}* · "))
+                .line(&impact_text(n.impact));
+            if let Some(d) = incident_duration(n, opts.thread_started_at) {
+                s.syntax(" · after ").syntax(&format_duration(d));
+            }
+            if !n.summary.trim().is_empty() {
+                s.syntax("\n").text(&n.summary);
+            }
+            what_fired(&mut s, n);
+            b.section(s);
+            findings(&mut b, n);
+            bullet_section(&mut b, "Next steps", &n.next_steps);
+            timeline(&mut b, n);
+            b.links(
+                &n.links
+                    .iter()
+                    .map(|l| LinkButton {
+                        label: l.label.clone(),
+                        url: l.url.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        Mode::Card => {
+            b.header(&headline);
+            let mut s = section();
+            match incident_duration(n, opts.thread_started_at) {
+                Some(d) => s
+                    .syntax("*Resolved after ")
+                    .syntax(&format_duration(d))
+                    .syntax(".* "),
+                None => s.syntax("*Latest:* "),
+            };
+            s.text(&n.summary);
+            b.section(s);
+            b.fields(incident_fields(n, opts));
+            b.links(&incident_links(n));
+        }
+    }
+    let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+    match opts.mode {
+        Mode::Card => {
+            let (_, event_word) = event_label(n);
+            c.syntax("Last update: ")
+                .syntax(&event_word.to_ascii_lowercase())
+                .syntax(" ")
+                .syntax(&when(n.occurred_at))
+                .syntax(" · details in the thread");
+        }
+        _ => {
+            c.syntax(n.event.as_str())
+                .syntax(" · ")
+                .syntax(&when(n.occurred_at))
+                .syntax(" · key `")
+                .line(&n.incident_key)
+                .syntax("`");
+        }
+    }
+    b.context(vec![c]);
+    b.build(fb)
+}
+
+fn alarm_icon(state: AlarmState) -> (&'static str, &'static str) {
+    match state {
+        AlarmState::Alarm => ("🔴", "ALARM"),
+        AlarmState::Ok => ("✅", "OK"),
+        AlarmState::InsufficientData => ("⚪", "INSUFFICIENT DATA"),
+    }
+}
+
+fn alarm_fields(a: &Alarm, opts: &RenderOptions<'_>) -> Vec<(&'static str, String)> {
+    let state = match a.previous_state {
+        Some(p) if p != a.state => format!("{p} → {}", a.state),
+        _ => a.state.to_string(),
+    };
+    let mut f = vec![
+        ("State", state),
+        ("Account", a.account.clone()),
+        ("Region", a.region.clone()),
+    ];
+    match &a.condition {
+        AlarmCondition::Metric(m) => {
+            f.push((
+                "Metric",
+                format!("{} {}", m.metric.namespace, m.metric.name),
+            ));
+            let dims: Vec<String> = m
+                .metric
+                .dimensions
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            f.push(("Dimensions", dims.join(", ")));
+            let mut cond = vec![];
+            if let Some(s) = &m.statistic {
+                cond.push(s.clone());
+            }
+            if let Some(c) = &m.comparison {
+                cond.push(c.clone());
+            }
+            if let Some(t) = m.threshold {
+                cond.push(t.to_string());
+            }
+            if let (Some(e), Some(p)) = (m.evaluation_periods, m.period_seconds) {
+                cond.push(format!("for {e} × {p}s"));
+            }
+            f.push(("Condition", cond.join(" ")));
+        }
+        AlarmCondition::Math(m) => {
+            f.push(("Expression", m.expression.clone().unwrap_or_default()));
+            let mut cond = vec![];
+            if let Some(c) = &m.comparison {
+                cond.push(c.clone());
+            }
+            if let Some(t) = m.threshold {
+                cond.push(t.to_string());
+            }
+            if let Some(t) = &m.threshold_metric_id {
+                cond.push(format!("band {t}"));
+            }
+            f.push(("Condition", cond.join(" ")));
+        }
+        AlarmCondition::Composite(c) => {
+            f.push(("Rule", c.rule.clone().unwrap_or_default()));
+        }
+        AlarmCondition::Unknown => {}
+    }
+    f.push(("VPN connection", a.vpn_id().unwrap_or_default().to_string()));
+    f.push((
+        "Tunnel",
+        a.dimension("TunnelIpAddress")
+            .unwrap_or_default()
+            .to_string(),
+    ));
+    f.push(("Changed", when(a.changed_at)));
+    if let (Some(start), AlarmState::Ok) = (opts.thread_started_at, a.state) {
+        if let Ok(d) = u64::try_from((a.changed_at - start).num_seconds()) {
+            f.push(("Duration", format_duration(d)));
+        }
+    }
+    f
+}
+
+fn alarm_links(a: &Alarm) -> Vec<LinkButton> {
+    let mut links = vec![];
+    if region_ok(&a.region) {
+        links.push(LinkButton {
+            label: "CloudWatch alarm".into(),
+            url: a.console_url(),
+        });
+        if let Some(vpn) = a.vpn_id() {
+            links.push(LinkButton {
+                label: "VPN connection".into(),
+                url: vpn_console(&a.region, vpn),
+            });
+        }
+        links.push(LinkButton {
+            label: "Logs Insights".into(),
+            url: logs_insights(&a.region),
+        });
+    }
+    links
+}
+
+fn alarm(a: &Alarm, opts: &RenderOptions<'_>) -> Message {
+    let mut b = MessageBuilder::new();
+    let (icon, word) = alarm_icon(a.state);
+    let resolved_after = match (opts.thread_started_at, a.state) {
+        (Some(start), AlarmState::Ok) => u64::try_from((a.changed_at - start).num_seconds()).ok(),
+        _ => None,
+    };
+    let headline = match (opts.mode, a.state) {
+        (Mode::Card, AlarmState::Ok) => format!("✅ RESOLVED · {}", a.name),
+        _ => format!("{icon} {word} · {}", a.name),
+    };
+    let mut fb = fallback(opts.mention);
+    fb.line(&headline);
+    if !a.reason.trim().is_empty() {
+        fb.syntax(" — ").line(&a.reason);
+    }
+    let mut why = section();
+    if let Some(d) = resolved_after {
+        why.syntax("*Resolved after ")
+            .syntax(&format_duration(d))
+            .syntax(".*\n");
+    }
+    why.syntax("*Why:* ").text(&a.reason);
+    if let Some(d) = a.description.as_deref().filter(|d| !d.trim().is_empty()) {
+        why.syntax("\n*Description:* ").text(d);
+    }
+    match opts.mode {
+        Mode::Post | Mode::Card => {
+            b.header(&headline);
+            if opts.mode == Mode::Post {
+                mention_section(&mut b, opts.mention, &headline);
+                if opts.webhook {
+                    let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+                    c.syntax("Alarm `")
+                        .line(&a.name)
+                        .syntax("` · this message updates its earlier state");
+                    b.context(vec![c]);
+                }
+            }
+            b.section(why);
+            b.fields(alarm_fields(a, opts));
+            b.links(&alarm_links(a));
+        }
+        Mode::Reply => {
+            let mut s = section();
+            if let Some(m) = opts.mention {
+                s.syntax(&m.syntax()).syntax(" ");
+            }
+            s.syntax(&format!("{icon} *{word}* · "))
+                .line(&a.name)
+                .syntax(" · ")
+                .syntax(&when(a.changed_at));
+            b.section(s);
+            b.section(why);
+        }
+    }
+    let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+    if opts.mode == Mode::Card {
+        c.syntax("Last change ")
+            .syntax(&when(a.changed_at))
+            .syntax(" · details in the thread");
+    } else {
+        c.syntax("`").line(&a.arn).syntax("`");
+    }
+    b.context(vec![c]);
+    b.build(fb)
+}
+
+fn chatbot(c: &ChatbotMessage, opts: &RenderOptions<'_>) -> Message {
+    let mut b = MessageBuilder::new();
+    let title = c.title.clone().unwrap_or_else(|| "Notification".into());
+    let mut fb = fallback(opts.mention);
+    fb.line(&title).syntax(" — ").line(&c.description);
+    b.header(&title);
+    b.long_text(&c.description, 3);
+    bullet_section(&mut b, "Next steps", &c.next_steps);
+    let mut ctx = vec![];
+    let mut m = Mrkdwn::new(MAX_SECTION_TEXT);
+    m.syntax("Chatbot custom notification");
+    if let Some(t) = &c.event_type {
+        m.syntax(" · ").line(t);
+    }
+    ctx.push(m);
+    if !c.related.is_empty() {
+        let mut r = Mrkdwn::new(MAX_SECTION_TEXT);
+        r.syntax("Related: ").line(&c.related.join(", "));
+        ctx.push(r);
+    }
+    b.context(ctx);
+    b.build(fb)
+}
+
+fn event(e: &AwsEvent, opts: &RenderOptions<'_>) -> Message {
+    let mut b = MessageBuilder::new();
+    let headline = format!("📣 {}", e.detail_type);
+    let mut fb = fallback(opts.mention);
+    fb.line(&headline);
+    if let Some(t) = &e.title {
+        fb.syntax(" — ").line(t);
+    }
+    b.header(&headline);
+    let mut s = section();
+    if let Some(t) = &e.title {
+        s.syntax("*").line(t).syntax("*\n");
+    }
+    if let Some(d) = &e.description {
+        s.text(d);
+    }
+    b.section(s);
+    let resources = match e.resources.len() {
+        0..=5 => e.resources.join(", "),
+        n => format!("{} (+{} more)", e.resources[..5].join(", "), n - 5),
+    };
+    let time = e
+        .time
+        .as_deref()
+        .and_then(crate::alarm::parse_timestamp)
+        .map(when)
+        .or_else(|| e.time.clone())
+        .unwrap_or_default();
+    b.fields([
+        ("Source", e.source.clone()),
+        ("Account", e.account.clone().unwrap_or_default()),
+        ("Region", e.region.clone().unwrap_or_default()),
+        ("Time", time),
+        ("Severity", e.severity.clone().unwrap_or_default()),
+        ("Resources", resources),
+    ]);
+    if !e.detail.is_null() {
+        let json = serde_json::to_string_pretty(&e.detail).unwrap_or_default();
+        // The fences are added around the cut text, so a cut never loses the closing one.
+        let mut inner = Mrkdwn::new(MAX_SECTION_TEXT - 8);
+        inner.text(&json.replace("```", "ʼʼʼ"));
+        let mut code = section();
+        code.syntax("```\n").syntax(&inner.finish()).syntax("\n```");
+        b.section(code);
+    }
+    let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+    c.syntax("EventBridge event");
+    if let Some(id) = &e.id {
+        c.syntax(" `").line(id).syntax("`");
+    }
+    c.syntax(" via SNS");
+    b.context(vec![c]);
+    b.build(fb)
+}
+
+fn text(t: &PlainMessage, opts: &RenderOptions<'_>) -> Message {
+    let mut b = MessageBuilder::new();
+    let mut fb = fallback(opts.mention);
+    if let Some(s) = &t.subject {
+        fb.line(s).syntax(" — ");
+        b.header(s);
+    }
+    fb.line(&t.body);
+    if t.body.trim().is_empty() {
+        let mut s = section();
+        s.syntax("_(empty message)_");
+        b.section(s);
+    } else {
+        b.long_text(&t.body, 5);
+    }
+    b.build(fb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slack::inbound::SnsMessage;
+
+    fn parse(message: &str) -> Inbound {
+        Inbound::parse(SnsMessage {
+            topic_arn: "arn:aws:sns:eu-west-1:123456789012:t",
+            subject: None,
+            message,
+        })
+    }
+
+    #[test]
+    fn text_message_keeps_body_escaped() {
+        let msg = render(&parse("a <b> & c"), &RenderOptions::default());
+        assert_eq!(msg.text, "a &lt;b&gt; &amp; c");
+        assert_eq!(
+            serde_json::to_value(&msg.blocks).unwrap(),
+            serde_json::json!([{"type": "section", "text": {"type": "mrkdwn", "text": "a &lt;b&gt; &amp; c"}}])
+        );
+    }
+
+    #[test]
+    fn empty_text_message_is_still_a_valid_message() {
+        let msg = render(&parse("   "), &RenderOptions::default());
+        assert!(msg.limit_violations().is_empty());
+        assert_eq!(msg.blocks.len(), 1);
+    }
+
+    #[test]
+    fn when_uses_slack_date_with_utc_fallback() {
+        let t: DateTime<Utc> = "2026-11-25T10:01:00Z".parse().unwrap();
+        assert_eq!(
+            when(t),
+            "<!date^1795600860^{date_short_pretty} {time}|2026-11-25 10:01 UTC>"
+        );
+    }
+}
