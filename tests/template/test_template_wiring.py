@@ -56,6 +56,7 @@ PLATFORM_ACTIONS = {
 IMPLIED_ACTIONS = {
     "iam:PassRole": {"ssm:StartAutomationExecution"},  # the runbook's AutomationAssumeRole
     "kms:Decrypt": {"secretsmanager:GetSecretValue"},  # secret under a customer managed key
+    "ssm:AddTagsToResource": {"ssm:CreateOpsItem"},  # CreateOpsItem with Tags needs both
 }
 # Actions granted on "*" although IAM lists a resource type for them, and why.
 UNSCOPED_OK = {
