@@ -249,6 +249,9 @@ class FnItem:
     file: Path
     line: int
     body: list[Tok]
+    start: int = 0  # index of `fn` in the file's tokens
+    body_start: int = 0  # index of the body's `{`
+    end: int = 0  # index of the body's `}`
 
 
 @dataclass
@@ -257,6 +260,7 @@ class SourceFile:
     toks: list[Tok]
     fns: list[FnItem] = field(default_factory=list)
     outside_fns: list[Tok] = field(default_factory=list)
+    outside_ranges: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -326,14 +330,31 @@ def _split_fns(sf: SourceFile) -> None:
                     body_start = j
                     break
                 j += 1
+            if body_start is None:
+                # A declaration without body (trait method): naming it reaches nothing.
+                for k in range(i, min(j + 1, len(toks))):
+                    inside[k] = True
             if body_start is not None:
                 end = _match_close(toks, body_start)
-                sf.fns.append(FnItem(name, sf.path, line, toks[body_start : end + 1]))
+                sf.fns.append(FnItem(name, sf.path, line, toks[body_start : end + 1], i, body_start, end))
                 # The signature belongs to the fn too: its name must not make it reachable.
                 for k in range(i, end + 1):
                     inside[k] = True
         i += 1
     sf.outside_fns = [t for k, t in enumerate(toks) if not inside[k]]
+    sf.outside_ranges = _ranges(inside)
+
+
+def _ranges(inside: list[bool]) -> list[tuple[int, int]]:
+    """Index ranges [lo, hi) of tokens outside every fn."""
+    out, lo = [], None
+    for k, flag in enumerate(inside + [True]):
+        if not flag and lo is None:
+            lo = k
+        elif flag and lo is not None:
+            out.append((lo, k))
+            lo = None
+    return out
 
 
 def load_workspace(repo: Path) -> tuple[dict, dict[str, Crate], dict[str, dict[str, str]]]:
@@ -473,36 +494,106 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
     missing = [d for d in _all_sdk_deps(crate, crates) if d not in SDK_CRATE_IAM_PREFIX]
     if missing:
         result.problems.append(f"{package}: unknown IAM prefix for SDK crate(s) {missing}: add them to SDK_CRATE_IAM_PREFIX")
+    libs = [crates[d] for d in _lib_closure(crate, crates)]
+    ctx = _Context(repo, sdk_ops, _string_consts([crate] + libs), result)
 
-    consts = _string_consts([crate] + [crates[d] for d in _lib_closure(crate, crates)])
+    # Names in reachable code, each with where it was first seen (for messages).
+    names: dict[str, str] = {}
+    path_names: dict[str, str] = {}  # identifiers used as a path segment (`x::` or `::x`)
+
+    def add_names(toks, lo, hi, path, skip_use):
+        k = lo
+        while k < hi:
+            t = toks[k]
+            if skip_use and t.kind == "ident" and t.text in ("use", "mod") and (k == lo or toks[k - 1].text != "::"):
+                while k < hi and toks[k].text != ";":
+                    k += 1
+                continue
+            if t.kind == "ident":
+                where = f"{_rel(path, repo)}:{t.line}"
+                names.setdefault(t.text, where)
+                if (k > 0 and toks[k - 1].text == "::") or (k + 1 < len(toks) and toks[k + 1].text == "::"):
+                    path_names.setdefault(t.text, where)
+            k += 1
 
     # The function crate: all of it.
-    names: set[str] = {t.text for _, t in crate.all_tokens() if t.kind == "ident"}
     for sf in crate.files:
-        _scan(sf.toks, sf.path, crate, sdk_ops, consts, result, repo, skip_env=False)
+        add_names(sf.toks, 0, len(sf.toks), sf.path, skip_use=False)
+        _scan(sf, 0, len(sf.toks), crate, ctx, skip_env=False)
 
-    # Library crates: functions reached by name, and code outside functions.
-    libs = [crates[d] for d in _lib_closure(crate, crates)]
-    for lib in libs:
-        for sf in lib.files:
-            _scan(sf.outside_fns, sf.path, lib, sdk_ops, consts, result, repo, skip_env=False)
-            names |= {t.text for t in sf.outside_fns if t.kind == "ident"}
-    pending = [(lib, sf, fn) for lib in libs for sf in lib.files for fn in sf.fns]
+    # Library crates: a module counts once reachable code names it (a path segment) or an
+    # item it defines; a fn counts once its module counts and its name is used.
+    modules = [(lib, sf, _module_name(sf.path), _defined_items(sf)) for lib in libs for sf in lib.files]
+    live: set[Path] = set()
+    reached: set[tuple[Path, int]] = set()
     changed = True
     while changed:
         changed = False
-        rest = []
-        for lib, sf, fn in pending:
-            if fn.name in names:
+        for lib, sf, mod_name, items in modules:
+            if sf.path in live:
+                continue
+            why = _module_reference(sf, mod_name, items, names, path_names)
+            if why:
+                live.add(sf.path)
                 changed = True
-                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = "name used by reachable code"
-                names |= {t.text for t in fn.body if t.kind == "ident"}
+                result.reached[f"{_rel(sf.path, repo)} (module)"] = why
+                for lo, hi in sf.outside_ranges:
+                    add_names(sf.toks, lo, hi, sf.path, skip_use=True)
+                    _scan(sf, lo, hi, lib, ctx, skip_env=False)
+        for lib, sf, _, _ in modules:
+            if sf.path not in live:
+                continue
+            for fn in sf.fns:
+                if (sf.path, fn.start) in reached or fn.name not in names:
+                    continue
+                reached.add((sf.path, fn.start))
+                changed = True
+                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = f"`{fn.name}` named at {names[fn.name]}"
+                add_names(sf.toks, fn.body_start, fn.end + 1, sf.path, skip_use=True)
                 is_env_reader = fn.name in ENV_METHODS and _defines_env_reader(sf)
-                _scan(fn.body, sf.path, lib, sdk_ops, consts, result, repo, skip_env=is_env_reader)
-            else:
-                rest.append((lib, sf, fn))
-        pending = rest
+                _scan(sf, fn.body_start, fn.end + 1, lib, ctx, skip_env=is_env_reader)
     return result
+
+
+@dataclass
+class _Context:
+    repo: Path
+    sdk_ops: dict[str, dict[str, str]]
+    consts: dict[str, str]
+    result: Analysis
+
+
+def _module_name(path: Path) -> str | None:
+    if path.name in ("lib.rs", "main.rs"):
+        return None  # crate root: counts once anything of the crate does
+    return path.parent.name if path.name == "mod.rs" else path.stem
+
+
+def _defined_items(sf: SourceFile) -> set[str]:
+    """Items other modules can name: `pub` (or `pub(crate)`...) structs, enums, traits, ..."""
+    t = sf.toks
+    out = set()
+    for k in range(1, len(t) - 1):
+        if t[k].text in ("struct", "enum", "trait", "type", "union", "const", "static") and t[k + 1].kind == "ident":
+            j = k - 1
+            if t[j].text == ")":  # pub(crate), pub(super), pub(in path)
+                while j > 0 and t[j].text != "(":
+                    j -= 1
+                j -= 1
+            if t[j].text == "pub":
+                out.add(t[k + 1].text)
+    return out
+
+
+def _module_reference(sf: SourceFile, mod_name: str | None, items: set[str], names, path_names) -> str | None:
+    if mod_name is None:
+        return "crate root"
+    if mod_name in path_names:
+        return f"module `{mod_name}` named at {path_names[mod_name]}"
+    for item in sorted(items):
+        if item in names:
+            return f"`{item}` named at {names[item]}"
+    return None
 
 
 def _all_sdk_deps(crate: Crate, crates: dict[str, Crate]) -> list[str]:
@@ -543,29 +634,63 @@ def _string_consts(crates: list[Crate]) -> dict[str, str]:
     return out
 
 
-def _scan(toks, path, crate, sdk_ops, consts, result: Analysis, repo: Path, skip_env: bool) -> None:
-    rel = _rel(path, repo)
+# Operations whose IAM authorization is not an action of the same name.
+# dynamodb: TransactWriteItems/TransactGetItems are authorized per item action.
+_TRANSACT_ITEM_ACTIONS = {"put": "PutItem", "update": "UpdateItem", "delete": "DeleteItem", "condition_check": "ConditionCheckItem"}
+
+
+def _iam_actions(sf: SourceFile, k: int, sdk: str, op: str, ctx: _Context) -> list[str] | None:
+    prefix = SDK_CRATE_IAM_PREFIX.get(sdk, sdk)
+    if sdk == "aws-sdk-dynamodb" and op == "TransactGetItems":
+        return ["dynamodb:GetItem"]
+    if sdk == "aws-sdk-dynamodb" and op == "TransactWriteItems":
+        # Which item actions: the `TransactWriteItem::builder().put(..)` chains of the file.
+        t = sf.toks
+        kinds = set()
+        for j in range(len(t) - 6):
+            if t[j].text == "TransactWriteItem" and t[j + 1].text == "::" and t[j + 2].text == "builder":
+                m = j + 3
+                while m + 2 < len(t) and t[m].text in ("(", ")"):
+                    m += 1
+                if t[m].text == "." and t[m + 1].text in _TRANSACT_ITEM_ACTIONS:
+                    kinds.add(_TRANSACT_ITEM_ACTIONS[t[m + 1].text])
+        if not kinds:
+            return None
+        return sorted(f"dynamodb:{a}" for a in kinds)
+    return [f"{prefix}:{op}"]
+
+
+def _scan(sf: SourceFile, lo: int, hi: int, crate: Crate, ctx: _Context, skip_env: bool) -> None:
+    toks, result = sf.toks, ctx.result
+    rel = _rel(sf.path, ctx.repo)
     file_sdk_mentions = None
-    n = len(toks)
-    for k, t in enumerate(toks):
-        if t.kind != "ident" or k == 0:
+    for k in range(max(lo, 1), hi):
+        t = toks[k]
+        if t.kind != "ident":
             continue
         prev = toks[k - 1].text
-        nxt = toks[k + 1].text if k + 1 < n else ""
+        nxt = toks[k + 1].text if k + 1 < len(toks) else ""
         # ---- SDK operation calls
         if prev in (".", "::") and nxt == "(":
-            zero_arg = k + 2 < n and toks[k + 2].text == ")"
+            zero_arg = k + 2 < len(toks) and toks[k + 2].text == ")"
             path_call = prev == "::" and k >= 2 and toks[k - 2].text == "Client"
             if zero_arg or path_call:
-                cands = [d for d in crate.sdk_deps if t.text in sdk_ops.get(d, {})]
+                cands = [d for d in crate.sdk_deps if t.text in ctx.sdk_ops.get(d, {})]
                 if len(cands) > 1:
                     if file_sdk_mentions is None:
-                        file_sdk_mentions = _sdk_mentions(path)
+                        file_sdk_mentions = _sdk_mentions(sf.path)
                     narrowed = [d for d in cands if d in file_sdk_mentions]
                     cands = narrowed if len(narrowed) == 1 else cands
                 if len(cands) == 1:
                     d = cands[0]
-                    result.calls.append(Call(f"{SDK_CRATE_IAM_PREFIX.get(d, d)}:{sdk_ops[d][t.text]}", f"{rel}:{t.line}"))
+                    actions = _iam_actions(sf, k, d, ctx.sdk_ops[d][t.text], ctx)
+                    if actions is None:
+                        result.problems.append(
+                            f"{rel}:{t.line}: `.{t.text}()` is authorized per item, and the wiring test found no "
+                            "`TransactWriteItem::builder().put/update/delete/condition_check(..)` in this file"
+                        )
+                    for a in actions or []:
+                        result.calls.append(Call(a, f"{rel}:{t.line}"))
                 elif len(cands) > 1:
                     result.problems.append(
                         f"{rel}:{t.line}: `.{t.text}()` is an operation of {cands}; the wiring test cannot tell "
@@ -577,9 +702,9 @@ def _scan(toks, path, crate, sdk_ops, consts, result: Analysis, repo: Path, skip
             continue
         if prev == "." and t.text in ENV_METHODS:
             j = k + 1
-            if j < n and toks[j].text == "::" and j + 1 < n and toks[j + 1].text == "<":
+            if j < len(toks) and toks[j].text == "::" and j + 1 < len(toks) and toks[j + 1].text == "<":
                 depth = 0
-                while j < n:
+                while j < len(toks):
                     if toks[j].text == "<":
                         depth += 1
                     elif toks[j].text == ">":
@@ -588,27 +713,134 @@ def _scan(toks, path, crate, sdk_ops, consts, result: Analysis, repo: Path, skip
                             j += 1
                             break
                     j += 1
-            if j < n and toks[j].text == "(" and j + 1 < n:
-                _env_arg(toks[j + 1], t.text, rel, consts, result, toks[j + 2].text if j + 2 < n else "")
+            if j < len(toks) and toks[j].text == "(":
+                args = _args(toks, j)
+                if len(args) == ENV_ARITY[t.text]:
+                    _env_arg(sf, args[0], t.text, crate, ctx)
         if t.text in ("var", "var_os") and prev == "::" and k >= 2 and toks[k - 2].text == "env" and nxt == "(":
-            if k + 2 < n:
-                _env_arg(toks[k + 2], "std::env::" + t.text, rel, consts, result, toks[k + 3].text if k + 3 < n else "")
+            args = _args(toks, k + 1)
+            if len(args) == 1:
+                _env_arg(sf, args[0], "std::env::" + t.text, crate, ctx)
 
 
-def _env_arg(arg: Tok, method: str, rel: str, consts, result: Analysis, after: str) -> None:
-    where = f"{rel}:{arg.line}"
-    if arg.kind == "str":
-        result.env_reads.append(EnvRead(arg.text, method, where))
-    elif arg.kind == "ident" and arg.text in consts and after in (",", ")"):
-        result.env_reads.append(EnvRead(consts[arg.text], method, where))
-    elif method in ENV_METHODS and arg.kind == "punct" and arg.text == ")":
-        # `.optional()` without arguments is some other API (e.g. a builder), not the Env reader.
+# Number of arguments of each `shared::config::Env` reader: a call with another count is
+# some other API (an SDK builder's `.arn(..)`, say), not an environment read.
+ENV_ARITY = {"optional": 1, "required": 2, "parse_or": 2, "flag": 2, "arn": 2, "optional_arn": 2}
+
+
+def _args(toks: list[Tok], open_idx: int) -> list[tuple[int, int]]:
+    """Token ranges [lo, hi) of the arguments of the call whose `(` is at open_idx."""
+    close = _match_close(toks, open_idx)
+    out, lo, depth = [], open_idx + 1, 0
+    for j in range(open_idx + 1, close):
+        x = toks[j].text if toks[j].kind == "punct" else None
+        if x in ("(", "[", "{"):
+            depth += 1
+        elif x in (")", "]", "}"):
+            depth -= 1
+        elif x == "," and depth == 0:
+            out.append((lo, j))
+            lo = j + 1
+    if lo < close:
+        out.append((lo, close))
+    return out
+
+
+def _env_arg(sf: SourceFile, arg: tuple[int, int], method: str, crate: Crate, ctx: _Context, depth: int = 0) -> None:
+    toks, result = sf.toks, ctx.result
+    lo, hi = arg
+    first = toks[lo]
+    where = f"{_rel(sf.path, ctx.repo)}:{first.line}"
+    single = hi - lo == 1
+    if single and first.kind == "str":
+        result.env_reads.append(EnvRead(first.text, method, where))
         return
-    else:
-        result.problems.append(
-            f"{where}: environment variable read by `{method}` with a name the wiring test cannot resolve "
-            f"(`{arg.text}`): pass a string literal or a `const NAME: &str`."
-        )
+    if single and first.kind == "ident" and first.text in ctx.consts:
+        result.env_reads.append(EnvRead(ctx.consts[first.text], method, where))
+        return
+    if single and first.kind == "ident" and depth == 0:
+        # A helper's parameter: `fn minutes(env: &Env, var: &str, ..) { env.parse_or(var, ..) }`
+        # or `let days = |var: &str, ..| env.parse_or(var, ..)`: read the literal at each call site.
+        sites = _helper_call_sites(sf, lo, first.text, crate)
+        if sites:
+            for site_sf, site_arg in sites:
+                _env_arg(site_sf, site_arg, method, crate, ctx, depth + 1)
+            return
+    text = " ".join(t.text for t in toks[lo:hi])
+    result.problems.append(
+        f"{where}: environment variable read by `{method}` with a name the wiring test cannot resolve "
+        f"(`{text}`): pass a string literal, a `const NAME: &str`, or a helper parameter given literals."
+    )
+
+
+def _helper_call_sites(sf: SourceFile, idx: int, param: str, crate: Crate):
+    """Call sites of the fn or closure around token `idx` that takes `param`, with that argument."""
+    toks = sf.toks
+    # Innermost closure `let name = [move] |..param..|` before idx, else the enclosing fn.
+    helper = None
+    for j in range(idx - 1, -1, -1):
+        if toks[j].text == "|" and j >= 4:
+            # find the opening bar of this parameter list
+            o = j - 1
+            while o > 0 and toks[o].text != "|":
+                o -= 1
+            params = toks[o + 1 : j]
+            start = o - 1 if toks[o - 1].text == "move" else o
+            if toks[start - 1].text == "=" and toks[start - 2].kind == "ident" and toks[start - 3].text == "let":
+                pos = _param_position(params, param)
+                if pos is not None:
+                    helper = (toks[start - 2].text, pos, False)
+                    break
+        if toks[j].text == "fn" and toks[j + 1].kind == "ident" and toks[j + 2].text in ("(", "<"):
+            p_open = j + 2
+            if toks[p_open].text == "<":
+                depth = 0
+                while p_open < len(toks):
+                    if toks[p_open].text == "<":
+                        depth += 1
+                    elif toks[p_open].text == ">":
+                        depth -= 1
+                        if depth == 0:
+                            p_open += 1
+                            break
+                    p_open += 1
+            params = toks[p_open + 1 : _match_close(toks, p_open)]
+            pos = _param_position(params, param)
+            if pos is not None:
+                has_self = any(t.text == "self" for t in params[:3])
+                helper = (toks[j + 1].text, pos - 1 if has_self else pos, has_self)
+            break
+    if helper is None:
+        return []
+    name, pos, _method = helper
+    sites = []
+    for other in crate.files:
+        t = other.toks
+        for j in range(1, len(t) - 1):
+            if t[j].text == name and t[j + 1].text == "(" and t[j - 1].text != "fn":
+                args = _args(t, j + 1)
+                if pos < len(args):
+                    sites.append((other, args[pos]))
+    return sites
+
+
+def _param_position(params: list[Tok], name: str) -> int | None:
+    pos, depth, expect_name = 0, 0, True
+    for t in params:
+        x = t.text if t.kind == "punct" else None
+        if x in ("(", "[", "<"):
+            depth += 1
+        elif x in (")", "]", ">"):
+            depth -= 1
+        elif x == "," and depth == 0:
+            pos += 1
+            expect_name = True
+            continue
+        if expect_name and depth == 0 and t.kind == "ident" and t.text not in ("mut", "ref"):
+            if t.text == name:
+                return pos
+            expect_name = False
+    return None
 
 
 def _sdk_mentions(path: Path) -> set[str]:

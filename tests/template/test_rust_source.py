@@ -93,9 +93,18 @@ def test_reaches_only_the_shared_functions_the_crate_names(tmp_path):
     assert not a.problems
 
 
-def test_trait_method_name_reaches_every_implementation(tmp_path):
-    a = workspace(tmp_path, "async fn run(b: &dyn Backend) { b.open().await; b.add_note(\"x\").await; }")
+def test_trait_method_name_reaches_every_implementation_the_crate_names(tmp_path):
+    main = "use shared::backend::OpsCenter;\nasync fn run(b: &dyn Backend) { b.open().await; b.add_note(\"x\").await; }"
+    a = workspace(tmp_path, main)
     assert a.actions == {"ssm:CreateOpsItem", "ssm:UpdateOpsItem"}
+    assert a.reached["shared/src/backend.rs (module)"] == "module `backend` named at functions/f/src/main.rs:1"
+
+
+def test_module_neither_named_nor_used_does_not_count(tmp_path):
+    # The implementation is never named, so it is not in this binary; a variable that
+    # happens to be called `backend` is not a path to the module.
+    a = workspace(tmp_path, "async fn run(backend: &dyn Backend) { backend.open().await; }")
+    assert a.actions == set()
 
 
 def test_test_code_comments_strings_and_testing_feature_do_not_count(tmp_path):
@@ -168,8 +177,54 @@ def test_env_reads_literal_const_and_turbofish(tmp_path):
 
 
 def test_env_read_with_a_computed_name_is_an_error(tmp_path):
-    a = workspace(tmp_path, "fn cfg(env: &Env, name: &str) { env.required(name, \"x\"); }")
-    assert len(a.problems) == 1 and "cannot resolve" in a.problems[0] and "`name`" in a.problems[0]
+    a = workspace(tmp_path, "fn cfg(env: &Env, name: String) { env.required(&format!(\"{name}_ARN\"), \"x\"); }")
+    assert len(a.problems) == 1 and "cannot resolve" in a.problems[0] and "format" in a.problems[0]
+
+
+def test_env_read_through_a_helper_resolves_its_call_sites(tmp_path):
+    main = """
+    fn from_env(env: &Env) {
+        let a = minutes(env, "LOOKBACK_MINUTES", 60);
+        let days = |var: &str, default: u32| -> u32 { env.parse_or(var, default).unwrap() };
+        let b = days("THREAD_TTL_DAYS", 30);
+    }
+    fn minutes(env: &Env, var: &str, default: u32) -> u32 { env.parse_or::<u32>(var, default).unwrap() }
+    """
+    a = workspace(tmp_path, main)
+    assert not a.problems
+    assert {(e.var, e.where) for e in a.env_reads} == {
+        ("LOOKBACK_MINUTES", "functions/f/src/main.rs:3"),
+        ("THREAD_TTL_DAYS", "functions/f/src/main.rs:5"),
+    }
+
+
+def test_helper_without_literal_call_sites_is_an_error(tmp_path):
+    main = "fn read(env: &Env, var: &str) { env.required(var, \"x\"); }\nfn main() { read(&e, &name); }"
+    a = workspace(tmp_path, main)
+    assert len(a.problems) == 1 and "`& name`" in a.problems[0]
+
+
+def test_builder_method_named_like_an_env_reader_is_not_a_read(tmp_path):
+    main = "async fn h(c: &C, arn: &str) { c.update_incident_record().arn(arn).send().await; }"
+    a = workspace(tmp_path, main)
+    assert not a.env_reads and not a.problems
+
+
+def test_transaction_is_authorized_per_item_action(tmp_path):
+    main = """
+    async fn h(c: &aws_sdk_dynamodb::Client) {
+        let items = vec![TransactWriteItem::builder().put(p).build(), TransactWriteItem::builder().condition_check(x).build()];
+        c.transact_write_items().set_transact_items(Some(items)).send().await;
+    }
+    """
+    ops = {"transact_write_items": "TransactWriteItems"}
+    SDK_OPS["aws-sdk-dynamodb"].update(ops)
+    try:
+        a = workspace(tmp_path, main, fn_sdk=("aws-sdk-dynamodb",))
+    finally:
+        for k in ops:
+            del SDK_OPS["aws-sdk-dynamodb"][k]
+    assert a.actions == {"dynamodb:PutItem", "dynamodb:ConditionCheckItem"}
 
 
 def test_placeholder_is_recognised(tmp_path):

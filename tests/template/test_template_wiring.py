@@ -45,6 +45,11 @@ LAMBDA_PROVIDED_ENV = {
     "TZ",
 }
 
+# Read by the code but deliberately not set by the template, and why.
+NOT_SET_ON_PURPOSE = {
+    "RUST_LOG": "shared::logging falls back to it only when AWS_LAMBDA_LOG_LEVEL (LoggingConfig) is absent, i.e. outside Lambda",
+}
+
 # Actions a function role holds that its code never calls, and why.
 # Platform: used by Lambda itself with the function's role.
 PLATFORM_ACTIONS = {
@@ -326,7 +331,7 @@ def test_source_analysis_attributes_everything(fid, resources, workspace):
 def test_every_env_var_the_code_reads_is_set_and_nothing_else(fid, resources, workspace):
     analysis = function_analysis(fid, resources, workspace)
     variables = resources[fid]["Properties"].get("Environment", {}).get("Variables", {})
-    read = analysis.env_vars - LAMBDA_PROVIDED_ENV
+    read = analysis.env_vars - LAMBDA_PROVIDED_ENV - set(NOT_SET_ON_PURPOSE)
     missing = sorted(read - set(variables))
     assert not missing, f"{fid} reads {missing} (" + "; ".join(
         f"{e.var} at {e.where}" for e in analysis.env_reads if e.var in missing
@@ -339,6 +344,20 @@ def test_every_env_var_the_code_reads_is_set_and_nothing_else(fid, resources, wo
 
 
 @pytest.mark.parametrize("fid", function_ids())
+def test_every_called_operation_is_an_iam_action(fid, resources, workspace, iam_data):
+    analysis = function_analysis(fid, resources, workspace)
+    unknown = []
+    for action in sorted(analysis.actions):
+        prefix, name = action.split(":", 1)
+        if name.lower() not in iam_data.get(prefix, {}).get("Actions", {}):
+            unknown.append(f"{action} at {', '.join(analysis.where_action(action))}")
+    assert not unknown, (
+        "operations whose IAM action is not named like the operation; map them in rust_source._iam_actions: "
+        + "; ".join(unknown)
+    )
+
+
+@pytest.mark.parametrize("fid", function_ids())
 def test_role_grants_exactly_the_actions_the_code_calls(fid, resources, workspace):
     analysis = function_analysis(fid, resources, workspace)
     role_id = ref_id(resources[fid]["Properties"]["Role"])
@@ -347,8 +366,11 @@ def test_role_grants_exactly_the_actions_the_code_calls(fid, resources, workspac
     called = analysis.actions
 
     missing = sorted(called - granted)
-    assert not missing, f"{fid} calls actions its role {role_id} does not grant: " + "; ".join(
-        f"{a} at {', '.join(analysis.where_action(a))}" for a in missing
+    assert not missing, (
+        f"{fid} calls actions its role {role_id} does not grant: "
+        + "; ".join(f"{a} at {', '.join(analysis.where_action(a))}" for a in missing)
+        + "\nlibrary code counted as reachable, and why:\n"
+        + "\n".join(f"  {k}: {v}" for k, v in sorted(analysis.reached.items()))
     )
 
     extra = set()
