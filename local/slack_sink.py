@@ -411,10 +411,9 @@ class SlackSink:
         for ln in plain(m["blocks"], m["text"]):
             for wrapped in textwrap.wrap(ln, width - len(indent) - 2, subsequent_indent="  ") or [""]:
                 lines.append(f"{indent}  {wrapped}")
-        for e in m["edits"]:
-            first = plain(e["blocks"], e["text"])[0]
-            when = time.strftime("%H:%M:%S", time.gmtime(e["at"]))
-            lines.append(f"{indent}  ~ before the edit at {when}: {first[:width - len(indent) - 30]}")
+        if m["edits"]:
+            first = plain(m["edits"][0]["blocks"], m["edits"][0]["text"])[0]
+            lines.append(f"{indent}  ~ first posted as: {first[:width - len(indent) - 22]}")
         return lines
 
 

@@ -137,7 +137,7 @@ def test_render_indents_threads_and_shows_edits(sink):
     assert lines[0] == "#ops"
     assert "(edited 2x" in lines[1]
     assert "    == ✅ RESOLVED after 34m 00s ==" in lines
-    assert "~ before the edit at" in text and "== 🔴 OPEN [Impact 3]" in text
+    assert "~ first posted as: == 🔴 OPEN [Impact 3]" in text
     reply = next(ln for ln in lines if "↳" in ln)
     assert reply.startswith("      ↳ ")
     assert "        🔎 Diagnosis: pre-shared key mismatch" in lines
