@@ -171,7 +171,8 @@ class Emulator:
         - `log_groups`: names to create empty.
         - `query_running_polls`: GetQueryResults answers "Running" this many times first (default 1).
         - `parameters`: {name: value} for GetParameter.
-        - `documents`: [{name, parameters: [names], required?: [names]}] Automation runbooks.
+        - `documents`: [{name, parameters: [names], required?: [names], types?: {name: String|StringList|
+          Integer|Boolean}, patterns?: {name: allowedPattern}}] Automation runbooks.
         - `response_plans`: [{arn | name, title?, impact?, dedupe_string?, summary?,
           chatbot_sns?, automation?: {document, parameters: {k: [v]}, dynamic: {k: INCIDENT_RECORD_ARN|INVOLVED_RESOURCES}}}]
         - `faults`: [{service?, op, code, status?, message?, times?}] errors injected on the next calls.
@@ -199,7 +200,9 @@ class Emulator:
                                          "ARN": f"arn:aws:ssm:{DEFAULT_REGION}:{self.account}:parameter/{name.lstrip('/')}"}
             for d in spec.get("documents", []):
                 self.documents[d["name"]] = {"parameters": list(d.get("parameters", [])),
-                                             "required": list(d.get("required", []))}
+                                             "required": list(d.get("required", [])),
+                                             "types": dict(d.get("types", {})),
+                                             "patterns": dict(d.get("patterns", {}))}
             for p in spec.get("response_plans", []):
                 arn = p.get("arn") or f"arn:aws:ssm-incidents::{self.account}:response-plan/{p['name']}"
                 self.response_plans[arn] = {
@@ -739,6 +742,17 @@ class Emulator:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ApiError("InvalidAutomationExecutionParametersException",
                                f"Parameter {k} must be a list of strings.")
+            kind = doc["types"].get(k, "StringList")
+            if kind in ("String", "Integer", "Boolean") and len(v) > 1:
+                raise ApiError("InvalidAutomationExecutionParametersException",
+                               f"Parameter {k} is a {kind} and takes one value, got {len(v)}.")
+            if kind == "Integer" and v and not re.fullmatch(r"-?\d+", v[0]):
+                raise ApiError("InvalidAutomationExecutionParametersException",
+                               f"Parameter {k} is an Integer, got {v[0]!r}.")
+            pattern = doc["patterns"].get(k)
+            if pattern and not all(re.search(pattern, x) for x in v):
+                raise ApiError("InvalidAutomationExecutionParametersException",
+                               f"Parameter {k} value {v!r} does not match the allowed pattern {pattern}.")
         if client_token and client_token in self.automation_tokens:
             return self.automation_tokens[client_token]
         eid = str(uuid.uuid4())

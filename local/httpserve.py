@@ -9,6 +9,7 @@ open. Request bodies are read by Content-Length or chunked transfer encoding.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -112,6 +113,13 @@ class Server(ThreadingHTTPServer):
         self.verbose = verbose
         self.errors: list[str] = []
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request, client_address) -> None:
+        # A client closing its keep-alive connection is normal; anything else is recorded.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        self.errors.append(f"{client_address}: {type(exc).__name__}: {exc}")
 
     @property
     def port(self) -> int:

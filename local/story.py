@@ -388,10 +388,10 @@ def build_input(events, context):
 '''
 
 BUILT_IN_RUNBOOK = {
-    "parameters": {"VpnConnectionId": {"type": "String", "default": ""},
+    "parameters": {"VpnConnectionId": {"type": "String", "default": "", "allowedPattern": "^(vpn-[0-9a-f]{8,17})?$"},
                    "InvolvedResources": {"type": "StringList", "default": []},
                    "IncidentRecordArn": {"type": "String", "default": ""},
-                   "OpsItemId": {"type": "String", "default": ""},
+                   "OpsItemId": {"type": "String", "default": "", "allowedPattern": "^(oi-[0-9a-f]{12})?$"},
                    "LookbackMinutes": {"type": "Integer", "default": 60},
                    "AutomationAssumeRole": {"type": "String", "default": ""}},
     "mainSteps": [
@@ -474,6 +474,13 @@ class RunbookRunner:
 
     def required(self) -> list[str]:
         return [k for k, p in self.document.get("parameters", {}).items() if "default" not in p]
+
+    def types(self) -> dict[str, str]:
+        return {k: p.get("type", "String") for k, p in self.document.get("parameters", {}).items()}
+
+    def patterns(self) -> dict[str, str]:
+        return {k: p["allowedPattern"] for k, p in self.document.get("parameters", {}).items()
+                if "allowedPattern" in p}
 
     def run(self, execution: dict) -> dict:
         eid = execution["AutomationExecutionId"]
@@ -612,7 +619,8 @@ class Story:
                                           "InvolvedResources": "INVOLVED_RESOURCES"}}})
         self.emulator.apply_scenario({
             "documents": [{"name": RUNBOOK, "parameters": self.runner.parameter_names(),
-                           "required": self.runner.required()}],
+                           "required": self.runner.required(), "types": self.runner.types(),
+                           "patterns": self.runner.patterns()}],
             "response_plans": plans,
             "vpn_connections": [{"id": VPN, "customer_gateway_ip": "198.51.100.7", "history_minutes": 90,
                                  "routes": [], "tags": {"Name": "branch-office"},

@@ -30,7 +30,10 @@ def emu():
     e.apply_scenario({
         "vpn_connections": [{"id": VPN, "tunnels": [{"outside_ip": T1}, {"outside_ip": T2}]}],
         "documents": [{"name": DOC, "parameters": ["VpnConnectionId", "OpsItemId", "IncidentRecordArn",
-                                                   "AutomationAssumeRole"], "required": ["VpnConnectionId"]}],
+                                                   "AutomationAssumeRole", "LookbackMinutes"],
+                       "required": ["VpnConnectionId"],
+                       "types": {"VpnConnectionId": "String", "LookbackMinutes": "Integer"},
+                       "patterns": {"VpnConnectionId": "^(vpn-[0-9a-f]{8,17})?$"}}],
         "response_plans": [{"arn": PLAN, "title": "VPN down", "impact": 3, "dedupe_string": "vpn-down",
                             "automation": {"document": DOC, "parameters": {"VpnConnectionId": [VPN]},
                                            "dynamic": {"IncidentRecordArn": "INCIDENT_RECORD_ARN"}}}],
@@ -160,6 +163,11 @@ def test_start_automation_checks_document_and_parameters_and_token(emu):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ssm.start_automation_execution(DocumentName="AWS-Nope", Parameters={"VpnConnectionId": [VPN]})
     assert error_code(e) == "AutomationDefinitionNotFoundException"
+    for bad in ({"VpnConnectionId": ["vpn-xyz"]}, {"VpnConnectionId": [VPN, VPN]},
+                {"VpnConnectionId": [VPN], "LookbackMinutes": ["an hour"]}):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ssm.start_automation_execution(DocumentName=DOC, Parameters=bad)
+        assert error_code(e) == "InvalidAutomationExecutionParametersException"
     emu.finish_automation(eid, "Success", {"Diagnose.Payload": ['{"findings": 2}']})
     ex = ssm.get_automation_execution(AutomationExecutionId=eid)["AutomationExecution"]
     assert ex["AutomationExecutionStatus"] == "Success" and ex["Outputs"]["Diagnose.Payload"] == ['{"findings": 2}']
