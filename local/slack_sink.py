@@ -118,6 +118,29 @@ def block_errors(blocks: Any) -> list[str]:
     return errs
 
 
+_SLACK_SEQ = re.compile(r"<([^<>]+)>")
+
+
+def readable(text: str) -> str:
+    """Slack mrkdwn as a person reads it: `<!date^..|fallback>` -> fallback, `<url|label>` -> label,
+    `<!here>` -> @here, `<@U1>` -> @U1, `<#C1|name>` -> #name, and the &amp; &lt; &gt; escapes undone."""
+    def seq(m: re.Match) -> str:
+        inner = m.group(1)
+        target, _, label = inner.partition("|")
+        if target.startswith("!date^"):
+            return label or target
+        if target.startswith("!subteam^"):
+            return label or "@" + target[len("!subteam^"):]
+        if target.startswith("!"):
+            return "@" + target[1:]
+        if target.startswith("@"):
+            return label or target
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        return label or target
+    return _SLACK_SEQ.sub(seq, text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def plain(blocks: list[dict] | None, fallback: str) -> list[str]:
     """The lines a person reads in Slack for these blocks (or the text fallback)."""
     if not blocks:
@@ -408,11 +431,12 @@ class SlackSink:
             last = time.strftime("%H:%M:%S", time.gmtime(m["edits"][-1]["at"]))
             edited = f"  (edited {len(m['edits'])}x, last {last})"
         lines = [f"{indent}{'↳ ' if reply else ''}[{clock}] {who}{edited}"]
-        for ln in plain(m["blocks"], m["text"]):
+        for ln in plain(m["blocks"], readable(m["text"]) if not m["blocks"] else m["text"]):
+            ln = readable(ln)
             for wrapped in textwrap.wrap(ln, width - len(indent) - 2, subsequent_indent="  ") or [""]:
                 lines.append(f"{indent}  {wrapped}")
         if m["edits"]:
-            first = plain(m["edits"][0]["blocks"], m["edits"][0]["text"])[0]
+            first = readable(plain(m["edits"][0]["blocks"], m["edits"][0]["text"])[0])
             lines.append(f"{indent}  ~ first posted as: {first[:width - len(indent) - 22]}")
         return lines
 

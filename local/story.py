@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from emulator import Emulator, endpoint_env  # noqa: E402
 from runtime_api import RuntimeApi  # noqa: E402
-from slack_sink import SlackSink  # noqa: E402
+from slack_sink import SlackSink, readable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION = "123456789012", "eu-west-1"
@@ -601,7 +601,9 @@ class Story:
             "ops": {"type": "bot", "token": self.slack.token, "channel": "C0LOCALOPS",
                     "mention": "here", "mention_min_impact": 1},
             "oncall": {"type": "webhook", "url": self.oncall_webhook}},
-            "routing": {"rules": [{"name": "critical-to-oncall", "min_impact": 1, "destinations": ["oncall"]}],
+            # Every notification to #ops (threaded); critical ones also to #oncall (webhook).
+            "routing": {"rules": [{"name": "critical-to-oncall", "min_impact": 1, "destinations": ["oncall"]},
+                                  {"name": "everything-to-ops", "destinations": ["ops"]}],
                         "default": ["ops"]}}
         self.secret_arn = sm.create_secret(Name=self.names["slack"], SecretString=json.dumps(secret))["ARN"]
 
@@ -641,8 +643,8 @@ class Story:
                                   **({"RESPONSE_PLAN_ARN": RESPONSE_PLAN} if self.backend == "IncidentManager"
                                      else {})},
             "notify-fanout": {"SLACK_SECRET_ARN": self.secret_arn, "STATE_TABLE_NAME": self.table,
-                              # Where the bot-token API lives (the local Slack here; https://slack.com/api/ by default).
-                              "SLACK_API_BASE_URL": self.slack.api_url},
+                              # The Web API base of bot-token destinations (default https://slack.com/api).
+                              "SLACK_API_URL": self.slack.url + "/api"},
             "vpn-troubleshoot": {"NOTIFICATION_TOPIC_ARN": self.topic, "INCIDENT_BACKEND": self.backend,
                                  "REMEDIATION_ENABLED": "false", "REMEDIATION_MIN_DOWN_MINUTES": "15",
                                  "LOOKBACK_MINUTES": "60"},
@@ -762,7 +764,7 @@ class Story:
         for p in d.slack_posts:
             msg = next(m for m in self.slack.messages if m["ts"] == p["ts"] and m["channel"] == p["channel"])
             where = f"reply in the thread of {p['thread_ts']}" if p["thread_ts"] else "new top-level message"
-            self.say(f"      Slack #{msg['channel_name']}: {where} ({p['via']}): {short(msg['text'], 110)}")
+            self.say(f"      Slack #{msg['channel_name']}: {where} ({p['via']}): {short(readable(msg['text']), 110)}")
         for u in d.slack_updates:
             self.say(f"      Slack: top-level message {u['ts']} edited")
         if not d.invocation.ok:

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from slack_sink import Forwarder, SlackSink, block_errors
+from slack_sink import Forwarder, SlackSink, block_errors, readable
 
 
 @pytest.fixture()
@@ -147,3 +147,10 @@ def test_forwarding_is_off_without_env_and_refuses_non_slack_webhook():
     assert Forwarder.from_env({}) is None
     assert Forwarder.from_env({"SLACK_WEBHOOK_URL": "http://127.0.0.1:9/x"}) is None
     assert Forwarder.from_env({"SLACK_BOT_TOKEN": "xoxb-1"}) is None  # a token needs a channel
+
+
+def test_readable_turns_mrkdwn_sequences_into_text():
+    assert readable("<!here> VPN &lt;down&gt; &amp; <https://x.invalid/a|the alarm> at "
+                    "<!date^1795600004^{date_short_pretty} {time}|2026-11-25 09:46 UTC> for <!subteam^S01|@net> "
+                    "in <#C0LOCALOPS|ops> by <@U123>") == \
+        "@here VPN <down> & the alarm at 2026-11-25 09:46 UTC for @net in #ops by @U123"

@@ -26,9 +26,21 @@ RUNTIME = textwrap.dedent('''
     KEY = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN"
 
     def publish(event_type, impact, extra=None):
-        n = {{"event": event_type, "incident_key": KEY, "impact": impact, **(extra or {{}})}}
-        msg = {{"version": "1.0", "source": "custom", "content": {{"description": event_type}},
-               "metadata": {{"threadId": KEY, "additionalContext": {{"pipeline": json.dumps(n)}}}}}}
+        # The shape of shared::notification::Notification inside the Chatbot custom schema.
+        import datetime
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        n = {{"event": event_type, "incident_key": KEY, "title": KEY, "summary": "The VPN connection to the "
+             "remote site is not working.", "impact": impact,
+             "status": "resolved" if event_type == "resolved" else "open", "backend": "OpsCenter",
+             "incident_ref": None, "incident_url": None, "account": "123456789012", "region": "eu-west-1",
+             "alarm": None, "vpn_id": "vpn-0f1e2d3c4b5a69788", "tunnel_ip": None, "occurred_at": now,
+             "opened_at": None, "duration_seconds": None, "next_steps": [], "links": [], "findings": [],
+             "timeline": [], **(extra or {{}})}}
+        msg = {{"version": "1.0", "source": "custom", "id": KEY + "#" + event_type,
+               "content": {{"textType": "client-markdown", "title": KEY, "description": event_type}},
+               "metadata": {{"threadId": KEY, "summary": KEY, "eventType": event_type,
+                            "additionalContext": {{"pipeline": json.dumps(n), "event": event_type,
+                                                  "impact": str(impact), "incidentKey": KEY}}}}}}
         boto3.client("sns").publish(TopicArn=os.environ["NOTIFICATION_TOPIC_ARN"], Message=json.dumps(msg),
             MessageAttributes={{"event_type": {{"DataType": "String", "StringValue": event_type}},
                                "impact": {{"DataType": "String", "StringValue": str(impact)}}}})
@@ -62,12 +74,19 @@ def handler(event):
         return {"outcome": "duplicate"}
     seen.add((arn, at))
     ssm = boto3.client("ssm")
+    im = os.environ["INCIDENT_BACKEND"] == "IncidentManager"
     if value == "ALARM":
         state["firing"].add(arn)
         if state["item"] is None:
-            state["item"] = ssm.create_ops_item(Title=KEY, Description="d", Source="IncidentPipeline")["OpsItemId"]
-            ssm.start_automation_execution(DocumentName=os.environ["RUNBOOK_DOCUMENT_NAME"], Parameters={
-                "VpnConnectionId": ["vpn-0f1e2d3c4b5a69788"], "OpsItemId": [state["item"]]})
+            if im:  # the response plan starts the runbook
+                state["item"] = boto3.client("ssm-incidents").start_incident(
+                    responsePlanArn=os.environ["RESPONSE_PLAN_ARN"], title=KEY, impact=3,
+                    triggerDetails={"source": "custom.incident-pipeline", "timestamp": 1.0})["incidentRecordArn"]
+            else:
+                state["item"] = ssm.create_ops_item(Title=KEY, Description="d", Source="IncidentPipeline")[
+                    "OpsItemId"]
+                ssm.start_automation_execution(DocumentName=os.environ["RUNBOOK_DOCUMENT_NAME"], Parameters={
+                    "VpnConnectionId": ["vpn-0f1e2d3c4b5a69788"], "OpsItemId": [state["item"]]})
             publish("opened", 3)
             return {"outcome": "opened", "incident": state["item"]}
         publish("escalated", 1)
@@ -76,7 +95,10 @@ def handler(event):
     if state["firing"]:
         publish("deescalated", 3)
         return {"outcome": "deescalated"}
-    ssm.update_ops_item(OpsItemId=state["item"], Status="Resolved")
+    if im:
+        boto3.client("ssm-incidents").update_incident_record(arn=state["item"], status="RESOLVED")
+    else:
+        ssm.update_ops_item(OpsItemId=state["item"], Status="Resolved")
     publish("resolved", 3, {"duration_seconds": 5})
     return {"outcome": "resolved"}
 
@@ -85,8 +107,14 @@ serve(handler)
 
 VPN = '''
 def handler(event):
-    boto3.client("ssm").update_ops_item(OpsItemId=event["OpsItemId"], OperationalData={
-        "diagnosis": {"Value": "IKE phase 1 authentication failed", "Type": "String"}})
+    if "OpsItemId" in event:
+        boto3.client("ssm").update_ops_item(OpsItemId=event["OpsItemId"], OperationalData={
+            "diagnosis": {"Value": "IKE phase 1 authentication failed", "Type": "String"}})
+    else:
+        import time
+        boto3.client("ssm-incidents").create_timeline_event(
+            incidentRecordArn=event["IncidentRecordArn"], eventTime=time.time(), eventType="Custom Event",
+            eventData=json.dumps("IKE phase 1 authentication failed"))
     publish("diagnosed", 3)
     return {"findings": [{"title": "IKE phase 1 authentication failed"}], "input": event}
 
@@ -99,7 +127,7 @@ bot, hook = secret["destinations"]["ops"], secret["destinations"]["oncall"]
 threads = {}
 
 def call(method, body):
-    req = urllib.request.Request(os.environ["SLACK_API_BASE_URL"] + method, data=json.dumps(body).encode(),
+    req = urllib.request.Request(os.environ["SLACK_API_URL"] + "/" + method, data=json.dumps(body).encode(),
         headers={"Authorization": "Bearer " + bot["token"], "Content-Type": "application/json"}, method="POST")
     out = json.loads(urllib.request.urlopen(req, timeout=5).read())
     if not out["ok"]:
@@ -139,18 +167,24 @@ def harness(tmp_path_factory):
         pytest.skip(f"the sample events are not in {story.events_dir()} (set STORY_EVENTS_DIR)")
     out = tmp_path_factory.mktemp("demo")
     try:
-        stories = story.run_stories(["OpsCenter"], out, pace=0)
+        stories = story.run_stories(list(story.BACKENDS), out, pace=0)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return stories["OpsCenter"], out
+    return stories, out
 
 
-def test_notifications_carried_in_order_to_notify_fanout(harness):
-    s, _ = harness
+@pytest.fixture(params=story.BACKENDS)
+def run(request, harness):
+    stories, out = harness
+    return stories[request.param], out
+
+
+def test_notifications_carried_in_order_to_notify_fanout(run):
+    s, _ = run
     assert [d.event for d in s.deliveries] == ["opened", "diagnosed", "escalated", "deescalated", "resolved"]
     assert all(d.invocation.ok and d.invocation.attempt == 1 for d in s.deliveries)
     assert s.deliveries[0].notification["incident_key"] == "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN"
@@ -160,8 +194,8 @@ def test_notifications_carried_in_order_to_notify_fanout(harness):
     assert payload["Records"][0]["Sns"]["MessageAttributes"]["event_type"] == {"Type": "String", "Value": "opened"}
 
 
-def test_slack_posts_are_attributed_to_their_notification(harness):
-    s, _ = harness
+def test_slack_posts_are_attributed_to_their_notification(run):
+    s, _ = run
     opened = s.deliveries[0]
     assert len(opened.slack_posts) == 1 and opened.slack_posts[0]["thread_ts"] is None
     top_ts = opened.slack_posts[0]["ts"]
@@ -174,33 +208,45 @@ def test_slack_posts_are_attributed_to_their_notification(harness):
     assert len(s.slack.top_level("ops")) == 1 and len(s.slack.replies(top_ts)) == 4
 
 
-def test_alarm_delivered_twice_opens_once(harness):
-    s, _ = harness
+def test_alarm_delivered_twice_opens_once(run):
+    s, _ = run
     a2i = s.functions["alarm-to-incident"].invocations
     assert [i.result.get("outcome") for i in a2i] == ["opened", "duplicate", "escalated", "deescalated", "resolved"]
     assert "Records" in a2i[1].payload  # the duplicate came through the SNS envelope
-    assert sum(1 for c in s.emulator.calls if c["op"] == "CreateOpsItem") == 1
+    opens = "StartIncident" if s.backend == "IncidentManager" else "CreateOpsItem"
+    assert sum(1 for c in s.emulator.calls if c["op"] == opens) == 1
     # The SNS copy carries the direct action's exact state-change time.
     sns_msg = json.loads(a2i[1].payload["Records"][0]["Sns"]["Message"])
     assert sns_msg["StateChangeTime"] == a2i[0].payload["alarmData"]["state"]["timestamp"]
 
 
-def test_runbook_runs_like_ssm_automation(harness):
-    s, _ = harness
-    [run] = s.runbook_runs
-    item = next(iter(s.emulator.ops_items))
-    assert run["status"] == "Success" and run["started_by"] == "StartAutomationExecution"
-    assert [st["name"] for st in run["steps"]] == ["BuildInput", "Diagnose"]
-    # BuildInput (the runbook's own script) shaped the function input.
-    assert run["invocation"]["payload"] == {"VpnConnectionId": story.VPN, "LookbackMinutes": 60, "OpsItemId": item}
-    ex = s.emulator.automations[run["execution"]]
+def test_runbook_runs_like_ssm_automation(run):
+    s, _ = run
+    [rb] = s.runbook_runs
+    assert rb["status"] == "Success"
+    assert [st["name"] for st in rb["steps"]] == ["BuildInput", "Diagnose"]
+    if s.backend == "OpsCenter":
+        item = next(iter(s.emulator.ops_items))
+        assert rb["started_by"] == "StartAutomationExecution"
+        # BuildInput (the runbook's own script) shaped the function input.
+        assert rb["invocation"]["payload"] == {"VpnConnectionId": story.VPN, "LookbackMinutes": 60, "OpsItemId": item}
+        assert s.emulator.ops_items[item]["OperationalData"]["diagnosis"]["Value"] == \
+            "IKE phase 1 authentication failed"
+    else:
+        arn = next(iter(s.emulator.incidents))
+        assert rb["started_by"] == "ResponsePlan"
+        assert rb["parameters"]["IncidentRecordArn"] == [arn]
+        assert rb["parameters"]["AutomationAssumeRole"] == [story.AUTOMATION_ROLE]
+        assert rb["invocation"]["payload"] == {"VpnConnectionId": story.VPN, "LookbackMinutes": 60,
+                                               "IncidentRecordArn": arn}
+        assert [json.loads(e["eventData"]) for e in s.emulator.timeline[arn]] == ["IKE phase 1 authentication failed"]
+    ex = s.emulator.automations[rb["execution"]]
     assert ex["AutomationExecutionStatus"] == "Success"
     assert json.loads(ex["Outputs"]["Diagnose.Payload"][0])["findings"][0]["title"].startswith("IKE phase 1")
-    assert s.emulator.ops_items[item]["OperationalData"]["diagnosis"]["Value"] == "IKE phase 1 authentication failed"
 
 
-def test_scenario_and_figures(harness):
-    s, _ = harness
+def test_scenario_and_figures(run):
+    s, _ = run
     tel = {t["OutsideIpAddress"]: t["Status"] for t in s.emulator.vpns[story.VPN]["VgwTelemetry"]}
     assert tel == {story.TUNNEL_1: "UP", story.TUNNEL_2: "UP"}
     history = s.emulator.tunnel_history[(story.VPN, story.TUNNEL_1)]
@@ -211,12 +257,12 @@ def test_scenario_and_figures(harness):
     assert f["slack_top_level"] == 1
 
 
-def test_records_written_and_processes_stopped(harness):
-    s, out = harness
-    names = {p.name for p in (out / "OpsCenter").iterdir()}
+def test_records_written_and_processes_stopped(run):
+    s, out = run
+    names = {p.name for p in (out / s.backend).iterdir()}
     assert {"transcript.txt", "slack.txt", "slack.json", "aws-emulator.json", "runbooks.json", "notifications.json",
             "invocations.json", "summary.json", "state-table.json", "logs"} <= names
-    transcript = (out / "OpsCenter" / "transcript.txt").read_text()
+    transcript = (out / s.backend / "transcript.txt").read_text()
     assert "[3] CloudWatch alarm vpn-tunnel-down-vpn-0f1e2d3c4b5a69788 goes to ALARM, delivered twice" in transcript
     assert "Slack, as a person would see it:" in transcript
     assert all(f.proc.poll() is not None for f in s.functions.values())
