@@ -48,6 +48,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes:
         out = bytearray()
+        # Bounded: every chunk adds at least one byte (the size limit ends the loop), and
+        # a 0-size chunk or EOF ends it; at most 100 trailer lines are read.
         while True:
             line = self.rfile.readline(1024)
             if not line:
@@ -55,7 +57,7 @@ class Handler(BaseHTTPRequestHandler):
             size = int(line.split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
                 # Trailers (lambda_runtime sends some in streaming mode) end with a blank line.
-                while True:
+                for _ in range(100):
                     trailer = self.rfile.readline(8192)
                     if trailer in (b"\r\n", b"\n", b""):
                         break

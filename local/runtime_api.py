@@ -198,6 +198,8 @@ class RuntimeApi:
         return body
 
     def _next(self, h: Handler) -> None:
+        # A long poll, as Lambda's: it waits for the next invocation and ends, at the
+        # latest, when the server stops (503), which also ends the function process.
         with self.cond:
             self.polls += 1
             self.cond.notify_all()

@@ -448,8 +448,9 @@ class Forwarder:
     the webhook URL or the token (both are credentials).
     """
 
-    def __init__(self, webhook: str | None, token: str | None, channel: str | None):
-        self.webhook, self.token, self.channel = webhook, token, channel
+    def __init__(self, webhook: str | None, token: str | None, channel: str | None,
+                 api_url: str = "https://slack.com/api"):
+        self.webhook, self.token, self.channel, self.api_url = webhook, token, channel, api_url.rstrip("/")
         self.remote_ts: dict[str, str] = {}
         self.sent = 0
         self.failed = 0
@@ -527,7 +528,7 @@ class Forwarder:
                     remote_parent = self.remote_ts.get(msg["thread_ts"])
                     if remote_parent:
                         body["thread_ts"] = remote_parent
-                out = json.loads(self._http("https://slack.com/api/chat.postMessage",
+                out = json.loads(self._http(f"{self.api_url}/chat.postMessage",
                                             {**body, "channel": self.channel}, self.token))
                 if out.get("ok"):
                     self.remote_ts[msg["ts"]] = out["ts"]
@@ -535,7 +536,7 @@ class Forwarder:
                 else:
                     raise ValueError(out.get("error", "slack error"))
             elif msg["ts"] in self.remote_ts:
-                out = json.loads(self._http("https://slack.com/api/chat.update",
+                out = json.loads(self._http(f"{self.api_url}/chat.update",
                                             {**body, "channel": getattr(self, "_remote_channel", self.channel),
                                              "ts": self.remote_ts[msg["ts"]]}, self.token))
                 if not out.get("ok"):

@@ -778,6 +778,8 @@ class Story:
         self.say("=" * 100)
         self.say(f"Incident story, backend {self.backend}: AWS on {self.moto.url} (moto) and {self.emulator.url} "
                  f"(emulator), Slack on {self.slack.url}")
+        if self.slack.forwarder:
+            self.say(f"    Slack messages are also forwarded to your Slack ({self.slack.forwarder.describe()})")
         self.say(f"    runbook steps from {self.runner.source}; function cold starts: " + ", ".join(
             f"{n} {f.cold_start_ms:.0f} ms" for n, f in self.functions.items()))
         group = f"/aws/vpn/{VPN}"

@@ -110,3 +110,30 @@ def test_init_error_is_reported(runtime):
     assert api.init_error == {"errorType": "BadConfig", "errorMessage": "STATE_TABLE_NAME is not set"}
     ok, out = api.invoke({})
     assert ok is False and out["errorType"] == "Runtime.InitError"
+
+
+def test_chunked_response_with_trailers_is_read():
+    # lambda_runtime's streaming mode sends the response chunked, with trailers.
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    api = RuntimeApi("notify-fanout").start()
+    try:
+        res = {}
+        t = threading.Thread(target=lambda: res.update(r=api.invoke({"a": 1}, timeout_s=5)))
+        t.start()
+        with urllib.request.urlopen(f"http://{api.address}/2018-06-01/runtime/invocation/next", timeout=5) as r:
+            rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = json.dumps({"delivered": 2}).encode()
+        with socket.create_connection(("127.0.0.1", int(api.address.split(":")[1])), timeout=5) as s:
+            s.sendall(f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nHost: l\r\n"
+                      f"Transfer-Encoding: chunked\r\n\r\n{5:x}\r\n".encode() + body[:5] + b"\r\n"
+                      + f"{len(body) - 5:x}\r\n".encode() + body[5:] + b"\r\n0\r\n"
+                      b"Lambda-Runtime-Function-Error-Type: none\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 202")
+        t.join(5)
+        assert res["r"] == (True, {"delivered": 2})
+    finally:
+        api.stop()

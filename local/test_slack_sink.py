@@ -154,3 +154,25 @@ def test_readable_turns_mrkdwn_sequences_into_text():
                     "<!date^1795600004^{date_short_pretty} {time}|2026-11-25 09:46 UTC> for <!subteam^S01|@net> "
                     "in <#C0LOCALOPS|ops> by <@U123>") == \
         "@here VPN <down> & the alarm at 2026-11-25 09:46 UTC for @net in #ops by @U123"
+
+
+def test_forwarder_mirrors_threads_and_edits_to_another_slack(sink):
+    # The second sink plays the operator's real Slack (the URLs are loopback here, so the
+    # forwarder is built directly rather than from the environment, which only takes slack.com).
+    real = SlackSink(forward_env={}).start()
+    try:
+        hook = real.webhook_url("oncall")
+        sink.forwarder = Forwarder(hook, real.token, "#ops", api_url=real.api_url)
+        _, _, top = call(sink, "chat.postMessage", {"channel": "ops", "text": "opened"})
+        call(sink, "chat.postMessage", {"channel": "ops", "text": "diagnosed", "thread_ts": top["ts"]})
+        call(sink, "chat.update", {"channel": "ops", "ts": top["ts"], "text": "resolved"})
+        sink.forwarder.close()
+        assert sink.forwarder.sent == 3 and sink.forwarder.failed == 0
+        [remote_top] = real.top_level("ops")
+        assert remote_top["text"] == "resolved" and len(remote_top["edits"]) == 1
+        assert [r["text"] for r in real.replies(remote_top["ts"])] == ["diagnosed"]
+        # The webhook copy gets the posts (a webhook cannot edit).
+        assert [m["text"] for m in real.top_level("oncall")] == ["opened", "diagnosed"]
+    finally:
+        sink.forwarder = None
+        real.stop()
