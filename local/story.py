@@ -419,6 +419,8 @@ def load_runbook() -> tuple[dict, dict[str, str], str]:
     tpl = _CfnLoader.load(path.read_text())
     resources = tpl.get("Resources", {})
     binaries = {}
+    # `Fn::ForEach::...` entries (lists) are loops over other resources: not functions or documents.
+    resources = {lid: res for lid, res in resources.items() if isinstance(res, dict)}
     for lid, res in resources.items():
         binary = ((res.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
         if res.get("Type") == "AWS::Serverless::Function" and binary:

@@ -323,3 +323,96 @@ def marked_processes(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+TEMPLATE = """
+Transform: [AWS::LanguageExtensions, AWS::Serverless-2016-10-31]
+Resources:
+  Fn::ForEach::Alarms:
+    - VpnId
+    - !Ref VpnConnectionIds
+    - Alarm&{VpnId}:
+        Type: AWS::CloudWatch::Alarm
+  VpnTroubleshootFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildMethod: rust-cargolambda
+      BuildProperties:
+        Binary: vpn-troubleshoot
+  DiagnosisRunbook:
+    Type: AWS::SSM::Document
+    Properties:
+      DocumentType: Automation
+      Content:
+        schemaVersion: "0.3"
+        assumeRole: "{{ AutomationAssumeRole }}"
+        parameters:
+          VpnConnectionId: {type: String, default: "", allowedPattern: "^(vpn-[0-9a-f]{8,17})?$"}
+          InvolvedResources: {type: StringList, default: []}
+          LookbackMinutes: {type: Integer, default: 60}
+          AutomationAssumeRole: {type: String, default: ""}
+        mainSteps:
+          - name: BuildInput
+            action: aws:executeScript
+            inputs:
+              Runtime: python3.11
+              Handler: build
+              InputPayload:
+                VpnConnectionId: "{{ VpnConnectionId }}"
+                InvolvedResources: "{{ InvolvedResources }}"
+                LookbackMinutes: "{{ LookbackMinutes }}"
+              Script: |-
+                import json
+                def build(events, context):
+                    vpn = events["VpnConnectionId"] or events["InvolvedResources"][0].rsplit("/", 1)[1]
+                    return {"Payload": json.dumps({"VpnConnectionId": vpn, "LookbackMinutes": events["LookbackMinutes"]})}
+            outputs:
+              - {Name: Payload, Selector: $.Payload.Payload, Type: String}
+          - name: Diagnose
+            action: aws:invokeLambdaFunction
+            timeoutSeconds: 150
+            inputs:
+              FunctionName: !GetAtt VpnTroubleshootFunction.Arn
+              Payload: "{{ BuildInput.Payload }}"
+"""
+
+
+def test_runbook_comes_from_template_yaml(tmp_path, monkeypatch):
+    from emulator import Emulator
+
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
+    monkeypatch.setattr(story, "ROOT", tmp_path)
+    calls = []
+
+    class Fn:
+        def invoke(self, payload, timeout_s=None):
+            calls.append((payload, timeout_s))
+            return story.Invocation("vpn-troubleshoot", payload, True, {"findings": []}, 1.0, 1, 0.0)
+
+    emu = Emulator()
+    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": Fn()}, [])
+    assert runner.source == "template.yaml resource DiagnosisRunbook"
+    assert runner.types() == {"VpnConnectionId": "String", "InvolvedResources": "StringList",
+                              "LookbackMinutes": "Integer", "AutomationAssumeRole": "String"}
+    emu.apply_scenario({"documents": [{"name": "doc", "parameters": runner.parameter_names(),
+                                       "types": runner.types(), "patterns": runner.patterns()}]})
+    eid = emu._start_automation("doc", {"InvolvedResources": [
+        f"arn:aws:ec2:eu-west-1:123456789012:vpn-connection/{story.VPN}"], "LookbackMinutes": ["30"]}, "ResponsePlan")
+    out = runner.run(emu.automations[eid])
+    assert out["status"] == "Success", out["failure"]
+    assert calls == [({"VpnConnectionId": story.VPN, "LookbackMinutes": 30}, 150.0)]
+    assert emu.automations[eid]["Outputs"]["Diagnose.Payload"] == ['{"findings": []}']
+
+
+def test_failing_runbook_step_fails_the_execution(tmp_path, monkeypatch):
+    from emulator import Emulator
+
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
+    monkeypatch.setattr(story, "ROOT", tmp_path)
+    emu = Emulator()
+    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": None}, [])
+    emu.apply_scenario({"documents": [{"name": "doc", "parameters": runner.parameter_names()}]})
+    eid = emu._start_automation("doc", {}, "StartAutomationExecution")  # no VPN anywhere: the script fails
+    out = runner.run(emu.automations[eid])
+    assert out["status"] == "Failed" and out["failure"].startswith("Step BuildInput failed: IndexError")
+    assert emu.automations[eid]["AutomationExecutionStatus"] == "Failed"
