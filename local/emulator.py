@@ -58,6 +58,8 @@ CALLER_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/incident-pipeline-local/funct
 RESERVED_OPSDATA_PREFIXES = ("aws", "amazon", "amzn", "ssm", "/aws", "/amazon", "/amzn", "/ssm")
 OPSCENTER_KEYS = ("/aws/dedup", "/aws/resources", "/aws/automations")
 OPS_CLOSED = ("Resolved", "Closed", "Cancelled")
+# "The value has a maximum size of 20 KB" (CreateOpsItem, OperationalData).
+OPSDATA_VALUE_MAX_BYTES = 20 * 1024
 
 
 class ApiError(Exception):
@@ -542,6 +544,9 @@ class Emulator:
     def _check_opsdata(self, data: dict) -> None:
         for key, entry in data.items():
             low = key.lower()
+            if len(entry.get("Value", "").encode("utf-8")) > OPSDATA_VALUE_MAX_BYTES:
+                raise ApiError("OpsItemInvalidParameterException",
+                               f"Operational data {key!r} is larger than 20 KB.", ParameterNames=["OperationalData"])
             if key in OPSCENTER_KEYS:
                 try:
                     value = json.loads(entry.get("Value", ""))

@@ -83,12 +83,15 @@ def test_create_ops_item_returns_id_and_get_returns_fields(emu):
     ({"OperationalData": {"SSM-key": {"Value": "x", "Type": "String"}}}, "OpsItemInvalidParameterException"),
     ({"OperationalData": {"/aws/dedup": {"Value": "not json", "Type": "SearchableString"}}},
      "OpsItemInvalidParameterException"),
+    ({"OperationalData": {"note": {"Value": "é" * 10_241, "Type": "String"}}}, "OpsItemInvalidParameterException"),
+    ({"OperationalData": {"k" * 129: {"Value": "x", "Type": "String"}}}, "ValidationException"),
+    ({"Title": "x" * 1025}, "ValidationException"),
 ])
 def test_create_ops_item_rejects_invalid_fields(emu, kwargs, code):
     ssm = client(emu, "ssm")
-    base = {"Title": "t", "Description": "d", "Source": "s"}
+    base = {"Title": "t", "Description": "d", "Source": "s", **kwargs}
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        ssm.create_ops_item(**base, **kwargs)
+        ssm.create_ops_item(**base)
     assert error_code(e) == code
 
 
