@@ -545,8 +545,8 @@ class Forwarder:
 
 def main() -> int:
     sink = SlackSink(verbose="-v" in sys.argv).start()
-    print(f"local Slack on {sink.url}\n  bot token: {sink.token}\n  API base:  {sink.api_url}\n"
-          f"  webhook:   {sink.webhook_url('ops')}", flush=True)
+    print(f"local Slack on {sink.url}\n  bot token:     {sink.token} (channels #ops C0LOCALOPS, #oncall C0LOCALONCALL)\n"
+          f"  SLACK_API_URL={sink.url}/api\n  webhook (#ops): {sink.webhook_url('ops')}", flush=True)
     try:
         while True:
             time.sleep(3600)
