@@ -28,7 +28,6 @@ uses everywhere.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import os
@@ -41,7 +40,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -467,8 +466,8 @@ class RunbookRunner:
     (RequestResponse, so it waits for the function and keeps its answer), step outputs
     by selector, then reports the execution status and outputs back to the emulator."""
 
-    def __init__(self, emulator: Emulator, functions: dict[str, Function], out: list[str]):
-        self.emulator, self.functions, self.out = emulator, functions, out
+    def __init__(self, emulator: Emulator, functions: dict[str, Function]):
+        self.emulator, self.functions = emulator, functions
         self.document, self.binaries, self.source = load_runbook()
 
     def parameter_names(self) -> list[str]:
@@ -609,7 +608,7 @@ class Story:
                         "default": ["ops"]}}
         self.secret_arn = sm.create_secret(Name=self.names["slack"], SecretString=json.dumps(secret))["ARN"]
 
-        self.runner = RunbookRunner(self.emulator, self.functions, self.lines)
+        self.runner = RunbookRunner(self.emulator, self.functions)
         plans = []
         if self.backend == "IncidentManager":
             # Mirrors template.yaml's IncidentResponsePlan for one watched VPN.

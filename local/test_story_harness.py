@@ -390,7 +390,7 @@ def test_runbook_comes_from_template_yaml(tmp_path, monkeypatch):
             return story.Invocation("vpn-troubleshoot", payload, True, {"findings": []}, 1.0, 1, 0.0)
 
     emu = Emulator()
-    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": Fn()}, [])
+    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": Fn()})
     assert runner.source == "template.yaml resource DiagnosisRunbook"
     assert runner.types() == {"VpnConnectionId": "String", "InvolvedResources": "StringList",
                               "LookbackMinutes": "Integer", "AutomationAssumeRole": "String"}
@@ -410,7 +410,7 @@ def test_failing_runbook_step_fails_the_execution(tmp_path, monkeypatch):
     (tmp_path / "template.yaml").write_text(TEMPLATE)
     monkeypatch.setattr(story, "ROOT", tmp_path)
     emu = Emulator()
-    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": None}, [])
+    runner = story.RunbookRunner(emu, {"vpn-troubleshoot": None})
     emu.apply_scenario({"documents": [{"name": "doc", "parameters": runner.parameter_names()}]})
     eid = emu._start_automation("doc", {}, "StartAutomationExecution")  # no VPN anywhere: the script fails
     out = runner.run(emu.automations[eid])
