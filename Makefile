@@ -1,13 +1,44 @@
-# The local demo: the whole incident story on this machine, no AWS account.
-# Installs the Python tools it needs (quietly), builds the functions with the one
-# feature set the project uses everywhere, then plays the story for both backends.
-# Records land in .demo/; every process started is stopped at the end, on Ctrl-C or failure.
+# One place for the commands README.md and .ci/run use.
+# Every build uses one feature set (`--all-targets`: binaries and tests together), so
+# the AWS SDK crates compile once and the tests drive the very binaries that ran.
 
-PYTHON ?= python3
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/incident-pipeline/target
+CARGO_FLAGS := --workspace --all-targets --locked
+PYTHON ?= python3
+PIP_QUIET := --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: demo
-demo:
-	@$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r local/requirements.txt
-	cargo build --workspace --all-targets
+.PHONY: build test test-local local-tools demo normalize fmt lint
+
+build:
+	cargo build $(CARGO_FLAGS)
+
+## All tests: unit, integration and end-to-end.
+test: build
+	cargo test --workspace --locked
+
+## The local emulator, Slack sink, Runtime API, story harness and the end-to-end story
+## with the real binaries (local/test_story.py).
+test-local: build local-tools
+	$(PYTHON) -m pytest -q local/
+
+## Feed every sample event through the alarm normalizer and print what the pipeline sees.
+normalize: build
+	$(CARGO_TARGET_DIR)/debug/examples/normalize events
+
+## The whole incident story on this machine, no AWS account: moto, the project's AWS
+## emulator, a local Slack and the real function binaries, both backends; prints the
+## transcript and the Slack conversation, leaves the records in .demo/, and stops every
+## process it started (also on Ctrl-C or failure). STORY_ARGS="--backend OpsCenter --pace 0".
+demo: build local-tools
 	$(PYTHON) local/story.py $(STORY_ARGS)
+
+## What the local story needs from PyPI (moto_server, boto3, PyYAML, pytest), quietly.
+local-tools:
+	@$(PYTHON) -m pip install $(PIP_QUIET) -r local/requirements.txt
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy $(CARGO_FLAGS) -- -D warnings
