@@ -4,21 +4,40 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/incident-pipeline/target
 CARGO_FLAGS := --workspace --all-targets --locked
+PYTHON ?= python3
+PIP_QUIET := --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: build test demo normalize fmt lint
+.PHONY: build test test-local local-tools demo normalize fmt lint
 
 build:
 	cargo build $(CARGO_FLAGS)
 
-## All tests: unit, integration and end-to-end.
-test: build
+## All tests: Rust unit and integration tests, the template checks (cfn-lint,
+## sam validate, wiring test) and the local end-to-end story with the real binaries.
+test: build local-tools
 	cargo test --workspace --locked
+	bash tests/template/run_checks.sh
+	$(PYTHON) -m pytest -q local/
+
+## The local emulator, Slack sink, Runtime API, story harness and the end-to-end story
+## with the real binaries (local/test_story.py).
+test-local: build local-tools
+	$(PYTHON) -m pytest -q local/
 
 ## Feed every sample event through the alarm normalizer and print what the pipeline sees.
 normalize: build
 	$(CARGO_TARGET_DIR)/debug/examples/normalize events
 
-demo: normalize
+## The whole incident story on this machine, no AWS account: moto, the project's AWS
+## emulator, a local Slack and the real function binaries, both backends; prints the
+## transcript and the Slack conversation, leaves the records in .demo/, and stops every
+## process it started (also on Ctrl-C or failure). STORY_ARGS="--backend OpsCenter --pace 0".
+demo: build local-tools
+	$(PYTHON) local/story.py $(STORY_ARGS)
+
+## What the local story needs from PyPI (moto_server, boto3, PyYAML, pytest), quietly.
+local-tools:
+	@$(PYTHON) -m pip install $(PIP_QUIET) -r local/requirements.txt
 
 fmt:
 	cargo fmt --all
