@@ -16,7 +16,10 @@ What is asserted, per backend:
   authentication, tunnel 1) is on the incident and in the thread;
 - the incident is resolved, no tunnel was replaced (remediation is off by default);
 - the summary figures: duration and timeline of the resolved notification match the
-  alarm times; time to notify <= time to diagnose <= time to resolve.
+  alarm times; time to notify <= time to diagnose <= time to resolve; the resolved
+  reply (and the resolved top-level message) close with a summary whose figures agree
+  with the story's own measurements (summary.json) to within the whole seconds the
+  thread record keeps.
 """
 
 from __future__ import annotations
@@ -152,3 +155,39 @@ def test_summary_figures(s):
     resolved = s.deliveries[-1].notification
     times = [e["at"] for e in resolved["timeline"]]
     assert len(times) >= 4 and times == sorted(times)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of a shared::notification::format_duration text."""
+    m = re.fullmatch(r"(?:(\d+)h )?(?:(\d+)m )?(\d+)s", text)
+    assert m, f"not a duration: {text!r}"
+    h, mi, sec = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mi * 60 + sec
+
+
+def closing_summary(msg: dict) -> dict[str, int]:
+    """The figures of the "Closing summary" section of a message, in seconds."""
+    [text] = [b["text"]["text"] for b in msg["blocks"] or []
+              if b.get("type") == "section" and b.get("text", {}).get("text", "").startswith("*Closing summary*")]
+    assert "• Detected at <!date^" in text
+    return {k: parse_duration(v) for k, v in re.findall(r"• Time to (notify|diagnose|resolve): ([^\n]+)", text)}
+
+
+def test_resolved_reply_closes_with_summary_consistent_with_measured_figures(s):
+    f = s.figures()
+    [top] = s.slack.top_level("ops")
+    replies = s.slack.replies(top["ts"])
+    # Only the resolved reply (the last one) carries it.
+    assert all("Closing summary" not in text_of(r) for r in replies[:-1])
+    shown = closing_summary(replies[-1])
+    assert set(shown) == {"notify", "diagnose", "resolve"}
+    # The thread record keeps whole seconds, so a figure may be up to a second off
+    # each way; time to resolve is measured by the story to the Slack post, by the
+    # pipeline to the resolution itself.
+    for name in ("notify", "diagnose", "resolve"):
+        assert abs(shown[name] - f[f"time_to_{name}_s"]) <= 2, (name, shown, f)
+    assert shown["notify"] <= shown["diagnose"] <= shown["resolve"]
+    resolved = s.deliveries[-1].notification
+    assert abs(shown["resolve"] - resolved["duration_seconds"]) <= 1
+    # The top-level message, edited to resolved, shows the same figures.
+    assert closing_summary(top) == shown

@@ -13,13 +13,17 @@
 //!    thread.
 //! 3. Record `done` (or release the claim when nothing was posted, so the retry can
 //!    post at once).
+//!
+//! The thread record also keeps the incident's milestones (detected, first posted,
+//! first diagnosis delivered), from which the resolved reply and card render the
+//! closing summary.
 
 use chrono::Utc;
 use shared::error::Retryable;
 use shared::error::Secret;
 use shared::incident::Impact;
 use shared::slack::{
-    render, Destination, Inbound, Mode, RenderOptions, RouteFacts, Target, ThreadIntent,
+    render, Destination, Inbound, Milestones, Mode, RenderOptions, RouteFacts, Target, ThreadIntent,
 };
 use tracing::{info, instrument, warn};
 
@@ -164,6 +168,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 mention: mention(job, ctx),
                 webhook: true,
                 thread_started_at: None,
+                milestones: None,
             };
             ctx.slack
                 .post_webhook(url, &render(job.inbound, &opts), &ctx.budget)
@@ -274,12 +279,18 @@ async fn start_thread(
             return Err(e.into());
         }
     };
+    let posted_at = Utc::now();
     let thread = PostedThread {
         channel: posted.channel,
         ts: posted.ts,
         opened_at: intent.at,
         updated_at: intent.at,
         resolved: intent.resolves,
+        milestones: Milestones {
+            detected_at: intent.starts.then_some(intent.at),
+            notified_at: Some(posted_at),
+            diagnosed_at: is_diagnosis(job).then_some(posted_at),
+        },
     };
     if !ctx
         .store
@@ -290,6 +301,21 @@ async fn start_thread(
     }
     info!(channel = %thread.channel, ts = %thread.ts, "started the incident's thread");
     Ok(Outcome::StartedThread)
+}
+
+fn is_diagnosis(job: &Job<'_>) -> bool {
+    job.facts.event_type == "diagnosed"
+}
+
+/// `thread` with this delivery's milestone added (the first diagnosis delivered,
+/// now), or `None` when it adds none.
+fn stamped(thread: &PostedThread, job: &Job<'_>) -> Option<PostedThread> {
+    if !is_diagnosis(job) || thread.milestones.diagnosed_at.is_some() {
+        return None;
+    }
+    let mut t = thread.clone();
+    t.milestones.diagnosed_at = Some(Utc::now());
+    Some(t)
 }
 
 async fn reply(
@@ -306,6 +332,7 @@ async fn reply(
         mention: mention(job, ctx),
         webhook: false,
         thread_started_at: Some(thread.opened_at),
+        milestones: Some(thread.milestones),
     };
     // Escalations also show in the channel: they may carry the mention.
     let to = PostTo {
@@ -329,19 +356,25 @@ async fn reply(
     Ok(Outcome::Replied)
 }
 
-/// Edits the thread's top-level message to show the state after this message.
+/// Edits the thread's top-level message to show the state after this message, and
+/// records the milestone this message adds.
 async fn update_top_level(
     ctx: &Ctx<'_>,
     job: &Job<'_>,
     token: &Secret<String>,
-    thread: &PostedThread,
+    stored: &PostedThread,
     intent: &ThreadIntent,
     tpk: &str,
 ) -> Result<(), DeliveryError> {
+    let stamp = stamped(stored, job);
+    let thread = stamp.as_ref().unwrap_or(stored);
     // Messages arrive out of order: never show an older state, nor reopen a
     // resolved incident with a late update (a new incident starts a new thread).
     if intent.at < thread.updated_at || (thread.resolved && !intent.resolves) {
         info!("top-level message already shows a newer state, left as is");
+        if stamp.is_some() {
+            save_thread(ctx, tpk, thread).await?;
+        }
         return Ok(());
     }
     let opts = RenderOptions {
@@ -349,6 +382,7 @@ async fn update_top_level(
         mention: None,
         webhook: false,
         thread_started_at: Some(thread.opened_at),
+        milestones: Some(thread.milestones),
     };
     match ctx
         .slack
@@ -372,11 +406,16 @@ async fn update_top_level(
         resolved: intent.resolves,
         ..thread.clone()
     };
+    save_thread(ctx, tpk, &updated).await
+}
+
+/// Writes the thread record back, unless the thread was replaced meanwhile.
+async fn save_thread(ctx: &Ctx<'_>, tpk: &str, thread: &PostedThread) -> Result<(), DeliveryError> {
     if !ctx
         .store
         .put_thread(
             tpk,
-            &updated,
+            thread,
             &ThreadGuard::SameThread(thread.ts.clone()),
             now(),
         )

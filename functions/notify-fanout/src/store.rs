@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use shared::error::{AwsError, Retryable};
+use shared::slack::Milestones;
 
 /// The key of a delivery record.
 pub fn delivery_key(message_id: &str, destination: &str) -> String {
@@ -99,6 +100,9 @@ pub struct PostedThread {
     /// Time of the newest message shown on the top-level message.
     pub updated_at: DateTime<Utc>,
     pub resolved: bool,
+    /// The incident's milestones for the closing summary. Optional attributes:
+    /// items written before they were kept have none.
+    pub milestones: Milestones,
 }
 
 /// The outcome of a claim.
@@ -344,6 +348,17 @@ fn delivery_from_item(pk: &str, item: &Item) -> Result<DeliveryRecord, StoreErro
     })
 }
 
+/// An optional epoch-seconds attribute; absent or unreadable is `None` (a figure
+/// of the closing summary is never worth failing a delivery for).
+fn opt_epoch(item: &Item, k: &str) -> Option<DateTime<Utc>> {
+    get_n(item, k).and_then(|v| DateTime::from_timestamp(v, 0))
+}
+
+/// The attribute names of [`Milestones`] on a thread item.
+const DETECTED_AT: &str = "detected_at";
+const NOTIFIED_AT: &str = "notified_at";
+const DIAGNOSED_AT: &str = "diagnosed_at";
+
 fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
     let lease_until = get_n(item, "lease_until").unwrap_or(0);
     let posted = match get_s(item, "status") {
@@ -362,6 +377,11 @@ fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
                 .and_then(|v| v.as_bool().ok())
                 .copied()
                 .unwrap_or(false),
+            milestones: Milestones {
+                detected_at: opt_epoch(item, DETECTED_AT),
+                notified_at: opt_epoch(item, NOTIFIED_AT),
+                diagnosed_at: opt_epoch(item, DIAGNOSED_AT),
+            },
         }),
         _ => return Err(malformed(pk, "`status` is not pending or posted")),
     };
@@ -494,7 +514,7 @@ impl StateStore for DynamoStore {
         guard: &ThreadGuard,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".to_string(), s(pk)),
             ("status".to_string(), s("posted")),
             ("channel".to_string(), s(&thread.channel)),
@@ -508,6 +528,16 @@ impl StateStore for DynamoStore {
             ("lease_until".to_string(), n(0)),
             ("expires_at".to_string(), n(now + self.thread_ttl_seconds)),
         ]);
+        let m = &thread.milestones;
+        for (k, v) in [
+            (DETECTED_AT, m.detected_at),
+            (NOTIFIED_AT, m.notified_at),
+            (DIAGNOSED_AT, m.diagnosed_at),
+        ] {
+            if let Some(v) = v {
+                item.insert(k.to_string(), n(v.timestamp()));
+            }
+        }
         let old = match guard {
             ThreadGuard::OwnClaim(lease) => {
                 self.put_if(
@@ -680,6 +710,64 @@ mod tests {
             ("C1", "1700000000.000100", true)
         );
         assert_eq!(p.opened_at.timestamp(), 1_700_000_000);
+        // An item written before milestones were kept reads without them.
+        assert_eq!(p.milestones, Milestones::default());
+    }
+
+    #[tokio::test]
+    async fn thread_milestones_round_trip_as_optional_epoch_attributes() {
+        let put = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                item["detected_at"] == n(1_700_000_000)
+                    && item["notified_at"] == n(1_700_000_012)
+                    && !item.contains_key("diagnosed_at")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let get = mock!(Client::get_item).then_output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(HashMap::from([
+                    ("pk".to_string(), s("thread#k#d")),
+                    ("status".to_string(), s("posted")),
+                    ("channel".to_string(), s("C1")),
+                    ("ts".to_string(), s("1.0")),
+                    ("opened_at".to_string(), n(1_700_000_000)),
+                    ("updated_at".to_string(), n(1_700_000_100)),
+                    ("detected_at".to_string(), n(1_700_000_000)),
+                    ("notified_at".to_string(), n(1_700_000_012)),
+                    ("diagnosed_at".to_string(), n(1_700_000_090)),
+                ])))
+                .build()
+        });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&put, &get]);
+        let st = store(client);
+        let ts = |v| DateTime::from_timestamp(v, 0);
+        let thread = PostedThread {
+            channel: "C1".into(),
+            ts: "1.0".into(),
+            opened_at: ts(1_700_000_000).unwrap(),
+            updated_at: ts(1_700_000_000).unwrap(),
+            resolved: false,
+            milestones: Milestones {
+                detected_at: ts(1_700_000_000),
+                notified_at: ts(1_700_000_012),
+                diagnosed_at: None,
+            },
+        };
+        assert!(st
+            .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim(5), 1)
+            .await
+            .unwrap());
+        let back = st.get_thread("thread#k#d").await.unwrap().unwrap();
+        assert_eq!(
+            back.posted.unwrap().milestones,
+            Milestones {
+                detected_at: ts(1_700_000_000),
+                notified_at: ts(1_700_000_012),
+                diagnosed_at: ts(1_700_000_090),
+            }
+        );
+        assert_eq!((put.num_calls(), get.num_calls()), (1, 1));
     }
 
     #[tokio::test]
@@ -714,6 +802,7 @@ mod tests {
             opened_at: DateTime::from_timestamp(100, 0).unwrap(),
             updated_at: DateTime::from_timestamp(200, 0).unwrap(),
             resolved: true,
+            milestones: Milestones::default(),
         };
         let saved = store(client)
             .put_thread(

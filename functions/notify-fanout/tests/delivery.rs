@@ -391,6 +391,83 @@ async fn resolve_replies_and_edits_top_level_to_resolved_with_duration() {
 }
 
 #[tokio::test]
+async fn thread_records_milestones_and_resolution_closes_with_the_summary() {
+    let w = World::bot_only().await;
+    let tk = thread_key(INCIDENT_KEY, "oncall");
+    let milestones = || w.store.thread(&tk).unwrap().posted.unwrap().milestones;
+    let before = chrono::Utc::now().timestamp();
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    let opened = milestones();
+    assert_eq!(opened.detected_at, Some(t("2026-11-25T10:01:00Z")));
+    let notified = opened.notified_at.unwrap().timestamp();
+    assert!((before..=chrono::Utc::now().timestamp()).contains(&notified));
+    assert_eq!(opened.diagnosed_at, None);
+
+    // An update is no diagnosis; the first diagnosis is stamped, a second one is not.
+    w.run(&incident_event(
+        "m-2",
+        &incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:02:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(milestones().diagnosed_at, None);
+    let before = chrono::Utc::now().timestamp();
+    w.run(&incident_event(
+        "m-3",
+        &incident(EventType::Diagnosed, Impact::HIGH, "2026-11-25T10:04:30Z"),
+    ))
+    .await
+    .unwrap();
+    let diagnosed = milestones().diagnosed_at.unwrap();
+    assert!((before..=chrono::Utc::now().timestamp()).contains(&diagnosed.timestamp()));
+    w.run(&incident_event(
+        "m-4",
+        &incident(EventType::Diagnosed, Impact::HIGH, "2026-11-25T10:05:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(milestones().diagnosed_at, Some(diagnosed));
+    assert_eq!(milestones().notified_at, opened.notified_at);
+
+    let mut resolved = incident(EventType::Resolved, Impact::HIGH, "2026-11-25T10:33:10Z");
+    resolved.duration_seconds = Some(1930);
+    w.run(&incident_event("m-5", &resolved)).await.unwrap();
+    let figure = |at: chrono::DateTime<chrono::Utc>| {
+        shared::notification::format_duration(
+            u64::try_from((at - t("2026-11-25T10:01:00Z")).num_seconds()).unwrap(),
+        )
+    };
+    let expected = format!(
+        "*Closing summary*\n• Detected at <!date^1795600860^{{date_short_pretty}} {{time}}|2026-11-25 10:01 UTC>\n• Time to notify: {}\n• Time to diagnose: {}\n• Time to resolve: 32m 10s",
+        figure(opened.notified_at.unwrap()),
+        figure(diagnosed),
+    );
+    let posts = w.fake.requests_to(POST);
+    let reply = &posts.last().unwrap().body;
+    assert_eq!(
+        reply["blocks"][1]["text"]["text"],
+        expected.as_str(),
+        "{reply}"
+    );
+    let updates = w.fake.requests_to(UPDATE);
+    let card = &updates.last().unwrap().body;
+    assert_eq!(
+        card["blocks"][2]["text"]["text"],
+        expected.as_str(),
+        "{card}"
+    );
+    // Earlier replies carry no closing summary.
+    assert!(posts[..posts.len() - 1]
+        .iter()
+        .all(|p| !all_text(&p.body).contains("Closing summary")));
+}
+
+#[tokio::test]
 async fn new_incident_after_resolution_starts_a_new_thread() {
     let w = World::bot_only().await;
     w.run(&incident_event(

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
 use super::inbound::{Inbound, SnsMessage};
-use super::render::{render, Mode, RenderOptions};
+use super::render::{render, Milestones, Mode, RenderOptions};
 use super::settings::Mention;
 use crate::incident::Impact;
 use crate::notification::{
@@ -189,15 +189,22 @@ fn golden_incident_diagnosed_thread_reply() {
 #[test]
 fn golden_incident_resolved_reply_and_top_level_update() {
     let started = Some(t("2026-11-25T10:01:02Z"));
+    let milestones = Some(Milestones {
+        detected_at: Some(t("2026-11-25T10:01:00Z")),
+        notified_at: Some(t("2026-11-25T10:01:02Z")),
+        diagnosed_at: Some(t("2026-11-25T10:04:31Z")),
+    });
     let reply = RenderOptions {
         mode: Mode::Reply,
         thread_started_at: started,
+        milestones,
         ..Default::default()
     };
     check_golden("incident-resolved-reply", &ours(&resolved()), &reply);
     let card = RenderOptions {
         mode: Mode::Card,
         thread_started_at: started,
+        milestones,
         ..Default::default()
     };
     check_golden("incident-resolved-card", &ours(&resolved()), &card);
@@ -415,6 +422,12 @@ fn all_modes(inbound: &Inbound) -> Result<(), TestCaseError> {
                 mention: Some(&mention),
                 webhook,
                 thread_started_at: Some(t("2000-01-01T00:00:00Z")),
+                // Far apart and out of order: figures saturate, never overflow.
+                milestones: Some(Milestones {
+                    detected_at: Some(t("2100-01-01T00:00:00Z")),
+                    notified_at: Some(t("1970-01-01T00:00:00Z")),
+                    diagnosed_at: None,
+                }),
             };
             let msg = render(inbound, &opts);
             prop_assert!(

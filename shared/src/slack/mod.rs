@@ -15,6 +15,6 @@ mod golden_tests;
 
 pub use blocks::{Block, Message};
 pub use inbound::{Inbound, RouteFacts, SnsMessage, ThreadIntent};
-pub use render::{render, Mode, RenderOptions};
+pub use render::{render, ClosingFigures, Milestones, Mode, RenderOptions};
 pub use route::{Route, Routing, RoutingError};
 pub use settings::{Destination, Mention, SettingsError, SlackSettings, Target};

@@ -42,6 +42,50 @@ pub struct RenderOptions<'a> {
     pub webhook: bool,
     /// When the thread's first message was posted (raw alarms: their duration).
     pub thread_started_at: Option<DateTime<Utc>>,
+    /// What the thread recorded of the incident's milestones: given, a resolved
+    /// incident's reply and card close with a summary of them.
+    pub milestones: Option<Milestones>,
+}
+
+/// When the incident was detected, first told to people, and diagnosed, as the
+/// destination's thread recorded them (notify-fanout's thread record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Milestones {
+    /// The opening notification's `occurred_at`.
+    pub detected_at: Option<DateTime<Utc>>,
+    /// When the thread's first message was posted.
+    pub notified_at: Option<DateTime<Utc>>,
+    /// When the first diagnosis was delivered to the thread.
+    pub diagnosed_at: Option<DateTime<Utc>>,
+}
+
+/// The closing figures of a resolved incident, in seconds from its detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosingFigures {
+    pub detected_at: DateTime<Utc>,
+    pub time_to_notify: Option<u64>,
+    pub time_to_diagnose: Option<u64>,
+    pub time_to_resolve: u64,
+}
+
+impl Milestones {
+    /// The figures of an incident resolved at `resolved_at`. Detection falls back to
+    /// `opened_at` for threads recorded before milestones were kept; without either
+    /// there is nothing to measure from. Clock skew never yields a negative figure.
+    pub fn figures(
+        &self,
+        opened_at: Option<DateTime<Utc>>,
+        resolved_at: DateTime<Utc>,
+    ) -> Option<ClosingFigures> {
+        let detected_at = self.detected_at.or(opened_at)?;
+        let since = |t: DateTime<Utc>| u64::try_from((t - detected_at).num_seconds()).unwrap_or(0);
+        Some(ClosingFigures {
+            detected_at,
+            time_to_notify: self.notified_at.map(since),
+            time_to_diagnose: self.diagnosed_at.map(since),
+            time_to_resolve: since(resolved_at),
+        })
+    }
 }
 
 /// Renders `inbound`. The result is within every Slack limit; should a bug break
@@ -293,6 +337,31 @@ fn timeline(b: &mut MessageBuilder, n: &Notification) {
     b.section(m);
 }
 
+/// The "Closing summary" section of a resolved incident, when the thread kept its
+/// milestones.
+fn closing_summary(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
+    if n.status != IncidentStatus::Resolved {
+        return;
+    }
+    let Some(f) = opts
+        .milestones
+        .and_then(|m| m.figures(n.opened_at.or(opts.thread_started_at), n.occurred_at))
+    else {
+        return;
+    };
+    let figure = |d: Option<u64>| d.map_or_else(|| "not recorded".to_string(), format_duration);
+    let mut m = section();
+    m.syntax("*Closing summary*\n• Detected at ")
+        .syntax(&when(f.detected_at))
+        .syntax("\n• Time to notify: ")
+        .syntax(&figure(f.time_to_notify))
+        .syntax("\n• Time to diagnose: ")
+        .syntax(&figure(f.time_to_diagnose))
+        .syntax("\n• Time to resolve: ")
+        .syntax(&format_duration(f.time_to_resolve));
+    b.section(m);
+}
+
 fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
     let mut b = MessageBuilder::new();
     let (icon, word) = match opts.mode {
@@ -352,6 +421,8 @@ fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
             }
             what_fired(&mut s, n);
             b.section(s);
+            // Before findings, so the 50-block cut never takes it.
+            closing_summary(&mut b, n, opts);
             findings(&mut b, n);
             bullet_section(&mut b, "Next steps", &n.next_steps);
             timeline(&mut b, n);
@@ -377,6 +448,7 @@ fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
             };
             s.text(&n.summary);
             b.section(s);
+            closing_summary(&mut b, n, opts);
             b.fields(incident_fields(n, opts));
             b.links(&incident_links(n));
         }
@@ -699,6 +771,121 @@ mod tests {
         let msg = render(&parse("   "), &RenderOptions::default());
         assert!(msg.limit_violations().is_empty());
         assert_eq!(msg.blocks.len(), 1);
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn resolved_vpn_incident() -> Inbound {
+        let mut n = crate::slack::golden_tests::vpn_incident(EventType::Resolved);
+        n.status = IncidentStatus::Resolved;
+        n.occurred_at = at("2026-11-25T10:33:10Z");
+        n.findings = vec![];
+        Inbound::Incident(Box::new(n))
+    }
+
+    fn milestones() -> Milestones {
+        Milestones {
+            detected_at: Some(at("2026-11-25T10:01:00Z")),
+            notified_at: Some(at("2026-11-25T10:01:12Z")),
+            diagnosed_at: Some(at("2026-11-25T10:04:30Z")),
+        }
+    }
+
+    fn section_texts(msg: &Message) -> Vec<String> {
+        serde_json::to_value(&msg.blocks)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn milestones_figures_measure_from_detection() {
+        let f = milestones()
+            .figures(None, at("2026-11-25T10:33:10Z"))
+            .unwrap();
+        assert_eq!(
+            f,
+            ClosingFigures {
+                detected_at: at("2026-11-25T10:01:00Z"),
+                time_to_notify: Some(12),
+                time_to_diagnose: Some(210),
+                time_to_resolve: 1930,
+            }
+        );
+    }
+
+    #[test]
+    fn milestones_of_an_old_thread_fall_back_to_opened_at_and_saturate() {
+        let old = Milestones::default();
+        assert_eq!(old.figures(None, at("2026-11-25T10:33:10Z")), None);
+        let f = old
+            .figures(Some(at("2026-11-25T10:00:00Z")), at("2026-11-25T10:01:05Z"))
+            .unwrap();
+        assert_eq!(
+            (f.time_to_notify, f.time_to_diagnose, f.time_to_resolve),
+            (None, None, 65)
+        );
+        let skewed = Milestones {
+            detected_at: Some(at("2026-11-25T10:00:10Z")),
+            notified_at: Some(at("2026-11-25T10:00:09Z")),
+            diagnosed_at: None,
+        };
+        let f = skewed.figures(None, at("2026-11-25T10:00:00Z")).unwrap();
+        assert_eq!((f.time_to_notify, f.time_to_resolve), (Some(0), 0));
+    }
+
+    #[test]
+    fn resolved_reply_and_card_close_with_the_summary_figures() {
+        for mode in [Mode::Reply, Mode::Card] {
+            let opts = RenderOptions {
+                mode,
+                milestones: Some(milestones()),
+                ..Default::default()
+            };
+            let msg = render(&resolved_vpn_incident(), &opts);
+            assert!(msg.limit_violations().is_empty());
+            let expected = "*Closing summary*\n• Detected at <!date^1795600860^{date_short_pretty} {time}|2026-11-25 10:01 UTC>\n• Time to notify: 12s\n• Time to diagnose: 3m 30s\n• Time to resolve: 32m 10s";
+            assert!(
+                section_texts(&msg).iter().any(|t| t == expected),
+                "{mode:?}: {:?}",
+                section_texts(&msg)
+            );
+        }
+    }
+
+    #[test]
+    fn closing_summary_says_what_was_not_recorded_and_only_when_resolved() {
+        let partial = Milestones {
+            diagnosed_at: None,
+            ..milestones()
+        };
+        let opts = RenderOptions {
+            mode: Mode::Reply,
+            milestones: Some(partial),
+            ..Default::default()
+        };
+        let texts = section_texts(&render(&resolved_vpn_incident(), &opts));
+        assert!(texts
+            .iter()
+            .any(|t| t.contains("• Time to diagnose: not recorded\n")));
+
+        let open = Inbound::Incident(Box::new(crate::slack::golden_tests::vpn_incident(
+            EventType::Diagnosed,
+        )));
+        let texts = section_texts(&render(&open, &opts));
+        assert!(texts.iter().all(|t| !t.contains("Closing summary")));
+        // Without milestones (webhooks, raw alarms) there is no closing summary.
+        let none = RenderOptions {
+            mode: Mode::Reply,
+            ..Default::default()
+        };
+        let texts = section_texts(&render(&resolved_vpn_incident(), &none));
+        assert!(texts.iter().all(|t| !t.contains("Closing summary")));
     }
 
     #[test]
