@@ -12,6 +12,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod logging;
 pub mod notification;
+pub mod publish;
 pub mod slack;
 pub mod state;
 pub mod text;

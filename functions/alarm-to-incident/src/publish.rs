@@ -3,8 +3,7 @@
 //! subscription filters.
 
 use async_trait::async_trait;
-use aws_sdk_sns::types::MessageAttributeValue;
-use shared::error::{AwsError, AwsFailure};
+use shared::error::AwsError;
 use shared::notification::Notification;
 
 /// Where notifications go.
@@ -33,30 +32,7 @@ impl SnsPublisher {
 #[async_trait]
 impl Publisher for SnsPublisher {
     async fn publish(&self, notification: &Notification) -> Result<String, AwsError> {
-        let mut req = self
-            .client
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .message(notification.to_chatbot().to_string());
-        for (name, value) in notification.message_attributes() {
-            let attr = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| AwsError {
-                    service: "sns",
-                    operation: "Publish",
-                    failure: AwsFailure::Rejected,
-                    code: None,
-                    message: format!("could not build message attribute {name}: {e}"),
-                })?;
-            req = req.message_attributes(name, attr);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("sns", "Publish", e))?;
-        Ok(out.message_id().unwrap_or_default().to_string())
+        shared::publish::publish_notification(&self.client, &self.topic_arn, notification).await
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sns::types::MessageAttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -267,25 +266,7 @@ pub async fn publish(
     topic: &str,
     n: &Notification,
 ) -> Result<String, AwsError> {
-    let mut request = sns
-        .publish()
-        .topic_arn(topic)
-        .message(n.to_chatbot().to_string());
-    for (name, value) in n.message_attributes() {
-        // Cannot fail: the data type, the only required field, is set.
-        if let Ok(attr) = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-        {
-            request = request.message_attributes(name, attr);
-        }
-    }
-    let out = request
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("sns", "Publish", e))?;
-    Ok(out.message_id().unwrap_or("without id").to_string())
+    shared::publish::publish_notification(sns, topic, n).await
 }
 
 #[cfg(test)]
