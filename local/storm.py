@@ -244,10 +244,11 @@ def drain_notifications(s: Story, result: StormResult) -> None:
 
 
 def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int = 10,
-              drain_every: int = 1) -> StormResult:
+              drain_every: int = 1, slack_faults: list[dict] | None = None) -> StormResult:
     """Runs the storm (OpsCenter backend; the runbooks SSM would start are not run:
     the diagnosis is the story's subject, not the storm's). The notification queue is
-    delivered to notify-fanout every `drain_every` alarm events, in publish order."""
+    delivered to notify-fanout every `drain_every` alarm events, in publish order.
+    `slack_faults`: `SlackSink.inject` arguments applied before the first event."""
     plan = plan_storm(n_events, n_vpns, seed)
     procs = story.Processes()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +259,8 @@ def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int =
         result = StormResult(plan, expected_outcome(plan.deliveries), s)
         try:
             s.setup()
+            for f in slack_faults or []:
+                s.slack.inject(**f)
             started = time.monotonic()
             a2i = s.functions["alarm-to-incident"]
             for n, d in enumerate(plan.deliveries, 1):
