@@ -217,8 +217,9 @@ class StormResult:
         }
 
 
-def drain_notifications(s: Story, result: StormResult) -> None:
-    """Delivers what is queued, in publish order (SNS timestamp, then the queue's)."""
+def drain_notifications(s: Story, result: StormResult, shuffle: random.Random | None = None) -> None:
+    """Delivers what is queued, in publish order (SNS timestamp, then the queue's), or
+    in a seeded random order when `shuffle` is given."""
     sqs = s.moto.client("sqs")
     while True:
         messages: list[dict] = []
@@ -231,6 +232,8 @@ def drain_notifications(s: Story, result: StormResult) -> None:
         if not messages:
             return
         messages.sort(key=lambda m: (json.loads(m["Body"])["Timestamp"], int(m["Attributes"]["SentTimestamp"])))
+        if shuffle is not None:  # SNS -> Lambda does not keep the order: deliver a batch shuffled
+            shuffle.shuffle(messages)
         for m in messages:
             body = json.loads(m["Body"])
             attrs = body.get("MessageAttributes", {})
@@ -244,11 +247,13 @@ def drain_notifications(s: Story, result: StormResult) -> None:
 
 
 def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int = 10,
-              drain_every: int = 1, slack_faults: list[dict] | None = None) -> StormResult:
+              drain_every: int = 1, slack_faults: list[dict] | None = None,
+              shuffled: bool = False) -> StormResult:
     """Runs the storm (OpsCenter backend; the runbooks SSM would start are not run:
     the diagnosis is the story's subject, not the storm's). The notification queue is
     delivered to notify-fanout every `drain_every` alarm events, in publish order.
-    `slack_faults`: `SlackSink.inject` arguments applied before the first event."""
+    `slack_faults`: `SlackSink.inject` arguments applied before the first event.
+    `shuffled`: each batch of notifications is delivered in a random (seeded) order."""
     plan = plan_storm(n_events, n_vpns, seed)
     procs = story.Processes()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,6 +266,7 @@ def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int =
             s.setup()
             for f in slack_faults or []:
                 s.slack.inject(**f)
+            shuffle = random.Random(seed) if shuffled else None
             started = time.monotonic()
             a2i = s.functions["alarm-to-incident"]
             for n, d in enumerate(plan.deliveries, 1):
@@ -268,8 +274,8 @@ def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int =
                 if not inv.ok:
                     result.alarm_failures.append({"delivery": n, "result": inv.result})
                 if n % drain_every == 0:
-                    drain_notifications(s, result)
-            drain_notifications(s, result)
+                    drain_notifications(s, result, shuffle)
+            drain_notifications(s, result, shuffle)
             result.seconds = time.monotonic() - started
         finally:
             try:
@@ -289,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=10)
     ap.add_argument("--drain-every", type=int, default=1,
                     help="alarm events between deliveries of the queued notifications")
+    ap.add_argument("--shuffled", action="store_true",
+                    help="deliver each batch of notifications in a random order (as SNS may)")
     ap.add_argument("--out", type=Path, default=story.ROOT / ".demo" / "storm")
     args = ap.parse_args(argv)
-    r = run_storm(args.out, args.events, args.vpns, args.seed, args.drain_every)
+    r = run_storm(args.out, args.events, args.vpns, args.seed, args.drain_every, shuffled=args.shuffled)
     print(json.dumps(r.figures(), indent=2, default=str))
     return 0
 

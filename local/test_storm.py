@@ -111,3 +111,27 @@ def test_one_top_level_slack_message_per_incident(result):
 def test_slack_rate_about_one_message_per_second_per_channel(result):
     rate = result.slack_rate()
     assert all(r["max_in_1s"] <= 2 for r in rate.values()), rate
+
+
+def top_level_by_incident(r: storm.StormResult) -> tuple[Counter, int]:
+    """Top-level #ops messages per OpsItem, and how many show a status other than the incident's."""
+    items = r.story.emulator.ops_items
+    tops, wrong = Counter(), 0
+    for m in r.story.slack.top_level("ops"):
+        [oid] = set(re.findall(r"OpsCenter (oi-[0-9a-f]{12})", json.dumps(m["blocks"])))
+        tops[oid] += 1
+        wrong += ("RESOLVED" in m["text"]) != (items[oid]["Status"] == "Resolved")
+    return tops, wrong
+
+
+@pytest.mark.xfail(strict=True, reason="finding (issue 10): notifications of one incident delivered out of order "
+                                       "(resolved before opened, as SNS -> Lambda may) start a second top-level "
+                                       "message for the incident; notify-fanout keys threads by incident key and "
+                                       "'a resolved thread means a new incident', not by the incident reference")
+def test_shuffled_notification_batches_keep_one_top_level_message_per_incident(tmp_path):
+    r = storm.run_storm(tmp_path, N_EVENTS, N_VPNS, seed=10, drain_every=25, shuffled=True)
+    assert r.alarm_failures == [] and r.notify_failures == []
+    tops, wrong = top_level_by_incident(r)
+    print(f"\nshuffled batches: {len(r.story.emulator.ops_items)} incidents, {sum(tops.values())} top-level, "
+          f"{sum(v > 1 for v in tops.values())} with more than one, {wrong} showing the wrong status")
+    assert dict(tops) == {oid: 1 for oid in r.story.emulator.ops_items} and wrong == 0
