@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import story  # noqa: E402
-from story import ACCOUNT, REGION, Story, iso_alarm, load_event, sns_lambda_event  # noqa: E402
+from story import ACCOUNT, REGION, Story, sns_lambda_event  # noqa: E402
 
 ANY, BOTH = "any", "both"
 

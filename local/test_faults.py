@@ -23,8 +23,6 @@ import pytest
 import story
 import storm
 
-DEAD = None  # a closed loopback port, set by the fixture
-
 
 def closed_port_url() -> str:
     s = socket.socket()
