@@ -370,7 +370,11 @@ async fn update_top_level(
     let thread = stamp.as_ref().unwrap_or(stored);
     // Messages arrive out of order: never show an older state, nor reopen a
     // resolved incident with a late update (a new incident starts a new thread).
-    if intent.at < thread.updated_at || (thread.resolved && !intent.resolves) {
+    // The resolution is the incident's last state whatever its time: it may come
+    // from an alarm whose state changed before another alarm's later update (an
+    // alarm storm showed the top-level message left OPEN after the resolution).
+    let resolves_now = intent.resolves && !thread.resolved;
+    if (intent.at < thread.updated_at && !resolves_now) || (thread.resolved && !intent.resolves) {
         info!("top-level message already shows a newer state, left as is");
         if stamp.is_some() {
             save_thread(ctx, tpk, thread).await?;

@@ -763,3 +763,50 @@ async fn not_an_sns_event_is_non_retryable_bad_input_and_nothing_is_sent() {
     assert_eq!(err.lambda_error_type(), "NonRetryable.BadInput");
     assert!(w.fake.requests().is_empty());
 }
+
+/// Regression (issue 10, alarm storm): the resolution may carry an earlier time than
+/// the update before it (the both-tunnels alarm's OK changed before the any-tunnel
+/// alarm's OK was applied). It still edits the top-level message to resolved.
+#[tokio::test]
+async fn resolution_older_than_the_last_update_still_edits_top_level_to_resolved() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    w.run(&incident_event(
+        "m-2",
+        &incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:20:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(w.fake.requests_to(UPDATE).len(), 1);
+    let mut resolved = incident(EventType::Resolved, Impact::HIGH, "2026-11-25T10:15:00Z");
+    resolved.duration_seconds = Some(840);
+    w.run(&incident_event("m-3", &resolved)).await.unwrap();
+
+    let updates = w.fake.requests_to(UPDATE);
+    assert_eq!(updates.len(), 2);
+    assert_eq!(
+        header(&updates[1].body),
+        "✅ RESOLVED · Impact 2 (High) · VPN connection vpn-0a1b2c3d4e5f67890 is DOWN"
+    );
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert!(thread.resolved);
+
+    // An update older than the resolution, arriving after it, leaves it resolved.
+    w.run(&incident_event(
+        "m-4",
+        &incident(EventType::Updated, Impact::HIGH, "2026-11-25T10:10:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(w.fake.requests_to(UPDATE).len(), 2);
+}
