@@ -46,6 +46,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "local"))
+sys.path.insert(0, str(BENCH))
 
 from emulator import Emulator, endpoint_env  # noqa: E402
 from runtime_api import RuntimeApi  # noqa: E402
@@ -53,6 +54,8 @@ from slack_sink import SlackSink  # noqa: E402
 from story import (  # noqa: E402
     ACCOUNT, REGION, AUTOMATION_ROLE, RUNBOOK, TUNNEL_1, TUNNEL_2, VPN, Moto, Processes, RunbookRunner,
     load_event, tunnel_log)
+
+import nodelay  # noqa: E402  (bench/nodelay.py)
 
 FUNCTIONS = ("alarm-to-incident", "notify-fanout", "vpn-troubleshoot")
 # Budgets of DESIGN.md section 8.
@@ -193,10 +196,19 @@ class VpnIds:
 
 # ================================================================ the local world
 
+class NoDelayProcesses(Processes):
+    """Processes of local/story.py, with moto_server run under bench/nodelay.py."""
+
+    def start(self, name, argv, env, log_path):  # noqa: ANN001
+        if name == "moto_server" and argv[1:3] == ["-m", "moto.server"]:
+            argv = [argv[0], str(BENCH / "nodelay.py"), "moto.server", *argv[3:]]
+        return super().start(name, argv, env, log_path)
+
+
 class World:
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, nodelay_servers: bool = True):
         self.out = out
-        self.procs = Processes()
+        self.procs = NoDelayProcesses() if nodelay_servers else Processes()
         self.moto = Moto(self.procs, out / "moto_server.log")
         self.emulator: Emulator | None = None
         self.slack: SlackSink | None = None
@@ -571,7 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="subjects to measure (default: all)")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--bin-dir", type=Path, help="function binaries (default $CARGO_TARGET_DIR/release)")
+    ap.add_argument("--keep-nagle", action="store_true",
+                    help="leave the local servers' Nagle/delayed-ACK stall in (see bench/nodelay.py)")
     args = ap.parse_args(argv)
+    if not args.keep_nagle:
+        nodelay.install()
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     release = args.bin_dir or target / "release"
     if not args.no_build:
@@ -607,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [s for s in subjects if s.key in args.only]
     out = Path(tempfile.mkdtemp(prefix="incident-bench-"))
     pycache = out / "pycache"
-    world = World(out)
+    world = World(out, nodelay_servers=not args.keep_nagle)
     cold, warm = {}, {}
     try:
         world.start()
