@@ -104,6 +104,15 @@ def vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Process:
     """One function process (Rust binary or `python -m awslambdaric`) and its Runtime API."""
 
@@ -329,11 +338,15 @@ def measure_warm(world: World, s: Subject, events: int, out: Path, pycache: Path
     p = Process(s.key, s.argv, child_env(world, s, pycache), s.cwd, out / "logs" / f"{s.key}-warm.log")
     try:
         p.wait_ready()
+        cpu0 = cpu_seconds(p.proc.pid)
         lat = [p.invoke(s.events(i, "warm")) for i in range(events)]
+        cpu1 = cpu_seconds(p.proc.pid)
         peak = p.peak_rss_mib()
     finally:
         p.stop()
-    return {"latency_ms": summary(lat), "after_first_ms": summary(lat[1:]), "peak_rss_mib": peak}
+    cpu = (cpu1 - cpu0) * 1000 / events if cpu0 is not None and cpu1 is not None else None
+    return {"latency_ms": summary(lat), "after_first_ms": summary(lat[1:]), "peak_rss_mib": peak,
+            "cpu_ms_per_event": cpu}
 
 
 # ================================================================ sizes, features, criterion
@@ -343,7 +356,8 @@ def sizes(release: Path) -> dict[str, dict]:
     for name in FUNCTIONS:
         binary = release / name
         if not binary.exists():
-            raise BenchError(f"{binary} is missing: run `cargo build --release --workspace --bins --locked`")
+            out[name] = {"missing": str(binary)}
+            continue
         with tempfile.TemporaryDirectory() as d:
             z = Path(d) / "bootstrap.zip"
             with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
@@ -432,7 +446,11 @@ def machine() -> dict[str, str]:
     commit = cmd("git", "rev-parse", "--short=12", "HEAD")
     if cmd("git", "status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem, "kernel": platform.release(),
+    try:
+        load = " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    return {"load": load, "cpu": cpu, "cores": str(os.cpu_count()), "memory": mem, "kernel": platform.release(),
             "os": platform.platform(), "rustc": cmd("rustc", "-V"), "python": platform.python_version(),
             "awslambdaric": _version("awslambdaric"), "boto3": _version("boto3"), "commit": commit,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -469,7 +487,7 @@ def write_results(path: Path, data: dict) -> None:
     a(f"Written by `make bench` (`bench/run.py`) on {m['date']}, commit `{m['commit']}`.")
     a("")
     a(f"- Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs), {m['memory']} RAM, "
-      f"Linux {m['kernel']}")
+      f"Linux {m['kernel']}, load average at the end of the run {m['load']} (1/5/15 min)")
     a(f"- Toolchain: {m['rustc']}; release profile: opt-level 3, fat LTO, 1 codegen unit, symbols stripped, "
       f"x86_64 (see *Size* for why not arm64)")
     a(f"- Python reference: CPython {m['python']}, awslambdaric {m['awslambdaric']}, boto3 {m['boto3']}")
@@ -505,21 +523,27 @@ def write_results(path: Path, data: dict) -> None:
     a(f"Per-event latency over {args['warm_events']} events (event handed over to response posted, including "
       "the local AWS and Slack round trips of each event). Peak RSS = VmHWM after the run.")
     a("")
-    a("| function | median (ms) | p99 (ms) | max (ms) | peak RSS (MiB) |")
-    a("|---|---|---|---|---|")
+    a("CPU per event = the function process's own user + system CPU time over the run (from "
+      "`/proc/<pid>/stat`) divided by the events: its handler work without the waiting on the network.")
+    a("")
+    a("| function | median (ms) | p99 (ms) | max (ms) | CPU per event (ms) | peak RSS (MiB) |")
+    a("|---|---|---|---|---|---|")
     for key, r in warm.items():
         lat = r["latency_ms"]
         rust = not key.startswith("py-")
         bw = f" {mark(lat['median'], BUDGET['warm_ms'])}" if rust else ""
         br = f" {mark(r['peak_rss_mib'], BUDGET['rss_mib'])}" if rust else ""
-        a(f"| {data['labels'][key]} | {fmt_ms(lat['median'])}{bw} | {fmt_ms(lat['p99'])} | {fmt_ms(lat['max'])} | "
-          f"{r['peak_rss_mib']:.1f}{br} |")
+        cpu = r.get("cpu_ms_per_event")
+        bc = f" {mark(cpu, BUDGET['warm_ms'])}" if rust and cpu is not None else ""
+        shown = "?" if cpu is None else fmt_ms(cpu)
+        a(f"| {data['labels'][key]} | {fmt_ms(lat['median'])} | {fmt_ms(lat['p99'])} | {fmt_ms(lat['max'])} | "
+          f"{shown}{bc} | {r['peak_rss_mib']:.1f}{br} |")
     a("")
     a("## Rust vs Python (how many times the Python reference's figure is the Rust one's)")
     a("")
     a("| pair (same events, same endpoints) | init (median) | first invocation (median) | "
-      "cold total (median) | warm median | warm p99 | peak RSS (warm) |")
-    a("|---|---|---|---|---|---|---|")
+      "cold total (median) | warm median | warm p99 | CPU per warm event | peak RSS (warm) |")
+    a("|---|---|---|---|---|---|---|---|")
     for rust_key, py_key in data["pairs"]:
         if rust_key in cold and py_key in cold and rust_key in warm and py_key in warm:
             rc, pc, rw, pw = cold[rust_key], cold[py_key], warm[rust_key], warm[py_key]
@@ -528,6 +552,7 @@ def write_results(path: Path, data: dict) -> None:
               f"{ratio(pc['total_ms']['median'], rc['total_ms']['median'])} | "
               f"{ratio(pw['latency_ms']['median'], rw['latency_ms']['median'])} | "
               f"{ratio(pw['latency_ms']['p99'], rw['latency_ms']['p99'])} | "
+              f"{ratio(pw['cpu_ms_per_event'] or 0, rw['cpu_ms_per_event'] or 0)} | "
               f"{ratio(pw['peak_rss_mib'], rw['peak_rss_mib'])} |")
     a("")
     a("## Size (x86_64 stand-in for arm64)")
@@ -539,6 +564,9 @@ def write_results(path: Path, data: dict) -> None:
     a("| function | stripped binary (MiB) | zip (MiB) |")
     a("|---|---|---|")
     for name, s in size.items():
+        if "missing" in s:
+            a(f"| {name} | not built ({s['missing']}) | - |")
+            continue
         a(f"| {name} | {s['binary_bytes'] / 2**20:.2f} | {s['zip_bytes'] / 2**20:.2f} "
           f"{mark(s['zip_bytes'] / 2**20, BUDGET['zip_mib'])} |")
     a("")
