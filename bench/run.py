@@ -559,7 +559,7 @@ def write_results(path: Path, data: dict) -> None:
     a("")
     a("This machine has no aarch64 standard library and rustup cannot download one, so "
       "`cargo lambda build --release --arm64` cannot run here. The figures are the x86_64 release build with "
-      "the same profile; arm64 binaries of the same code are usually within about 10 % of them.")
+      "the same profile; the arm64 build of the same code is expected to be of similar size but was not measured.")
     a("")
     a("| function | stripped binary (MiB) | zip (MiB) |")
     a("|---|---|---|")
