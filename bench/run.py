@@ -410,6 +410,11 @@ def run_criterion(target_dir: Path) -> dict[str, float]:
            "--warm-up-time", "1", "--measurement-time", "2", "--noplot"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
+    return read_criterion(target_dir)
+
+
+def read_criterion(target_dir: Path) -> dict[str, float]:
+    """Median ns per iteration of every benchmark criterion saved."""
     results = {}
     base = target_dir / "criterion"
     for est in sorted(base.glob("**/new/estimates.json")):
@@ -613,7 +618,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bin-dir", type=Path, help="function binaries (default $CARGO_TARGET_DIR/release)")
     ap.add_argument("--keep-nagle", action="store_true",
                     help="leave the local servers' Nagle/delayed-ACK stall in (see bench/nodelay.py)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite RESULTS.md from bench/results.json, adding the criterion figures found "
+                         "in $CARGO_TARGET_DIR/criterion (after `cargo bench -p incident-shared --bench pure`)")
     args = ap.parse_args(argv)
+    if args.render_only:
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+        data = json.loads((args.out.parent / "results.json").read_text())
+        data["criterion"] = read_criterion(target) or data.get("criterion", {})
+        (args.out.parent / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+        write_results(args.out, data)
+        print(f"rewrote {args.out}")
+        return 0
     if not args.keep_nagle:
         nodelay.install()
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
