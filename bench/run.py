@@ -478,7 +478,10 @@ def fmt_ms(v: float) -> str:
 
 
 def ratio(py: float, rust: float) -> str:
-    return f"{py / rust:.1f}x" if rust > 0 else "n/a"
+    if rust <= 0:
+        return "n/a"
+    r = py / rust
+    return f"{r:.2f}x" if r < 1 else f"{r:.1f}x"
 
 
 def write_results(path: Path, data: dict) -> None:
