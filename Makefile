@@ -7,7 +7,7 @@ CARGO_FLAGS := --workspace --all-targets --locked
 PYTHON ?= python3
 PIP_QUIET := --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: build test test-local local-tools demo normalize fmt lint
+.PHONY: build test test-local local-tools bench-tools bench demo normalize fmt lint
 
 build:
 	cargo build $(CARGO_FLAGS)
@@ -38,6 +38,17 @@ demo: build local-tools
 ## What the local story needs from PyPI (moto_server, boto3, PyYAML, pytest), quietly.
 local-tools:
 	@$(PYTHON) -m pip install $(PIP_QUIET) -r local/requirements.txt
+
+## Benchmarks (issue 9): release build, criterion benches of the pure parts, then cold
+## start, warm latency, peak RSS and size of each function next to the Python references
+## (bench/reference/), through the local Runtime API and endpoints; writes bench/RESULTS.md.
+## BENCH_ARGS="--cold-runs 20 --warm-events 1000 --no-build --no-criterion --only notify-fanout".
+bench: local-tools bench-tools
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+## What the Python references need to run under a Lambda Runtime API (awslambdaric).
+bench-tools:
+	@$(PYTHON) -m pip install $(PIP_QUIET) -r bench/requirements.txt
 
 fmt:
 	cargo fmt --all
