@@ -15,7 +15,7 @@ build:
 ## All tests: Rust unit and integration tests, the template checks (cfn-lint,
 ## sam validate, wiring test) and the local end-to-end story with the real binaries.
 test: build local-tools
-	cargo test --workspace --locked
+	cargo test --workspace --all-targets --locked
 	bash tests/template/run_checks.sh
 	$(PYTHON) -m pytest -q local/
 
