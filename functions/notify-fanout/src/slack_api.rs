@@ -224,6 +224,28 @@ fn transport(operation: &'static str, e: &reqwest::Error) -> SlackError {
     }
 }
 
+/// 429 (wait for `Retry-After`) and 5xx are transient for webhooks and the Web API
+/// alike; every other status is read by the caller.
+fn reject_transient_status(
+    operation: &'static str,
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<(), SlackError> {
+    if status.as_u16() == 429 {
+        return Err(SlackError::RateLimited {
+            operation,
+            retry_after: retry_after(headers),
+        });
+    }
+    if status.is_server_error() {
+        return Err(SlackError::Server {
+            operation,
+            status: status.as_u16(),
+        });
+    }
+    Ok(())
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
     headers
         .get(reqwest::header::RETRY_AFTER)
@@ -386,18 +408,7 @@ impl SlackClient {
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.map_err(|e| transport(op, &e))?;
-            if status.as_u16() == 429 {
-                return Err(SlackError::RateLimited {
-                    operation: op,
-                    retry_after: retry_after(&headers),
-                });
-            }
-            if status.is_server_error() {
-                return Err(SlackError::Server {
-                    operation: op,
-                    status: status.as_u16(),
-                });
-            }
+            reject_transient_status(op, status, &headers)?;
             if !status.is_success() {
                 return Err(SlackError::Http {
                     operation: op,
@@ -433,18 +444,7 @@ impl SlackClient {
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.map_err(|e| transport(op, &e))?;
-            if status.as_u16() == 429 {
-                return Err(SlackError::RateLimited {
-                    operation: op,
-                    retry_after: retry_after(&headers),
-                });
-            }
-            if status.is_server_error() {
-                return Err(SlackError::Server {
-                    operation: op,
-                    status: status.as_u16(),
-                });
-            }
+            reject_transient_status(op, status, &headers)?;
             let parsed: Option<Value> = serde_json::from_str(&text).ok();
             let code = parsed
                 .as_ref()
