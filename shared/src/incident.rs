@@ -122,6 +122,57 @@ impl fmt::Display for IncidentRef {
     }
 }
 
+/// Who did something: a Slack user or an alarm. The roles of the incident process
+/// (reporter, owner) and the people in the post-incident summary are actors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// The CloudWatch alarm that opened the incident.
+    Alarm { name: String },
+    /// A Slack user: `id` is the user id (`U0123ABCD`), `name` what Slack shows.
+    Person { id: String, name: String },
+}
+
+impl Actor {
+    /// Plain text for timelines and the incident backend: `Jane Doe (U0123ABCD)` or
+    /// `alarm vpn-tunnel-down`.
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Alarm { name } => format!("alarm {name}"),
+            Actor::Person { id, name } if name.is_empty() => id.clone(),
+            Actor::Person { id, name } => format!("{name} ({id})"),
+        }
+    }
+
+    /// The Slack user id of a person.
+    pub fn slack_user(&self) -> Option<&str> {
+        match self {
+            Actor::Person { id, .. } => Some(id),
+            Actor::Alarm { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// The roles of the incident process, shown on the incident and on its top-level
+/// Slack message: the reporter (the alarm, or the person who declared it), the owner
+/// (whoever acknowledged it last) and the team engaged (a Slack channel `C…` or user
+/// group `S…` id, or a name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
 /// A link attached to an incident (alarm, VPN connection, console pages).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelatedItem {

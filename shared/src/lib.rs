@@ -6,6 +6,7 @@ pub mod alarm;
 pub mod aws;
 pub mod backend;
 pub mod classify;
+pub mod closure;
 pub mod config;
 pub mod error;
 pub mod incident;

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmState;
 use crate::classify::RunbookPlan;
-use crate::incident::{Impact, IncidentRef, NewIncident, Note};
-use crate::notification::{format_duration, IncidentStatus, Notification, TimelineEntry};
+use crate::incident::{Impact, IncidentRef, NewIncident, Note, Roles};
+use crate::notification::{
+    format_duration, FindingSummary, IncidentStatus, Notification, TimelineEntry,
+};
 
 /// Timeline entries kept on the record (the oldest are dropped first).
 pub const TIMELINE_MAX: usize = 50;
@@ -69,6 +71,56 @@ pub struct IncidentRecord {
     /// The diagnosis runbook execution, once started.
     pub runbook_execution: Option<String>,
     pub timeline: Vec<TimelineEntry>,
+    /// Account and region the incident belongs to (for notifications sent by
+    /// slack-actions, which has no alarm at hand).
+    #[serde(default)]
+    pub account: String,
+    #[serde(default)]
+    pub region: String,
+    /// Reporter, owner, team.
+    #[serde(default)]
+    pub roles: Roles,
+    /// When the response reached each stage (detected = `opened_at`, resolved =
+    /// `resolved_at`).
+    #[serde(default)]
+    pub milestones: Milestones,
+    /// The diagnosis findings, as recorded by vpn-troubleshoot (latest run).
+    #[serde(default)]
+    pub findings: Vec<FindingSummary>,
+    /// The runbook the rules chose at open, so a person can run it again from Slack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<RunbookPlan>,
+    /// The escalation timer while nobody has acknowledged the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationState>,
+    /// The most severe impact the incident reached (for the post-incident summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_impact: Option<Impact>,
+}
+
+/// When the response reached each stage of the incident process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Milestones {
+    /// The `opened` notification was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<DateTime<Utc>>,
+    /// First acknowledgement by a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// First diagnosis report recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosed_at: Option<DateTime<Utc>>,
+}
+
+/// A pending escalation: the one-time schedule that fires `attempt` at `due_at`
+/// unless the incident is acknowledged or resolved first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationState {
+    /// 1 for the first re-notification, 2 for the first repeat, ...
+    pub attempt: u32,
+    pub due_at: DateTime<Utc>,
+    /// The EventBridge Scheduler schedule's name.
+    pub schedule_name: String,
 }
 
 impl IncidentRecord {
@@ -92,7 +144,11 @@ impl IncidentRecord {
     }
 
     fn push_timeline(&mut self, at: DateTime<Utc>, text: String) {
-        self.timeline.push(TimelineEntry { at, text });
+        self.timeline.push(TimelineEntry {
+            at,
+            text,
+            actor: None,
+        });
         if self.timeline.len() > TIMELINE_MAX {
             let drop = self.timeline.len() - TIMELINE_MAX;
             self.timeline.drain(..drop);
@@ -216,6 +272,14 @@ pub fn decide(
                     alarms: [(t.alarm_arn.clone(), feed(t))].into(),
                     runbook_execution: None,
                     timeline: vec![],
+                    account: String::new(),
+                    region: String::new(),
+                    roles: Roles::default(),
+                    milestones: Milestones::default(),
+                    findings: vec![],
+                    runbook: None,
+                    escalation: None,
+                    peak_impact: Some(t.impact),
                 };
                 r.push_timeline(
                     t.changed_at,
@@ -353,6 +417,19 @@ pub enum Effect {
     Publish {
         notification: Box<Notification>,
     },
+    /// Create the one-time schedule that fires escalation `attempt` at `at`, and
+    /// store it on the record.
+    ScheduleEscalation {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    /// Delete the pending escalation schedule (acknowledged or resolved).
+    CancelEscalation,
+    /// Publish to the escalation topic (on-call phones and e-mail).
+    Page {
+        subject: String,
+        message: String,
+    },
 }
 
 impl Effect {
@@ -364,6 +441,9 @@ impl Effect {
             Effect::AddNote { .. } => "add_note",
             Effect::Resolve { .. } => "resolve",
             Effect::Publish { .. } => "publish",
+            Effect::ScheduleEscalation { .. } => "schedule_escalation",
+            Effect::CancelEscalation => "cancel_escalation",
+            Effect::Page { .. } => "page",
         }
     }
 }

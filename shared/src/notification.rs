@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::incident::Impact;
+use crate::closure::PostIncidentSummary;
+use crate::incident::{Impact, Roles};
 
 /// The key in `additionalContext` holding the full notification as JSON.
 pub const PIPELINE_CONTEXT_KEY: &str = "pipeline";
@@ -37,8 +38,13 @@ pub enum EventType {
     InsufficientData,
     /// A person or a step added a note (remediation, acknowledgement).
     Note,
-    /// Every alarm is OK again; the incident is closed.
+    /// Every alarm is OK again, or a person resolved it from Slack; the incident is
+    /// closed (with the post-incident summary).
     Resolved,
+    /// A person took ownership (acknowledged, or took it over from someone else).
+    Acknowledged,
+    /// Nobody acknowledged the incident in time: the escalation re-notifies.
+    Unanswered,
 }
 
 impl EventType {
@@ -52,6 +58,8 @@ impl EventType {
             EventType::InsufficientData => "insufficient_data",
             EventType::Note => "note",
             EventType::Resolved => "resolved",
+            EventType::Acknowledged => "acknowledged",
+            EventType::Unanswered => "unanswered",
         }
     }
 }
@@ -96,6 +104,9 @@ pub struct FindingSummary {
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub text: String,
+    /// Who acted ([`crate::incident::Actor::label`]), when a person or step did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// One lifecycle change of one incident.
@@ -126,6 +137,12 @@ pub struct Notification {
     pub links: Vec<Link>,
     pub findings: Vec<FindingSummary>,
     pub timeline: Vec<TimelineEntry>,
+    /// Reporter, owner and team of the incident as of this event.
+    #[serde(default)]
+    pub roles: Roles,
+    /// For `resolved`: the post-incident summary built from the incident's timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_incident: Option<PostIncidentSummary>,
 }
 
 impl Notification {
@@ -280,6 +297,8 @@ mod tests {
             links: vec![],
             findings: vec![],
             timeline: vec![],
+            roles: Roles::default(),
+            post_incident: None,
         }
     }
 

@@ -609,6 +609,14 @@ mod tests {
             alarms: BTreeMap::new(),
             runbook_execution: None,
             timeline: vec![],
+            account: String::new(),
+            region: String::new(),
+            roles: Default::default(),
+            milestones: Default::default(),
+            findings: vec![],
+            runbook: None,
+            escalation: None,
+            peak_impact: None,
         }
     }
 

@@ -273,6 +273,8 @@ fn notification(
         } else {
             vec![]
         },
+        roles: record.roles.clone(),
+        post_incident: None,
     }
 }
 
@@ -341,6 +343,12 @@ pub async fn execute(
                 .await
                 .map_err(HandlerError::Publish)?;
             info!(event = n.event.as_str(), message_id = %id, "notification published");
+        }
+        Effect::ScheduleEscalation { .. } | Effect::CancelEscalation | Effect::Page { .. } => {
+            warn!(
+                effect = effect.as_str(),
+                "escalation steps are not configured in this function; step skipped"
+            );
         }
     }
     Ok(())

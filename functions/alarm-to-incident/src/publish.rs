@@ -67,6 +67,8 @@ mod tests {
             links: vec![],
             findings: vec![],
             timeline: vec![],
+            roles: Default::default(),
+            post_incident: None,
         }
     }
 

@@ -97,6 +97,8 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
         links: vec![],
         findings: vec![],
         timeline: vec![],
+        roles: Default::default(),
+        post_incident: None,
     }
 }
 
@@ -141,14 +143,17 @@ fn resolved() -> Notification {
         TimelineEntry {
             at: t("2026-11-25T10:01:00Z"),
             text: "Alarm fired, incident opened (detect 0m 30s)".into(),
+            actor: None,
         },
         TimelineEntry {
             at: t("2026-11-25T10:04:30Z"),
             text: "Diagnosis: IKE phase 1 proposal mismatch".into(),
+            actor: None,
         },
         TimelineEntry {
             at: t("2026-11-25T10:33:10Z"),
             text: "Alarm OK, incident resolved".into(),
+            actor: None,
         },
     ];
     n
@@ -332,6 +337,7 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
         (-100_000_000_000i64..100_000_000_000i64, nasty()).prop_map(|(s, text)| TimelineEntry {
             at: DateTime::from_timestamp(s, 0).unwrap_or_default(),
             text,
+            actor: None,
         }),
         0..50,
     );
@@ -408,6 +414,8 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                     links,
                     findings,
                     timeline,
+                    roles: Default::default(),
+                    post_incident: None,
                 }
             },
         )

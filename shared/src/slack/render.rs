@@ -178,6 +178,8 @@ fn event_label(n: &Notification) -> (&'static str, &'static str) {
         (_, EventType::Diagnosed) => ("🔎", "DIAGNOSED"),
         (_, EventType::InsufficientData) => ("⚪", "INSUFFICIENT DATA"),
         (_, EventType::Note) => ("📝", "NOTE"),
+        (_, EventType::Acknowledged) => ("🙋", "ACKNOWLEDGED"),
+        (_, EventType::Unanswered) => ("📣", "NOT ACKNOWLEDGED"),
     }
 }
 

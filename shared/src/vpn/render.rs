@@ -116,6 +116,8 @@ impl Report {
             links,
             findings: self.findings.iter().map(Finding::to_summary).collect(),
             timeline: vec![],
+            roles: Default::default(),
+            post_incident: None,
         }
     }
 

@@ -524,6 +524,8 @@ pub fn incident(event: EventType, impact: Impact, at: &str) -> Notification {
         links: vec![],
         findings: vec![],
         timeline: vec![],
+        roles: Default::default(),
+        post_incident: None,
     }
 }
 
