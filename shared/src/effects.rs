@@ -547,3 +547,641 @@ where
         key: key.to_string(),
     })
 }
+
+/// Recording fakes of the runner's dependencies, for tests of this crate and of
+/// the functions (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::incident::{Impact, NewIncident, Note, RunbookRequest};
+
+    /// A clock that stays where it is set.
+    #[derive(Debug)]
+    pub struct FixedClock(pub Mutex<DateTime<Utc>>);
+
+    impl FixedClock {
+        pub fn at(t: DateTime<Utc>) -> Self {
+            FixedClock(Mutex::new(t))
+        }
+        pub fn set(&self, t: DateTime<Utc>) {
+            if let Ok(mut c) = self.0.lock() {
+                *c = t;
+            }
+        }
+    }
+
+    impl Clock for FixedClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.0.lock().map(|c| *c).unwrap_or_else(|_| Utc::now())
+        }
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records notifications; fails once per error queued with `fail_next`.
+    #[derive(Debug, Default)]
+    pub struct RecordingPublisher {
+        pub sent: Mutex<Vec<Notification>>,
+        pub failures: Mutex<Vec<AwsError>>,
+    }
+
+    impl RecordingPublisher {
+        pub fn fail_next(&self, e: AwsError) {
+            lock(&self.failures).push(e);
+        }
+        pub fn sent(&self) -> Vec<Notification> {
+            lock(&self.sent).clone()
+        }
+    }
+
+    #[async_trait]
+    impl Publisher for RecordingPublisher {
+        async fn publish(&self, n: &Notification) -> Result<String, AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            let mut sent = lock(&self.sent);
+            sent.push(n.clone());
+            Ok(format!("msg-{}", sent.len()))
+        }
+    }
+
+    /// One call to a [`RecordingTimer`].
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TimerCall {
+        Schedule {
+            name: String,
+            key: String,
+            attempt: u32,
+            at: DateTime<Utc>,
+        },
+        Cancel {
+            name: String,
+        },
+    }
+
+    /// Records timer calls; fails once per error queued in `failures`.
+    #[derive(Debug, Default)]
+    pub struct RecordingTimer {
+        pub calls: Mutex<Vec<TimerCall>>,
+        pub failures: Mutex<Vec<AwsError>>,
+    }
+
+    impl RecordingTimer {
+        pub fn calls(&self) -> Vec<TimerCall> {
+            lock(&self.calls).clone()
+        }
+    }
+
+    #[async_trait]
+    impl EscalationTimer for RecordingTimer {
+        async fn schedule(
+            &self,
+            name: &str,
+            key: &str,
+            attempt: u32,
+            at: DateTime<Utc>,
+        ) -> Result<(), AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            lock(&self.calls).push(TimerCall::Schedule {
+                name: name.into(),
+                key: key.into(),
+                attempt,
+                at,
+            });
+            Ok(())
+        }
+        async fn cancel(&self, name: &str) -> Result<(), AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            lock(&self.calls).push(TimerCall::Cancel { name: name.into() });
+            Ok(())
+        }
+    }
+
+    /// Records pages as (subject, message).
+    #[derive(Debug, Default)]
+    pub struct RecordingPager {
+        pub pages: Mutex<Vec<(String, String)>>,
+    }
+
+    impl RecordingPager {
+        pub fn pages(&self) -> Vec<(String, String)> {
+            lock(&self.pages).clone()
+        }
+    }
+
+    #[async_trait]
+    impl Pager for RecordingPager {
+        async fn page(&self, subject: &str, message: &str) -> Result<String, AwsError> {
+            let mut pages = lock(&self.pages);
+            pages.push((subject.into(), message.into()));
+            Ok(format!("page-{}", pages.len()))
+        }
+    }
+
+    /// An OpsCenter-like backend that records calls as short strings
+    /// (`open <key>`, `note <title>`, `resolve <title>`, `runbook <document>`,
+    /// `impact <n>`) and answers with `oi-000000000001`.
+    #[derive(Debug, Default)]
+    pub struct RecordingBackend {
+        pub calls: Mutex<Vec<String>>,
+        pub notes: Mutex<Vec<Note>>,
+    }
+
+    impl RecordingBackend {
+        pub fn calls(&self) -> Vec<String> {
+            lock(&self.calls).clone()
+        }
+        pub fn notes(&self) -> Vec<Note> {
+            lock(&self.notes).clone()
+        }
+    }
+
+    #[async_trait]
+    impl IncidentBackend for RecordingBackend {
+        fn name(&self) -> &'static str {
+            "OpsCenter"
+        }
+        async fn find_open(&self, _key: &str) -> Result<Option<IncidentRef>, BackendError> {
+            Ok(None)
+        }
+        async fn open(&self, incident: &NewIncident) -> Result<IncidentRef, BackendError> {
+            lock(&self.calls).push(format!("open {}", incident.key));
+            Ok(IncidentRef::OpsCenter("oi-000000000001".into()))
+        }
+        async fn set_impact(
+            &self,
+            _incident: &IncidentRef,
+            impact: Impact,
+            note: &Note,
+        ) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("impact {}", impact.value()));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn add_note(&self, _incident: &IncidentRef, note: &Note) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("note {}", note.title));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn resolve(&self, _incident: &IncidentRef, note: &Note) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("resolve {}", note.title));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn start_runbook(
+            &self,
+            _incident: &IncidentRef,
+            runbook: &RunbookRequest,
+        ) -> Result<Option<String>, BackendError> {
+            lock(&self.calls).push(format!(
+                "runbook {} {}",
+                runbook.document, runbook.client_token
+            ));
+            Ok(Some("exec-2".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::*;
+    use super::*;
+    use crate::classify::RunbookPlan;
+    use crate::escalation::EscalationPolicy;
+    use crate::incident::{Actor, Impact};
+    use crate::respond;
+    use crate::state::memory::MemoryStateStore;
+
+    const KEY: &str = "VPN connection vpn-1 is DOWN";
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        "2026-11-25T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(minute)
+    }
+
+    fn jane() -> Actor {
+        Actor::Person {
+            id: "U0JANE".into(),
+            name: "Jane Doe".into(),
+        }
+    }
+
+    fn policy() -> EscalationPolicy {
+        EscalationPolicy::from_env(&crate::config::Env::from_pairs([
+            (crate::escalation::MIN_IMPACT_VAR, "2"),
+            (crate::escalation::TOPIC_VAR, "arn:aws:sns:eu-west-1:1:esc"),
+            (
+                crate::escalation::TARGET_VAR,
+                "arn:aws:lambda:eu-west-1:1:function:slack-actions",
+            ),
+            (crate::escalation::ROLE_VAR, "arn:aws:iam::1:role/scheduler"),
+        ]))
+        .unwrap()
+        .unwrap()
+    }
+
+    struct World {
+        backend: RecordingBackend,
+        store: MemoryStateStore,
+        publisher: RecordingPublisher,
+        clock: FixedClock,
+        settings: RunnerSettings,
+        timer: RecordingTimer,
+        pager: RecordingPager,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut settings = RunnerSettings::new(Some("arn:aws:iam::1:role/automation".into()));
+            settings.busy_wait = Duration::ZERO;
+            World {
+                backend: RecordingBackend::default(),
+                store: MemoryStateStore::default(),
+                publisher: RecordingPublisher::default(),
+                clock: FixedClock::at(t(0)),
+                settings,
+                timer: RecordingTimer::default(),
+                pager: RecordingPager::default(),
+            }
+        }
+        fn deps(&self) -> EffectDeps<'_> {
+            EffectDeps {
+                backend: &self.backend,
+                store: &self.store,
+                publisher: &self.publisher,
+                clock: &self.clock,
+                settings: &self.settings,
+                timer: Some(&self.timer),
+                pager: Some(&self.pager),
+            }
+        }
+        fn events(&self) -> Vec<&'static str> {
+            self.publisher
+                .sent()
+                .iter()
+                .map(|n| n.event.as_str())
+                .collect()
+        }
+        async fn declare(&self) -> IncidentRecord {
+            let key = respond::declared_key("VPN down", t(0));
+            let p = policy();
+            let out = apply_change(&self.deps(), &key, |r, now| {
+                respond::ensure_no_open(r)?;
+                respond::declare(
+                    "VPN down",
+                    &jane(),
+                    Some("C0NOC"),
+                    Impact::CRITICAL,
+                    "1",
+                    "eu-west-1",
+                    now,
+                    Some(&p),
+                )
+            })
+            .await
+            .unwrap();
+            match out {
+                ChangeOutcome::Applied {
+                    record,
+                    changed: true,
+                    ..
+                } => record,
+                o => panic!("unexpected {o:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn declare_then_acknowledge_runs_effects_and_keeps_state() {
+        let w = World::new();
+        let r = w.declare().await;
+        let key = r.key.clone();
+        assert_eq!(
+            r.incident,
+            Some(IncidentRef::OpsCenter("oi-000000000001".into()))
+        );
+        // The runner stamps the opened notification and stores the escalation.
+        assert_eq!(r.milestones.notified_at, Some(t(0)));
+        let esc = r.escalation.clone().unwrap();
+        assert_eq!((esc.attempt, esc.due_at), (1, t(15)));
+        assert_eq!(
+            w.timer.calls(),
+            [TimerCall::Schedule {
+                name: esc.schedule_name.clone(),
+                key: key.clone(),
+                attempt: 1,
+                at: t(15)
+            }]
+        );
+        assert_eq!(w.events(), ["opened"]);
+        assert_eq!(
+            w.publisher.sent()[0].incident_ref.as_deref(),
+            Some("oi-000000000001")
+        );
+        assert_eq!(w.publisher.sent()[0].backend.as_deref(), Some("OpsCenter"));
+
+        w.clock.set(t(4));
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied {
+            record,
+            reply,
+            changed,
+            resumed,
+        } = out
+        else {
+            panic!("refused");
+        };
+        assert!(changed && !resumed);
+        assert_eq!(reply, "You own this incident now.");
+        assert_eq!(record.escalation, None);
+        assert_eq!(
+            w.timer.calls()[1],
+            TimerCall::Cancel {
+                name: esc.schedule_name
+            }
+        );
+        assert_eq!(w.events(), ["opened", "acknowledged"]);
+        let stored = w.store.incident_now(&key).unwrap();
+        assert!(stored.pending.is_empty() && stored.lease_until.is_none());
+        assert_eq!(stored.record, record);
+
+        // Same person again: refused, nothing written.
+        let writes = *w.store.writes.lock().unwrap();
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            out,
+            ChangeOutcome::Refused(Refusal {
+                kind: RefusalKind::AlreadyOwner,
+                ..
+            })
+        ));
+        assert_eq!(*w.store.writes.lock().unwrap(), writes);
+
+        // The schedule that fires anyway (deleted too late) changes nothing.
+        let p = policy();
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::escalation_fired(respond::existing(r)?, 1, now, &p)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(out, ChangeOutcome::Applied { changed: false, .. }));
+        assert!(w.pager.pages().is_empty());
+        assert_eq!(*w.store.writes.lock().unwrap(), writes);
+    }
+
+    #[tokio::test]
+    async fn unanswered_incident_escalates_pages_and_reschedules() {
+        let w = World::new();
+        let r = w.declare().await;
+        w.clock.set(t(15));
+        let p = policy();
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::escalation_fired(respond::existing(r)?, 1, now, &p)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied { record, .. } = out else {
+            panic!("refused");
+        };
+        assert_eq!(w.events(), ["opened", "unanswered"]);
+        assert_eq!(w.pager.pages().len(), 1);
+        assert_eq!(
+            w.pager.pages()[0].0,
+            "[Impact 1] Unanswered incident: VPN down"
+        );
+        let next = record.escalation.unwrap();
+        assert_eq!((next.attempt, next.due_at), (2, t(30)));
+        assert!(next.schedule_name.ends_with("-2"));
+    }
+
+    #[tokio::test]
+    async fn missing_record_is_refused_and_nothing_is_written() {
+        let w = World::new();
+        let out = apply_change(&w.deps(), "nope", |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "x", now)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            ChangeOutcome::Refused(Refusal::new(
+                RefusalKind::NotFound,
+                "No incident with that key. Use `/incident list` to see the open ones."
+            ))
+        );
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn failed_publish_is_kept_pending_and_finished_before_the_next_change() {
+        let w = World::new();
+        let r = w.declare().await;
+        w.publisher.fail_next(AwsError {
+            service: "sns",
+            operation: "Publish",
+            failure: AwsFailure::Throttled,
+            code: Some("Throttling".into()),
+            message: "Rate exceeded".into(),
+        });
+        w.clock.set(t(2));
+        let e = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+        let item = w.store.incident_now(&r.key).unwrap();
+        assert_eq!(
+            item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
+            ["publish"]
+        );
+        assert_eq!(item.lease_until, None);
+
+        // The next change finishes the note's publish first, then applies itself.
+        w.clock.set(t(3));
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(out, ChangeOutcome::Applied { resumed: true, .. }));
+        assert_eq!(w.events(), ["opened", "note", "acknowledged"]);
+        assert_eq!(
+            w.backend
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("note Note by"))
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn held_lease_waits_then_gives_up_busy_and_expired_lease_is_taken_over() {
+        let w = World::new();
+        let r = w.declare().await;
+        let mut item = w.store.incident_now(&r.key).unwrap();
+        item.pending = vec![Effect::CancelEscalation];
+        item.lease_until = Some(t(1));
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(r.key.clone(), item);
+        let note = |r: Option<&IncidentRecord>, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "x", now)
+        };
+        let e = apply_change(&w.deps(), &r.key, note).await.unwrap_err();
+        assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+        assert_eq!(w.timer.calls().len(), 1);
+        w.clock.set(t(2));
+        let out = apply_change(&w.deps(), &r.key, note).await.unwrap();
+        let ChangeOutcome::Applied {
+            record, resumed, ..
+        } = out
+        else {
+            panic!("refused");
+        };
+        assert!(resumed);
+        assert_eq!(record.escalation, None);
+        assert!(matches!(w.timer.calls()[1], TimerCall::Cancel { .. }));
+    }
+
+    #[tokio::test]
+    async fn rerun_starts_the_runbook_with_the_configured_role() {
+        let w = World::new();
+        let r = w.declare().await;
+        let mut item = w.store.incident_now(&r.key).unwrap();
+        item.record.runbook = Some(RunbookPlan {
+            document: "VpnDiagnosis".into(),
+            parameters: [(
+                "AutomationAssumeRole".to_string(),
+                vec!["{AutomationAssumeRole}".to_string()],
+            )]
+            .into(),
+        });
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(r.key.clone(), item);
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::rerun_diagnosis(respond::existing(r)?, &jane(), now)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied { record, .. } = out else {
+            panic!("refused");
+        };
+        assert_eq!(record.runbook_execution.as_deref(), Some("exec-2"));
+        assert!(w
+            .backend
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("runbook VpnDiagnosis ")));
+    }
+
+    #[tokio::test]
+    async fn without_timer_or_pager_escalation_steps_are_skipped() {
+        let w = World::new();
+        let deps = EffectDeps {
+            timer: None,
+            pager: None,
+            ..w.deps()
+        };
+        let mut r = respond::declare(
+            "x",
+            &jane(),
+            None,
+            Impact::CRITICAL,
+            "1",
+            "r",
+            t(0),
+            Some(&policy()),
+        )
+        .unwrap()
+        .record;
+        execute(
+            &deps,
+            &mut r,
+            &Effect::ScheduleEscalation {
+                attempt: 1,
+                at: t(15),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.escalation, None);
+        execute(
+            &deps,
+            &mut r,
+            &Effect::Page {
+                subject: "s".into(),
+                message: "m".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(w.timer.calls().is_empty() && w.pager.pages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_mismatch_is_an_error_not_a_write() {
+        let w = World::new();
+        let e = apply_change(&w.deps(), "other", |_, now| {
+            respond::declare("x", &jane(), None, Impact::LOW, "1", "r", now, None)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "NonRetryable.Internal");
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sns_publisher_sends_chatbot_json_with_attributes() {
+        use aws_sdk_sns::operation::publish::PublishOutput;
+        use aws_smithy_mocks::mock;
+        let rule = mock!(aws_sdk_sns::Client::publish)
+            .match_requests(|r| {
+                assert_eq!(
+                    r.topic_arn(),
+                    Some("arn:aws:sns:eu-west-1:123456789012:incidents")
+                );
+                let msg: serde_json::Value = serde_json::from_str(r.message().unwrap()).unwrap();
+                assert_eq!(msg["version"], "1.0");
+                assert_eq!(msg["metadata"]["threadId"], KEY);
+                let attrs = r.message_attributes().unwrap();
+                assert_eq!(attrs["event_type"].string_value(), Some("acknowledged"));
+                assert_eq!(attrs["impact"].string_value(), Some("1"));
+                true
+            })
+            .then_output(|| PublishOutput::builder().message_id("m-1").build());
+        let p = SnsPublisher::new(
+            crate::mock_client!(aws_sdk_sns, [&rule]),
+            "arn:aws:sns:eu-west-1:123456789012:incidents",
+        );
+        let mut r = respond::declare("x", &jane(), None, Impact::CRITICAL, "1", "r", t(0), None)
+            .unwrap()
+            .record;
+        r.key = KEY.into();
+        let n = respond::notification(&r, EventType::Acknowledged, "s".into(), t(1));
+        assert_eq!(p.publish(&n).await.unwrap(), "m-1");
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
