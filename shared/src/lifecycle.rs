@@ -377,6 +377,7 @@ pub fn decide(
 fn impact_change(r: &mut IncidentRecord, before: Impact, otherwise: Action) -> Action {
     let after = effective_impact(&r.alarms, before);
     r.impact = after;
+    r.peak_impact = Some(r.peak_impact.map_or(after, |p| p.min(after)));
     if after.is_more_severe_than(before) {
         Action::Escalate {
             from: before,
