@@ -915,7 +915,7 @@ async fn acknowledged_replies_in_the_thread_and_the_card_shows_the_owner_and_tak
     assert!(reply.get("reply_broadcast").is_none());
     assert_eq!(
         reply["blocks"][0]["text"]["text"],
-        "🙋 *ACKNOWLEDGED* · Impact 1 (Critical)\n<@U0JANE> owns the incident now (4m 10s after it opened).\nVPN incident, step acknowledged"
+        "🙋 *ACKNOWLEDGED* · Impact 1 (Critical) · *Owner:* <@U0JANE>\nVPN incident, step acknowledged"
     );
     // An acknowledgement never calls anyone.
     assert!(!all_text(reply).contains("<!here>"), "{reply}");

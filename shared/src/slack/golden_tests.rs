@@ -513,6 +513,89 @@ fn golden_slash_command_list_and_show() {
     );
 }
 
+/// What CORE's `respond` publishes renders within limits, with the owner on the
+/// card, and the resolution's reply carries the whole post-incident summary.
+#[test]
+fn respond_notifications_render_with_roles_and_the_post_incident_summary() {
+    use crate::lifecycle::Effect;
+    let published = |effects: &[Effect]| -> Notification {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Publish { notification } => Some((**notification).clone()),
+                _ => None,
+            })
+            .expect("a publish effect")
+    };
+    let mut record = vpn_record();
+    record.roles.owner = None;
+    record.milestones.acknowledged_at = None;
+    let sam = Actor::Person {
+        id: "U0456SAM".into(),
+        name: "sam".into(),
+    };
+    let ack =
+        crate::respond::acknowledge(&record, &jane(), None, t("2026-11-25T10:05:10Z")).unwrap();
+    let n = published(&ack.effects);
+    assert_eq!(n.event, EventType::Acknowledged);
+    let opts = |mode| RenderOptions {
+        mode,
+        actions: true,
+        thread_started_at: Some(t("2026-11-25T10:01:02Z")),
+        ..Default::default()
+    };
+    let reply = render(&ours(&n), &opts(Mode::Reply));
+    assert!(reply.limit_violations().is_empty());
+    let reply = serde_json::to_string(&reply).unwrap();
+    assert!(
+        reply.contains("🙋 *ACKNOWLEDGED* · Impact 2 (High) · *Owner:* <@U0123JANE>"),
+        "{reply}"
+    );
+    let card = serde_json::to_string(&render(&ours(&n), &opts(Mode::Card))).unwrap();
+    assert!(
+        card.contains("Take ownership") && card.contains("*Owner*\\n<@U0123JANE>"),
+        "{card}"
+    );
+
+    let handover =
+        crate::respond::acknowledge(&ack.record, &sam, None, t("2026-11-25T10:09:00Z")).unwrap();
+    let reply = serde_json::to_string(&render(
+        &ours(&published(&handover.effects)),
+        &opts(Mode::Reply),
+    ))
+    .unwrap();
+    assert!(
+        reply.contains("*Owner:* <@U0456SAM>") && reply.contains("took ownership from"),
+        "{reply}"
+    );
+
+    let resolved =
+        crate::respond::resolve(&handover.record, &jane(), t("2026-11-25T10:33:10Z")).unwrap();
+    let n = published(&resolved.effects);
+    assert!(n.post_incident.is_some());
+    for mode in [Mode::Reply, Mode::Card, Mode::Post] {
+        let msg = render(&ours(&n), &opts(mode));
+        assert!(
+            msg.limit_violations().is_empty(),
+            "{mode:?}: {:?}",
+            msg.limit_violations()
+        );
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(!json.contains(super::render::ACTIONS_BLOCK_ID), "{mode:?}");
+        if mode != Mode::Card {
+            assert!(
+                json.contains("📋 Post-incident summary"),
+                "{mode:?}: {json}"
+            );
+            assert!(json.contains("Retrospective checklist"), "{mode:?}");
+            assert!(
+                json.contains("*Time to acknowledge:* 4m 10s · *Time to resolve:* 32m 10s"),
+                "{mode:?}: {json}"
+            );
+        }
+    }
+}
+
 #[test]
 fn golden_note_modal() {
     let meta = NoteModalMetadata {

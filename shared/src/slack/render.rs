@@ -506,7 +506,8 @@ fn since_opened(n: &Notification, opts: &RenderOptions<'_>) -> Option<u64> {
     u64::try_from((n.occurred_at - start).num_seconds()).ok()
 }
 
-/// The reply of an acknowledgement: who owns the incident now, and after how long.
+/// The reply of an acknowledgement: who owns the incident now, and what happened
+/// (the summary: first acknowledgement or hand-over), else after how long.
 fn acknowledged_reply(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
     let mut s = section();
     if let Some(m) = opts.mention {
@@ -514,24 +515,19 @@ fn acknowledged_reply(b: &mut MessageBuilder, n: &Notification, opts: &RenderOpt
     }
     s.syntax("🙋 *ACKNOWLEDGED* · ")
         .line(&impact_text(n.impact));
-    match &n.roles.owner {
-        Some(owner) => {
-            s.syntax("\n")
-                .text(&actor_text(owner))
-                .syntax(" owns the incident now");
-        }
-        None => {
-            s.syntax("\nThe incident was acknowledged");
-        }
+    if let Some(owner) = &n.roles.owner {
+        s.syntax(" · *Owner:* ").text(&actor_text(owner));
     }
-    if let Some(d) = since_opened(n, opts) {
-        s.syntax(" (")
-            .syntax(&format_duration(d))
-            .syntax(" after it opened)");
-    }
-    s.syntax(".");
     if !n.summary.trim().is_empty() {
         s.syntax("\n").text(&n.summary);
+    } else {
+        s.syntax("\nThe incident was acknowledged");
+        if let Some(d) = since_opened(n, opts) {
+            s.syntax(" ")
+                .syntax(&format_duration(d))
+                .syntax(" after it opened");
+        }
+        s.syntax(".");
     }
     b.section(s);
 }
