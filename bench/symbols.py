@@ -40,6 +40,11 @@ def crate_of(name: str) -> str:
     m = PATH_START.match(s)
     if m:
         return m.group(1)
+    # `<&T as core::fmt::Debug>::fmt`: a generic type, so the trait's crate.
+    if " as " in s:
+        m = PATH_START.match(s.split(" as ", 1)[1])
+        if m:
+            return m.group(1)
     return "[C or unknown]"
 
 
