@@ -3,6 +3,7 @@
 //! here; each function under `functions/` is a thin adapter over this crate.
 
 pub mod alarm;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod backend;
 pub mod classify;
@@ -13,11 +14,13 @@ pub mod incident;
 pub mod lifecycle;
 pub mod logging;
 pub mod notification;
+#[cfg(feature = "aws")]
 pub mod publish;
 pub mod slack;
+#[cfg(feature = "aws")]
 pub mod state;
 pub mod text;
 pub mod vpn;
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(feature = "aws", any(test, feature = "testing")))]
 pub mod testing;
