@@ -6,7 +6,8 @@
 //! the state table (`pace#<channel>`): each call reserves the slot `max(now, next)`
 //! with a conditional put that moves `next` one interval on, then sleeps until its
 //! slot. Slots are wall-clock milliseconds; Lambda hosts keep NTP time, so skew
-//! between invocations is far below the interval.
+//! between invocations is far below the interval. The interval is
+//! `SLACK_CHANNEL_INTERVAL_MS` (default 1000; 0 turns pacing off).
 //!
 //! A call whose slot would come after the invocation's deadline (less the time an
 //! attempt needs) reserves nothing and fails retryable ([`DeliveryError::ChannelBusy`]):
