@@ -10,7 +10,8 @@
 //! pipeline `Notification` as JSON, sent the way alarm-to-incident sends it (wrapped
 //! by `to_chatbot`), so the fuzzer mutates its fields directly rather than through a
 //! JSON string inside JSON; bit 1 set means the subject comes first, up to the first
-//! NUL byte. The rest is the SNS message body.
+//! NUL byte; bit 2 set offers the incident's action buttons (bot destinations).
+//! The rest is the SNS message body.
 #![no_main]
 
 use chrono::{TimeZone, Utc};
@@ -89,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
         webhook: options & 0b100_0000 != 0,
         thread_started_at: if options & 0b1000_0000 != 0 { t0 } else { None },
         milestones,
+        actions: form & 0b100 != 0,
     };
     let msg = render(&inbound, &opts);
     let violations = msg.limit_violations();
@@ -148,8 +150,19 @@ fn check_json(msg: &Value) {
                         !id.is_empty() && id.len() <= 255 && ids.insert(id),
                         "action_id"
                     );
-                    let url = e["url"].as_str().expect("url");
-                    assert!(!url.is_empty() && units(url) <= 3000, "url");
+                    // A link button carries a url; an action button a value
+                    // (the incident key) for slack-actions.
+                    match (e["url"].as_str(), e["value"].as_str()) {
+                        (Some(url), _) => assert!(!url.is_empty() && units(url) <= 3000, "url"),
+                        (None, Some(value)) => assert!(units(value) <= 2000, "value"),
+                        (None, None) => panic!("button with neither url nor value"),
+                    }
+                    if let Some(confirm) = e.get("confirm") {
+                        text_within(&confirm["title"], 100);
+                        text_within(&confirm["text"], 300);
+                        text_within(&confirm["confirm"], 30);
+                        text_within(&confirm["deny"], 30);
+                    }
                 }
             }
             Some("divider") => {}
