@@ -3,12 +3,15 @@
 //! destinations and the mention policy. notify-fanout does the HTTP and the state;
 //! everything here is pure so it can be tested, fuzzed and benchmarked alone.
 
+pub mod authz;
 pub mod blocks;
 pub mod escape;
 pub mod inbound;
+pub mod interaction;
 pub mod render;
 pub mod route;
 pub mod settings;
+pub mod signature;
 
 #[cfg(test)]
 mod golden_tests;
