@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shared::error::{AwsError, Secret};
-use shared::incident::Actor;
+use shared::incident::{Actor, Impact};
 
 /// What a person asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,9 @@ pub struct Job {
     /// The note's text, or the declared incident's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The impact asked for when declaring (`--impact N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<Impact>,
     /// Where to tell the person the outcome (absent for a modal submission).
     #[serde(
         default,
@@ -136,6 +139,7 @@ mod tests {
             },
             team: Some("C0OPS".into()),
             text: None,
+            impact: None,
             response_url: Some(Secret::new(
                 "https://hooks.slack.com/actions/T1/1/abc".into(),
             )),
