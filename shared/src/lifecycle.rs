@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmState;
 use crate::classify::RunbookPlan;
-use crate::incident::{Impact, IncidentRef, NewIncident, Note, Roles};
+use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::notification::{
     format_duration, FindingSummary, IncidentStatus, Notification, TimelineEntry,
 };
@@ -144,10 +144,16 @@ impl IncidentRecord {
     }
 
     fn push_timeline(&mut self, at: DateTime<Utc>, text: String) {
+        self.push_entry(at, text, None);
+    }
+
+    /// Adds a timeline entry by `actor` (none for the pipeline itself), dropping the
+    /// oldest beyond [`TIMELINE_MAX`].
+    pub fn push_entry(&mut self, at: DateTime<Utc>, text: String, actor: Option<&Actor>) {
         self.timeline.push(TimelineEntry {
             at,
             text,
-            actor: None,
+            actor: actor.map(Actor::label),
         });
         if self.timeline.len() > TIMELINE_MAX {
             let drop = self.timeline.len() - TIMELINE_MAX;
@@ -371,6 +377,7 @@ pub fn decide(
 fn impact_change(r: &mut IncidentRecord, before: Impact, otherwise: Action) -> Action {
     let after = effective_impact(&r.alarms, before);
     r.impact = after;
+    r.peak_impact = Some(r.peak_impact.map_or(after, |p| p.min(after)));
     if after.is_more_severe_than(before) {
         Action::Escalate {
             from: before,

@@ -10,11 +10,13 @@
 //! | `AUTOMATION_ROLE_ARN` | passed as the runbook's `AutomationAssumeRole`; optional |
 //! | `CLASSIFICATION_RULES` | rules JSON (see `shared::classify`); optional |
 //! | `CLASSIFICATION_RULES_PARAMETER` | name of an SSM parameter holding the rules JSON; optional |
+//! | `ESCALATION_*` | escalation when nobody acknowledges (see `shared::escalation`); off unless `ESCALATION_MIN_IMPACT` is set |
 
 use shared::backend::BackendKind;
 use shared::classify::Rules;
 use shared::config::{ConfigError, Env};
 use shared::error::{AwsError, Retryable};
+use shared::escalation::EscalationPolicy;
 
 pub const RULES_VAR: &str = "CLASSIFICATION_RULES";
 pub const RULES_PARAMETER_VAR: &str = "CLASSIFICATION_RULES_PARAMETER";
@@ -39,6 +41,8 @@ pub struct Config {
     pub runbook_document: Option<String>,
     pub automation_role_arn: Option<String>,
     pub rules: RulesSource,
+    /// Escalation timers for unacknowledged incidents; `None` = off.
+    pub escalation: Option<EscalationPolicy>,
 }
 
 /// A start-up failure: configuration, or the rules parameter.
@@ -99,6 +103,7 @@ impl Config {
             runbook_document,
             automation_role_arn,
             rules,
+            escalation: EscalationPolicy::from_env(env)?,
         })
     }
 
@@ -186,6 +191,39 @@ mod tests {
             .to_string();
         assert!(e.contains("CLASSIFICATION_RULES="), "{e}");
         assert!(e.contains("impact must be 1 (critical) to 5"), "{e}");
+    }
+
+    #[test]
+    fn escalation_is_off_by_default_and_validated_when_on() {
+        let c = Config::from_env(&Env::from_pairs(base())).unwrap();
+        assert_eq!(c.escalation, None);
+        let mut env = base();
+        env.push(("ESCALATION_MIN_IMPACT", "2"));
+        let e = Config::from_env(&Env::from_pairs(env.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ESCALATION_TOPIC_ARN is not set"), "{e}");
+        env.extend([
+            (
+                "ESCALATION_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:escalation",
+            ),
+            (
+                "ESCALATION_TARGET_ARN",
+                "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
+            ),
+            (
+                "ESCALATION_SCHEDULER_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/escalation-scheduler",
+            ),
+            ("ESCALATION_AFTER_MINUTES", "10"),
+        ]);
+        let p = Config::from_env(&Env::from_pairs(env))
+            .unwrap()
+            .escalation
+            .unwrap();
+        assert_eq!(p.min_impact.value(), 2);
+        assert_eq!(p.after, chrono::Duration::minutes(10));
     }
 
     #[test]

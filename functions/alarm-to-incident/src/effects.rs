@@ -1,18 +1,37 @@
-//! From a lifecycle decision to the work it implies ([`plan`]), and doing that work
-//! ([`execute`]): backend calls and the SNS notification.
+//! From a lifecycle decision to the work it implies ([`plan`]); `shared::effects`
+//! runs it (backend calls, the SNS notification, the escalation timer).
 
 use std::collections::BTreeMap;
 
 use shared::alarm::{Alarm, AlarmState};
 use shared::backend::token_uuid;
 use shared::classify::Classification;
-use shared::incident::{IncidentRef, NewIncident, Note, RelatedItem};
+use shared::closure;
+use shared::escalation::first_escalation;
+use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
 use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
-use tracing::{info, warn};
 
-use crate::error::HandlerError;
 use crate::handler::Deps;
+
+/// What an alarm knows that the pure lifecycle decision does not: at open, the
+/// account and region, the reporter (the alarm) and the runbook the rules chose (so a
+/// person can run it again from Slack).
+pub fn complete_record(
+    record: &mut IncidentRecord,
+    alarm: &Alarm,
+    class: &Classification,
+    action: &Action,
+) {
+    if matches!(action, Action::Open) {
+        record.account = alarm.account.clone();
+        record.region = alarm.region.clone();
+        record.roles.reporter = Some(Actor::Alarm {
+            name: alarm.name.clone(),
+        });
+        record.runbook = class.runbook.clone();
+    }
+}
 
 /// The effects of `action`, which produced `record`, in the order they run.
 pub fn plan(
@@ -44,6 +63,8 @@ pub fn plan(
             });
         }
     }
+    let now = deps.effects.clock.now();
+    let mut post_incident = None;
     let (event, summary) = match action {
         Action::IgnoreDuplicate | Action::IgnoreStale { .. } | Action::Record => return vec![],
         Action::Open => (EventType::Opened, record.summary.clone()),
@@ -79,6 +100,9 @@ pub fn plan(
                 impact: *to,
                 note: note(format!("Impact {verb} to {to}"), text.clone()),
             });
+            if raised {
+                effects.extend(first_escalation(deps.escalation, record, now));
+            }
             let event = if raised {
                 EventType::Escalated
             } else {
@@ -103,18 +127,32 @@ pub fn plan(
                 alarm.name,
                 alarm.reason
             );
-            let mut n = note("Resolved: every alarm is OK".into(), text.clone());
+            let by = Actor::Alarm {
+                name: alarm.name.clone(),
+            };
+            let summary = closure::build(record, &by, alarm.changed_at);
+            let mut n = note(
+                "Resolved: every alarm is OK".into(),
+                format!("{text}\n\n{}", summary.to_text()),
+            );
             n.data
                 .insert("durationSeconds".into(), duration_seconds.to_string());
+            if record.escalation.is_some() {
+                effects.push(Effect::CancelEscalation);
+            }
             effects.push(Effect::Resolve { note: n });
+            post_incident = Some(summary);
             (EventType::Resolved, text)
         }
     };
+    let mut n = notification(deps, alarm, class, action, record, event, summary);
+    n.post_incident = post_incident;
     effects.push(Effect::Publish {
-        notification: Box::new(notification(
-            deps, alarm, class, action, record, event, summary,
-        )),
+        notification: Box::new(n),
     });
+    if matches!(action, Action::Open) {
+        effects.extend(first_escalation(deps.escalation, record, now));
+    }
     effects
 }
 
@@ -241,7 +279,7 @@ fn notification(
         summary,
         impact: record.impact,
         status: record.status,
-        backend: Some(deps.backend.name().to_string()),
+        backend: Some(deps.effects.backend.name().to_string()),
         incident_ref: None,
         incident_url: None,
         account: alarm.account.clone(),
@@ -276,80 +314,4 @@ fn notification(
         roles: record.roles.clone(),
         post_incident: None,
     }
-}
-
-/// Runs one effect, updating `record` with what it produced (incident reference,
-/// runbook execution id). Effects that need a backend incident are skipped, with a
-/// warning, when there is none.
-pub async fn execute(
-    deps: &Deps<'_>,
-    record: &mut IncidentRecord,
-    effect: &Effect,
-) -> Result<(), HandlerError> {
-    let need = |record: &IncidentRecord| -> Option<IncidentRef> {
-        let r = record.incident.clone();
-        if r.is_none() {
-            warn!(
-                effect = effect.as_str(),
-                "no backend incident to act on; step skipped"
-            );
-        }
-        r
-    };
-    match effect {
-        Effect::Open { incident } => {
-            let r = deps.backend.open(incident).await?;
-            info!(incident = %r, backend = deps.backend.name(), impact = incident.impact.value(), "incident opened");
-            record.incident = Some(r);
-        }
-        Effect::StartRunbook { plan, client_token } => {
-            if let Some(r) = need(record) {
-                let request = plan.request(
-                    &r,
-                    deps.settings.automation_role_arn.as_deref(),
-                    client_token,
-                );
-                if let Some(id) = deps.backend.start_runbook(&r, &request).await? {
-                    record.runbook_execution = Some(id);
-                }
-            }
-        }
-        Effect::SetImpact { impact, note } => {
-            if let Some(r) = need(record) {
-                deps.backend.set_impact(&r, *impact, note).await?;
-                info!(incident = %r, impact = impact.value(), "impact changed");
-            }
-        }
-        Effect::AddNote { note } => {
-            if let Some(r) = need(record) {
-                deps.backend.add_note(&r, note).await?;
-            }
-        }
-        Effect::Resolve { note } => {
-            if let Some(r) = need(record) {
-                deps.backend.resolve(&r, note).await?;
-                info!(incident = %r, "incident resolved");
-            }
-        }
-        Effect::Publish { notification } => {
-            let mut n = (**notification).clone();
-            if let Some(r) = &record.incident {
-                n.incident_ref = Some(r.id().to_string());
-                n.incident_url = Some(r.console_url(&n.region));
-            }
-            let id = deps
-                .publisher
-                .publish(&n)
-                .await
-                .map_err(HandlerError::Publish)?;
-            info!(event = n.event.as_str(), message_id = %id, "notification published");
-        }
-        Effect::ScheduleEscalation { .. } | Effect::CancelEscalation | Effect::Page { .. } => {
-            warn!(
-                effect = effect.as_str(),
-                "escalation steps are not configured in this function; step skipped"
-            );
-        }
-    }
-    Ok(())
 }

@@ -11,70 +11,27 @@
 //! key) completes them instead of deciding twice: an incident opened before a failed
 //! publish is not opened again, and the notification still goes out.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use shared::alarm::{normalize, Alarm, AlarmState};
 use shared::classify::Rules;
+use shared::effects::{is_conflict, resume_pending, run_pending, EffectDeps, EffectError, Resume};
 use shared::error::Retryable;
-use shared::incident::IncidentBackend;
-use shared::lifecycle::{decide, Effect, Transition};
-use shared::state::{AlarmItem, IncidentItem, StateError, StateStore};
-use tracing::{error, info, info_span, warn, Instrument};
+use shared::escalation::EscalationPolicy;
+use shared::lifecycle::{decide, Transition};
+use shared::state::{AlarmItem, IncidentItem};
+use tracing::{error, info, info_span, Instrument};
 
-use crate::effects::{execute, plan};
+use crate::effects::{complete_record, plan};
 use crate::error::HandlerError;
-use crate::publish::Publisher;
-
-/// The time, injectable for tests of leases.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// Tunables of the handler.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub automation_role_arn: Option<String>,
-    /// How long an invocation owns an incident's pending effects; at least the
-    /// function timeout, so two invocations never run them at once.
-    pub lease: chrono::Duration,
-    /// Pause before reading again when another invocation holds the lease.
-    pub busy_wait: Duration,
-    /// Reads and decisions per transition before giving up with a retryable error.
-    pub attempts: u32,
-}
-
-impl Settings {
-    pub fn new(automation_role_arn: Option<String>) -> Settings {
-        Settings {
-            automation_role_arn,
-            lease: chrono::Duration::seconds(90),
-            busy_wait: Duration::from_millis(500),
-            attempts: 8,
-        }
-    }
-}
 
 /// Everything the handler uses, built once per container.
 pub struct Deps<'a> {
-    pub backend: &'a dyn IncidentBackend,
-    pub store: &'a dyn StateStore,
-    pub publisher: &'a dyn Publisher,
+    /// The effect runner's dependencies (backend, state, publisher, clock, timer).
+    pub effects: EffectDeps<'a>,
     pub rules: &'a Rules,
-    pub settings: &'a Settings,
-    pub clock: &'a dyn Clock,
+    /// The escalation policy, when `ESCALATION_MIN_IMPACT` is set.
+    pub escalation: Option<&'a EscalationPolicy>,
 }
 
 /// What happened to one alarm of the event.
@@ -111,19 +68,12 @@ pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerE
     Ok(Response { results })
 }
 
-fn conflict(e: &StateError) -> bool {
-    matches!(
-        e,
-        StateError::AlarmNotNewer { .. } | StateError::IncidentChanged { .. }
-    )
-}
-
 async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
     let class = deps.rules.classify(alarm);
     let mut key = class.key.clone();
     let mut resumed = false;
-    for attempt in 0..deps.settings.attempts.max(1) {
-        let last = deps.store.alarm(&alarm.arn).await?;
+    for attempt in 0..deps.effects.settings.attempts.max(1) {
+        let last = deps.effects.store.alarm(&alarm.arn).await?;
         // OK and INSUFFICIENT_DATA go to the incident the alarm fed, even if the
         // rules changed since its ALARM.
         key = match (&last, alarm.state) {
@@ -135,34 +85,11 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
             _ => class.key.clone(),
         };
         tracing::Span::current().record("incident_key", key.as_str());
-        let item = deps.store.incident(&key).await?;
+        let item = deps.effects.store.incident(&key).await?;
 
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            let now = deps.clock.now();
-            if item.lease_until.is_some_and(|l| l > now) {
-                info!(
-                    attempt,
-                    pending = item.pending.len(),
-                    "another invocation is working on the incident; waiting"
-                );
-                tokio::time::sleep(deps.settings.busy_wait).await;
-                continue;
-            }
-            let claimed = IncidentItem {
-                lease_until: Some(now + deps.settings.lease),
-                ..item.next()
-            };
-            match deps.store.save_incident(&claimed).await {
-                Ok(()) => {
-                    info!(
-                        pending = claimed.pending.len(),
-                        "finishing steps left by an earlier invocation"
-                    );
-                    run_pending(deps, claimed).await?;
-                    resumed = true;
-                }
-                Err(e) if conflict(&e) => {}
-                Err(e) => return Err(e.into()),
+            if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
+                resumed = true;
             }
             continue;
         }
@@ -205,8 +132,8 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
             state: alarm.state,
             incident_key: key.clone(),
         };
-        let Some(record) = decision.record.clone() else {
-            match deps.store.apply(&new_alarm, None).await {
+        let Some(mut record) = decision.record.clone() else {
+            match deps.effects.store.apply(&new_alarm, None).await {
                 Ok(()) => {
                     info!(
                         action = decision.action.as_str(),
@@ -214,20 +141,21 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
                     );
                     return Ok(outcome(current_ref));
                 }
-                Err(e) if conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
+        complete_record(&mut record, alarm, &class, &decision.action);
         let effects = plan(deps, alarm, &class, &decision.action, &record);
         let new_item = IncidentItem {
             version: item.as_ref().map_or(1, |i| i.version + 1),
             record,
             pending: effects,
-            lease_until: Some(deps.clock.now() + deps.settings.lease),
+            lease_until: Some(deps.effects.clock.now() + deps.effects.settings.lease),
         };
-        match deps.store.apply(&new_alarm, Some(&new_item)).await {
+        match deps.effects.store.apply(&new_alarm, Some(&new_item)).await {
             Ok(()) => {}
-            Err(e) if conflict(&e) => {
+            Err(e) if is_conflict(&e) => {
                 info!(attempt, error = %e, "state changed meanwhile; deciding again");
                 continue;
             }
@@ -239,65 +167,10 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
             steps = new_item.pending.len(),
             "lifecycle change decided"
         );
-        let done = run_pending(deps, new_item).await?;
+        let done = run_pending(&deps.effects, new_item).await?;
         return Ok(outcome(
             done.record.incident.as_ref().map(|r| r.id().to_string()),
         ));
     }
-    Err(HandlerError::Busy { key })
-}
-
-/// Runs the pending effects of `item` (whose lease this invocation holds) in order,
-/// saving after each. A step that may succeed later stops the run and keeps it (and
-/// the rest) pending, with the lease released for the retry; a step that can never
-/// succeed is dropped so the incident is not blocked, and its error is returned
-/// once the other steps ran.
-async fn run_pending(
-    deps: &Deps<'_>,
-    mut item: IncidentItem,
-) -> Result<IncidentItem, HandlerError> {
-    let mut lasting_error: Option<HandlerError> = None;
-    while let Some(effect) = item.pending.first().cloned() {
-        let mut record = item.record.clone();
-        match execute(deps, &mut record, &effect).await {
-            Ok(()) => {
-                item.record = record;
-                item.pending.remove(0);
-            }
-            Err(e) if e.worth_keeping() => {
-                warn!(step = effect.as_str(), error = %e, "step failed; left pending for a retry");
-                let released = IncidentItem {
-                    lease_until: None,
-                    ..item.next()
-                };
-                if let Err(se) = deps.store.save_incident(&released).await {
-                    warn!(error = %se, "could not release the lease; it expires by itself");
-                }
-                return Err(e);
-            }
-            Err(e) => {
-                error!(step = effect.as_str(), error = %e, "step failed and cannot succeed on retry; dropped");
-                item.pending.remove(0);
-                if matches!(effect, Effect::Open { .. }) {
-                    // Without an incident the runbook cannot start.
-                    item.pending
-                        .retain(|p| !matches!(p, Effect::StartRunbook { .. }));
-                }
-                lasting_error.get_or_insert(e);
-            }
-        }
-        item = IncidentItem {
-            lease_until: if item.pending.is_empty() {
-                None
-            } else {
-                item.lease_until
-            },
-            ..item.next()
-        };
-        deps.store.save_incident(&item).await?;
-    }
-    match lasting_error {
-        Some(e) => Err(e),
-        None => Ok(item),
-    }
+    Err(EffectError::Busy { key }.into())
 }

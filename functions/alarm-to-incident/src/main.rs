@@ -1,17 +1,19 @@
 //! alarm-to-incident: a CloudWatch alarm (direct alarm action, EventBridge or SNS)
 //! in, one classified incident out (OpsCenter or Incident Manager), kept in step with
-//! the alarm, every change published to the SNS notification topic.
+//! the alarm, every change published to the SNS notification topic, an escalation
+//! timer set for incidents nobody acknowledges (when configured).
 
 mod config;
 mod effects;
 mod error;
 mod handler;
-mod publish;
 #[cfg(test)]
 mod scenarios;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use shared::config::Env;
+use shared::effects::{EffectDeps, RunnerSettings, SnsPublisher, SystemClock};
+use shared::escalation::{EscalationTimer, SchedulerTimer};
 use shared::state::DynamoStateStore;
 
 #[tokio::main(flavor = "current_thread")]
@@ -19,21 +21,29 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     let config = config::Config::from_env(&Env::from_process())?;
     let sdk = shared::aws::load_sdk_config().await;
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let rules = config.load_rules(&ssm).await?;
+    let rules = config.load_rules(&aws_sdk_ssm::Client::new(&sdk)).await?;
     let backend =
         shared::backend::from_sdk_config(config.backend, &sdk, config.response_plan_arn.clone());
     let store = DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table);
-    let publisher = publish::SnsPublisher::new(aws_sdk_sns::Client::new(&sdk), &config.topic_arn);
-    let settings = handler::Settings::new(config.automation_role_arn.clone());
-    tracing::info!(backend = %config.backend, rules = ?rules.names(), "alarm-to-incident ready");
-    let deps = handler::Deps {
+    let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(&sdk), &config.topic_arn);
+    let timer = (config.escalation.as_ref())
+        .map(|p| SchedulerTimer::new(aws_sdk_scheduler::Client::new(&sdk), p));
+    let settings = RunnerSettings::new(config.automation_role_arn.clone());
+    tracing::info!(backend = %config.backend, rules = ?rules.names(), escalation = config.escalation.is_some(), "alarm-to-incident ready");
+    let effects = EffectDeps {
         backend: backend.as_ref(),
         store: &store,
         publisher: &publisher,
-        rules: &rules,
+        clock: &SystemClock,
         settings: &settings,
-        clock: &handler::SystemClock,
+        timer: timer.as_ref().map(|t| t as &dyn EscalationTimer),
+        // Pages are sent by the escalation itself (slack-actions), never at open.
+        pager: None,
+    };
+    let deps = handler::Deps {
+        effects,
+        rules: &rules,
+        escalation: config.escalation.as_ref(),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = &deps;

@@ -28,9 +28,12 @@ use shared::mock_client;
 use shared::notification::{EventType, IncidentStatus, Notification};
 use shared::state::memory::MemoryStateStore;
 
+use shared::effects::fakes::{RecordingTimer, TimerCall};
+use shared::effects::{Clock, EffectDeps, Publisher, RunnerSettings as Settings};
+use shared::escalation::EscalationPolicy;
+
 use crate::error::HandlerError;
-use crate::handler::{handle, Clock, Deps, Response, Settings};
-use crate::publish::Publisher;
+use crate::handler::{handle, Deps, Response};
 
 const ACCOUNT: &str = "123456789012";
 const VPN: &str = "vpn-0f1e2d3c4b5a69788";
@@ -166,6 +169,8 @@ struct Harness {
     rules: Rules,
     settings: Settings,
     clock: FixedClock,
+    timer: RecordingTimer,
+    escalation: Option<EscalationPolicy>,
 }
 
 impl Harness {
@@ -179,6 +184,8 @@ impl Harness {
             rules: Rules::builtin(Some(DOC)),
             settings,
             clock: FixedClock(Mutex::new("2026-11-25T10:01:05Z".parse().unwrap())),
+            timer: RecordingTimer::default(),
+            escalation: None,
         }
     }
 
@@ -198,12 +205,17 @@ impl Harness {
 
     async fn run(&self, event: Value) -> Result<Response, HandlerError> {
         let deps = Deps {
-            backend: self.backend.as_ref(),
-            store: &self.store,
-            publisher: &self.publisher,
+            effects: EffectDeps {
+                backend: self.backend.as_ref(),
+                store: &self.store,
+                publisher: &self.publisher,
+                clock: &self.clock,
+                settings: &self.settings,
+                timer: Some(&self.timer),
+                pager: None,
+            },
             rules: &self.rules,
-            settings: &self.settings,
-            clock: &self.clock,
+            escalation: self.escalation.as_ref(),
         };
         handle(&deps, &event).await
     }

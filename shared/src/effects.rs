@@ -1,0 +1,1187 @@
+//! The effect runner: every function that changes an incident goes through it.
+//!
+//! A change is decided purely (an alarm transition in [`crate::lifecycle`], a
+//! person's action in [`crate::respond`]) into the new [`IncidentRecord`] and the
+//! [`Effect`]s it implies. The runner writes both to the state table in one
+//! conditional write (the item's version), then runs the effects in order, saving
+//! progress after each. A failure leaves the rest pending on the item, with the lease
+//! released, so a retry (or the next change of the same incident) finishes them
+//! before deciding anything new: an incident opened before a failed publish is not
+//! opened again, and the notification still goes out. A conflict (someone wrote the
+//! item meanwhile) means read again and decide anew.
+//!
+//! [`apply_change`] is the generic entry point ("change an incident by a pure
+//! function"); alarm-to-incident, which also writes the alarm's item in the same
+//! transaction, uses [`resume_pending`] and [`run_pending`] directly.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+use crate::error::{AwsError, AwsFailure, Retryable};
+use crate::escalation::{schedule_name, EscalationTimer, Pager};
+use crate::incident::{BackendError, IncidentBackend, IncidentRef};
+use crate::lifecycle::{Effect, EscalationState, IncidentRecord};
+use crate::notification::{EventType, Notification};
+use crate::state::{IncidentItem, StateError, StateStore};
+
+/// The time, injectable for tests of leases and escalation.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Where lifecycle notifications go.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publishes one notification; returns the message id.
+    async fn publish(&self, notification: &Notification) -> Result<String, AwsError>;
+}
+
+/// [`Publisher`] to the SNS notification topic ([`crate::publish::publish_notification`]).
+#[derive(Debug, Clone)]
+pub struct SnsPublisher {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsPublisher {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Self {
+        SnsPublisher {
+            client,
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for SnsPublisher {
+    async fn publish(&self, notification: &Notification) -> Result<String, AwsError> {
+        crate::publish::publish_notification(&self.client, &self.topic_arn, notification).await
+    }
+}
+
+/// Tunables of the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// Passed to runbooks as `AutomationAssumeRole`.
+    pub automation_role_arn: Option<String>,
+    /// How long an invocation owns an incident's pending effects; at least the
+    /// function timeout, so two invocations never run them at once.
+    pub lease: chrono::Duration,
+    /// Pause before reading again when another invocation holds the lease.
+    pub busy_wait: Duration,
+    /// Reads and decisions per change before giving up with a retryable error.
+    pub attempts: u32,
+}
+
+impl RunnerSettings {
+    pub fn new(automation_role_arn: Option<String>) -> RunnerSettings {
+        RunnerSettings {
+            automation_role_arn,
+            lease: chrono::Duration::seconds(90),
+            busy_wait: Duration::from_millis(500),
+            attempts: 8,
+        }
+    }
+}
+
+/// What the runner uses, built once per container. `timer` and `pager` are `None`
+/// when escalation is off: their effects are then skipped with a warning.
+#[derive(Clone, Copy)]
+pub struct EffectDeps<'a> {
+    pub backend: &'a dyn IncidentBackend,
+    pub store: &'a dyn StateStore,
+    pub publisher: &'a dyn Publisher,
+    pub clock: &'a dyn Clock,
+    pub settings: &'a RunnerSettings,
+    pub timer: Option<&'a dyn EscalationTimer>,
+    pub pager: Option<&'a dyn Pager>,
+}
+
+/// A failed effect or state access.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EffectError {
+    /// The incident backend (OpsCenter or Incident Manager) failed.
+    #[error("incident backend: {0}")]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Publishing the notification to SNS failed.
+    #[error("notification: {0}")]
+    Publish(AwsError),
+    /// Creating or deleting the escalation schedule failed.
+    #[error("escalation timer: {0}")]
+    Timer(AwsError),
+    /// Publishing to the escalation topic failed.
+    #[error("escalation page: {0}")]
+    Page(AwsError),
+    /// The change function produced a record of another incident (a bug).
+    #[error("change of incident {key:?} produced a record keyed {produced:?}")]
+    KeyMismatch { key: String, produced: String },
+    /// Other invocations kept changing the incident (or held its lease) through every attempt.
+    #[error("incident {key:?} is being changed by another invocation; retry later")]
+    Busy { key: String },
+}
+
+impl Retryable for EffectError {
+    fn retryable(&self) -> bool {
+        match self {
+            EffectError::Backend(e) => e.retryable(),
+            EffectError::State(e) => e.retryable(),
+            EffectError::Publish(e) | EffectError::Timer(e) | EffectError::Page(e) => e.retryable(),
+            EffectError::KeyMismatch { .. } => false,
+            EffectError::Busy { .. } => true,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            EffectError::Backend(e) => e.kind(),
+            EffectError::State(e) => e.kind(),
+            EffectError::Publish(e) | EffectError::Timer(e) | EffectError::Page(e) => e.kind(),
+            EffectError::KeyMismatch { .. } => "Internal",
+            EffectError::Busy { .. } => "Busy",
+        }
+    }
+}
+
+impl EffectError {
+    /// True when running the same step again may succeed: throttling, 5xx, timeouts,
+    /// and access denied (fixed by a policy change, after which the step must still run).
+    /// A step that failed otherwise (rejected as invalid, resource gone) never will.
+    pub fn worth_keeping(&self) -> bool {
+        let access = |e: &AwsError| e.failure == AwsFailure::AccessDenied;
+        match self {
+            EffectError::Backend(BackendError::Aws(e))
+            | EffectError::Publish(e)
+            | EffectError::Timer(e)
+            | EffectError::Page(e) => e.retryable() || access(e),
+            EffectError::State(StateError::Aws(e)) => e.retryable() || access(e),
+            other => other.retryable(),
+        }
+    }
+}
+
+/// True for the state errors that mean "someone else wrote first: read again".
+pub fn is_conflict(e: &StateError) -> bool {
+    matches!(
+        e,
+        StateError::AlarmNotNewer { .. } | StateError::IncidentChanged { .. }
+    )
+}
+
+/// Runs one effect, updating `record` with what it produced (incident reference,
+/// runbook execution id, milestones, escalation state). Effects that need a backend
+/// incident are skipped, with a warning, when there is none.
+pub async fn execute(
+    deps: &EffectDeps<'_>,
+    record: &mut IncidentRecord,
+    effect: &Effect,
+) -> Result<(), EffectError> {
+    let need = |record: &IncidentRecord| -> Option<IncidentRef> {
+        let r = record.incident.clone();
+        if r.is_none() {
+            warn!(
+                effect = effect.as_str(),
+                "no backend incident to act on; step skipped"
+            );
+        }
+        r
+    };
+    match effect {
+        Effect::Open { incident } => {
+            let r = deps.backend.open(incident).await?;
+            info!(incident = %r, backend = deps.backend.name(), impact = incident.impact.value(), "incident opened");
+            record.incident = Some(r);
+        }
+        Effect::StartRunbook { plan, client_token } => {
+            if let Some(r) = need(record) {
+                let request = plan.request(
+                    &r,
+                    deps.settings.automation_role_arn.as_deref(),
+                    client_token,
+                );
+                if let Some(id) = deps.backend.start_runbook(&r, &request).await? {
+                    info!(incident = %r, execution = %id, "runbook started");
+                    record.runbook_execution = Some(id);
+                }
+            }
+        }
+        Effect::SetImpact { impact, note } => {
+            if let Some(r) = need(record) {
+                deps.backend.set_impact(&r, *impact, note).await?;
+                info!(incident = %r, impact = impact.value(), "impact changed");
+            }
+        }
+        Effect::AddNote { note } => {
+            if let Some(r) = need(record) {
+                deps.backend.add_note(&r, note).await?;
+            }
+        }
+        Effect::Resolve { note } => {
+            if let Some(r) = need(record) {
+                deps.backend.resolve(&r, note).await?;
+                info!(incident = %r, "incident resolved");
+            }
+        }
+        Effect::Publish { notification } => {
+            let mut n = (**notification).clone();
+            if let Some(r) = &record.incident {
+                n.incident_ref = Some(r.id().to_string());
+                n.incident_url = Some(r.console_url(&n.region));
+            }
+            if n.backend.is_none() {
+                n.backend = Some(deps.backend.name().to_string());
+            }
+            let id = deps
+                .publisher
+                .publish(&n)
+                .await
+                .map_err(EffectError::Publish)?;
+            if n.event == EventType::Opened && record.milestones.notified_at.is_none() {
+                record.milestones.notified_at = Some(deps.clock.now());
+            }
+            info!(event = n.event.as_str(), message_id = %id, "notification published");
+        }
+        Effect::ScheduleEscalation { attempt, at } => {
+            let Some(timer) = deps.timer else {
+                warn!(
+                    effect = effect.as_str(),
+                    "escalation is not configured in this function; step skipped"
+                );
+                return Ok(());
+            };
+            if !record.is_open() {
+                info!(attempt, "incident no longer open; escalation not scheduled");
+                return Ok(());
+            }
+            let name = schedule_name(&record.key, record.opened_at, *attempt);
+            timer
+                .schedule(&name, &record.key, *attempt, *at)
+                .await
+                .map_err(EffectError::Timer)?;
+            info!(attempt, due_at = %at, schedule = %name, "escalation scheduled");
+            record.escalation = Some(EscalationState {
+                attempt: *attempt,
+                due_at: *at,
+                schedule_name: name,
+            });
+        }
+        Effect::CancelEscalation => {
+            let Some(pending) = record.escalation.clone() else {
+                return Ok(());
+            };
+            let Some(timer) = deps.timer else {
+                warn!(
+                    effect = effect.as_str(),
+                    schedule = %pending.schedule_name,
+                    "escalation is not configured in this function; schedule left to fire (it finds the incident answered)"
+                );
+                return Ok(());
+            };
+            timer
+                .cancel(&pending.schedule_name)
+                .await
+                .map_err(EffectError::Timer)?;
+            info!(schedule = %pending.schedule_name, "escalation cancelled");
+            record.escalation = None;
+        }
+        Effect::Page { subject, message } => {
+            let Some(pager) = deps.pager else {
+                warn!(
+                    effect = effect.as_str(),
+                    "no escalation topic configured in this function; page skipped"
+                );
+                return Ok(());
+            };
+            let id = pager
+                .page(subject, message)
+                .await
+                .map_err(EffectError::Page)?;
+            info!(message_id = %id, "on-call paged");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pending effects of `item` (whose lease this invocation holds) in order,
+/// saving after each. A step that may succeed later stops the run and keeps it (and
+/// the rest) pending, with the lease released for the retry; a step that can never
+/// succeed is dropped so the incident is not blocked, and its error is returned
+/// once the other steps ran.
+pub async fn run_pending(
+    deps: &EffectDeps<'_>,
+    mut item: IncidentItem,
+) -> Result<IncidentItem, EffectError> {
+    let mut lasting_error: Option<EffectError> = None;
+    while let Some(effect) = item.pending.first().cloned() {
+        let mut record = item.record.clone();
+        match execute(deps, &mut record, &effect).await {
+            Ok(()) => {
+                item.record = record;
+                item.pending.remove(0);
+            }
+            Err(e) if e.worth_keeping() => {
+                warn!(step = effect.as_str(), error = %e, "step failed; left pending for a retry");
+                let released = IncidentItem {
+                    lease_until: None,
+                    ..item.next()
+                };
+                if let Err(se) = deps.store.save_incident(&released).await {
+                    warn!(error = %se, "could not release the lease; it expires by itself");
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                error!(step = effect.as_str(), error = %e, "step failed and cannot succeed on retry; dropped");
+                item.pending.remove(0);
+                if matches!(effect, Effect::Open { .. }) {
+                    // Without an incident the runbook cannot start.
+                    item.pending
+                        .retain(|p| !matches!(p, Effect::StartRunbook { .. }));
+                }
+                lasting_error.get_or_insert(e);
+            }
+        }
+        item = IncidentItem {
+            lease_until: if item.pending.is_empty() {
+                None
+            } else {
+                item.lease_until
+            },
+            ..item.next()
+        };
+        deps.store.save_incident(&item).await?;
+    }
+    match lasting_error {
+        Some(e) => Err(e),
+        None => Ok(item),
+    }
+}
+
+/// What [`resume_pending`] did with an item that had pending effects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Another invocation holds the lease; waited `busy_wait`: read again.
+    Busy,
+    /// Someone else claimed the item first: read again.
+    Conflict,
+    /// This invocation claimed the lease and finished the effects.
+    Finished(IncidentItem),
+}
+
+/// Finishes the effects left pending on `item` by a failed or concurrent invocation:
+/// waits when another invocation's lease is still running, else claims the lease
+/// (a conditional write) and runs them. The caller then reads the item again.
+pub async fn resume_pending(
+    deps: &EffectDeps<'_>,
+    item: &IncidentItem,
+) -> Result<Resume, EffectError> {
+    let now = deps.clock.now();
+    if item.lease_until.is_some_and(|l| l > now) {
+        info!(
+            pending = item.pending.len(),
+            "another invocation is working on the incident; waiting"
+        );
+        tokio::time::sleep(deps.settings.busy_wait).await;
+        return Ok(Resume::Busy);
+    }
+    let claimed = IncidentItem {
+        lease_until: Some(now + deps.settings.lease),
+        ..item.next()
+    };
+    match deps.store.save_incident(&claimed).await {
+        Ok(()) => {
+            info!(
+                pending = claimed.pending.len(),
+                "finishing steps left by an earlier invocation"
+            );
+            Ok(Resume::Finished(run_pending(deps, claimed).await?))
+        }
+        Err(e) if is_conflict(&e) => Ok(Resume::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A decided change of one incident: the record after it, the effects it implies (in
+/// order) and a short reply for the person who asked (ephemeral in Slack).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub record: IncidentRecord,
+    pub effects: Vec<Effect>,
+    pub reply: String,
+}
+
+/// Why a person's action changes nothing; `message` is safe to show them (it names
+/// no internals).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+/// The reason of a [`Refusal`], for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No incident under that key.
+    NotFound,
+    /// The incident is resolved already.
+    NotOpen,
+    /// The person already owns the incident.
+    AlreadyOwner,
+    /// The incident has no runbook to run again.
+    NoRunbook,
+    /// The request itself is unusable (empty note or title).
+    Invalid,
+    /// An incident with that key is open already.
+    AlreadyExists,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of [`apply_change`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeOutcome {
+    /// The change was written and its effects ran (`changed` is false when the
+    /// change function left the record as it was and asked for nothing: no write).
+    Applied {
+        record: IncidentRecord,
+        reply: String,
+        changed: bool,
+        /// Steps left pending by an earlier invocation were finished first.
+        resumed: bool,
+    },
+    /// The change function refused; nothing was written.
+    Refused(Refusal),
+}
+
+/// Changes the incident under `key` by a pure function: reads the item, finishes
+/// effects left pending first, calls `change(current record, now)`, writes the new
+/// record with the effects conditionally (a conflict reads and decides again), then
+/// runs the effects. `change` may be called more than once (on conflicts), so it
+/// must be pure. A record that does not exist yet is created (version 1).
+pub async fn apply_change<F>(
+    deps: &EffectDeps<'_>,
+    key: &str,
+    mut change: F,
+) -> Result<ChangeOutcome, EffectError>
+where
+    F: FnMut(Option<&IncidentRecord>, DateTime<Utc>) -> Result<Change, Refusal> + Send,
+{
+    let mut resumed = false;
+    for attempt in 0..deps.settings.attempts.max(1) {
+        let item = deps.store.incident(key).await?;
+        if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
+            if let Resume::Finished(_) = resume_pending(deps, item).await? {
+                resumed = true;
+            }
+            continue;
+        }
+        let now = deps.clock.now();
+        let current = item.as_ref().map(|i| &i.record);
+        let c = match change(current, now) {
+            Ok(c) => c,
+            Err(refusal) => {
+                info!(reason = ?refusal.kind, "change refused");
+                return Ok(ChangeOutcome::Refused(refusal));
+            }
+        };
+        if c.record.key != key {
+            return Err(EffectError::KeyMismatch {
+                key: key.to_string(),
+                produced: c.record.key,
+            });
+        }
+        if c.effects.is_empty() && current == Some(&c.record) {
+            return Ok(ChangeOutcome::Applied {
+                record: c.record,
+                reply: c.reply,
+                changed: false,
+                resumed,
+            });
+        }
+        let new_item = IncidentItem {
+            version: item.as_ref().map_or(1, |i| i.version + 1),
+            record: c.record,
+            pending: c.effects,
+            lease_until: Some(now + deps.settings.lease),
+        };
+        match deps.store.save_incident(&new_item).await {
+            Ok(()) => {}
+            Err(e) if is_conflict(&e) => {
+                info!(attempt, error = %e, "state changed meanwhile; deciding again");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        info!(steps = new_item.pending.len(), "incident change decided");
+        let done = run_pending(deps, new_item).await?;
+        return Ok(ChangeOutcome::Applied {
+            record: done.record,
+            reply: c.reply,
+            changed: true,
+            resumed,
+        });
+    }
+    Err(EffectError::Busy {
+        key: key.to_string(),
+    })
+}
+
+/// Recording fakes of the runner's dependencies, for tests of this crate and of
+/// the functions (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::incident::{Impact, NewIncident, Note, RunbookRequest};
+
+    /// A clock that stays where it is set.
+    #[derive(Debug)]
+    pub struct FixedClock(pub Mutex<DateTime<Utc>>);
+
+    impl FixedClock {
+        pub fn at(t: DateTime<Utc>) -> Self {
+            FixedClock(Mutex::new(t))
+        }
+        pub fn set(&self, t: DateTime<Utc>) {
+            if let Ok(mut c) = self.0.lock() {
+                *c = t;
+            }
+        }
+    }
+
+    impl Clock for FixedClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.0.lock().map(|c| *c).unwrap_or_else(|_| Utc::now())
+        }
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records notifications; fails once per error queued with `fail_next`.
+    #[derive(Debug, Default)]
+    pub struct RecordingPublisher {
+        pub sent: Mutex<Vec<Notification>>,
+        pub failures: Mutex<Vec<AwsError>>,
+    }
+
+    impl RecordingPublisher {
+        pub fn fail_next(&self, e: AwsError) {
+            lock(&self.failures).push(e);
+        }
+        pub fn sent(&self) -> Vec<Notification> {
+            lock(&self.sent).clone()
+        }
+    }
+
+    #[async_trait]
+    impl Publisher for RecordingPublisher {
+        async fn publish(&self, n: &Notification) -> Result<String, AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            let mut sent = lock(&self.sent);
+            sent.push(n.clone());
+            Ok(format!("msg-{}", sent.len()))
+        }
+    }
+
+    /// One call to a [`RecordingTimer`].
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TimerCall {
+        Schedule {
+            name: String,
+            key: String,
+            attempt: u32,
+            at: DateTime<Utc>,
+        },
+        Cancel {
+            name: String,
+        },
+    }
+
+    /// Records timer calls; fails once per error queued in `failures`.
+    #[derive(Debug, Default)]
+    pub struct RecordingTimer {
+        pub calls: Mutex<Vec<TimerCall>>,
+        pub failures: Mutex<Vec<AwsError>>,
+    }
+
+    impl RecordingTimer {
+        pub fn calls(&self) -> Vec<TimerCall> {
+            lock(&self.calls).clone()
+        }
+    }
+
+    #[async_trait]
+    impl EscalationTimer for RecordingTimer {
+        async fn schedule(
+            &self,
+            name: &str,
+            key: &str,
+            attempt: u32,
+            at: DateTime<Utc>,
+        ) -> Result<(), AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            lock(&self.calls).push(TimerCall::Schedule {
+                name: name.into(),
+                key: key.into(),
+                attempt,
+                at,
+            });
+            Ok(())
+        }
+        async fn cancel(&self, name: &str) -> Result<(), AwsError> {
+            if let Some(e) = lock(&self.failures).pop() {
+                return Err(e);
+            }
+            lock(&self.calls).push(TimerCall::Cancel { name: name.into() });
+            Ok(())
+        }
+    }
+
+    /// Records pages as (subject, message).
+    #[derive(Debug, Default)]
+    pub struct RecordingPager {
+        pub pages: Mutex<Vec<(String, String)>>,
+    }
+
+    impl RecordingPager {
+        pub fn pages(&self) -> Vec<(String, String)> {
+            lock(&self.pages).clone()
+        }
+    }
+
+    #[async_trait]
+    impl Pager for RecordingPager {
+        async fn page(&self, subject: &str, message: &str) -> Result<String, AwsError> {
+            let mut pages = lock(&self.pages);
+            pages.push((subject.into(), message.into()));
+            Ok(format!("page-{}", pages.len()))
+        }
+    }
+
+    /// An OpsCenter-like backend that records calls as short strings
+    /// (`open <key>`, `note <title>`, `resolve <title>`, `runbook <document>`,
+    /// `impact <n>`) and answers with `oi-000000000001`.
+    #[derive(Debug, Default)]
+    pub struct RecordingBackend {
+        pub calls: Mutex<Vec<String>>,
+        pub notes: Mutex<Vec<Note>>,
+    }
+
+    impl RecordingBackend {
+        pub fn calls(&self) -> Vec<String> {
+            lock(&self.calls).clone()
+        }
+        pub fn notes(&self) -> Vec<Note> {
+            lock(&self.notes).clone()
+        }
+    }
+
+    #[async_trait]
+    impl IncidentBackend for RecordingBackend {
+        fn name(&self) -> &'static str {
+            "OpsCenter"
+        }
+        async fn find_open(&self, _key: &str) -> Result<Option<IncidentRef>, BackendError> {
+            Ok(None)
+        }
+        async fn open(&self, incident: &NewIncident) -> Result<IncidentRef, BackendError> {
+            lock(&self.calls).push(format!("open {}", incident.key));
+            Ok(IncidentRef::OpsCenter("oi-000000000001".into()))
+        }
+        async fn set_impact(
+            &self,
+            _incident: &IncidentRef,
+            impact: Impact,
+            note: &Note,
+        ) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("impact {}", impact.value()));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn add_note(&self, _incident: &IncidentRef, note: &Note) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("note {}", note.title));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn resolve(&self, _incident: &IncidentRef, note: &Note) -> Result<(), BackendError> {
+            lock(&self.calls).push(format!("resolve {}", note.title));
+            lock(&self.notes).push(note.clone());
+            Ok(())
+        }
+        async fn start_runbook(
+            &self,
+            _incident: &IncidentRef,
+            runbook: &RunbookRequest,
+        ) -> Result<Option<String>, BackendError> {
+            lock(&self.calls).push(format!(
+                "runbook {} {}",
+                runbook.document, runbook.client_token
+            ));
+            Ok(Some("exec-2".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::*;
+    use super::*;
+    use crate::classify::RunbookPlan;
+    use crate::escalation::EscalationPolicy;
+    use crate::incident::{Actor, Impact};
+    use crate::respond;
+    use crate::state::memory::MemoryStateStore;
+
+    const KEY: &str = "VPN connection vpn-1 is DOWN";
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        "2026-11-25T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(minute)
+    }
+
+    fn jane() -> Actor {
+        Actor::Person {
+            id: "U0JANE".into(),
+            name: "Jane Doe".into(),
+        }
+    }
+
+    fn policy() -> EscalationPolicy {
+        EscalationPolicy::from_env(&crate::config::Env::from_pairs([
+            (crate::escalation::MIN_IMPACT_VAR, "2"),
+            (crate::escalation::TOPIC_VAR, "arn:aws:sns:eu-west-1:1:esc"),
+            (
+                crate::escalation::TARGET_VAR,
+                "arn:aws:lambda:eu-west-1:1:function:slack-actions",
+            ),
+            (crate::escalation::ROLE_VAR, "arn:aws:iam::1:role/scheduler"),
+        ]))
+        .unwrap()
+        .unwrap()
+    }
+
+    struct World {
+        backend: RecordingBackend,
+        store: MemoryStateStore,
+        publisher: RecordingPublisher,
+        clock: FixedClock,
+        settings: RunnerSettings,
+        timer: RecordingTimer,
+        pager: RecordingPager,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut settings = RunnerSettings::new(Some("arn:aws:iam::1:role/automation".into()));
+            settings.busy_wait = Duration::ZERO;
+            World {
+                backend: RecordingBackend::default(),
+                store: MemoryStateStore::default(),
+                publisher: RecordingPublisher::default(),
+                clock: FixedClock::at(t(0)),
+                settings,
+                timer: RecordingTimer::default(),
+                pager: RecordingPager::default(),
+            }
+        }
+        fn deps(&self) -> EffectDeps<'_> {
+            EffectDeps {
+                backend: &self.backend,
+                store: &self.store,
+                publisher: &self.publisher,
+                clock: &self.clock,
+                settings: &self.settings,
+                timer: Some(&self.timer),
+                pager: Some(&self.pager),
+            }
+        }
+        fn events(&self) -> Vec<&'static str> {
+            self.publisher
+                .sent()
+                .iter()
+                .map(|n| n.event.as_str())
+                .collect()
+        }
+        async fn declare(&self) -> IncidentRecord {
+            let key = respond::declared_key("VPN down", t(0));
+            let p = policy();
+            let out = apply_change(&self.deps(), &key, |r, now| {
+                respond::ensure_no_open(r)?;
+                respond::declare(
+                    "VPN down",
+                    &jane(),
+                    Some("C0NOC"),
+                    Impact::CRITICAL,
+                    "1",
+                    "eu-west-1",
+                    now,
+                    Some(&p),
+                )
+            })
+            .await
+            .unwrap();
+            match out {
+                ChangeOutcome::Applied {
+                    record,
+                    changed: true,
+                    ..
+                } => record,
+                o => panic!("unexpected {o:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn declare_then_acknowledge_runs_effects_and_keeps_state() {
+        let w = World::new();
+        let r = w.declare().await;
+        let key = r.key.clone();
+        assert_eq!(
+            r.incident,
+            Some(IncidentRef::OpsCenter("oi-000000000001".into()))
+        );
+        // The runner stamps the opened notification and stores the escalation.
+        assert_eq!(r.milestones.notified_at, Some(t(0)));
+        let esc = r.escalation.clone().unwrap();
+        assert_eq!((esc.attempt, esc.due_at), (1, t(15)));
+        assert_eq!(
+            w.timer.calls(),
+            [TimerCall::Schedule {
+                name: esc.schedule_name.clone(),
+                key: key.clone(),
+                attempt: 1,
+                at: t(15)
+            }]
+        );
+        assert_eq!(w.events(), ["opened"]);
+        assert_eq!(
+            w.publisher.sent()[0].incident_ref.as_deref(),
+            Some("oi-000000000001")
+        );
+        assert_eq!(w.publisher.sent()[0].backend.as_deref(), Some("OpsCenter"));
+
+        w.clock.set(t(4));
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied {
+            record,
+            reply,
+            changed,
+            resumed,
+        } = out
+        else {
+            panic!("refused");
+        };
+        assert!(changed && !resumed);
+        assert_eq!(reply, "You own this incident now.");
+        assert_eq!(record.escalation, None);
+        assert_eq!(
+            w.timer.calls()[1],
+            TimerCall::Cancel {
+                name: esc.schedule_name
+            }
+        );
+        assert_eq!(w.events(), ["opened", "acknowledged"]);
+        let stored = w.store.incident_now(&key).unwrap();
+        assert!(stored.pending.is_empty() && stored.lease_until.is_none());
+        assert_eq!(stored.record, record);
+
+        // Same person again: refused, nothing written.
+        let writes = *w.store.writes.lock().unwrap();
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            out,
+            ChangeOutcome::Refused(Refusal {
+                kind: RefusalKind::AlreadyOwner,
+                ..
+            })
+        ));
+        assert_eq!(*w.store.writes.lock().unwrap(), writes);
+
+        // The schedule that fires anyway (deleted too late) changes nothing.
+        let p = policy();
+        let out = apply_change(&w.deps(), &key, |r, now| {
+            respond::escalation_fired(respond::existing(r)?, 1, now, &p)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(out, ChangeOutcome::Applied { changed: false, .. }));
+        assert!(w.pager.pages().is_empty());
+        assert_eq!(*w.store.writes.lock().unwrap(), writes);
+    }
+
+    #[tokio::test]
+    async fn unanswered_incident_escalates_pages_and_reschedules() {
+        let w = World::new();
+        let r = w.declare().await;
+        w.clock.set(t(15));
+        let p = policy();
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::escalation_fired(respond::existing(r)?, 1, now, &p)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied { record, .. } = out else {
+            panic!("refused");
+        };
+        assert_eq!(w.events(), ["opened", "unanswered"]);
+        assert_eq!(w.pager.pages().len(), 1);
+        assert_eq!(
+            w.pager.pages()[0].0,
+            "[Impact 1] Unanswered incident: VPN down"
+        );
+        let next = record.escalation.unwrap();
+        assert_eq!((next.attempt, next.due_at), (2, t(30)));
+        assert!(next.schedule_name.ends_with("-2"));
+    }
+
+    #[tokio::test]
+    async fn missing_record_is_refused_and_nothing_is_written() {
+        let w = World::new();
+        let out = apply_change(&w.deps(), "nope", |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "x", now)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            ChangeOutcome::Refused(Refusal::new(
+                RefusalKind::NotFound,
+                "No incident with that key. Use `/incident list` to see the open ones."
+            ))
+        );
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn failed_publish_is_kept_pending_and_finished_before_the_next_change() {
+        let w = World::new();
+        let r = w.declare().await;
+        w.publisher.fail_next(AwsError {
+            service: "sns",
+            operation: "Publish",
+            failure: AwsFailure::Throttled,
+            code: Some("Throttling".into()),
+            message: "Rate exceeded".into(),
+        });
+        w.clock.set(t(2));
+        let e = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+        let item = w.store.incident_now(&r.key).unwrap();
+        assert_eq!(
+            item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
+            ["publish"]
+        );
+        assert_eq!(item.lease_until, None);
+
+        // The next change finishes the note's publish first, then applies itself.
+        w.clock.set(t(3));
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(out, ChangeOutcome::Applied { resumed: true, .. }));
+        assert_eq!(w.events(), ["opened", "note", "acknowledged"]);
+        assert_eq!(
+            w.backend
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("note Note by"))
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn held_lease_waits_then_gives_up_busy_and_expired_lease_is_taken_over() {
+        let w = World::new();
+        let r = w.declare().await;
+        let mut item = w.store.incident_now(&r.key).unwrap();
+        item.pending = vec![Effect::CancelEscalation];
+        item.lease_until = Some(t(1));
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(r.key.clone(), item);
+        let note = |r: Option<&IncidentRecord>, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "x", now)
+        };
+        let e = apply_change(&w.deps(), &r.key, note).await.unwrap_err();
+        assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+        assert_eq!(w.timer.calls().len(), 1);
+        w.clock.set(t(2));
+        let out = apply_change(&w.deps(), &r.key, note).await.unwrap();
+        let ChangeOutcome::Applied {
+            record, resumed, ..
+        } = out
+        else {
+            panic!("refused");
+        };
+        assert!(resumed);
+        assert_eq!(record.escalation, None);
+        assert!(matches!(w.timer.calls()[1], TimerCall::Cancel { .. }));
+    }
+
+    #[tokio::test]
+    async fn rerun_starts_the_runbook_with_the_configured_role() {
+        let w = World::new();
+        let r = w.declare().await;
+        let mut item = w.store.incident_now(&r.key).unwrap();
+        item.record.runbook = Some(RunbookPlan {
+            document: "VpnDiagnosis".into(),
+            parameters: [(
+                "AutomationAssumeRole".to_string(),
+                vec!["{AutomationAssumeRole}".to_string()],
+            )]
+            .into(),
+        });
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(r.key.clone(), item);
+        let out = apply_change(&w.deps(), &r.key, |r, now| {
+            respond::rerun_diagnosis(respond::existing(r)?, &jane(), now)
+        })
+        .await
+        .unwrap();
+        let ChangeOutcome::Applied { record, .. } = out else {
+            panic!("refused");
+        };
+        assert_eq!(record.runbook_execution.as_deref(), Some("exec-2"));
+        assert!(w
+            .backend
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("runbook VpnDiagnosis ")));
+    }
+
+    #[tokio::test]
+    async fn without_timer_or_pager_escalation_steps_are_skipped() {
+        let w = World::new();
+        let deps = EffectDeps {
+            timer: None,
+            pager: None,
+            ..w.deps()
+        };
+        let mut r = respond::declare(
+            "x",
+            &jane(),
+            None,
+            Impact::CRITICAL,
+            "1",
+            "r",
+            t(0),
+            Some(&policy()),
+        )
+        .unwrap()
+        .record;
+        execute(
+            &deps,
+            &mut r,
+            &Effect::ScheduleEscalation {
+                attempt: 1,
+                at: t(15),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.escalation, None);
+        execute(
+            &deps,
+            &mut r,
+            &Effect::Page {
+                subject: "s".into(),
+                message: "m".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(w.timer.calls().is_empty() && w.pager.pages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_mismatch_is_an_error_not_a_write() {
+        let w = World::new();
+        let e = apply_change(&w.deps(), "other", |_, now| {
+            respond::declare("x", &jane(), None, Impact::LOW, "1", "r", now, None)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "NonRetryable.Internal");
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sns_publisher_sends_chatbot_json_with_attributes() {
+        use aws_sdk_sns::operation::publish::PublishOutput;
+        use aws_smithy_mocks::mock;
+        let rule = mock!(aws_sdk_sns::Client::publish)
+            .match_requests(|r| {
+                assert_eq!(
+                    r.topic_arn(),
+                    Some("arn:aws:sns:eu-west-1:123456789012:incidents")
+                );
+                let msg: serde_json::Value = serde_json::from_str(r.message().unwrap()).unwrap();
+                assert_eq!(msg["version"], "1.0");
+                assert_eq!(msg["metadata"]["threadId"], KEY);
+                let attrs = r.message_attributes().unwrap();
+                assert_eq!(attrs["event_type"].string_value(), Some("acknowledged"));
+                assert_eq!(attrs["impact"].string_value(), Some("1"));
+                true
+            })
+            .then_output(|| PublishOutput::builder().message_id("m-1").build());
+        let p = SnsPublisher::new(
+            crate::mock_client!(aws_sdk_sns, [&rule]),
+            "arn:aws:sns:eu-west-1:123456789012:incidents",
+        );
+        let mut r = respond::declare("x", &jane(), None, Impact::CRITICAL, "1", "r", t(0), None)
+            .unwrap()
+            .record;
+        r.key = KEY.into();
+        let n = respond::notification(&r, EventType::Acknowledged, "s".into(), t(1));
+        assert_eq!(p.publish(&n).await.unwrap(), "m-1");
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
