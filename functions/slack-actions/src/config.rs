@@ -71,9 +71,9 @@ impl Config {
             .map(str::to_string)
             .collect();
         if response_url_prefixes.is_empty()
-            || response_url_prefixes
-                .iter()
-                .any(|p| !(p.starts_with("https://") || p.starts_with("http://")) || !p.ends_with('/'))
+            || response_url_prefixes.iter().any(|p| {
+                !(p.starts_with("https://") || p.starts_with("http://")) || !p.ends_with('/')
+            })
         {
             return Err(ConfigError::invalid(
                 "SLACK_RESPONSE_URL_PREFIXES",
@@ -88,7 +88,9 @@ impl Config {
             policy: ActionPolicy::from_env(env)?,
             slack_api_url,
             response_url_prefixes,
-            secret_cache_ttl: Duration::from_secs(env.parse_or("SLACK_SECRET_CACHE_SECONDS", 300u64)?),
+            secret_cache_ttl: Duration::from_secs(
+                env.parse_or("SLACK_SECRET_CACHE_SECONDS", 300u64)?,
+            ),
             table: env.required("STATE_TABLE_NAME", "the name of the DynamoDB state table")?,
             queue_url: env.required("ACTIONS_QUEUE_URL", "the URL of the SQS actions queue")?,
             topic_arn: env.arn("NOTIFICATION_TOPIC_ARN", "sns")?,
@@ -106,11 +108,23 @@ mod tests {
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
-            ("SLACK_SIGNING_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:signing-AbC"),
-            ("SLACK_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbC"),
+            (
+                "SLACK_SIGNING_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:signing-AbC",
+            ),
+            (
+                "SLACK_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbC",
+            ),
             ("STATE_TABLE_NAME", "state"),
-            ("ACTIONS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/actions"),
-            ("NOTIFICATION_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:notifications"),
+            (
+                "ACTIONS_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/actions",
+            ),
+            (
+                "NOTIFICATION_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:notifications",
+            ),
         ]
     }
 
@@ -137,13 +151,30 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         for (var, value, expected) in [
-            ("SLACK_RESPONSE_URL_PREFIXES", "hooks.slack.com", "SLACK_RESPONSE_URL_PREFIXES"),
-            ("SLACK_RESPONSE_URL_PREFIXES", "https://hooks.slack.com", "SLACK_RESPONSE_URL_PREFIXES"),
+            (
+                "SLACK_RESPONSE_URL_PREFIXES",
+                "hooks.slack.com",
+                "SLACK_RESPONSE_URL_PREFIXES",
+            ),
+            (
+                "SLACK_RESPONSE_URL_PREFIXES",
+                "https://hooks.slack.com",
+                "SLACK_RESPONSE_URL_PREFIXES",
+            ),
             ("SLACK_API_URL", "slack.com/api", "SLACK_API_URL"),
-            ("SLACK_ACTION_POLICY", "{\"acknowledge\": {\"users\": [\"nobody\"]}}", "SLACK_ACTION_POLICY"),
-            ("SLACK_SIGNING_SECRET_ARN", "arn:aws:sns:eu-west-1:123456789012:x", "SLACK_SIGNING_SECRET_ARN"),
+            (
+                "SLACK_ACTION_POLICY",
+                "{\"acknowledge\": {\"users\": [\"nobody\"]}}",
+                "SLACK_ACTION_POLICY",
+            ),
+            (
+                "SLACK_SIGNING_SECRET_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:x",
+                "SLACK_SIGNING_SECRET_ARN",
+            ),
         ] {
-            let mut env: Vec<(&str, &str)> = base().into_iter().filter(|(k, _)| *k != var).collect();
+            let mut env: Vec<(&str, &str)> =
+                base().into_iter().filter(|(k, _)| *k != var).collect();
             env.push((var, value));
             let err = Config::from_env(&Env::from_pairs(env)).unwrap_err();
             assert!(err.to_string().contains(expected), "{var}: {err}");
@@ -152,7 +183,10 @@ mod tests {
 
     #[test]
     fn missing_queue_url_is_an_error() {
-        let env: Vec<(&str, &str)> = base().into_iter().filter(|(k, _)| *k != "ACTIONS_QUEUE_URL").collect();
+        let env: Vec<(&str, &str)> = base()
+            .into_iter()
+            .filter(|(k, _)| *k != "ACTIONS_QUEUE_URL")
+            .collect();
         let err = Config::from_env(&Env::from_pairs(env)).unwrap_err();
         assert!(err.to_string().contains("ACTIONS_QUEUE_URL"), "{err}");
     }

@@ -45,7 +45,12 @@ impl GroupCache {
     ) -> Result<Vec<String>, SlackCallError> {
         let mut out = Vec::new();
         for group in groups {
-            if self.members(slack, token, group).await?.iter().any(|u| u == user) {
+            if self
+                .members(slack, token, group)
+                .await?
+                .iter()
+                .any(|u| u == user)
+            {
                 out.push((*group).to_string());
             }
         }

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError};
 use shared::error::{Retryable, Secret};
-use shared::incident::{Actor, Impact};
+use shared::incident::Impact;
 use shared::respond;
 use shared::slack::authz::Action;
 use shared::slack::interaction::{self, Interaction, NoteModalMetadata, Request, Source};
@@ -91,7 +91,9 @@ pub enum HandlerError {
         attempt: u32,
         source: EffectError,
     },
-    #[error("escalation event received but escalation is not configured (ESCALATION_MIN_IMPACT unset)")]
+    #[error(
+        "escalation event received but escalation is not configured (ESCALATION_MIN_IMPACT unset)"
+    )]
     EscalationOff,
 }
 
@@ -125,7 +127,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 pub async fn handle(deps: &Deps<'_>, event: Value, place: &Place) -> Result<Value, HandlerError> {
     match classify(event)? {
         Incoming::Url(req) => {
-            let response = handle_url(deps, &req, place).await;
+            let response = handle_url(deps, &req).await;
             Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"statusCode": 500})))
         }
         Incoming::Queue(batch) => {
@@ -145,7 +147,7 @@ pub fn ephemeral(text: &str) -> Value {
 
 /// Verifies, authorizes and answers one request from Slack. Never fails: every
 /// outcome is an HTTP answer.
-pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest, place: &Place) -> UrlResponse {
+pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
     if !req.request_context.http.method.eq_ignore_ascii_case("POST") {
         return UrlResponse::text(405, "method not allowed");
     }
@@ -210,10 +212,10 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest, place: &Place) -> Url
         action = %interaction.request.action(),
         incident = interaction.request.key().unwrap_or_default(),
     );
-    respond_to(deps, interaction, place).instrument(span).await
+    respond_to(deps, interaction).instrument(span).await
 }
 
-async fn respond_to(deps: &Deps<'_>, i: Interaction, place: &Place) -> UrlResponse {
+async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
     let action = i.request.action();
     match authorized(deps, &i, action).await {
         Ok(true) => {}
@@ -230,22 +232,35 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, place: &Place) -> UrlRespon
             Ok(records) => answer(deps, &i, &ui::list(&records)).await,
             Err(e) => {
                 error!(error = %e, "listing incidents failed");
-                answer(deps, &i, &ephemeral("Could not read the incidents right now; try again in a moment.")).await
+                answer(
+                    deps,
+                    &i,
+                    &ephemeral("Could not read the incidents right now; try again in a moment."),
+                )
+                .await
             }
         },
         Request::Show { key } => match incidents::find(deps.incidents, key).await {
             Ok(Some(record)) => answer(deps, &i, &ui::show(&record)).await,
             Ok(None) => {
-                let text = format!("No incident matches `{}`. `/incident list` shows the open ones.", ui::code_safe(key));
+                let text = format!(
+                    "No incident matches `{}`. `/incident list` shows the open ones.",
+                    ui::code_safe(key)
+                );
                 answer(deps, &i, &ephemeral(&text)).await
             }
             Err(e) => {
                 error!(error = %e, "reading the incident failed");
-                answer(deps, &i, &ephemeral("Could not read the incident right now; try again in a moment.")).await
+                answer(
+                    deps,
+                    &i,
+                    &ephemeral("Could not read the incident right now; try again in a moment."),
+                )
+                .await
             }
         },
         Request::OpenNoteModal { key } => open_note_modal(deps, &i, key).await,
-        _ => queue_change(deps, &i, place).await,
+        _ => queue_change(deps, &i).await,
     }
 }
 
@@ -278,7 +293,9 @@ async fn authorized(deps: &Deps<'_>, i: &Interaction, action: Action) -> Result<
 async fn answer(deps: &Deps<'_>, i: &Interaction, message: &Value) -> UrlResponse {
     match i.source {
         Source::Command => UrlResponse::json(200, message),
-        Source::Button => {
+        // A modal closes on the empty answer; what the person must know goes to the
+        // response URL of the message the modal was opened from.
+        Source::Button | Source::Modal => {
             if let Some(url) = &i.caller.response_url {
                 if let Err(e) = deps.slack.respond(url, message).await {
                     warn!(error = %e, "could not answer through response_url");
@@ -286,13 +303,19 @@ async fn answer(deps: &Deps<'_>, i: &Interaction, message: &Value) -> UrlRespons
             }
             UrlResponse::ack()
         }
-        Source::Modal => UrlResponse::ack(),
     }
 }
 
 async fn open_note_modal(deps: &Deps<'_>, i: &Interaction, key: &str) -> UrlResponse {
     let Some(trigger) = i.caller.trigger_id.as_deref() else {
-        return answer(deps, i, &ephemeral("Slack sent no trigger to open the note dialog; use `/incident note <key> <text>`.")).await;
+        return answer(
+            deps,
+            i,
+            &ephemeral(
+                "Slack sent no trigger to open the note dialog; use `/incident note <key> <text>`.",
+            ),
+        )
+        .await;
     };
     let metadata = NoteModalMetadata {
         key: key.to_string(),
@@ -312,7 +335,12 @@ async fn open_note_modal(deps: &Deps<'_>, i: &Interaction, key: &str) -> UrlResp
         Ok(()) => UrlResponse::ack(),
         Err(e) => {
             warn!(error = %e, "could not open the note dialog");
-            answer(deps, i, &ephemeral("Could not open the note dialog; use `/incident note <key> <text>`.")).await
+            answer(
+                deps,
+                i,
+                &ephemeral("Could not open the note dialog; use `/incident note <key> <text>`."),
+            )
+            .await
         }
     }
 }
@@ -323,7 +351,9 @@ fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
         Request::Resolve { key } => (JobAction::Resolve, Some(key), None, None),
         Request::Rerun { key } => (JobAction::Rerun, Some(key), None, None),
         Request::AddNote { key, text } => (JobAction::Note, Some(key), Some(text.clone()), None),
-        Request::Declare { title, impact } => (JobAction::Declare, None, Some(title.clone()), *impact),
+        Request::Declare { title, impact } => {
+            (JobAction::Declare, None, Some(title.clone()), *impact)
+        }
         _ => return None,
     };
     Some(Job {
@@ -338,7 +368,7 @@ fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
     })
 }
 
-async fn queue_change(deps: &Deps<'_>, i: &Interaction, _place: &Place) -> UrlResponse {
+async fn queue_change(deps: &Deps<'_>, i: &Interaction) -> UrlResponse {
     let now = deps.effects.clock.now();
     let Some(job) = job_of(i, now) else {
         return answer(deps, i, &ephemeral(interaction::USAGE)).await;
@@ -357,7 +387,14 @@ async fn queue_change(deps: &Deps<'_>, i: &Interaction, _place: &Place) -> UrlRe
         }
         Err(e) => {
             error!(error = %e, "could not queue the change");
-            answer(deps, i, &ephemeral("Could not take the request right now; nothing changed. Try again in a moment.")).await
+            answer(
+                deps,
+                i,
+                &ephemeral(
+                    "Could not take the request right now; nothing changed. Try again in a moment.",
+                ),
+            )
+            .await
         }
     }
 }
@@ -431,7 +468,16 @@ pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String
             let policy = deps.config.escalation.as_ref();
             apply_change(&deps.effects, &key, |r, now| {
                 respond::ensure_no_open(r)?;
-                respond::declare(&title, &who, team.as_deref(), impact, &place.account, &place.region, now, policy)
+                respond::declare(
+                    &title,
+                    &who,
+                    team.as_deref(),
+                    impact,
+                    &place.account,
+                    &place.region,
+                    now,
+                    policy,
+                )
             })
             .await?
         }
@@ -467,7 +513,11 @@ pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String
 async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value, HandlerError> {
     let span = info_span!("escalation", incident = %e.incident_key, attempt = e.attempt);
     async {
-        let policy = deps.config.escalation.as_ref().ok_or(HandlerError::EscalationOff)?;
+        let policy = deps
+            .config
+            .escalation
+            .as_ref()
+            .ok_or(HandlerError::EscalationOff)?;
         let outcome = apply_change(&deps.effects, &e.incident_key, |r, now| {
             respond::escalation_fired(respond::existing(r)?, e.attempt, now, policy)
         })
@@ -486,9 +536,4 @@ async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value
     }
     .instrument(span)
     .await
-}
-
-#[allow(dead_code)]
-fn _actor_label(a: &Actor) -> String {
-    a.label()
 }

@@ -2,7 +2,7 @@
 //! not), the queue worker and the escalation timer, asserting what was answered, what
 //! was queued, and what changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -14,15 +14,14 @@ use shared::effects::fakes::{
 };
 use shared::effects::{EffectDeps, RunnerSettings};
 use shared::error::{AwsError, Secret};
-use shared::escalation::{EscalationPolicy, EscalationTimer, Pager};
-use shared::incident::{Actor, Impact, IncidentRef};
-use shared::lifecycle::{EscalationState, IncidentRecord, Milestones};
-use shared::notification::{EventType, IncidentStatus};
+use shared::escalation::{EscalationTimer, Pager};
+use shared::incident::{Actor, Impact};
+use shared::lifecycle::{EscalationState, IncidentRecord};
+use shared::notification::EventType;
 use shared::slack::signature::{sign, SigningSecret};
 use shared::state::memory::MemoryStateStore;
 use shared::state::{IncidentItem, StateError, StateStore};
 use slack_actions::config::Config;
-use slack_actions::event::{SqsEvent, SqsRecord, UrlRequest};
 use slack_actions::groups::GroupCache;
 use slack_actions::handler::{handle, Deps, Place, UNVERIFIED_BODY};
 use slack_actions::incidents::IncidentReader;
@@ -168,19 +167,40 @@ struct Harness {
 
 fn policy_env() -> Vec<(&'static str, String)> {
     vec![
-        ("SLACK_SIGNING_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-AbC".into()),
-        ("SLACK_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:t-AbC".into()),
+        (
+            "SLACK_SIGNING_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-AbC".into(),
+        ),
+        (
+            "SLACK_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:t-AbC".into(),
+        ),
         ("STATE_TABLE_NAME", "state".into()),
-        ("ACTIONS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/actions".into()),
-        ("NOTIFICATION_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:notifications".into()),
+        (
+            "ACTIONS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/actions".into(),
+        ),
+        (
+            "NOTIFICATION_TOPIC_ARN",
+            "arn:aws:sns:eu-west-1:123456789012:notifications".into(),
+        ),
         (
             "SLACK_ACTION_POLICY",
             json!({"default": {"usergroups": [GROUP]}, "declare": {"users": [ALICE]}}).to_string(),
         ),
         ("ESCALATION_MIN_IMPACT", "1".into()),
-        ("ESCALATION_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:escalation".into()),
-        ("ESCALATION_TARGET_ARN", "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions".into()),
-        ("ESCALATION_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/scheduler".into()),
+        (
+            "ESCALATION_TOPIC_ARN",
+            "arn:aws:sns:eu-west-1:123456789012:escalation".into(),
+        ),
+        (
+            "ESCALATION_TARGET_ARN",
+            "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions".into(),
+        ),
+        (
+            "ESCALATION_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/scheduler".into(),
+        ),
         ("ESCALATION_SCHEDULE_GROUP", "escalations".into()),
     ]
 }
@@ -223,7 +243,9 @@ impl Harness {
                 pager: Some(&self.pager as &dyn Pager),
             },
         };
-        let place = Place::from_function_arn("arn:aws:lambda:eu-west-1:123456789012:function:slack-actions");
+        let place = Place::from_function_arn(
+            "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
+        );
         handle(&deps, event, &place).await.unwrap()
     }
 
@@ -269,7 +291,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".to_string(),
             _ => format!("%{b:02X}"),
         })
@@ -302,7 +326,10 @@ fn button(user: &str, action_id: &str) -> String {
 
 fn url_event(body: &str, ts: i64, signature: Option<String>) -> Value {
     let mut headers = BTreeMap::from([
-        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
         ("x-slack-request-timestamp".to_string(), ts.to_string()),
     ]);
     if let Some(s) = signature {
@@ -341,7 +368,10 @@ async fn signed_list_command_answers_inline_and_queues_nothing() {
     assert!(body.contains("vpn-0f1e2d3c4b5a69788"), "{body}");
     assert!(body.contains("\"response_type\":\"ephemeral\""), "{body}");
     assert!(h.jobs().is_empty());
-    assert_eq!(*h.slack.group_calls.lock().unwrap(), vec![GROUP.to_string()]);
+    assert_eq!(
+        *h.slack.group_calls.lock().unwrap(),
+        vec![GROUP.to_string()]
+    );
 }
 
 #[tokio::test]
@@ -366,7 +396,10 @@ async fn bad_signature_stale_timestamp_and_missing_headers_get_401_and_change_no
         assert_eq!(res["body"], UNVERIFIED_BODY);
     }
     assert!(h.jobs().is_empty());
-    assert!(h.replay.0.lock().unwrap().is_empty(), "unverified requests never reach the replay guard");
+    assert!(
+        h.replay.0.lock().unwrap().is_empty(),
+        "unverified requests never reach the replay guard"
+    );
     assert!(h.slack.group_calls.lock().unwrap().is_empty());
 }
 
@@ -389,7 +422,10 @@ async fn unauthorised_button_press_is_told_and_changes_nothing() {
     let res = h.run(signed(&button(MALLORY, "incident.resolve"))).await;
     assert_eq!(status(&res), 200);
     assert_eq!(res["body"], "");
-    assert_eq!(h.slack.texts(), vec!["You are not allowed to resolve incidents."]);
+    assert_eq!(
+        h.slack.texts(),
+        vec!["You are not allowed to resolve incidents."]
+    );
     assert!(h.jobs().is_empty());
     assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
     assert!(h.publisher.sent().is_empty());
@@ -404,9 +440,18 @@ async fn allowed_button_press_is_queued_and_answered_on_it() {
     let [job] = h.jobs().try_into().unwrap();
     assert_eq!(job.action, JobAction::Acknowledge);
     assert_eq!(job.incident_key.as_deref(), Some(KEY));
-    assert_eq!(job.actor, Actor::Person { id: ALICE.into(), name: "someone".into() });
+    assert_eq!(
+        job.actor,
+        Actor::Person {
+            id: ALICE.into(),
+            name: "someone".into()
+        }
+    );
     assert_eq!(job.team.as_deref(), Some("C0OPS"));
-    assert_eq!(job.response_url.as_ref().map(|u| u.expose().as_str()), Some(RESPONSE_URL));
+    assert_eq!(
+        job.response_url.as_ref().map(|u| u.expose().as_str()),
+        Some(RESPONSE_URL)
+    );
 }
 
 #[tokio::test]
@@ -418,7 +463,8 @@ async fn add_note_button_opens_the_modal_at_once() {
     assert_eq!(views.len(), 1);
     assert_eq!(views[0].0, "9.9.trigger");
     assert_eq!(views[0].1["type"], "modal");
-    let meta: Value = serde_json::from_str(views[0].1["private_metadata"].as_str().unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(views[0].1["private_metadata"].as_str().unwrap()).unwrap();
     assert_eq!(meta["k"], KEY);
     assert!(h.jobs().is_empty());
 }
@@ -441,7 +487,10 @@ fn job(action: JobAction, text: Option<&str>) -> Job {
     Job {
         action,
         incident_key: Some(KEY.into()),
-        actor: Actor::Person { id: ALICE.into(), name: "alice".into() },
+        actor: Actor::Person {
+            id: ALICE.into(),
+            name: "alice".into(),
+        },
         team: Some("C0OPS".into()),
         text: text.map(str::to_string),
         impact: None,
@@ -463,15 +512,24 @@ async fn worker_acknowledges_cancels_the_escalation_and_tells_the_person() {
     let res = h.run(sqs(&[job(JobAction::Acknowledge, None)])).await;
     assert_eq!(res, json!({"batchItemFailures": []}));
     let item = h.store.incident_now(KEY).unwrap();
-    assert_eq!(item.record.roles.owner, Some(Actor::Person { id: ALICE.into(), name: "alice".into() }));
+    assert_eq!(
+        item.record.roles.owner,
+        Some(Actor::Person {
+            id: ALICE.into(),
+            name: "alice".into()
+        })
+    );
     assert_eq!(item.record.milestones.acknowledged_at, Some(now()));
     assert!(item.pending.is_empty());
-    assert!(h
-        .timer
-        .calls()
-        .contains(&TimerCall::Cancel { name: "incident-escalation-abc-1".into() }));
+    assert!(h.timer.calls().contains(&TimerCall::Cancel {
+        name: "incident-escalation-abc-1".into()
+    }));
     assert_eq!(
-        h.publisher.sent().iter().map(|n| n.event).collect::<Vec<_>>(),
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
         vec![EventType::Acknowledged]
     );
     assert_eq!(h.slack.texts().len(), 1);
@@ -487,7 +545,10 @@ async fn worker_reports_a_malformed_message_and_refusals_are_answers() {
         .push(json!({"messageId": "bad", "body": "not json", "eventSource": "aws:sqs"}));
     let res = h.run(batch).await;
     // No incident under the key: a refusal (told), not a failure; the bad message fails.
-    assert_eq!(res, json!({"batchItemFailures": [{"itemIdentifier": "bad"}]}));
+    assert_eq!(
+        res,
+        json!({"batchItemFailures": [{"itemIdentifier": "bad"}]})
+    );
     assert_eq!(h.slack.texts().len(), 1);
     assert!(h.publisher.sent().is_empty());
 }
@@ -504,23 +565,32 @@ async fn unacknowledged_critical_incident_escalates_and_an_acknowledged_one_does
         schedule_name: "incident-escalation-abc-1".into(),
     });
     h.seed(record).await;
-    let res = h.run(json!({"escalation": {"incidentKey": KEY, "attempt": 1}})).await;
+    let res = h
+        .run(json!({"escalation": {"incidentKey": KEY, "attempt": 1}}))
+        .await;
     assert_eq!(res["escalated"], true);
     assert_eq!(
-        h.publisher.sent().iter().map(|n| n.event).collect::<Vec<_>>(),
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
         vec![EventType::Unanswered]
     );
     assert_eq!(h.pager.pages().len(), 1);
-    assert!(h.timer.calls().iter().any(|c| matches!(c, TimerCall::Schedule { attempt: 2, .. })));
+    assert!(h
+        .timer
+        .calls()
+        .iter()
+        .any(|c| matches!(c, TimerCall::Schedule { attempt: 2, .. })));
 
     // Alice acknowledges; the next attempt then finds an owner and does nothing.
     h.run(sqs(&[job(JobAction::Acknowledge, None)])).await;
     let sent_before = h.publisher.sent().len();
-    let res = h.run(json!({"escalation": {"incidentKey": KEY, "attempt": 2}})).await;
+    let res = h
+        .run(json!({"escalation": {"incidentKey": KEY, "attempt": 2}}))
+        .await;
     assert_eq!(res["escalated"], false);
     assert_eq!(h.publisher.sent().len(), sent_before);
     assert_eq!(h.pager.pages().len(), 1);
 }
-
-#[allow(dead_code)]
-fn _types_used(_: IncidentRef, _: IncidentStatus, _: Milestones, _: HashMap<String, String>) {}
