@@ -62,7 +62,7 @@ PLATFORM_ACTIONS = {
 }
 # Implied: IAM checks them on behalf of an action the code calls.
 IMPLIED_ACTIONS = {
-    "iam:PassRole": {"ssm:StartAutomationExecution"},  # the runbook's AutomationAssumeRole
+    "iam:PassRole": {"ssm:StartAutomationExecution", "scheduler:CreateSchedule"},  # runbook / scheduler role
     "kms:Decrypt": {"secretsmanager:GetSecretValue"},  # secret under a customer managed key
     "ssm:AddTagsToResource": {"ssm:CreateOpsItem"},  # CreateOpsItem with Tags needs both
 }
