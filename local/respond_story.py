@@ -60,6 +60,8 @@ class RespondStory(Story):
         self.answers: list[dict] = []   # what slack-actions answered over HTTP
         self.fired: list[dict] = []     # schedules fired
         self.summary_text = ""
+        self.incident_summary = ""
+        self.final_record: dict = {}
 
     # ------------------------------------------------------------ setup
 
@@ -126,11 +128,14 @@ class RespondStory(Story):
             sqs.delete_message(QueueUrl=self.pager_url, ReceiptHandle=m["ReceiptHandle"])
         return moved
 
-    def top(self) -> dict:
-        tops = [m for m in self.slack.top_level("ops") if KEY in (m["text"] or "") + json.dumps(m["blocks"] or [])]
-        if not tops:
-            raise StoryError(f"no top-level Slack message for {KEY!r}")
-        return tops[0]
+    def top(self, key: str = KEY) -> dict:
+        """The incident's top-level message in #ops (where its first notification started the thread)."""
+        for d in self.deliveries:
+            if d.notification and d.notification.get("incident_key") == key:
+                for p in d.slack_posts:
+                    if p["channel"] == "C0LOCALOPS" and not p["thread_ts"]:
+                        return next(m for m in self.slack.messages if m["ts"] == p["ts"] and m["channel"] == p["channel"])
+        raise StoryError(f"no top-level Slack message for {key!r}")
 
     def answer(self, who: sa.Person, label: str, inv: Invocation, mark: int) -> dict:
         """Shows what `who` saw: the HTTP answer (slash command) and ephemeral replies."""
@@ -319,11 +324,17 @@ class RespondStory(Story):
         self.act(ALICE, "/incident list", lambda: self.app.command(ALICE, "list"))
 
         self.step("Where things stand")
+        self.final_record = self.record()
         self.show_incidents()
         self.summary_text = self.post_incident_summary()
+        self.incident_summary = self.summary_on_incident()
         self.say()
         self.say("Post-incident summary (the resolved reply in the thread):")
         for ln in self.summary_text.splitlines():
+            self.say("    " + ln)
+        self.say()
+        self.say("Post-incident summary (attached to the incident):")
+        for ln in self.incident_summary.splitlines():
             self.say("    " + ln)
         self.say()
         self.say("Slack, as a person would see it:")
@@ -354,11 +365,37 @@ class RespondStory(Story):
             return "(the resolved notification posted no reply in the thread)"
         return "\n".join(readable(ln) for ln in plain(reply["blocks"], reply["text"]))
 
+    def resolve_note(self) -> dict | None:
+        """The note the resolution attached to the incident (OpsItem data or timeline event)."""
+        notes = []
+        if self.backend == "OpsCenter":
+            for item in self.emulator.ops_items.values():
+                for k, v in item["OperationalData"].items():
+                    if k.startswith("note "):
+                        notes.append(v.get("Value", ""))
+        else:
+            for events in self.emulator.timeline.values():
+                notes.extend(ev["eventData"] for ev in events)
+        for raw in notes:
+            try:
+                note = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(note, dict) and str(note.get("title", "")).startswith("Resolved by"):
+                return note
+        return None
+
+    def summary_on_incident(self) -> str:
+        note = self.resolve_note()
+        return note.get("text", "") if note else "(no resolution note on the incident)"
+
     def save(self) -> None:
         super().save()
         d = self.out_dir
         (d / "slack-actions.json").write_text(json.dumps(
             {"answers": self.answers, "ephemeral": self.slack.responses, "views": self.slack.views,
              "schedules_fired": self.fired, "pages": self.pages}, indent=2, default=str))
-        (d / "post-incident-summary.txt").write_text(self.summary_text + "\n")
+        (d / "incident-record.json").write_text(json.dumps(self.final_record, indent=2))
+        (d / "post-incident-summary.txt").write_text(
+            self.summary_text + "\n\n--- attached to the incident ---\n" + getattr(self, "incident_summary", "") + "\n")
 

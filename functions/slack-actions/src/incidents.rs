@@ -104,10 +104,12 @@ impl IncidentReader for DynamoIncidents {
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(pk, :prefix) AND #status = :open")
+                // Both are DynamoDB reserved words.
                 .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#record", "record")
                 .expression_attribute_values(":prefix", AttributeValue::S("incident#".into()))
                 .expression_attribute_values(":open", AttributeValue::S("open".into()))
-                .projection_expression("pk, #status, record")
+                .projection_expression("pk, #status, #record")
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -183,6 +185,9 @@ mod tests {
             .match_requests(|r| {
                 r.table_name() == Some("state")
                     && r.filter_expression() == Some("begins_with(pk, :prefix) AND #status = :open")
+                    && r.projection_expression() == Some("pk, #status, #record")
+                    && r.expression_attribute_names().and_then(|n| n.get("#record"))
+                        == Some(&"record".to_string())
                     && r.exclusive_start_key().is_none()
             })
             .then_output(|| {
