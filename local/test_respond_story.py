@@ -143,3 +143,15 @@ def test_declare_opens_a_second_incident_with_bob_as_reporter(s):
     assert len(declared) == 1
     n = declared[0].notification
     assert n["impact"] == 2 and n["roles"]["reporter"]["id"] == rs.BOB.id
+
+
+def test_no_signing_secret_token_or_response_url_in_any_log_line(s):
+    lines = []
+    for p in sorted((s.out_dir / "logs").glob("*.log")):
+        lines.extend((p.name, ln) for ln in p.read_text(errors="replace").splitlines())
+    assert any(f == "slack-actions.log" for f, _ in lines)
+    needles = {"signing secret": rs.SIGNING_SECRET, "bot token": s.slack.token}
+    for path in s.slack.response_urls:
+        needles[f"response_url {path[:20]}"] = path.rsplit("/", 1)[1]
+    leaks = [f"{f}: {what}: {ln[:160]}" for what, value in needles.items() for f, ln in lines if value in ln]
+    assert leaks == []
