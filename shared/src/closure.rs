@@ -142,7 +142,7 @@ pub fn build(
     match time_to_diagnose_seconds {
         Some(s) => went_well.push(format!("Diagnosis took {}.", format_duration(s))),
         None if record.runbook.is_some() || record.runbook_execution.is_some() => {
-            improve.push("The diagnosis runbook reported no findings before resolution.".into())
+            improve.push("No diagnosis was recorded on the incident before resolution.".into())
         }
         None => improve.push("No automated diagnosis exists for this kind of incident.".into()),
     }
@@ -420,7 +420,7 @@ mod tests {
             &[
                 "No notification was confirmed as sent.",
                 "Nobody acknowledged within 10m 00s (until resolution).",
-                "The diagnosis runbook reported no findings before resolution.",
+                "No diagnosis was recorded on the incident before resolution.",
                 "It resolved by itself with nobody owning it: was the alarm actionable?"
             ]
         );

@@ -379,7 +379,7 @@ pub enum Resume {
     /// Someone else claimed the item first: read again.
     Conflict,
     /// This invocation claimed the lease and finished the effects.
-    Finished(IncidentItem),
+    Finished(Box<IncidentItem>),
 }
 
 /// Finishes the effects left pending on `item` by a failed or concurrent invocation:
@@ -408,7 +408,9 @@ pub async fn resume_pending(
                 pending = claimed.pending.len(),
                 "finishing steps left by an earlier invocation"
             );
-            Ok(Resume::Finished(run_pending(deps, claimed).await?))
+            Ok(Resume::Finished(Box::new(
+                run_pending(deps, claimed).await?,
+            )))
         }
         Err(e) if is_conflict(&e) => Ok(Resume::Conflict),
         Err(e) => Err(e.into()),
@@ -465,7 +467,7 @@ pub enum ChangeOutcome {
     /// The change was written and its effects ran (`changed` is false when the
     /// change function left the record as it was and asked for nothing: no write).
     Applied {
-        record: IncidentRecord,
+        record: Box<IncidentRecord>,
         reply: String,
         changed: bool,
         /// Steps left pending by an earlier invocation were finished first.
@@ -514,7 +516,7 @@ where
         }
         if c.effects.is_empty() && current == Some(&c.record) {
             return Ok(ChangeOutcome::Applied {
-                record: c.record,
+                record: Box::new(c.record),
                 reply: c.reply,
                 changed: false,
                 resumed,
@@ -537,7 +539,7 @@ where
         info!(steps = new_item.pending.len(), "incident change decided");
         let done = run_pending(deps, new_item).await?;
         return Ok(ChangeOutcome::Applied {
-            record: done.record,
+            record: Box::new(done.record),
             reply: c.reply,
             changed: true,
             resumed,
@@ -853,7 +855,7 @@ mod tests {
                     record,
                     changed: true,
                     ..
-                } => record,
+                } => *record,
                 o => panic!("unexpected {o:?}"),
             }
         }
@@ -915,7 +917,7 @@ mod tests {
         assert_eq!(w.events(), ["opened", "acknowledged"]);
         let stored = w.store.incident_now(&key).unwrap();
         assert!(stored.pending.is_empty() && stored.lease_until.is_none());
-        assert_eq!(stored.record, record);
+        assert_eq!(stored.record, *record);
 
         // Same person again: refused, nothing written.
         let writes = *w.store.writes.lock().unwrap();

@@ -20,7 +20,9 @@ pub use crate::effects::{Change, Refusal, RefusalKind};
 use crate::escalation::{first_escalation, EscalationPolicy};
 use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::lifecycle::{Effect, IncidentRecord, Milestones};
-use crate::notification::{format_duration, EventType, IncidentStatus, Notification};
+use crate::notification::{
+    format_duration, EventType, FindingSummary, IncidentStatus, Notification,
+};
 use crate::text::truncate;
 
 /// Longest note kept (OpsCenter and Incident Manager notes stay readable).
@@ -316,6 +318,35 @@ pub fn add_note(
         record: r,
         effects,
         reply: "Note added.".into(),
+    })
+}
+
+/// The diagnosis reported its findings (vpn-troubleshoot, or any runbook step that
+/// reads the state table): they replace the previous run's, and the first report
+/// sets `milestones.diagnosed_at` (the post-incident summary's "time to diagnose").
+/// No effects: the reporter publishes and notes the incident itself.
+pub fn record_diagnosis(
+    record: &IncidentRecord,
+    findings: Vec<FindingSummary>,
+    at: DateTime<Utc>,
+) -> Result<Change, Refusal> {
+    let mut r = record.clone();
+    r.milestones.diagnosed_at.get_or_insert(at);
+    let worst = findings
+        .iter()
+        .find(|f| f.severity == "critical")
+        .or_else(|| findings.first())
+        .map_or_else(|| "no findings".to_string(), |f| f.title.clone());
+    r.push_entry(
+        at,
+        format!("Diagnosis reported {} finding(s): {worst}", findings.len()),
+        None,
+    );
+    r.findings = findings;
+    Ok(Change {
+        record: r,
+        effects: vec![],
+        reply: "diagnosis recorded".into(),
     })
 }
 
@@ -925,6 +956,32 @@ mod tests {
         let c = escalation_fired(&low, 1, at(15), &p).unwrap();
         assert!(c.effects.is_empty());
         assert_eq!(c.record.escalation, None);
+    }
+
+    #[test]
+    fn record_diagnosis_keeps_first_time_and_latest_findings() {
+        let f = |sev: &str, title: &str| FindingSummary {
+            severity: sev.into(),
+            title: title.into(),
+            evidence: "e".into(),
+            next_step: "n".into(),
+        };
+        let c = record_diagnosis(
+            &record(),
+            vec![f("info", "Logs read"), f("critical", "Both tunnels DOWN")],
+            at(2),
+        )
+        .unwrap();
+        assert!(c.effects.is_empty());
+        assert_eq!(c.record.milestones.diagnosed_at, Some(at(2)));
+        assert_eq!(c.record.findings.len(), 2);
+        assert_eq!(
+            c.record.timeline.last().unwrap().text,
+            "Diagnosis reported 2 finding(s): Both tunnels DOWN"
+        );
+        let again = record_diagnosis(&c.record, vec![f("warning", "IKE flapping")], at(9)).unwrap();
+        assert_eq!(again.record.milestones.diagnosed_at, Some(at(2)));
+        assert_eq!(again.record.findings, vec![f("warning", "IKE flapping")]);
     }
 
     fn arb_record() -> impl Strategy<Value = (IncidentRecord, u32)> {

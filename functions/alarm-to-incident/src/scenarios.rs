@@ -963,6 +963,196 @@ async fn bad_event_is_a_non_retryable_error() {
 }
 
 // ---------------------------------------------------------------------------
+// Roles, milestones, escalation and the post-incident summary.
+
+fn escalation_policy() -> EscalationPolicy {
+    EscalationPolicy::from_env(&shared::config::Env::from_pairs([
+        ("ESCALATION_MIN_IMPACT", "2"),
+        (
+            "ESCALATION_TOPIC_ARN",
+            "arn:aws:sns:eu-west-1:123456789012:escalation",
+        ),
+        (
+            "ESCALATION_TARGET_ARN",
+            "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
+        ),
+        (
+            "ESCALATION_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/escalation-scheduler",
+        ),
+    ]))
+    .unwrap()
+    .unwrap()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn escalation_is_scheduled_when_critical_and_cancelled_with_a_summary_on_ok() {
+    let resolved = mock!(aws_sdk_ssm::Client::update_ops_item)
+        .match_requests(|r| r.status() == Some(&OpsItemStatus::Resolved))
+        .then_output(|| UpdateOpsItemOutput::builder().build());
+    let rules = [
+        mock!(aws_sdk_ssm::Client::describe_ops_items)
+            .then_output(|| DescribeOpsItemsOutput::builder().build()),
+        mock!(aws_sdk_ssm::Client::create_ops_item)
+            .then_output(|| CreateOpsItemOutput::builder().ops_item_id(OI).build()),
+        mock!(aws_sdk_ssm::Client::start_automation_execution).then_output(|| {
+            StartAutomationExecutionOutput::builder()
+                .automation_execution_id("exec-1")
+                .build()
+        }),
+        resolved,
+        mock!(aws_sdk_ssm::Client::update_ops_item)
+            .then_output(|| UpdateOpsItemOutput::builder().build()),
+    ];
+    let mut h = Harness::new(Box::new(OpsCenterBackend::new(mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        rules.iter()
+    ))));
+    h.escalation = Some(escalation_policy());
+
+    // Impact 3 is below the policy's 2: no timer.
+    assert_eq!(
+        h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await,
+        "open"
+    );
+    assert!(h.timer.calls().is_empty());
+    let r = h.store.incident_now(KEY).unwrap().record;
+    assert_eq!(
+        (r.account.as_str(), r.region.as_str()),
+        (ACCOUNT, "eu-west-1")
+    );
+    assert_eq!(
+        r.roles.reporter,
+        Some(shared::incident::Actor::Alarm { name: ANY.into() })
+    );
+    assert_eq!(r.runbook.as_ref().map(|p| p.document.as_str()), Some(DOC));
+    assert_eq!(r.milestones.notified_at, Some(at("2026-11-25T10:01:05Z")));
+    assert_eq!(r.peak_impact, Some(Impact::MEDIUM));
+    assert_eq!(r.escalation, None);
+
+    // Both tunnels: critical, nobody owns it: the first escalation is due 15 min
+    // after the opening, but never earlier than a minute from now.
+    *h.clock.0.lock().unwrap() = at("2026-11-25T10:20:05Z");
+    assert_eq!(
+        h.action(eventbridge(BOTH, "ALARM", "10:20:00.000")).await,
+        "escalate"
+    );
+    let calls = h.timer.calls();
+    let TimerCall::Schedule {
+        name,
+        key,
+        attempt,
+        at: due,
+    } = &calls[0]
+    else {
+        panic!("expected a schedule, got {calls:?}");
+    };
+    assert_eq!(
+        (key.as_str(), *attempt, *due),
+        (KEY, 1, at("2026-11-25T10:21:05Z"))
+    );
+    let r = h.store.incident_now(KEY).unwrap().record;
+    assert_eq!(r.escalation.as_ref().map(|e| &e.schedule_name), Some(name));
+    assert_eq!(r.peak_impact, Some(Impact::CRITICAL));
+
+    // Lowered again: the escalation stays (it stops itself when it fires).
+    assert_eq!(
+        h.action(eventbridge(BOTH, "OK", "10:30:00.000")).await,
+        "deescalate"
+    );
+    assert_eq!(h.timer.calls().len(), 1);
+
+    // Every alarm OK: the schedule is deleted and the summary goes out.
+    *h.clock.0.lock().unwrap() = at("2026-11-25T10:35:05Z");
+    assert_eq!(h.action(sns(ANY, "OK", "10:35:00.490")).await, "resolve");
+    assert_eq!(h.timer.calls()[1], TimerCall::Cancel { name: name.clone() });
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(item.record.escalation, None);
+    assert!(item.pending.is_empty());
+    let sent = h.publisher.sent();
+    let last = sent.last().unwrap();
+    assert_eq!(last.event, EventType::Resolved);
+    let summary = last.post_incident.as_ref().expect("post-incident summary");
+    assert_eq!(summary.peak_impact, Impact::CRITICAL);
+    assert_eq!(summary.time_to_resolve_seconds, 34 * 60);
+    assert_eq!(summary.time_to_notify_seconds, Some(4));
+    assert_eq!(summary.time_to_acknowledge_seconds, None);
+    assert_eq!(
+        summary.resolved_by,
+        shared::incident::Actor::Alarm { name: ANY.into() }
+    );
+    assert!(summary.retrospective[3]
+        .facts
+        .contains(&"Nobody acknowledged within 34m 00s (until resolution).".to_string()));
+    assert_eq!(rules[3].num_calls(), 1);
+}
+
+#[tokio::test]
+async fn resolve_note_carries_the_summary_text() {
+    let rules = [
+        oc_describe_none(),
+        oc_create(3),
+        oc_start_runbook(Box::leak(opened_by_any().into_boxed_str())),
+        oc_record_execution(),
+        mock!(aws_sdk_ssm::Client::update_ops_item)
+            .match_requests(|r| {
+                let note = note_entry(r.operational_data());
+                assert_eq!(note["title"], "Resolved: every alarm is OK");
+                let text = note["text"].as_str().unwrap();
+                assert!(
+                    text.starts_with("Every alarm is OK; the incident lasted 4m 00s"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("\n\nPost-incident summary: VPN connection"),
+                    "{text}"
+                );
+                assert!(text.contains("Retrospective:"), "{text}");
+                true
+            })
+            .then_output(|| UpdateOpsItemOutput::builder().build()),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let mut h = Harness::opscenter(&refs);
+    h.escalation = Some(escalation_policy());
+    h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await;
+    assert_eq!(
+        h.action(eventbridge(ANY, "OK", "10:05:00.490")).await,
+        "resolve"
+    );
+    all_used(&refs);
+    // Nothing was scheduled, so nothing is cancelled.
+    assert!(h.timer.calls().is_empty());
+}
+
+#[tokio::test]
+async fn owned_incident_escalating_schedules_no_timer() {
+    let mut h = Harness::new(permissive_opscenter());
+    h.escalation = Some(escalation_policy());
+    h.action(eventbridge(ANY, "ALARM", "10:01:00.490")).await;
+    // A person acknowledged it (slack-actions wrote the owner).
+    {
+        let mut incidents = h.store.incidents.lock().unwrap();
+        let item = incidents.get_mut(KEY).unwrap();
+        item.record.roles.owner = Some(shared::incident::Actor::Person {
+            id: "U0JANE".into(),
+            name: "Jane".into(),
+        });
+    }
+    assert_eq!(
+        h.action(eventbridge(BOTH, "ALARM", "10:20:00.000")).await,
+        "escalate"
+    );
+    assert!(h.timer.calls().is_empty());
+    assert_eq!(h.store.incident_now(KEY).unwrap().record.escalation, None);
+}
+
+// ---------------------------------------------------------------------------
 // Every sample event.
 
 /// Answers every OpsCenter call with success, for events of any alarm.

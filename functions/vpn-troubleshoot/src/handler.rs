@@ -22,15 +22,16 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::config::Config;
 use crate::gather::{gather, Readers};
 use crate::input::{self, InputError, RunbookInput};
-use crate::logs_query::QueryBudget;
+use crate::logs_query::{PollSchedule, QueryBudget};
 use crate::remediate::{remediate, RemediationOutcome};
 
 /// Time kept after the log query for the remediation, the note and the notification.
 pub const REPORT_RESERVE: Duration = Duration::from_secs(12);
 /// Longest wait for the Logs Insights query, whatever the Lambda timeout.
 pub const MAX_LOG_WAIT: Duration = Duration::from_secs(120);
-/// How often the Logs Insights query is polled in production.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// When the Logs Insights query is polled in production: soon after it starts, then
+/// less and less often, up to once a second (see `PollSchedule::PRODUCTION`).
+pub const POLL_SCHEDULE: PollSchedule = PollSchedule::PRODUCTION;
 
 /// Everything the handler needs, built once per container in `main`.
 pub struct Deps {
@@ -40,7 +41,8 @@ pub struct Deps {
     pub sns: aws_sdk_sns::Client,
     pub backend: Box<dyn IncidentBackend>,
     pub config: Config,
-    pub poll_interval: Duration,
+    /// When to poll the Logs Insights query (`POLL_SCHEDULE` in production).
+    pub poll: PollSchedule,
 }
 
 /// Facts about this invocation.
@@ -180,7 +182,7 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
         .lookback_minutes
         .unwrap_or(deps.config.lookback_minutes);
     let budget = QueryBudget {
-        poll_interval: deps.poll_interval,
+        poll: deps.poll,
         deadline: inv
             .deadline
             .checked_sub(REPORT_RESERVE)

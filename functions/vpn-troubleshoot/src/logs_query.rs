@@ -22,9 +22,46 @@ pub const MAX_ROWS: i32 = 1000;
 /// How long to wait for the query and how often to ask.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryBudget {
-    pub poll_interval: Duration,
+    pub poll: PollSchedule,
     /// When to stop waiting (the Lambda deadline minus the time reporting needs).
     pub deadline: Instant,
+}
+
+/// When to ask for the results of a running query: the first `GetQueryResults` comes
+/// `first` after `StartQuery`, and each wait after that is twice the one before, up to
+/// `max`. A small query over a quiet log group is answered soon after it starts, so it
+/// is not held back by a long first wait; a query that runs for seconds is asked about
+/// once per `max`, as with a fixed interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSchedule {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl PollSchedule {
+    /// Production: 100 ms, 200 ms, 400 ms, 800 ms, then every second. A query that
+    /// runs for n seconds costs about n + 4 `GetQueryResults` calls, and its results
+    /// are read at most about a second (the longest wait) after it completes.
+    pub const PRODUCTION: PollSchedule = PollSchedule {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+
+    /// The same wait before every poll.
+    pub const fn fixed(interval: Duration) -> PollSchedule {
+        PollSchedule {
+            first: interval,
+            max: interval,
+        }
+    }
+
+    /// The waits before each poll, without end (the deadline ends the polling).
+    pub fn delays(self) -> impl Iterator<Item = Duration> {
+        let max = self.max.max(self.first);
+        std::iter::successors(Some(self.first.min(max)), move |d| {
+            Some(d.saturating_mul(2).min(max))
+        })
+    }
 }
 
 /// The Logs Insights query for the tunnels of one connection. The VPN id and the IPs
@@ -65,7 +102,8 @@ pub async fn query_tunnel_logs(
         unreadable: 0,
     };
     let begun = Instant::now();
-    if budget.deadline.saturating_duration_since(begun) < budget.poll_interval {
+    let mut delays = budget.poll.delays();
+    if budget.deadline.saturating_duration_since(begun) < budget.poll.first {
         facts.status = LogStatus::Partial {
             reason: "no time left before the Lambda deadline to query the tunnel logs".into(),
         };
@@ -108,7 +146,8 @@ pub async fn query_tunnel_logs(
             };
             break;
         }
-        tokio::time::sleep(budget.poll_interval.min(remaining)).await;
+        let delay = delays.next().unwrap_or(budget.poll.max);
+        tokio::time::sleep(delay.min(remaining)).await;
         let out = match client.get_query_results().query_id(&query_id).send().await {
             Ok(out) => out,
             Err(e) => {
@@ -203,7 +242,174 @@ pub fn log_groups<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_cloudwatchlogs::operation::get_query_results::GetQueryResultsOutput;
+    use aws_sdk_cloudwatchlogs::operation::start_query::StartQueryOutput;
+    use aws_smithy_mocks::mock;
+    use shared::mock_client;
+    use shared::testing::aws_smithy_mocks::RuleMode;
     use shared::vpn::{LogEvent, TunnelLogging};
+    use std::sync::{Arc, Mutex};
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn production_schedule_polls_soon_then_backs_off_to_once_a_second() {
+        let waits: Vec<Duration> = PollSchedule::PRODUCTION.delays().take(8).collect();
+        assert_eq!(
+            waits,
+            [
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1000),
+                ms(1000),
+                ms(1000),
+                ms(1000)
+            ]
+        );
+        // A query done within 1.5 s is read after 4 polls, at 1.5 s; the old fixed
+        // 1 s interval read a 100 ms query only after a full second.
+        let until_fourth: Duration = PollSchedule::PRODUCTION.delays().take(4).sum();
+        assert_eq!(until_fourth, ms(1500));
+        assert_eq!(
+            PollSchedule::fixed(ms(20))
+                .delays()
+                .take(3)
+                .collect::<Vec<_>>(),
+            [ms(20); 3]
+        );
+        // A longest wait below the first is read as the first: waits never shrink.
+        let odd = PollSchedule {
+            first: ms(500),
+            max: ms(300),
+        };
+        assert_eq!(odd.delays().take(2).collect::<Vec<_>>(), [ms(500); 2]);
+    }
+
+    #[tokio::test]
+    async fn query_is_polled_on_the_growing_schedule_until_complete() {
+        let polls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let start = mock!(Client::start_query)
+            .match_requests(|r| r.log_group_names() == ["vpn"] && r.limit() == Some(MAX_ROWS))
+            .then_output(|| StartQueryOutput::builder().query_id("q-1").build());
+        let results = mock!(Client::get_query_results)
+            .match_requests(|r| r.query_id() == Some("q-1"))
+            .then_compute_output({
+                let polls = polls.clone();
+                move |_| {
+                    let mut polls = polls.lock().unwrap();
+                    polls.push(Instant::now());
+                    // Running for four polls, complete at the fifth.
+                    let done = polls.len() == 5;
+                    GetQueryResultsOutput::builder()
+                        .status(if done {
+                            QueryStatus::Complete
+                        } else {
+                            QueryStatus::Running
+                        })
+                        .results(vec![
+                            field("@timestamp", "2026-11-25 09:50:00.000"),
+                            field(
+                                "@message",
+                                r#"{"details": "Peer is not responsive - Declaring peer dead"}"#,
+                            ),
+                        ])
+                        .build()
+                }
+            });
+        let client = mock_client!(
+            aws_sdk_cloudwatchlogs,
+            RuleMode::MatchAny,
+            [&start, &results]
+        );
+        let vpn = VpnConnectionId::parse("vpn-0a1b2c3d").unwrap();
+        let schedule = PollSchedule {
+            first: ms(10),
+            max: ms(40),
+        };
+        let now = Utc::now();
+        let begun = Instant::now();
+        let facts = query_tunnel_logs(
+            &client,
+            &["vpn".to_string()],
+            &vpn,
+            &[],
+            now - chrono::Duration::minutes(60),
+            now,
+            QueryBudget {
+                poll: schedule,
+                deadline: begun + Duration::from_secs(30),
+            },
+        )
+        .await;
+        assert_eq!(facts.status, LogStatus::Complete);
+        assert_eq!(facts.records.len(), 1);
+        assert_eq!(
+            results.num_calls(),
+            5,
+            "polled until complete, then no more"
+        );
+        // Each wait is at least the schedule's: 10, 20, 40, 40, 40 ms (sleeps never end
+        // early; a loaded machine can only make them longer).
+        let polls = polls.lock().unwrap().clone();
+        let mut previous = begun;
+        for (i, (at, wait)) in polls.iter().zip(schedule.delays()).enumerate() {
+            assert!(
+                at.duration_since(previous) >= wait,
+                "poll {i} came {:?} after the previous step, before its wait of {wait:?}",
+                at.duration_since(previous)
+            );
+            previous = *at;
+        }
+    }
+
+    #[tokio::test]
+    async fn quick_query_is_read_after_the_first_short_wait_not_the_longest() {
+        let start = mock!(Client::start_query)
+            .then_output(|| StartQueryOutput::builder().query_id("q-2").build());
+        let results = mock!(Client::get_query_results)
+            .match_requests(|r| r.query_id() == Some("q-2"))
+            .then_output(|| {
+                GetQueryResultsOutput::builder()
+                    .status(QueryStatus::Complete)
+                    .build()
+            });
+        let client = mock_client!(
+            aws_sdk_cloudwatchlogs,
+            RuleMode::MatchAny,
+            [&start, &results]
+        );
+        let vpn = VpnConnectionId::parse("vpn-0a1b2c3d").unwrap();
+        let now = Utc::now();
+        let begun = Instant::now();
+        let facts = query_tunnel_logs(
+            &client,
+            &["vpn".to_string()],
+            &vpn,
+            &[],
+            now - chrono::Duration::minutes(60),
+            now,
+            QueryBudget {
+                poll: PollSchedule {
+                    first: ms(10),
+                    max: Duration::from_secs(5),
+                },
+                deadline: begun + Duration::from_secs(30),
+            },
+        )
+        .await;
+        assert_eq!(facts.status, LogStatus::Complete);
+        assert_eq!(results.num_calls(), 1);
+        // Far below the 5 s longest wait a fixed interval would have slept.
+        assert!(
+            begun.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            begun.elapsed()
+        );
+    }
 
     #[test]
     fn query_string_filters_on_vpn_and_valid_tunnel_ips_only() {

@@ -5,7 +5,7 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::config::Env;
 use vpn_troubleshoot::config::Config;
-use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_INTERVAL};
+use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_SCHEDULE};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -21,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Notes only: no response plan needed to write timeline events.
         backend: shared::backend::from_sdk_config(config.backend, &sdk, None),
         config,
-        poll_interval: POLL_INTERVAL,
+        poll: POLL_SCHEDULE,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (deps, region) = (&deps, region.as_deref());

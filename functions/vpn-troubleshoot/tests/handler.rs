@@ -42,6 +42,7 @@ use shared::vpn::RemediationPolicy;
 use tokio::time::Instant;
 use vpn_troubleshoot::config::Config;
 use vpn_troubleshoot::handler::{handle, Deps, Invocation, RunbookOutput, REPORT_RESERVE};
+use vpn_troubleshoot::logs_query::PollSchedule;
 
 const VPN: &str = "vpn-0a1b2c3d4e5f67890";
 const T1: &str = "203.0.113.10";
@@ -461,7 +462,7 @@ impl World {
                 remediation: self.remediation,
                 lookback_minutes: 60,
             },
-            poll_interval: Duration::from_millis(20),
+            poll: PollSchedule::fixed(Duration::from_millis(20)),
         };
         let inv = Invocation {
             now: now(),

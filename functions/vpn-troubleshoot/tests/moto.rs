@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use vpn_troubleshoot::config::Config;
 use vpn_troubleshoot::gather::{gather, Readers};
 use vpn_troubleshoot::handler::{handle, Deps, Invocation};
-use vpn_troubleshoot::logs_query::QueryBudget;
+use vpn_troubleshoot::logs_query::{PollSchedule, QueryBudget};
 
 struct Moto {
     child: Child,
@@ -208,7 +208,7 @@ async fn describes_against_moto_server() {
         logs: &logs,
     };
     let budget = QueryBudget {
-        poll_interval: Duration::from_millis(50),
+        poll: PollSchedule::fixed(Duration::from_millis(50)),
         deadline: Instant::now() + Duration::from_secs(10),
     };
     let facts = gather(readers, &vpn_id, 60, Utc::now(), budget).await;
@@ -264,7 +264,7 @@ async fn describes_against_moto_server() {
             },
             lookback_minutes: 60,
         },
-        poll_interval: Duration::from_millis(50),
+        poll: PollSchedule::fixed(Duration::from_millis(50)),
     };
     let inv = || Invocation {
         now: Utc::now(),
