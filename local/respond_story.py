@@ -62,6 +62,7 @@ class RespondStory(Story):
         self.summary_text = ""
         self.incident_summary = ""
         self.final_record: dict = {}
+        self.card_buttons: list[str] = []
 
     # ------------------------------------------------------------ setup
 
@@ -214,6 +215,8 @@ class RespondStory(Story):
                  f"Secrets Manager, EventBridge Scheduler) and {self.emulator.url} (emulator), Slack on {self.slack.url}")
         self.say(f"    people: {ALICE.name} ({ALICE.id}, on call: {ONCALL_GROUP}), {BOB.name} ({BOB.id}, may declare "
                  f"and re-run), {MALLORY.name} ({MALLORY.id}, no rights); escalation at impact 1 after 15 min")
+        self.say("    function cold starts: " + ", ".join(
+            f"{n} {f.cold_start_ms:.0f} ms" for n, f in self.functions.items()))
         group = f"/aws/vpn/{VPN}"
 
         self.step("Tunnel 1 goes DOWN (pre-shared key mismatch); its alarm opens an incident")
@@ -225,7 +228,8 @@ class RespondStory(Story):
                 tunnel_log(TUNNEL_1, t0 - 50 + 10 * i, PSK_FAILURE, "down", "down") for i in range(4)]}]})
         self.deliver_alarm(direct_alarm("ALARM", "OK", t0, t0 - 86400), "direct alarm action")
         self.pump()
-        self.say(f"    top-level message buttons: {sa.buttons(self.top())}")
+        self.card_buttons = sa.buttons(self.top())
+        self.say(f"    top-level message buttons: {self.card_buttons}")
         self.wait()
 
         self.step(f"{ALICE.name} looks: /incident list, /incident show")
