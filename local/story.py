@@ -653,7 +653,7 @@ class Story:
                               "SLACK_API_URL": self.slack.url + "/api"},
             "vpn-troubleshoot": {"NOTIFICATION_TOPIC_ARN": self.topic, "INCIDENT_BACKEND": self.backend,
                                  "REMEDIATION_ENABLED": "false", "REMEDIATION_MIN_DOWN_MINUTES": "15",
-                                 "LOOKBACK_MINUTES": "60"},
+                                 "LOOKBACK_MINUTES": "60", "STATE_TABLE_NAME": self.table},
         }
         timeouts = {"alarm-to-incident": 60.0, "notify-fanout": 60.0, "vpn-troubleshoot": 120.0}
         self.extend_setup(common, env, timeouts)

@@ -169,6 +169,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 webhook: true,
                 thread_started_at: None,
                 milestones: None,
+                actions: false,
             };
             ctx.slack
                 .post_webhook(url, &render(job.inbound, &opts), &ctx.budget)
@@ -259,6 +260,7 @@ async fn start_thread(
     let opts = RenderOptions {
         mode: Mode::Post,
         mention: mention(job, ctx),
+        actions: job.destination.offers_actions(),
         ..Default::default()
     };
     let to = PostTo {
@@ -333,12 +335,14 @@ async fn reply(
         webhook: false,
         thread_started_at: Some(thread.opened_at),
         milestones: Some(thread.milestones),
+        actions: false,
     };
-    // Escalations also show in the channel: they may carry the mention.
+    // Escalations and unanswered re-notifications also show in the channel: they
+    // may carry the mention.
     let to = PostTo {
         channel: &thread.channel,
         thread_ts: Some(&thread.ts),
-        broadcast: job.facts.event_type == "escalated",
+        broadcast: matches!(job.facts.event_type.as_str(), "escalated" | "unanswered"),
     };
     let posted = ctx
         .slack
@@ -387,6 +391,7 @@ async fn update_top_level(
         webhook: false,
         thread_started_at: Some(thread.opened_at),
         milestones: Some(thread.milestones),
+        actions: job.destination.offers_actions(),
     };
     match ctx
         .slack

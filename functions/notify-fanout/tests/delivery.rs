@@ -11,9 +11,10 @@ use notify_fanout::handler::{handle, Deps, HandlerError, Summary};
 use notify_fanout::slack_api::{Budget, SlackClient};
 use notify_fanout::store::{delivery_key, thread_key, DeliveryRecord, DeliveryStatus};
 use serde_json::{json, Value};
+use shared::closure::{PostIncidentSummary, RetrospectiveItem};
 use shared::error::Retryable;
-use shared::incident::Impact;
-use shared::notification::EventType;
+use shared::incident::{Actor, Impact};
+use shared::notification::{EventType, Notification};
 use support::*;
 
 const POST: &str = "/api/chat.postMessage";
@@ -809,4 +810,258 @@ async fn resolution_older_than_the_last_update_still_edits_top_level_to_resolved
     .await
     .unwrap();
     assert_eq!(w.fake.requests_to(UPDATE).len(), 2);
+}
+
+// ---- responding from Slack (#11) ----
+
+fn jane() -> Actor {
+    Actor::Person {
+        id: "U0JANE".into(),
+        name: "Jane Doe".into(),
+    }
+}
+
+fn owned(event: EventType, impact: Impact, at: &str) -> Notification {
+    let mut n = incident(event, impact, at);
+    n.roles.owner = Some(jane());
+    n
+}
+
+/// The `value`s of the buttons in the incident's actions block, by action id.
+fn action_buttons(body: &Value) -> Vec<(String, String, String)> {
+    body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["block_id"] == "incident.actions")
+        .flat_map(|b| b["elements"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e["action_id"].as_str().unwrap().to_string(),
+                e["text"]["text"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn top_level_bot_message_offers_the_actions_keyed_by_incident_and_webhooks_do_not() {
+    let w = World::new(Some(json!({"default": ["oncall", "ops"]}))).await;
+    let n = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    w.run(&incident_event("m-open", &n)).await.unwrap();
+    let post = &w.fake.requests_to(POST)[0].body;
+    let key = INCIDENT_KEY.to_string();
+    assert_eq!(
+        action_buttons(post),
+        vec![
+            (
+                "incident.acknowledge".into(),
+                "Acknowledge".into(),
+                key.clone()
+            ),
+            ("incident.note".into(), "Add note".into(), key.clone()),
+            (
+                "incident.rerun".into(),
+                "Re-run diagnosis".into(),
+                key.clone()
+            ),
+            ("incident.resolve".into(), "Resolve".into(), key),
+        ]
+    );
+    assert!(all_text(post).contains("*Owner*\\nnobody yet"), "{post}");
+    let hook = &w.fake.requests_to(WEBHOOK_PATH)[0].body;
+    assert!(action_buttons(hook).is_empty());
+}
+
+#[tokio::test]
+async fn actions_false_in_the_secret_leaves_the_buttons_out() {
+    let fake = FakeSlack::start().await;
+    let secret = json!({"destinations": {"oncall": {"type": "bot", "token": TOKEN, "channel": "C0ONCALL", "actions": false}}});
+    let w = World {
+        settings: FixedSettings::new(&secret.to_string()),
+        config: config(&fake),
+        slack: SlackClient::new(&fake.api_url()).unwrap(),
+        store: MemoryStore::default(),
+        fake,
+    };
+    let n = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    w.run(&incident_event("m-open", &n)).await.unwrap();
+    assert!(action_buttons(&w.fake.requests_to(POST)[0].body).is_empty());
+}
+
+#[tokio::test]
+async fn acknowledged_replies_in_the_thread_and_the_card_shows_the_owner_and_take_ownership() {
+    let w = World::bot_only().await;
+    let opened = incident(EventType::Opened, Impact::CRITICAL, "2026-11-25T10:01:00Z");
+    w.run(&incident_event("m-1", &opened)).await.unwrap();
+    let ack = owned(
+        EventType::Acknowledged,
+        Impact::CRITICAL,
+        "2026-11-25T10:05:10Z",
+    );
+    let summary = w.run(&incident_event("m-2", &ack)).await.unwrap();
+    assert_eq!(summary.replied, 1);
+
+    let posts = w.fake.requests_to(POST);
+    let reply = &posts[1].body;
+    let thread = w
+        .store
+        .thread(&thread_key(INCIDENT_KEY, "oncall"))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert_eq!(reply["thread_ts"], thread.ts.as_str());
+    assert!(reply.get("reply_broadcast").is_none());
+    assert_eq!(
+        reply["blocks"][0]["text"]["text"],
+        "🙋 *ACKNOWLEDGED* · Impact 1 (Critical) · *Owner:* <@U0JANE>\nVPN incident, step acknowledged"
+    );
+    // An acknowledgement never calls anyone.
+    assert!(!all_text(reply).contains("<!here>"), "{reply}");
+
+    let updates = w.fake.requests_to(UPDATE);
+    assert_eq!(updates.len(), 1);
+    let card = &updates[0].body;
+    assert_eq!(card["ts"], thread.ts.as_str());
+    assert!(all_text(card).contains("*Owner*\\n<@U0JANE>"), "{card}");
+    let buttons = action_buttons(card);
+    assert_eq!(buttons[0].1, "Take ownership");
+    assert_eq!(buttons.len(), 4);
+}
+
+#[tokio::test]
+async fn escalation_of_an_owned_incident_does_not_call_people_again() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    assert!(w.fake.requests_to(POST)[0].body["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("<!here>"));
+    w.run(&incident_event(
+        "m-2",
+        &owned(
+            EventType::Acknowledged,
+            Impact::HIGH,
+            "2026-11-25T10:02:00Z",
+        ),
+    ))
+    .await
+    .unwrap();
+    w.run(&incident_event(
+        "m-3",
+        &owned(
+            EventType::Escalated,
+            Impact::CRITICAL,
+            "2026-11-25T10:03:00Z",
+        ),
+    ))
+    .await
+    .unwrap();
+    let reply = &w.fake.requests_to(POST)[2].body;
+    assert!(
+        reply["text"].as_str().unwrap().starts_with("🔺 ESCALATED"),
+        "{reply}"
+    );
+    assert!(!all_text(reply).contains("<!here>"), "{reply}");
+    // Still shown in the channel: the impact rose.
+    assert_eq!(reply["reply_broadcast"], true);
+}
+
+#[tokio::test]
+async fn unanswered_calls_the_escalation_mention_in_thread_and_channel() {
+    let w = World::new(Some(json!({"default": ["oncall", "ops"]}))).await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::CRITICAL, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    // Impact 3: below the destination's mention threshold, but the escalation
+    // policy decided it matters.
+    let unanswered = incident(
+        EventType::Unanswered,
+        Impact::MEDIUM,
+        "2026-11-25T10:16:00Z",
+    );
+    w.run(&incident_event("m-2", &unanswered)).await.unwrap();
+    let reply = &w.fake.requests_to(POST)[1].body;
+    assert_eq!(reply["reply_broadcast"], true);
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("<!subteam^S0LEADS> 📣 NOT ACKNOWLEDGED"),
+        "{reply}"
+    );
+    assert!(reply["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with(
+            "<!subteam^S0LEADS> 📣 *NOT ACKNOWLEDGED* · Impact 3 (Medium) · open for 15m 00s"
+        ));
+    // The webhook destination has no mention: the post names the incident only.
+    let hooks = w.fake.requests_to(WEBHOOK_PATH);
+    assert!(
+        !all_text(&hooks[1].body).contains("subteam"),
+        "{}",
+        hooks[1].body
+    );
+}
+
+#[tokio::test]
+async fn resolution_from_slack_posts_the_post_incident_summary_and_removes_the_buttons() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-1",
+        &incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    let mut resolved = owned(EventType::Resolved, Impact::HIGH, "2026-11-25T10:33:10Z");
+    resolved.post_incident = Some(PostIncidentSummary {
+        title: INCIDENT_KEY.into(),
+        peak_impact: Impact::HIGH,
+        detected_at: t("2026-11-25T10:01:00Z"),
+        notified_at: Some(t("2026-11-25T10:01:02Z")),
+        acknowledged_at: Some(t("2026-11-25T10:05:10Z")),
+        diagnosed_at: None,
+        resolved_at: t("2026-11-25T10:33:10Z"),
+        time_to_notify_seconds: Some(2),
+        time_to_acknowledge_seconds: Some(250),
+        time_to_diagnose_seconds: None,
+        time_to_resolve_seconds: 1930,
+        resolved_by: jane(),
+        roles: resolved.roles.clone(),
+        findings: vec![],
+        participants: vec!["Jane Doe (U0JANE)".into()],
+        timeline: vec![],
+        retrospective: vec![RetrospectiveItem {
+            heading: "What to improve".into(),
+            facts: vec!["Nobody acknowledged within 4 min".into()],
+        }],
+    });
+    w.run(&incident_event("m-2", &resolved)).await.unwrap();
+    let reply = all_text(&w.fake.requests_to(POST)[1].body);
+    for expected in [
+        "📋 Post-incident summary",
+        "*Time to acknowledge:* 4m 10s · *Time to resolve:* 32m 10s",
+        "by <@U0JANE>",
+        "☐ *What to improve*\\n• Nobody acknowledged within 4 min",
+        "*Who acted:* Jane Doe (U0JANE)",
+    ] {
+        assert!(reply.contains(expected), "{expected}: {reply}");
+    }
+    let card = &w.fake.requests_to(UPDATE)[0].body;
+    assert!(header(card).starts_with("✅ RESOLVED"));
+    assert!(action_buttons(card).is_empty(), "{card}");
+    assert!(
+        all_text(card).contains("Time to acknowledge: 4m 10s"),
+        "{card}"
+    );
 }

@@ -17,6 +17,11 @@ pub struct Config {
     pub remediation: RemediationPolicy,
     /// `LOOKBACK_MINUTES` (default 60): metric and log window unless the input sets one.
     pub lookback_minutes: u32,
+    /// `STATE_TABLE_NAME` (optional): the state table of alarm-to-incident. When set,
+    /// the findings and the diagnosis time are recorded on the incident's item (for
+    /// the post-incident summary); unset, the diagnosis only goes to the incident
+    /// backend, the topic and the output, as before.
+    pub state_table: Option<String>,
 }
 
 impl Config {
@@ -31,6 +36,7 @@ impl Config {
                 min_down_minutes,
             },
             lookback_minutes,
+            state_table: env.optional("STATE_TABLE_NAME"),
         })
     }
 }
@@ -67,6 +73,7 @@ mod tests {
                     min_down_minutes: 15
                 },
                 lookback_minutes: 60,
+                state_table: None,
             }
         );
     }
@@ -79,8 +86,10 @@ mod tests {
             ("REMEDIATION_ENABLED", "true"),
             ("REMEDIATION_MIN_DOWN_MINUTES", "30"),
             ("LOOKBACK_MINUTES", "120"),
+            ("STATE_TABLE_NAME", "incident-state"),
         ]))
         .unwrap();
+        assert_eq!(c.state_table.as_deref(), Some("incident-state"));
         assert_eq!(c.backend, BackendKind::IncidentManager);
         assert!(c.remediation.enabled);
         assert_eq!(c.remediation.min_down_minutes, 30);

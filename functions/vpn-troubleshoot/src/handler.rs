@@ -1,20 +1,27 @@
 //! The runbook step: validate the input, gather the facts, analyse them, apply the
 //! guarded remediation, then report the findings on the incident, on the
-//! notification topic and as the step's output JSON.
+//! notification topic, on the incident's state-table item (when `STATE_TABLE_NAME`
+//! is set: findings and `milestones.diagnosed_at` for the post-incident summary)
+//! and as the step's output JSON.
 //!
 //! Only a refused input is an `Err` (the caller must change it). Everything AWS can
 //! get wrong during the diagnosis is part of the report: an unknown VPN id is a
 //! finding recorded on the incident, a stopped log query is a partial report, a
-//! failed note or publish is stated in the output's `delivery`.
+//! failed note, publish or state write is stated in the output's `delivery`.
 
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use shared::effects::{
+    apply_change, ChangeOutcome, Clock, EffectDeps, RefusalKind, RunnerSettings, SnsPublisher,
+};
 use shared::error::{AwsError, Retryable};
 use shared::incident::{IncidentBackend, IncidentRef, Note};
-use shared::notification::Notification;
+use shared::notification::{FindingSummary, Notification};
+use shared::respond;
+use shared::state::StateStore;
 use shared::vpn::{analyse, decide_remediation, incident_key, NotificationContext, Report};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -40,6 +47,11 @@ pub struct Deps {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub sns: aws_sdk_sns::Client,
     pub backend: Box<dyn IncidentBackend>,
+    /// The state table (`STATE_TABLE_NAME` set): the diagnosis is recorded on the
+    /// incident's item through `shared::effects::apply_change`. `None`: not recorded.
+    pub state: Option<Box<dyn StateStore>>,
+    /// The time of the state-table change (`diagnosed_at`, leases).
+    pub clock: Box<dyn Clock>,
     pub config: Config,
     /// When to poll the Logs Insights query (`POLL_SCHEDULE` in production).
     pub poll: PollSchedule,
@@ -100,6 +112,18 @@ pub struct RunbookOutput {
 pub struct Delivery {
     pub incident: String,
     pub notification: String,
+    /// The diagnosis on the incident's state-table item; absent without `STATE_TABLE_NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_table: Option<StateDelivery>,
+}
+
+/// Whether the findings and the diagnosis time reached the incident's state item
+/// (what the post-incident summary is built from).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDelivery {
+    pub recorded: bool,
+    pub detail: String,
 }
 
 /// A refused invocation.
@@ -235,6 +259,7 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
         occurred_at: inv.now,
     };
     let mut notification = report.to_notification(&ctx);
+    let findings = notification.findings.clone();
     if !matches!(remediation, RemediationOutcome::NotAttempted { .. }) {
         notification
             .summary
@@ -249,6 +274,8 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
             }
         };
 
+    let state_delivery = record_on_state(deps, &key, findings).await;
+
     RunbookOutput {
         vpn_connection_id: vpn.to_string(),
         incident: input.incident,
@@ -258,8 +285,79 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
         delivery: Delivery {
             incident: incident_delivery,
             notification: notification_delivery,
+            state_table: state_delivery,
         },
     }
+}
+
+/// Records the findings and the diagnosis time on the incident's state item (when
+/// the state table is configured). The report is the product: a missing incident
+/// (a manual run for a VPN without one) or a failed write never fails the run; it is
+/// logged and stated in the output. Effects left pending on the item by another
+/// invocation are finished first, as `apply_change` does for every change.
+async fn record_on_state(
+    deps: &Deps,
+    key: &str,
+    findings: Vec<FindingSummary>,
+) -> Option<StateDelivery> {
+    let store = deps.state.as_deref()?;
+    let publisher = SnsPublisher::new(deps.sns.clone(), deps.config.topic_arn.clone());
+    let settings = RunnerSettings::new(None);
+    let runner = EffectDeps {
+        backend: deps.backend.as_ref(),
+        store,
+        publisher: &publisher,
+        clock: deps.clock.as_ref(),
+        settings: &settings,
+        timer: None,
+        pager: None,
+    };
+    let outcome = apply_change(&runner, key, |record, now| {
+        respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
+    })
+    .await;
+    Some(match outcome {
+        Ok(ChangeOutcome::Applied {
+            record, resumed, ..
+        }) => {
+            let at = record
+                .milestones
+                .diagnosed_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            info!(diagnosed_at = %at, findings = record.findings.len(), resumed, "diagnosis recorded on the incident's state item");
+            StateDelivery {
+                recorded: true,
+                detail: format!("recorded on the incident's state item (diagnosed at {at})"),
+            }
+        }
+        Ok(ChangeOutcome::Refused(r)) if r.kind == RefusalKind::NotFound => {
+            info!("no incident under this key in the state table (a manual run?); diagnosis not recorded there");
+            StateDelivery {
+                recorded: false,
+                detail: "skipped: no incident under this key in the state table".to_string(),
+            }
+        }
+        Ok(ChangeOutcome::Refused(r)) => {
+            warn!(reason = ?r.kind, "the state table refused the diagnosis");
+            StateDelivery {
+                recorded: false,
+                detail: format!("refused: {r}"),
+            }
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                error_kind = e.kind(),
+                retryable = e.retryable(),
+                "could not record the diagnosis on the incident's state item; the report stands"
+            );
+            StateDelivery {
+                recorded: false,
+                detail: format!("failed ({}): {e}", e.lambda_error_type()),
+            }
+        }
+    })
 }
 
 /// Publishes the notification in the Chatbot schema with its message attributes.

@@ -1,9 +1,12 @@
-//! Lambda entry point: configuration, SDK clients and the incident backend built
-//! once per container; each invocation runs `handler::handle`.
+//! Lambda entry point: configuration, SDK clients, the incident backend and the
+//! state table (when `STATE_TABLE_NAME` is set) built once per container; each
+//! invocation runs `handler::handle`.
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::config::Env;
+use shared::effects::SystemClock;
+use shared::state::{DynamoStateStore, StateStore};
 use vpn_troubleshoot::config::Config;
 use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_SCHEDULE};
 
@@ -20,6 +23,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         sns: aws_sdk_sns::Client::new(&sdk),
         // Notes only: no response plan needed to write timeline events.
         backend: shared::backend::from_sdk_config(config.backend, &sdk, None),
+        state: config.state_table.as_ref().map(|table| {
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            Box::new(DynamoStateStore::new(client, table)) as Box<dyn StateStore>
+        }),
+        clock: Box::new(SystemClock),
         config,
         poll: POLL_SCHEDULE,
     };

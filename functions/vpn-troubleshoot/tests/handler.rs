@@ -1,7 +1,10 @@
 //! The handler against aws-smithy-mocks clients (asserting the requests sent) and a
 //! recording incident backend: the full report, a Logs Insights query that stays
 //! Running past the budget, an unknown VPN id, a refused input, and the guarded
-//! remediation (off: no write call; on: dry run first, one tunnel only).
+//! remediation (off: no write call; on: dry run first, one tunnel only), and the
+//! diagnosis recorded on the incident's state-table item (`STATE_TABLE_NAME` set):
+//! recorded with a conditional write, a conflict decided again, no incident item
+//! (manual run), a failing table that never fails the run.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +16,10 @@ use aws_sdk_cloudwatchlogs::operation::get_query_results::GetQueryResultsOutput;
 use aws_sdk_cloudwatchlogs::operation::start_query::StartQueryOutput;
 use aws_sdk_cloudwatchlogs::operation::stop_query::StopQueryOutput;
 use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
+use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::describe_customer_gateways::DescribeCustomerGatewaysOutput;
 use aws_sdk_ec2::operation::describe_vpn_connections::{
@@ -32,11 +39,16 @@ use aws_smithy_mocks::{mock, Rule};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use shared::backend::BackendKind;
+use shared::effects::fakes::FixedClock;
 use shared::error::{AwsError, AwsFailure, Retryable};
 use shared::incident::{
-    BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
+    Actor, BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, Roles,
+    RunbookRequest,
 };
+use shared::lifecycle::{IncidentRecord, Milestones};
 use shared::mock_client;
+use shared::notification::{IncidentStatus, TimelineEntry};
+use shared::state::{DynamoStateStore, StateStore};
 use shared::testing::aws_smithy_mocks::RuleMode;
 use shared::vpn::RemediationPolicy;
 use tokio::time::Instant;
@@ -55,6 +67,14 @@ const NOW: i64 = 1_795_600_800;
 
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(NOW, 0).unwrap()
+}
+
+const TABLE: &str = "incident-state";
+const KEY: &str = "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN";
+
+/// When the diagnosis is recorded (the runner's clock): 2 minutes after the start.
+fn diagnosed_at() -> DateTime<Utc> {
+    now() + chrono::Duration::minutes(2)
 }
 
 // ---------------------------------------------------------------- backend fake
@@ -415,6 +435,8 @@ struct World {
     backend_error: Option<BackendError>,
     /// Time left before the Lambda deadline.
     time_left: Duration,
+    /// `Some`: `STATE_TABLE_NAME` is set and the table answers with these rules, in order.
+    state: Option<Vec<Rule>>,
 }
 
 struct Outcome {
@@ -436,6 +458,7 @@ impl World {
             },
             backend_error: None,
             time_left: Duration::from_secs(60),
+            state: None,
         }
     }
 
@@ -456,11 +479,17 @@ impl World {
                 notes: notes.clone(),
                 fail_with: self.backend_error,
             }),
+            state: self.state.as_ref().map(|rules| {
+                let client = mock_client!(aws_sdk_dynamodb, rules.iter());
+                Box::new(DynamoStateStore::new(client, TABLE)) as Box<dyn StateStore>
+            }),
+            clock: Box::new(FixedClock::at(diagnosed_at())),
             config: Config {
                 topic_arn: TOPIC.into(),
                 backend: BackendKind::OpsCenter,
                 remediation: self.remediation,
                 lookback_minutes: 60,
+                state_table: self.state.as_ref().map(|_| TABLE.to_string()),
             },
             poll: PollSchedule::fixed(Duration::from_millis(20)),
         };
@@ -932,4 +961,259 @@ async fn remediation_waits_for_the_configured_minutes() {
         .as_str()
         .unwrap()
         .contains("has been down 40 min, less than REMEDIATION_MIN_DOWN_MINUTES (60)"));
+}
+
+// ---------------------------------------------------------------- state table
+
+/// The open incident alarm-to-incident keeps under `key`, 5 minutes old, nothing pending.
+fn incident_record(key: &str) -> IncidentRecord {
+    let opened = now() - chrono::Duration::minutes(5);
+    IncidentRecord {
+        key: key.into(),
+        status: IncidentStatus::Open,
+        incident: Some(IncidentRef::OpsCenter(OPS_ITEM.into())),
+        title: key.into(),
+        summary: "Tunnel 2 is down.".into(),
+        impact: Impact::MEDIUM,
+        opened_at: opened,
+        resolved_at: None,
+        alarms: Default::default(),
+        runbook_execution: Some("exec-1".into()),
+        timeline: vec![TimelineEntry {
+            at: opened,
+            text: "Incident opened".into(),
+            actor: None,
+        }],
+        account: "123456789012".into(),
+        region: "eu-west-1".into(),
+        roles: Roles {
+            reporter: Some(Actor::Alarm {
+                name: "vpn-tunnel-down".into(),
+            }),
+            owner: None,
+            team: None,
+        },
+        milestones: Milestones {
+            notified_at: Some(opened + chrono::Duration::seconds(2)),
+            acknowledged_at: None,
+            diagnosed_at: None,
+        },
+        findings: vec![],
+        runbook: None,
+        escalation: None,
+        peak_impact: None,
+    }
+}
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+/// The item as alarm-to-incident stores it (`shared::state`): version and record JSON.
+fn stored(record: &IncidentRecord, version: u64) -> Item {
+    Item::from([
+        (
+            "pk".into(),
+            AttributeValue::S(format!("incident#{}", record.key)),
+        ),
+        ("version".into(), AttributeValue::N(version.to_string())),
+        ("status".into(), AttributeValue::S("open".into())),
+        (
+            "record".into(),
+            AttributeValue::S(serde_json::to_string(record).unwrap()),
+        ),
+    ])
+}
+
+/// A consistent GetItem of `key`'s item answered with `item`.
+fn get_item(key: &'static str, item: Option<Item>) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(move |r| {
+            assert_eq!(r.table_name(), Some(TABLE));
+            assert_eq!(
+                r.key().unwrap()["pk"].as_s().unwrap(),
+                &format!("incident#{key}")
+            );
+            assert_eq!(r.consistent_read(), Some(true));
+            true
+        })
+        .then_output(move || GetItemOutput::builder().set_item(item.clone()).build())
+}
+
+/// Condition expression, `:v`, the item written.
+type Puts = Arc<Mutex<Vec<(Option<String>, Option<String>, Item)>>>;
+
+fn put_item(log: Puts, conflict: bool) -> Rule {
+    let rule = mock!(aws_sdk_dynamodb::Client::put_item).match_requests(move |r| {
+        assert_eq!(r.table_name(), Some(TABLE));
+        log.lock().unwrap().push((
+            r.condition_expression().map(str::to_string),
+            r.expression_attribute_values()
+                .and_then(|v| v.get(":v"))
+                .and_then(|v| v.as_n().ok().cloned()),
+            r.item().cloned().unwrap_or_default(),
+        ));
+        true
+    });
+    if conflict {
+        rule.then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .build(),
+            )
+        })
+    } else {
+        rule.then_output(|| PutItemOutput::builder().build())
+    }
+}
+
+fn written_record(item: &Item) -> IncidentRecord {
+    serde_json::from_str(item["record"].as_s().unwrap()).unwrap()
+}
+
+fn tunnel2_down_world() -> World {
+    let mut world = World::new(full_ec2(&TUNNEL2_DOWN_NO_LOGS));
+    world.cloudwatch = vec![metric_data(Some(T2))];
+    world
+}
+
+#[tokio::test]
+async fn diagnosis_is_recorded_on_the_incident_state_item_with_a_conditional_write() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    world.state = Some(vec![
+        get_item(KEY, Some(stored(&incident_record(KEY), 3))),
+        put_item(puts.clone(), false),
+    ]);
+    let out = world.run(event()).await;
+    let output = out.result.unwrap();
+
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 1, "one write: the record with the diagnosis");
+    let (condition, expected, item) = &puts[0];
+    assert_eq!(condition.as_deref(), Some("version = :v"));
+    assert_eq!(expected.as_deref(), Some("3"));
+    assert_eq!(item["pk"].as_s().unwrap(), &format!("incident#{KEY}"));
+    assert_eq!(item["version"].as_n().unwrap(), "4");
+    assert!(!item.contains_key("pending"), "no effects to run");
+    let record = written_record(item);
+    assert_eq!(record.milestones.diagnosed_at, Some(diagnosed_at()));
+    assert_eq!(
+        record.milestones.notified_at,
+        incident_record(KEY).milestones.notified_at,
+        "the rest of the record is kept"
+    );
+    assert_eq!(record.findings.len(), 2);
+    let published = shared::notification::Notification::from_chatbot(&out.published[0].1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.findings, published.findings,
+        "the findings of the notification"
+    );
+    assert_eq!(record.findings[0].severity, "warning");
+    let last = record.timeline.last().unwrap();
+    assert_eq!(last.at, diagnosed_at());
+    assert!(
+        last.text.starts_with("Diagnosis reported 2 finding(s): "),
+        "{}",
+        last.text
+    );
+    assert_eq!(record.timeline.len(), 2);
+
+    // The note and the notification still went out, and the output says it all.
+    assert_eq!(out.notes.len(), 1);
+    assert_eq!(out.published.len(), 1);
+    let json = serde_json::to_value(&output).unwrap();
+    assert_eq!(
+        json["delivery"]["stateTable"],
+        json!({"recorded": true, "detail": "recorded on the incident's state item (diagnosed at 2026-11-25T10:02:00Z)"})
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_change_is_read_again_and_the_diagnosis_still_recorded() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    let mut acked = incident_record(KEY);
+    acked.milestones.acknowledged_at = Some(now());
+    world.state = Some(vec![
+        get_item(KEY, Some(stored(&incident_record(KEY), 3))),
+        put_item(puts.clone(), true),
+        get_item(KEY, Some(stored(&acked, 4))),
+        put_item(puts.clone(), false),
+    ]);
+    let output = world.run(event()).await.result.unwrap();
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 2);
+    assert_eq!(puts[0].1.as_deref(), Some("3"));
+    assert_eq!(puts[1].1.as_deref(), Some("4"));
+    let record = written_record(&puts[1].2);
+    assert_eq!(
+        record.milestones.acknowledged_at,
+        Some(now()),
+        "decided again on the record read after the conflict"
+    );
+    assert_eq!(record.milestones.diagnosed_at, Some(diagnosed_at()));
+    assert_eq!(output.delivery.state_table.map(|d| d.recorded), Some(true));
+}
+
+#[tokio::test]
+async fn manual_run_without_an_incident_item_records_nothing_and_succeeds() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    // The caller's key is used, not the built-in one; no item under it; no write.
+    world.state = Some(vec![
+        get_item("Tunnels of site B", None),
+        put_item(puts.clone(), false),
+    ]);
+    let out = world
+        .run(json!({"VpnConnectionId": VPN, "IncidentKey": "Tunnels of site B"}))
+        .await;
+    let output = out.result.expect("not an error");
+    assert!(puts.lock().unwrap().is_empty(), "no item is created");
+    assert_eq!(output.incident_key, "Tunnels of site B");
+    assert_eq!(
+        output.delivery.state_table,
+        Some(vpn_troubleshoot::handler::StateDelivery {
+            recorded: false,
+            detail: "skipped: no incident under this key in the state table".into()
+        })
+    );
+    assert_eq!(out.published.len(), 1, "the report still goes out");
+}
+
+#[tokio::test]
+async fn state_table_failure_is_stated_in_the_output_and_never_fails_the_run() {
+    let mut world = tunnel2_down_world();
+    let throttled = mock!(aws_sdk_dynamodb::Client::get_item).then_error(|| {
+        GetItemError::generic(
+            aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                .code("ProvisionedThroughputExceededException")
+                .message("Throughput exceeds the current capacity")
+                .build(),
+        )
+    });
+    world.state = Some(vec![throttled]);
+    let out = world.run(event()).await;
+    let output = out.result.expect("the report is the product: not an error");
+    let state = output.delivery.state_table.expect("stated");
+    assert!(!state.recorded);
+    assert_eq!(
+        state.detail,
+        "failed (Retryable.Throttled): dynamodb GetItem failed (ProvisionedThroughputExceededException): Throughput exceeds the current capacity"
+    );
+    assert_eq!(out.notes.len(), 1);
+    assert_eq!(out.published.len(), 1);
+    assert_eq!(
+        output.delivery.incident,
+        "recorded on OpsCenter oi-0123456789ab"
+    );
+}
+
+#[tokio::test]
+async fn without_state_table_the_output_has_no_state_delivery() {
+    let output = tunnel2_down_world().run(event()).await.result.unwrap();
+    assert_eq!(output.delivery.state_table, None);
+    let json = serde_json::to_value(&output).unwrap();
+    assert!(json["delivery"].get("stateTable").is_none(), "{json}");
 }

@@ -255,6 +255,8 @@ async fn describes_against_moto_server() {
         logs,
         sns: sns_client(&moto.url),
         backend: Box::new(Recorder(notes.clone())),
+        state: None,
+        clock: Box::new(shared::effects::SystemClock),
         config: Config {
             topic_arn: topic,
             backend: BackendKind::OpsCenter,
@@ -263,6 +265,7 @@ async fn describes_against_moto_server() {
                 min_down_minutes: 15,
             },
             lookback_minutes: 60,
+            state_table: None,
         },
         poll: PollSchedule::fixed(Duration::from_millis(50)),
     };

@@ -5,8 +5,10 @@
 //!
 //! Limits (Slack reference pages): 50 blocks; header plain_text 150; section text
 //! 3000, up to 10 fields of 2000; context up to 10 elements; actions up to 25
-//! elements; button text 75, `action_id` 255 and unique in its block, url 3000;
-//! top-level `text` under 4000. Empty texts are rejected by Slack too.
+//! elements; button text 75, `action_id` 255 and unique in its block, url 3000,
+//! value 2000; `block_id` 255 and unique in the message; confirm dialog title 100,
+//! text 300, buttons 30; top-level `text` under 4000. Empty texts are rejected by
+//! Slack too.
 
 use std::collections::HashSet;
 
@@ -26,7 +28,11 @@ pub const MAX_ACTIONS: usize = 25;
 pub const MAX_BUTTON_TEXT: usize = 75;
 pub const MAX_ACTION_ID: usize = 255;
 pub const MAX_URL: usize = 3000;
+pub const MAX_BUTTON_VALUE: usize = 2000;
 pub const MAX_BLOCK_ID: usize = 255;
+pub const MAX_CONFIRM_TITLE: usize = 100;
+pub const MAX_CONFIRM_TEXT: usize = 300;
+pub const MAX_CONFIRM_BUTTON: usize = 30;
 /// The top-level `text` fallback: Slack's limit is 4000 (`msg_too_long` from
 /// `chat.update` above it); a notification preview needs far less.
 pub const MAX_FALLBACK_TEXT: usize = 1000;
@@ -58,15 +64,57 @@ impl Text {
     }
 }
 
-/// An interactive element; we only send link buttons.
+/// An interactive element: a button, either a link (`url`) or an action sent to
+/// our interactivity endpoint (`value`, with an optional style and confirm dialog).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Element {
     Button {
         text: Text,
         action_id: String,
-        url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        style: Option<ButtonStyle>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirm: Option<Confirm>,
     },
+}
+
+/// A button's colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonStyle {
+    Primary,
+    Danger,
+}
+
+/// The "are you sure?" dialog of a button (Slack's confirmation dialog object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confirm {
+    /// plain_text, up to 100.
+    pub title: Text,
+    /// Up to 300.
+    pub text: Text,
+    /// plain_text, up to 30.
+    pub confirm: Text,
+    /// plain_text, up to 30.
+    pub deny: Text,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub style: Option<ButtonStyle>,
+}
+
+/// An action button as callers describe it; [`MessageBuilder::actions`] makes it fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionButton {
+    pub label: String,
+    pub action_id: String,
+    pub value: String,
+    pub style: Option<ButtonStyle>,
+    /// (title, text, confirm label, deny label) of a confirmation dialog.
+    pub confirm: Option<(String, String, String, String)>,
 }
 
 /// A layout block.
@@ -86,6 +134,8 @@ pub enum Block {
         elements: Vec<Text>,
     },
     Actions {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        block_id: Option<String>,
         elements: Vec<Element>,
     },
     Divider,
@@ -231,12 +281,65 @@ impl MessageBuilder {
             elements.push(Element::Button {
                 text,
                 action_id: format!("link_{}", seen.len()),
-                url: url.to_string(),
+                url: Some(url.to_string()),
+                value: None,
+                style: None,
+                confirm: None,
             });
         }
         for chunk in elements.chunks(MAX_ACTIONS) {
             self.push(Block::Actions {
+                block_id: None,
                 elements: chunk.to_vec(),
+            });
+        }
+        self
+    }
+
+    /// One actions block of buttons for our interactivity endpoint, with `block_id`.
+    /// Buttons whose value is empty or over 2000 are dropped (an action without its
+    /// incident key would be useless), as are repeated `action_id`s; at most 25 kept.
+    /// Nothing is added when no button is left.
+    pub fn actions(&mut self, block_id: &str, buttons: &[ActionButton]) -> &mut Self {
+        let mut ids = HashSet::new();
+        let mut elements = vec![];
+        for b in buttons {
+            let usable = !b.value.is_empty()
+                && slack_len(&b.value) <= MAX_BUTTON_VALUE
+                && !b.action_id.is_empty()
+                && b.action_id.len() <= MAX_ACTION_ID;
+            if !usable || !ids.insert(b.action_id.as_str()) {
+                continue;
+            }
+            let Some(text) = Text::plain(&b.label, MAX_BUTTON_TEXT) else {
+                continue;
+            };
+            let confirm = b.confirm.as_ref().and_then(|(title, text, yes, no)| {
+                Some(Confirm {
+                    title: Text::plain(title, MAX_CONFIRM_TITLE)?,
+                    text: Text::plain(text, MAX_CONFIRM_TEXT)?,
+                    confirm: Text::plain(yes, MAX_CONFIRM_BUTTON)?,
+                    deny: Text::plain(no, MAX_CONFIRM_BUTTON)?,
+                    style: b.style.filter(|s| *s == ButtonStyle::Danger),
+                })
+            });
+            elements.push(Element::Button {
+                text,
+                action_id: b.action_id.clone(),
+                url: None,
+                value: Some(b.value.clone()),
+                style: b.style,
+                confirm,
+            });
+            if elements.len() == MAX_ACTIONS {
+                break;
+            }
+        }
+        if !elements.is_empty() {
+            let block_id = plain_cut(block_id, MAX_BLOCK_ID);
+            self.push(Block::Actions {
+                block_id: (!block_id.is_empty()).then_some(block_id),
+                elements,
             });
         }
         self
@@ -313,8 +416,17 @@ impl Message {
         if self.blocks.len() > MAX_BLOCKS {
             v.push(format!("{} blocks (limit {MAX_BLOCKS})", self.blocks.len()));
         }
+        let mut block_ids = HashSet::new();
         for (i, block) in self.blocks.iter().enumerate() {
             check_block(i, block, &mut v);
+            if let Block::Actions {
+                block_id: Some(id), ..
+            } = block
+            {
+                if id.is_empty() || id.len() > MAX_BLOCK_ID || !block_ids.insert(id) {
+                    v.push(format!("block {i}: block_id empty, too long or not unique"));
+                }
+            }
         }
         v
     }
@@ -366,7 +478,7 @@ fn check_block(i: usize, block: &Block, v: &mut Vec<String>) {
                 check_text(&format!("block {i} context {j}"), e, MAX_CONTEXT_TEXT, v);
             }
         }
-        Block::Actions { elements } => {
+        Block::Actions { elements, .. } => {
             if elements.is_empty() || elements.len() > MAX_ACTIONS {
                 v.push(format!(
                     "block {i}: {} actions (1 to {MAX_ACTIONS})",
@@ -380,6 +492,9 @@ fn check_block(i: usize, block: &Block, v: &mut Vec<String>) {
                     text,
                     action_id,
                     url,
+                    value,
+                    confirm,
+                    ..
                 },
             ) in elements.iter().enumerate()
             {
@@ -393,8 +508,33 @@ fn check_block(i: usize, block: &Block, v: &mut Vec<String>) {
                         "block {i} button {j}: action_id empty, too long or not unique"
                     ));
                 }
-                if url.is_empty() || slack_len(url) > MAX_URL {
-                    v.push(format!("block {i} button {j}: url empty or over {MAX_URL}"));
+                match (url, value) {
+                    (Some(url), _) if url.is_empty() || slack_len(url) > MAX_URL => {
+                        v.push(format!("block {i} button {j}: url empty or over {MAX_URL}"));
+                    }
+                    (_, Some(value)) if value.is_empty() || slack_len(value) > MAX_BUTTON_VALUE => {
+                        v.push(format!(
+                            "block {i} button {j}: value empty or over {MAX_BUTTON_VALUE}"
+                        ));
+                    }
+                    (None, None) => {
+                        v.push(format!("block {i} button {j}: neither url nor value"));
+                    }
+                    _ => {}
+                }
+                if let Some(c) = confirm {
+                    let at = format!("block {i} button {j} confirm");
+                    for (part, t, max) in [
+                        ("title", &c.title, MAX_CONFIRM_TITLE),
+                        ("text", &c.text, MAX_CONFIRM_TEXT),
+                        ("confirm", &c.confirm, MAX_CONFIRM_BUTTON),
+                        ("deny", &c.deny, MAX_CONFIRM_BUTTON),
+                    ] {
+                        if part != "text" && !matches!(t, Text::PlainText { .. }) {
+                            v.push(format!("{at} {part}: must be plain_text"));
+                        }
+                        check_text(&format!("{at} {part}"), t, max, v);
+                    }
                 }
             }
         }
@@ -481,12 +621,122 @@ mod tests {
             .blocks
             .iter()
             .map(|b| match b {
-                Block::Actions { elements } => elements.len(),
+                Block::Actions { elements, .. } => elements.len(),
                 _ => 0,
             })
             .collect();
         assert_eq!(counts, vec![25, 5]);
         assert!(msg.limit_violations().is_empty());
+    }
+
+    fn button(id: &str, value: &str) -> ActionButton {
+        ActionButton {
+            label: format!("Do {id}"),
+            action_id: id.into(),
+            value: value.into(),
+            style: None,
+            confirm: None,
+        }
+    }
+
+    #[test]
+    fn actions_serialize_value_style_and_confirm() {
+        let mut b = MessageBuilder::new();
+        let mut resolve = button("incident.resolve", "key 1");
+        resolve.style = Some(ButtonStyle::Danger);
+        resolve.confirm = Some((
+            "Resolve?".into(),
+            "x".repeat(400),
+            "Resolve".into(),
+            "Cancel".into(),
+        ));
+        b.actions(
+            "incident.actions",
+            &[button("incident.acknowledge", "key 1"), resolve],
+        );
+        let msg = b.build(Mrkdwn::new(10));
+        assert!(
+            msg.limit_violations().is_empty(),
+            "{:?}",
+            msg.limit_violations()
+        );
+        let v = serde_json::to_value(&msg.blocks).unwrap();
+        assert_eq!(
+            v[0]["elements"][0],
+            json!({"type": "button", "text": {"type": "plain_text", "text": "Do incident.acknowledge", "emoji": true},
+                   "action_id": "incident.acknowledge", "value": "key 1"})
+        );
+        assert_eq!(v[0]["block_id"], "incident.actions");
+        let r = &v[0]["elements"][1];
+        assert_eq!(r["style"], "danger");
+        assert_eq!(r["confirm"]["style"], "danger");
+        assert_eq!(r["confirm"]["title"]["text"], "Resolve?");
+        // Cut to the dialog's 300.
+        assert_eq!(
+            r["confirm"]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            300
+        );
+    }
+
+    #[test]
+    fn actions_drop_unusable_and_repeated_buttons() {
+        let mut b = MessageBuilder::new();
+        b.actions(
+            "a",
+            &[
+                button("x", ""),
+                button("y", &"k".repeat(2001)),
+                button("z", "ok"),
+                button("z", "again"),
+            ],
+        );
+        b.actions("b", &[button("x", "")]);
+        let msg = b.build(Mrkdwn::new(10));
+        assert_eq!(msg.blocks.len(), 1);
+        let Block::Actions { elements, .. } = &msg.blocks[0] else {
+            panic!("not actions")
+        };
+        assert_eq!(elements.len(), 1);
+    }
+
+    #[test]
+    fn violations_name_repeated_block_ids_and_bad_values() {
+        let el = |value: Option<&str>| Element::Button {
+            text: Text::PlainText {
+                text: "B".into(),
+                emoji: true,
+            },
+            action_id: "a".into(),
+            url: None,
+            value: value.map(str::to_string),
+            style: None,
+            confirm: None,
+        };
+        let msg = Message {
+            text: "t".into(),
+            blocks: vec![
+                Block::Actions {
+                    block_id: Some("same".into()),
+                    elements: vec![el(Some(&"v".repeat(2001)))],
+                },
+                Block::Actions {
+                    block_id: Some("same".into()),
+                    elements: vec![el(None)],
+                },
+            ],
+        };
+        assert_eq!(
+            msg.limit_violations(),
+            vec![
+                "block 0 button 0: value empty or over 2000".to_string(),
+                "block 1 button 0: neither url nor value".into(),
+                "block 1: block_id empty, too long or not unique".into(),
+            ]
+        );
     }
 
     #[test]

@@ -14,10 +14,17 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
+use super::blocks::Message;
 use super::inbound::{Inbound, SnsMessage};
+use super::interaction::NoteModalMetadata;
 use super::render::{render, Milestones, Mode, RenderOptions};
 use super::settings::Mention;
-use crate::incident::Impact;
+use super::views::{incident_list, incident_show, note_modal};
+use crate::closure::{PostIncidentSummary, RetrospectiveItem};
+use crate::incident::{Actor, Impact, Roles};
+use crate::lifecycle::{
+    AlarmFeed, EscalationState, IncidentRecord, Milestones as RecordMilestones,
+};
 use crate::notification::{
     AlarmSummary, EventType, FindingSummary, IncidentStatus, Link, Notification, TimelineEntry,
 };
@@ -53,6 +60,29 @@ fn check_golden(name: &str, inbound: &Inbound, opts: &RenderOptions<'_>) {
     let expected =
         std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {path:?}"));
     assert_eq!(actual, expected, "{name}: rendering differs from {path:?}");
+}
+
+/// Golden check of a message that is not rendered from an SNS message (replies,
+/// lists, the modal).
+fn check_golden_json(name: &str, actual: &serde_json::Value) {
+    let actual = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    let path = dir().join("golden").join(format!("{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {path:?}"));
+    assert_eq!(actual, expected, "{name}: rendering differs from {path:?}");
+}
+
+fn checked(name: &str, msg: &Message) -> serde_json::Value {
+    assert!(
+        msg.limit_violations().is_empty(),
+        "{name}: {:?}",
+        msg.limit_violations()
+    );
+    serde_json::to_value(msg).unwrap()
 }
 
 fn via_sns(message: &str, subject: Option<&str>) -> Inbound {
@@ -97,9 +127,97 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
         links: vec![],
         findings: vec![],
         timeline: vec![],
-        roles: Default::default(),
+        roles: Roles {
+            reporter: Some(Actor::Alarm {
+                name: alarm_name.into(),
+            }),
+            owner: None,
+            team: Some("C0123ONCALL".into()),
+        },
         post_incident: None,
     }
+}
+
+fn jane() -> Actor {
+    Actor::Person {
+        id: "U0123JANE".into(),
+        name: "Jane Doe".into(),
+    }
+}
+
+fn acknowledged() -> Notification {
+    let mut n = vpn_incident(EventType::Acknowledged);
+    n.occurred_at = t("2026-11-25T10:05:10Z");
+    n.roles.owner = Some(jane());
+    n.summary = "Jane Doe (U0123JANE) acknowledged the incident.".into();
+    n
+}
+
+fn unanswered() -> Notification {
+    let mut n = vpn_incident(EventType::Unanswered);
+    n.impact = Impact::CRITICAL;
+    n.occurred_at = t("2026-11-25T10:16:00Z");
+    n.summary = "Escalation 1 of 3: paged the on-call escalation topic.".into();
+    n
+}
+
+/// The resolution by a person from Slack, with the post-incident summary.
+fn resolved_with_summary() -> Notification {
+    let mut n = resolved();
+    n.roles.owner = Some(jane());
+    n.summary = "Resolved by Jane Doe (U0123JANE) from Slack.".into();
+    n.timeline.insert(
+        2,
+        TimelineEntry {
+            at: t("2026-11-25T10:05:10Z"),
+            text: "Acknowledged".into(),
+            actor: Some("Jane Doe (U0123JANE)".into()),
+        },
+    );
+    n.post_incident = Some(PostIncidentSummary {
+        title: n.title.clone(),
+        peak_impact: Impact::CRITICAL,
+        detected_at: t("2026-11-25T10:01:00Z"),
+        notified_at: Some(t("2026-11-25T10:01:02Z")),
+        acknowledged_at: Some(t("2026-11-25T10:05:10Z")),
+        diagnosed_at: Some(t("2026-11-25T10:04:30Z")),
+        resolved_at: t("2026-11-25T10:33:10Z"),
+        time_to_notify_seconds: Some(2),
+        time_to_acknowledge_seconds: Some(250),
+        time_to_diagnose_seconds: Some(210),
+        time_to_resolve_seconds: 1930,
+        resolved_by: jane(),
+        roles: n.roles.clone(),
+        findings: diagnosed().findings,
+        participants: vec![
+            "alarm VPN tunnel down (vpn-0a1b2c3d4e5f67890)".into(),
+            "Jane Doe (U0123JANE)".into(),
+        ],
+        timeline: n.timeline.clone(),
+        retrospective: vec![
+            RetrospectiveItem {
+                heading: "What happened".into(),
+                facts: vec!["Both tunnels of vpn-0a1b2c3d4e5f67890 went DOWN at 10:01 UTC.".into()],
+            },
+            RetrospectiveItem {
+                heading: "Impact".into(),
+                facts: vec!["Peak impact 1 (Critical) for 32m 10s.".into()],
+            },
+            RetrospectiveItem {
+                heading: "What went well".into(),
+                facts: vec!["Diagnosis took 3m 30s.".into()],
+            },
+            RetrospectiveItem {
+                heading: "What to improve".into(),
+                facts: vec![],
+            },
+            RetrospectiveItem {
+                heading: "Follow-up actions".into(),
+                facts: vec!["Align the phase 1 proposals with the customer gateway.".into()],
+            },
+        ],
+    });
+    n
 }
 
 fn diagnosed() -> Notification {
@@ -173,6 +291,7 @@ fn golden_incident_opened_bot_top_level_with_mention() {
     let opts = RenderOptions {
         mode: Mode::Post,
         mention: Some(&Mention::Here),
+        actions: true,
         ..Default::default()
     };
     check_golden(
@@ -213,6 +332,282 @@ fn golden_incident_resolved_reply_and_top_level_update() {
         ..Default::default()
     };
     check_golden("incident-resolved-card", &ours(&resolved()), &card);
+}
+
+#[test]
+fn golden_incident_acknowledged_reply_and_card_with_take_ownership() {
+    let started = Some(t("2026-11-25T10:01:02Z"));
+    let reply = RenderOptions {
+        mode: Mode::Reply,
+        thread_started_at: started,
+        ..Default::default()
+    };
+    check_golden(
+        "incident-acknowledged-reply",
+        &ours(&acknowledged()),
+        &reply,
+    );
+    let card = RenderOptions {
+        mode: Mode::Card,
+        thread_started_at: started,
+        actions: true,
+        ..Default::default()
+    };
+    check_golden("incident-acknowledged-card", &ours(&acknowledged()), &card);
+}
+
+#[test]
+fn golden_incident_unanswered_reply_calls_the_escalation_mention() {
+    let reply = RenderOptions {
+        mode: Mode::Reply,
+        mention: Some(&Mention::Subteam("S0999LEADS".into())),
+        thread_started_at: Some(t("2026-11-25T10:01:02Z")),
+        ..Default::default()
+    };
+    check_golden("incident-unanswered-reply", &ours(&unanswered()), &reply);
+}
+
+#[test]
+fn golden_incident_resolved_from_slack_posts_the_post_incident_summary() {
+    let started = Some(t("2026-11-25T10:01:02Z"));
+    let reply = RenderOptions {
+        mode: Mode::Reply,
+        thread_started_at: started,
+        ..Default::default()
+    };
+    check_golden(
+        "incident-resolved-summary-reply",
+        &ours(&resolved_with_summary()),
+        &reply,
+    );
+    let card = RenderOptions {
+        mode: Mode::Card,
+        thread_started_at: started,
+        actions: true,
+        ..Default::default()
+    };
+    check_golden(
+        "incident-resolved-summary-card",
+        &ours(&resolved_with_summary()),
+        &card,
+    );
+    let webhook = RenderOptions {
+        mode: Mode::Post,
+        webhook: true,
+        actions: true,
+        ..Default::default()
+    };
+    check_golden(
+        "incident-resolved-summary-webhook",
+        &ours(&resolved_with_summary()),
+        &webhook,
+    );
+}
+
+/// The VPN incident as the state table holds it, acknowledged by Jane, escalation
+/// pending for nobody (cancelled), diagnosed.
+fn vpn_record() -> IncidentRecord {
+    let n = diagnosed();
+    let alarm = n.alarm.clone().unwrap();
+    let mut alarms = std::collections::BTreeMap::new();
+    alarms.insert(
+        alarm.arn.clone(),
+        AlarmFeed {
+            name: alarm.name.clone(),
+            state: crate::alarm::AlarmState::Alarm,
+            impact: Impact::HIGH,
+            changed_at: t("2026-11-25T10:01:00Z"),
+        },
+    );
+    IncidentRecord {
+        key: n.incident_key.clone(),
+        status: IncidentStatus::Open,
+        incident: Some(crate::incident::IncidentRef::OpsCenter(
+            "oi-0123456789ab".into(),
+        )),
+        title: n.title.clone(),
+        summary: vpn_incident(EventType::Opened).summary,
+        impact: Impact::HIGH,
+        opened_at: t("2026-11-25T10:01:00Z"),
+        resolved_at: None,
+        alarms,
+        runbook_execution: Some("0c7e3f4a-5b6c-4d8e-9f00-112233445566".into()),
+        timeline: vec![
+            TimelineEntry {
+                at: t("2026-11-25T10:01:00Z"),
+                text: "Incident opened: both tunnels DOWN".into(),
+                actor: Some(format!("alarm {}", alarm.name)),
+            },
+            TimelineEntry {
+                at: t("2026-11-25T10:04:30Z"),
+                text: "Diagnosis: IKE phase 1 proposal mismatch".into(),
+                actor: None,
+            },
+            TimelineEntry {
+                at: t("2026-11-25T10:05:10Z"),
+                text: "Acknowledged".into(),
+                actor: Some("Jane Doe (U0123JANE)".into()),
+            },
+        ],
+        account: n.account.clone(),
+        region: n.region.clone(),
+        roles: Roles {
+            owner: Some(jane()),
+            ..n.roles.clone()
+        },
+        milestones: RecordMilestones {
+            notified_at: Some(t("2026-11-25T10:01:02Z")),
+            acknowledged_at: Some(t("2026-11-25T10:05:10Z")),
+            diagnosed_at: Some(t("2026-11-25T10:04:30Z")),
+        },
+        findings: n.findings.clone(),
+        runbook: None,
+        escalation: None,
+        peak_impact: Some(Impact::HIGH),
+    }
+}
+
+#[test]
+fn golden_slash_command_list_and_show() {
+    let now = t("2026-11-25T10:20:00Z");
+    let mut other = vpn_record();
+    other.key = "Declared: Payment API returns 500s (2026-11-25 10:12)".into();
+    other.title = "Payment API returns 500s".into();
+    other.summary = "Declared from Slack by Sam.".into();
+    other.impact = Impact::MEDIUM;
+    other.opened_at = t("2026-11-25T10:12:00Z");
+    other.peak_impact = Some(Impact::MEDIUM);
+    other.alarms.clear();
+    other.findings.clear();
+    other.milestones = RecordMilestones {
+        notified_at: Some(t("2026-11-25T10:12:01Z")),
+        ..Default::default()
+    };
+    other.runbook_execution = None;
+    other.timeline = vec![TimelineEntry {
+        at: t("2026-11-25T10:12:00Z"),
+        text: "Declared from Slack".into(),
+        actor: Some("sam (U0456SAM)".into()),
+    }];
+    other.roles = Roles {
+        reporter: Some(Actor::Person {
+            id: "U0456SAM".into(),
+            name: "sam".into(),
+        }),
+        owner: None,
+        team: Some("S0123NETOPS".into()),
+    };
+    other.escalation = Some(EscalationState {
+        attempt: 1,
+        due_at: t("2026-11-25T10:27:00Z"),
+        schedule_name: "incident-escalation-3f2a1b-1".into(),
+    });
+    let list = incident_list(&[other.clone(), vpn_record()], now);
+    check_golden_json("slash-list", &checked("slash-list", &list));
+    let show = incident_show(&vpn_record(), now, true);
+    check_golden_json("slash-show", &checked("slash-show", &show));
+    let show = incident_show(&other, now, true);
+    check_golden_json(
+        "slash-show-declared",
+        &checked("slash-show-declared", &show),
+    );
+}
+
+/// What CORE's `respond` publishes renders within limits, with the owner on the
+/// card, and the resolution's reply carries the whole post-incident summary.
+#[test]
+fn respond_notifications_render_with_roles_and_the_post_incident_summary() {
+    use crate::lifecycle::Effect;
+    let published = |effects: &[Effect]| -> Notification {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Publish { notification } => Some((**notification).clone()),
+                _ => None,
+            })
+            .expect("a publish effect")
+    };
+    let mut record = vpn_record();
+    record.roles.owner = None;
+    record.milestones.acknowledged_at = None;
+    let sam = Actor::Person {
+        id: "U0456SAM".into(),
+        name: "sam".into(),
+    };
+    let ack =
+        crate::respond::acknowledge(&record, &jane(), None, t("2026-11-25T10:05:10Z")).unwrap();
+    let n = published(&ack.effects);
+    assert_eq!(n.event, EventType::Acknowledged);
+    let opts = |mode| RenderOptions {
+        mode,
+        actions: true,
+        thread_started_at: Some(t("2026-11-25T10:01:02Z")),
+        ..Default::default()
+    };
+    let reply = render(&ours(&n), &opts(Mode::Reply));
+    assert!(reply.limit_violations().is_empty());
+    let reply = serde_json::to_string(&reply).unwrap();
+    assert!(
+        reply.contains("🙋 *ACKNOWLEDGED* · Impact 2 (High) · *Owner:* <@U0123JANE>"),
+        "{reply}"
+    );
+    let card = serde_json::to_string(&render(&ours(&n), &opts(Mode::Card))).unwrap();
+    assert!(
+        card.contains("Take ownership") && card.contains("*Owner*\\n<@U0123JANE>"),
+        "{card}"
+    );
+
+    let handover =
+        crate::respond::acknowledge(&ack.record, &sam, None, t("2026-11-25T10:09:00Z")).unwrap();
+    let reply = serde_json::to_string(&render(
+        &ours(&published(&handover.effects)),
+        &opts(Mode::Reply),
+    ))
+    .unwrap();
+    assert!(
+        reply.contains("*Owner:* <@U0456SAM>") && reply.contains("took ownership from"),
+        "{reply}"
+    );
+
+    let resolved =
+        crate::respond::resolve(&handover.record, &jane(), t("2026-11-25T10:33:10Z")).unwrap();
+    let n = published(&resolved.effects);
+    assert!(n.post_incident.is_some());
+    for mode in [Mode::Reply, Mode::Card, Mode::Post] {
+        let msg = render(&ours(&n), &opts(mode));
+        assert!(
+            msg.limit_violations().is_empty(),
+            "{mode:?}: {:?}",
+            msg.limit_violations()
+        );
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(!json.contains(super::render::ACTIONS_BLOCK_ID), "{mode:?}");
+        if mode != Mode::Card {
+            assert!(
+                json.contains("📋 Post-incident summary"),
+                "{mode:?}: {json}"
+            );
+            assert!(json.contains("Retrospective checklist"), "{mode:?}");
+            assert!(
+                json.contains("*Time to acknowledge:* 4m 10s · *Time to resolve:* 32m 10s"),
+                "{mode:?}: {json}"
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_note_modal() {
+    let meta = NoteModalMetadata {
+        key: vpn_incident(EventType::Opened).incident_key,
+        channel_id: Some("C0123ONCALL".into()),
+        message_ts: Some("1795600862.000100".into()),
+        response_url: Some("https://hooks.slack.com/actions/T0001/1234/abcd".into()),
+    };
+    check_golden_json(
+        "note-modal",
+        &note_modal(&meta, &vpn_incident(EventType::Opened).title),
+    );
 }
 
 #[test]
@@ -283,7 +678,11 @@ fn golden_plain_text() {
 
 /// Text that stresses escaping and limits: Slack syntax, entities, control
 /// characters, emoji and other non-BMP characters, repeated to large sizes.
-fn nasty() -> impl Strategy<Value = String> {
+fn nasty() -> BoxedStrategy<String> {
+    nasty_unboxed().boxed()
+}
+
+fn nasty_unboxed() -> impl Strategy<Value = String> {
     let atom = prop_oneof![
         any::<String>(),
         Just("<!here>".to_string()),
@@ -302,7 +701,11 @@ fn nasty() -> impl Strategy<Value = String> {
         .prop_map(|(atoms, times)| atoms.concat().repeat(times))
 }
 
-fn short_nasty() -> impl Strategy<Value = String> {
+fn short_nasty() -> BoxedStrategy<String> {
+    short_nasty_unboxed().boxed()
+}
+
+fn short_nasty_unboxed() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[<>&|!@*_~` a-z]{0,20}",
@@ -310,8 +713,12 @@ fn short_nasty() -> impl Strategy<Value = String> {
     ]
 }
 
-fn arb_notification() -> impl Strategy<Value = Notification> {
-    let findings = proptest::collection::vec(
+fn arb_findings() -> BoxedStrategy<Vec<FindingSummary>> {
+    arb_findings_unboxed().boxed()
+}
+
+fn arb_findings_unboxed() -> impl Strategy<Value = Vec<FindingSummary>> {
+    proptest::collection::vec(
         (short_nasty(), nasty(), nasty(), nasty()).prop_map(
             |(severity, title, evidence, next_step)| FindingSummary {
                 severity,
@@ -321,7 +728,127 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
             },
         ),
         0..60,
-    );
+    )
+}
+
+fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+    (-100_000_000_000i64..100_000_000_000i64)
+        .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default())
+}
+
+fn arb_timeline() -> BoxedStrategy<Vec<TimelineEntry>> {
+    arb_timeline_unboxed().boxed()
+}
+
+fn arb_timeline_unboxed() -> impl Strategy<Value = Vec<TimelineEntry>> {
+    proptest::collection::vec(
+        (arb_time(), nasty(), proptest::option::of(short_nasty()))
+            .prop_map(|(at, text, actor)| TimelineEntry { at, text, actor }),
+        0..50,
+    )
+}
+
+fn arb_actor() -> BoxedStrategy<Actor> {
+    arb_actor_unboxed().boxed()
+}
+
+fn arb_actor_unboxed() -> impl Strategy<Value = Actor> {
+    prop_oneof![
+        short_nasty().prop_map(|name| Actor::Alarm { name }),
+        (
+            prop_oneof![short_nasty(), "[UW][A-Z0-9]{2,12}"],
+            short_nasty()
+        )
+            .prop_map(|(id, name)| Actor::Person { id, name }),
+    ]
+}
+
+fn arb_roles() -> BoxedStrategy<Roles> {
+    arb_roles_unboxed().boxed()
+}
+
+fn arb_roles_unboxed() -> impl Strategy<Value = Roles> {
+    (
+        proptest::option::of(arb_actor()),
+        proptest::option::of(arb_actor()),
+        proptest::option::of(prop_oneof![short_nasty(), "[CSG][A-Z0-9]{2,12}"]),
+    )
+        .prop_map(|(reporter, owner, team)| Roles {
+            reporter,
+            owner,
+            team,
+        })
+}
+
+fn arb_post_incident() -> BoxedStrategy<PostIncidentSummary> {
+    arb_post_incident_unboxed().boxed()
+}
+
+fn arb_post_incident_unboxed() -> impl Strategy<Value = PostIncidentSummary> {
+    let opt_time = || proptest::option::of(arb_time());
+    let opt_secs = || proptest::option::of(any::<u64>());
+    (
+        (
+            nasty(),
+            1u8..=5,
+            arb_time(),
+            opt_time(),
+            opt_time(),
+            opt_time(),
+            arb_time(),
+        ),
+        (
+            opt_secs(),
+            opt_secs(),
+            opt_secs(),
+            any::<u64>(),
+            arb_actor(),
+            arb_roles(),
+        ),
+        (
+            arb_findings(),
+            proptest::collection::vec(nasty(), 0..30),
+            arb_timeline(),
+            proptest::collection::vec(
+                (short_nasty(), proptest::collection::vec(nasty(), 0..10))
+                    .prop_map(|(heading, facts)| RetrospectiveItem { heading, facts }),
+                0..12,
+            ),
+        ),
+    )
+        .prop_map(
+            |(
+                (title, peak, detected_at, notified_at, acknowledged_at, diagnosed_at, resolved_at),
+                (ttn, tta, ttd, ttr, resolved_by, roles),
+                (findings, participants, timeline, retrospective),
+            )| PostIncidentSummary {
+                title,
+                peak_impact: Impact::new(peak).unwrap_or(Impact::NONE),
+                detected_at,
+                notified_at,
+                acknowledged_at,
+                diagnosed_at,
+                resolved_at,
+                time_to_notify_seconds: ttn,
+                time_to_acknowledge_seconds: tta,
+                time_to_diagnose_seconds: ttd,
+                time_to_resolve_seconds: ttr,
+                resolved_by,
+                roles,
+                findings,
+                participants,
+                timeline,
+                retrospective,
+            },
+        )
+}
+
+fn arb_notification() -> BoxedStrategy<Notification> {
+    arb_notification_unboxed().boxed()
+}
+
+fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
+    let findings = arb_findings();
     let links = proptest::collection::vec(
         (
             short_nasty(),
@@ -333,16 +860,16 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
             .prop_map(|(label, url)| Link { label, url }),
         0..40,
     );
-    let timeline = proptest::collection::vec(
-        (-100_000_000_000i64..100_000_000_000i64, nasty()).prop_map(|(s, text)| TimelineEntry {
-            at: DateTime::from_timestamp(s, 0).unwrap_or_default(),
-            text,
-            actor: None,
-        }),
-        0..50,
-    );
+    let timeline = arb_timeline();
     (
-        (0usize..8, nasty(), nasty(), nasty(), 1u8..=5, any::<bool>()),
+        (
+            0usize..10,
+            nasty(),
+            nasty(),
+            nasty(),
+            1u8..=5,
+            any::<bool>(),
+        ),
         (
             short_nasty(),
             short_nasty(),
@@ -363,6 +890,10 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
             proptest::option::of(any::<u64>()),
             proptest::option::of(short_nasty()),
         ),
+        (
+            arb_roles(),
+            prop_oneof![2 => Just(None), 1 => arb_post_incident().prop_map(Some)],
+        ),
     )
         .prop_map(
             |(
@@ -371,6 +902,7 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                 (vpn_id, tunnel_ip, incident_ref),
                 (next_steps, links, findings, timeline),
                 (duration_seconds, incident_url),
+                (roles, post_incident),
             )| {
                 let event = [
                     EventType::Opened,
@@ -381,6 +913,8 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                     EventType::InsufficientData,
                     EventType::Note,
                     EventType::Resolved,
+                    EventType::Acknowledged,
+                    EventType::Unanswered,
                 ][event];
                 Notification {
                     event,
@@ -414,8 +948,8 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                     links,
                     findings,
                     timeline,
-                    roles: Default::default(),
-                    post_incident: None,
+                    roles,
+                    post_incident,
                 }
             },
         )
@@ -424,11 +958,12 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
 fn all_modes(inbound: &Inbound) -> Result<(), TestCaseError> {
     let mention = Mention::Subteam("S0123".into());
     for mode in [Mode::Post, Mode::Reply, Mode::Card] {
-        for webhook in [false, true] {
+        for (webhook, actions) in [(false, true), (true, false), (false, false)] {
             let opts = RenderOptions {
                 mode,
                 mention: Some(&mention),
                 webhook,
+                actions,
                 thread_started_at: Some(t("2000-01-01T00:00:00Z")),
                 // Far apart and out of order: figures saturate, never overflow.
                 milestones: Some(Milestones {
@@ -499,6 +1034,66 @@ proptest! {
             "Trigger": {"MetricName": name, "Namespace": "AWS/VPN", "Dimensions": [{"name": "VpnId", "value": name}]},
         });
         all_modes(&via_sns(&alarm.to_string(), None))?;
+    }
+
+    #[test]
+    fn prop_any_record_lists_and_shows_within_limits(
+        n in arb_notification(),
+        extra in proptest::collection::vec((nasty(), 1u8..=5, arb_time()), 0..60),
+        now in arb_time(),
+        escalation in proptest::option::of((any::<u32>(), arb_time(), short_nasty())),
+    ) {
+        let mut record = vpn_record();
+        record.key = n.incident_key.clone();
+        record.title = n.title.clone();
+        record.summary = n.summary.clone();
+        record.roles = n.roles.clone();
+        record.findings = n.findings.clone();
+        record.timeline = n.timeline.clone();
+        record.account = n.account.clone();
+        record.region = n.region.clone();
+        record.status = n.status;
+        record.opened_at = n.opened_at.unwrap_or(now);
+        record.resolved_at = (n.status == IncidentStatus::Resolved).then_some(n.occurred_at);
+        record.escalation = escalation.map(|(attempt, due_at, schedule_name)| EscalationState { attempt, due_at, schedule_name });
+        record.runbook_execution = n.vpn_id.clone();
+        for actions in [true, false] {
+            let msg = incident_show(&record, now, actions);
+            prop_assert!(msg.limit_violations().is_empty(), "{:?}", msg.limit_violations());
+            prop_assert!(!msg.blocks.is_empty());
+        }
+        let mut records = vec![record.clone()];
+        for (title, impact, opened) in extra {
+            let mut r = record.clone();
+            r.key = title.clone();
+            r.title = title;
+            r.impact = Impact::new(impact).unwrap_or(Impact::NONE);
+            r.opened_at = opened;
+            r.status = IncidentStatus::Open;
+            records.push(r);
+        }
+        let msg = incident_list(&records, now);
+        prop_assert!(msg.limit_violations().is_empty(), "{:?}", msg.limit_violations());
+    }
+
+    #[test]
+    fn prop_replies_and_modal_stay_within_limits(text in nasty(), key in "[^\\x00-\\x1f]{1,1024}", title in nasty(), url in nasty()) {
+        let reply = super::views::ephemeral(&text);
+        let msg = Message { text: reply.text, blocks: reply.blocks };
+        prop_assert!(msg.limit_violations().is_empty(), "{:?}", msg.limit_violations());
+        let meta = NoteModalMetadata {
+            key: key.clone(),
+            channel_id: Some("C0123ONCALL".into()),
+            message_ts: Some(text.chars().take(40).collect()),
+            response_url: Some(url),
+        };
+        let view = note_modal(&meta, &title);
+        let raw = view["private_metadata"].as_str().unwrap_or_default();
+        prop_assert!(raw.chars().count() <= super::views::MAX_PRIVATE_METADATA);
+        let back: NoteModalMetadata = serde_json::from_str(raw).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back.key, key);
+        let about = view["blocks"][0]["text"]["text"].as_str().unwrap_or_default();
+        prop_assert!(super::escape::slack_len(about) <= 3000);
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct RouteFacts {
     pub account: Option<String>,
     /// Known for the pipeline's notifications only.
     pub impact: Option<Impact>,
+    /// The incident has an owner (someone acknowledged it): people are no longer
+    /// called for it.
+    pub owned: bool,
 }
 
 /// How a message relates to a Slack thread (bot-token destinations).
@@ -149,6 +152,7 @@ impl Inbound {
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
                 impact: Some(n.impact),
+                owned: n.roles.owner.is_some(),
             },
             Inbound::Alarm(a) => RouteFacts {
                 kind: "alarm",
@@ -158,6 +162,7 @@ impl Inbound {
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
                 impact: None,
+                owned: false,
             },
             Inbound::Chatbot(c) => RouteFacts {
                 kind: "chatbot",
@@ -165,6 +170,7 @@ impl Inbound {
                 source: "custom".into(),
                 account: topic_account,
                 impact: None,
+                owned: false,
             },
             Inbound::Event(e) => RouteFacts {
                 kind: "event",
@@ -172,6 +178,7 @@ impl Inbound {
                 source: e.source.clone(),
                 account: e.account.clone().or(topic_account),
                 impact: None,
+                owned: false,
             },
             Inbound::Text(_) => RouteFacts {
                 kind: "text",
@@ -179,6 +186,7 @@ impl Inbound {
                 source: "sns".into(),
                 account: topic_account,
                 impact: None,
+                owned: false,
             },
         }
     }

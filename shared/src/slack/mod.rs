@@ -1,7 +1,10 @@
 //! Slack, without I/O: the Block Kit model and its limits, mrkdwn escaping, the
 //! recognition of what arrives on the notification topic, rendering, routing rules,
-//! destinations and the mention policy. notify-fanout does the HTTP and the state;
-//! everything here is pure so it can be tested, fuzzed and benchmarked alone.
+//! destinations and the mention policy; and what slack-actions needs to answer
+//! people: request signatures, the parsing of commands and button presses, the
+//! action policy and the replies, lists and modal it shows. The functions do the
+//! HTTP and the state; everything here is pure so it can be tested, fuzzed and
+//! benchmarked alone.
 
 pub mod authz;
 pub mod blocks;
@@ -12,6 +15,7 @@ pub mod render;
 pub mod route;
 pub mod settings;
 pub mod signature;
+pub mod views;
 
 #[cfg(test)]
 mod golden_tests;

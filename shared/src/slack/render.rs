@@ -6,19 +6,32 @@
 //! incident's current state. Webhooks cannot thread, so their posts name the
 //! incident they update.
 //!
+//! The top-level message of one of our incidents shows its roles (reporter, owner,
+//! team) and, while open and when [`RenderOptions::actions`] says so, the action
+//! buttons slack-actions answers (`value` = the incident key). Acknowledgements and
+//! "nobody answered" escalations are compact replies; the resolution's reply carries
+//! the whole post-incident summary.
+//!
 //! Order of blocks: what a responder needs first comes first (state and impact,
 //! what fired and why, the key fields, the links), so when the 50-block limit cuts a
 //! message it cuts findings and timeline, not the header or the links.
 
 use chrono::{DateTime, Utc};
 
-use super::blocks::{LinkButton, Message, MessageBuilder, MAX_FALLBACK_TEXT, MAX_SECTION_TEXT};
+use super::blocks::{
+    ActionButton, ButtonStyle, LinkButton, Message, MessageBuilder, MAX_FALLBACK_TEXT,
+    MAX_SECTION_TEXT,
+};
 use super::escape::Mrkdwn;
 use super::inbound::{AwsEvent, ChatbotMessage, Inbound, PlainMessage};
+use super::interaction::{ACTION_ACKNOWLEDGE, ACTION_NOTE, ACTION_RERUN, ACTION_RESOLVE};
 use super::settings::Mention;
 use crate::alarm::{Alarm, AlarmCondition, AlarmState};
-use crate::incident::{Impact, IncidentRef};
-use crate::notification::{format_duration, EventType, IncidentStatus, Notification};
+use crate::closure::PostIncidentSummary;
+use crate::incident::{Actor, Impact, IncidentRef, Roles};
+use crate::notification::{
+    format_duration, EventType, FindingSummary, IncidentStatus, Notification, TimelineEntry,
+};
 
 /// Which message is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,8 +56,13 @@ pub struct RenderOptions<'a> {
     /// When the thread's first message was posted (raw alarms: their duration).
     pub thread_started_at: Option<DateTime<Utc>>,
     /// What the thread recorded of the incident's milestones: given, a resolved
-    /// incident's reply and card close with a summary of them.
+    /// incident's reply and card close with a summary of them (the notification's
+    /// post-incident summary, when it has one, is preferred).
     pub milestones: Option<Milestones>,
+    /// Offer the incident's action buttons (Acknowledge or Take ownership, Add note,
+    /// Re-run diagnosis, Resolve) on the top-level message while it is open: bot
+    /// destinations whose Slack app sends interactivity to slack-actions.
+    pub actions: bool,
 }
 
 /// When the incident was detected, first told to people, and diagnosed, as the
@@ -258,6 +276,7 @@ fn incident_fields(n: &Notification, opts: &RenderOptions<'_>) -> Vec<(&'static 
         ("Account", n.account.clone()),
         ("Region", n.region.clone()),
     ];
+    f.extend(role_fields(&n.roles, n.status == IncidentStatus::Open));
     if let Some(a) = &n.alarm {
         f.push(("Alarm", format!("{} ({})", a.name, a.state)));
     }
@@ -288,8 +307,8 @@ fn what_fired(m: &mut Mrkdwn, n: &Notification) {
     }
 }
 
-fn findings(b: &mut MessageBuilder, n: &Notification) {
-    for f in &n.findings {
+fn findings(b: &mut MessageBuilder, list: &[FindingSummary]) {
+    for f in list {
         let icon = match f.severity.to_ascii_lowercase().as_str() {
             "critical" => "🟥",
             "warning" => "🟧",
@@ -324,25 +343,47 @@ fn bullet_section(b: &mut MessageBuilder, title: &str, items: &[String]) {
     b.section(m);
 }
 
-fn timeline(b: &mut MessageBuilder, n: &Notification) {
-    if n.timeline.is_empty() {
+fn timeline(b: &mut MessageBuilder, entries: &[TimelineEntry]) {
+    if entries.is_empty() {
         return;
     }
     let mut m = section();
     m.syntax("*Timeline*");
-    for e in &n.timeline {
+    for e in entries {
         m.syntax("\n• ")
             .syntax(&when(e.at))
             .syntax(" ")
             .text(&e.text);
+        if let Some(actor) = e.actor.as_deref().filter(|a| !a.trim().is_empty()) {
+            m.syntax(" — ").line(actor);
+        }
     }
     b.section(m);
 }
 
-/// The "Closing summary" section of a resolved incident, when the thread kept its
-/// milestones.
+/// The "Closing summary" section of a resolved incident: the figures of its
+/// post-incident summary, else those of the milestones the thread kept.
 fn closing_summary(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
     if n.status != IncidentStatus::Resolved {
+        return;
+    }
+    let figure = |d: Option<u64>| d.map_or_else(|| "not recorded".to_string(), format_duration);
+    let mut m = section();
+    if let Some(p) = &n.post_incident {
+        m.syntax("*Closing summary*\n• Detected at ")
+            .syntax(&when(p.detected_at))
+            .syntax("\n• Time to notify: ")
+            .syntax(&figure(p.time_to_notify_seconds))
+            .syntax("\n• Time to acknowledge: ")
+            .syntax(
+                &p.time_to_acknowledge_seconds
+                    .map_or_else(|| "not acknowledged".to_string(), format_duration),
+            )
+            .syntax("\n• Time to diagnose: ")
+            .syntax(&figure(p.time_to_diagnose_seconds))
+            .syntax("\n• Time to resolve: ")
+            .syntax(&format_duration(p.time_to_resolve_seconds));
+        b.section(m);
         return;
     }
     let Some(f) = opts
@@ -351,8 +392,6 @@ fn closing_summary(b: &mut MessageBuilder, n: &Notification, opts: &RenderOption
     else {
         return;
     };
-    let figure = |d: Option<u64>| d.map_or_else(|| "not recorded".to_string(), format_duration);
-    let mut m = section();
     m.syntax("*Closing summary*\n• Detected at ")
         .syntax(&when(f.detected_at))
         .syntax("\n• Time to notify: ")
@@ -362,6 +401,265 @@ fn closing_summary(b: &mut MessageBuilder, n: &Notification, opts: &RenderOption
         .syntax("\n• Time to resolve: ")
         .syntax(&format_duration(f.time_to_resolve));
     b.section(m);
+}
+
+/// A person as Slack shows them (`<@U…>`, which a chat.update never notifies), an
+/// alarm by name.
+pub(crate) fn actor_text(a: &Actor) -> String {
+    match a {
+        Actor::Person { id, name } if is_user_id(id) => format!("<@{id}>"),
+        Actor::Person { .. } => a.label(),
+        Actor::Alarm { name } => format!("alarm {name}"),
+    }
+}
+
+fn is_user_id(id: &str) -> bool {
+    id.starts_with(['U', 'W'])
+        && id.len() >= 3
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// The team engaged: a channel as `<#C…>`; a user group by id only, never as a
+/// `<!subteam^…>` that would notify it (only the mention policy calls people).
+pub(crate) fn team_text(team: &str) -> String {
+    let t = team.trim();
+    let id_ok = |s: &str| {
+        s.len() >= 3
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    if t.starts_with(['C', 'G']) && id_ok(t) {
+        format!("<#{t}>")
+    } else if t.starts_with('S') && id_ok(t) {
+        format!("user group {t}")
+    } else {
+        t.to_string()
+    }
+}
+
+/// Reporter, Owner, Team as fields; an open incident without owner says so.
+pub(crate) fn role_fields(roles: &Roles, open: bool) -> Vec<(&'static str, String)> {
+    let mut f = vec![];
+    if let Some(r) = &roles.reporter {
+        f.push(("Reporter", actor_text(r)));
+    }
+    match &roles.owner {
+        Some(o) => f.push(("Owner", actor_text(o))),
+        None if open => f.push(("Owner", "nobody yet".to_string())),
+        None => {}
+    }
+    if let Some(t) = &roles.team {
+        f.push(("Team", team_text(t)));
+    }
+    f
+}
+
+/// The `block_id` of the incident's action buttons.
+pub const ACTIONS_BLOCK_ID: &str = "incident.actions";
+
+/// The action buttons of an open incident (`value` = its key).
+pub(crate) fn action_buttons(key: &str, owned: bool) -> Vec<ActionButton> {
+    let button = |label: &str, action_id: &str, style| ActionButton {
+        label: label.to_string(),
+        action_id: action_id.to_string(),
+        value: key.to_string(),
+        style,
+        confirm: None,
+    };
+    let acknowledge = if owned {
+        button("Take ownership", ACTION_ACKNOWLEDGE, None)
+    } else {
+        button(
+            "Acknowledge",
+            ACTION_ACKNOWLEDGE,
+            Some(ButtonStyle::Primary),
+        )
+    };
+    let mut resolve = button("Resolve", ACTION_RESOLVE, Some(ButtonStyle::Danger));
+    resolve.confirm = Some((
+        "Resolve this incident?".to_string(),
+        "It is resolved in the incident backend with your name, and the post-incident summary is posted in the thread. An alarm still firing opens a new incident.".to_string(),
+        "Resolve".to_string(),
+        "Cancel".to_string(),
+    ));
+    vec![
+        acknowledge,
+        button("Add note", ACTION_NOTE, None),
+        button("Re-run diagnosis", ACTION_RERUN, None),
+        resolve,
+    ]
+}
+
+fn incident_actions(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
+    if opts.actions && !opts.webhook && n.status == IncidentStatus::Open {
+        b.actions(
+            ACTIONS_BLOCK_ID,
+            &action_buttons(&n.incident_key, n.roles.owner.is_some()),
+        );
+    }
+}
+
+fn since_opened(n: &Notification, opts: &RenderOptions<'_>) -> Option<u64> {
+    let start = n.opened_at.or(opts.thread_started_at)?;
+    u64::try_from((n.occurred_at - start).num_seconds()).ok()
+}
+
+/// The reply of an acknowledgement: who owns the incident now, and what happened
+/// (the summary: first acknowledgement or hand-over), else after how long.
+fn acknowledged_reply(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
+    let mut s = section();
+    if let Some(m) = opts.mention {
+        s.syntax(&m.syntax()).syntax(" ");
+    }
+    s.syntax("🙋 *ACKNOWLEDGED* · ")
+        .line(&impact_text(n.impact));
+    if let Some(owner) = &n.roles.owner {
+        s.syntax(" · *Owner:* ").text(&actor_text(owner));
+    }
+    if !n.summary.trim().is_empty() {
+        s.syntax("\n").text(&n.summary);
+    } else {
+        s.syntax("\nThe incident was acknowledged");
+        if let Some(d) = since_opened(n, opts) {
+            s.syntax(" ")
+                .syntax(&format_duration(d))
+                .syntax(" after it opened");
+        }
+        s.syntax(".");
+    }
+    b.section(s);
+}
+
+/// The reply of an escalation nobody answered: calls the escalation mention (in
+/// the channel too: notify-fanout broadcasts it) and says how to answer.
+fn unanswered_reply(b: &mut MessageBuilder, n: &Notification, opts: &RenderOptions<'_>) {
+    let mut s = section();
+    if let Some(m) = opts.mention {
+        s.syntax(&m.syntax()).syntax(" ");
+    }
+    s.syntax("📣 *NOT ACKNOWLEDGED* · ")
+        .line(&impact_text(n.impact));
+    if let Some(d) = since_opened(n, opts) {
+        s.syntax(" · open for ").syntax(&format_duration(d));
+    }
+    s.syntax("\nNobody has taken this incident yet. Press *Acknowledge* on its message to own it.");
+    if !n.summary.trim().is_empty() {
+        s.syntax("\n").text(&n.summary);
+    }
+    b.section(s);
+}
+
+/// The post-incident summary of a resolved incident.
+fn resolved_summary(n: &Notification) -> Option<&PostIncidentSummary> {
+    n.post_incident
+        .as_ref()
+        .filter(|_| n.status == IncidentStatus::Resolved)
+}
+
+/// The summary, then what the notification adds: its findings when the summary has
+/// none, and its next steps. (The summary carries the timeline itself.)
+fn summary_and_rest(b: &mut MessageBuilder, n: &Notification, p: &PostIncidentSummary) {
+    post_incident(b, p);
+    if p.findings.is_empty() {
+        findings(b, &n.findings);
+    }
+    bullet_section(b, "Next steps", &n.next_steps);
+}
+
+fn stage(m: &mut Mrkdwn, label: &str, at: Option<DateTime<Utc>>, after: Option<u64>) {
+    m.syntax("\n• *").syntax(label).syntax(":* ");
+    match at {
+        Some(t) => {
+            m.syntax(&when(t));
+            if let Some(d) = after {
+                m.syntax(" (+").syntax(&format_duration(d)).syntax(")");
+            }
+        }
+        None => {
+            m.syntax("not recorded");
+        }
+    }
+}
+
+/// The post-incident summary in full: stages with times, time to acknowledge and
+/// to resolve, roles and who acted, the retrospective checklist, the findings and
+/// the timeline (in that order: the 50-block cut takes the timeline first).
+fn post_incident(b: &mut MessageBuilder, p: &PostIncidentSummary) {
+    let mut m = section();
+    m.syntax("*📋 Post-incident summary*");
+    stage(&mut m, "Detected", Some(p.detected_at), None);
+    stage(&mut m, "Notified", p.notified_at, p.time_to_notify_seconds);
+    stage(
+        &mut m,
+        "Acknowledged",
+        p.acknowledged_at,
+        p.time_to_acknowledge_seconds,
+    );
+    stage(
+        &mut m,
+        "Diagnosed",
+        p.diagnosed_at,
+        p.time_to_diagnose_seconds,
+    );
+    stage(
+        &mut m,
+        "Resolved",
+        Some(p.resolved_at),
+        Some(p.time_to_resolve_seconds),
+    );
+    m.syntax(" by ").text(&actor_text(&p.resolved_by));
+    m.syntax("\n*Time to acknowledge:* ")
+        .syntax(
+            &p.time_to_acknowledge_seconds
+                .map_or_else(|| "not acknowledged".to_string(), format_duration),
+        )
+        .syntax(" · *Time to resolve:* ")
+        .syntax(&format_duration(p.time_to_resolve_seconds))
+        .syntax(" · *Peak impact:* ")
+        .line(&p.peak_impact.to_string());
+    b.section(m);
+
+    let mut who = section();
+    let roles = role_fields(&p.roles, false);
+    for (i, (label, value)) in roles.iter().enumerate() {
+        if i > 0 {
+            who.syntax(" · ");
+        }
+        who.syntax("*").syntax(label).syntax(":* ").text(value);
+    }
+    let participants: Vec<&str> = p
+        .participants
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    if !participants.is_empty() {
+        if !roles.is_empty() {
+            who.syntax("\n");
+        }
+        who.syntax("*Who acted:* ").line(&participants.join(", "));
+    }
+    b.section(who);
+
+    let mut head = section();
+    head.syntax("*Retrospective checklist*");
+    b.section(head);
+    for item in &p.retrospective {
+        let mut r = section();
+        r.syntax("☐ *").line(&item.heading).syntax("*");
+        let facts: Vec<&String> = item.facts.iter().filter(|f| !f.trim().is_empty()).collect();
+        if facts.is_empty() {
+            r.syntax("\n_For the team to fill in._");
+        }
+        for f in facts {
+            r.syntax("\n• ").text(f);
+        }
+        b.section(r);
+    }
+    findings(b, &p.findings);
+    timeline(b, &p.timeline);
 }
 
 fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
@@ -403,11 +701,20 @@ fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
             what_fired(&mut s, n);
             b.section(s);
             b.fields(incident_fields(n, opts));
+            incident_actions(&mut b, n, opts);
             b.links(&incident_links(n));
-            findings(&mut b, n);
-            bullet_section(&mut b, "Next steps", &n.next_steps);
-            timeline(&mut b, n);
+            match resolved_summary(n) {
+                // Webhooks: the resolution's post is where the summary goes.
+                Some(p) => summary_and_rest(&mut b, n, p),
+                None => {
+                    findings(&mut b, &n.findings);
+                    bullet_section(&mut b, "Next steps", &n.next_steps);
+                    timeline(&mut b, &n.timeline);
+                }
+            }
         }
+        Mode::Reply if n.event == EventType::Acknowledged => acknowledged_reply(&mut b, n, opts),
+        Mode::Reply if n.event == EventType::Unanswered => unanswered_reply(&mut b, n, opts),
         Mode::Reply => {
             let mut s = section();
             if let Some(m) = opts.mention {
@@ -423,11 +730,16 @@ fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
             }
             what_fired(&mut s, n);
             b.section(s);
-            // Before findings, so the 50-block cut never takes it.
-            closing_summary(&mut b, n, opts);
-            findings(&mut b, n);
-            bullet_section(&mut b, "Next steps", &n.next_steps);
-            timeline(&mut b, n);
+            match resolved_summary(n) {
+                Some(p) => summary_and_rest(&mut b, n, p),
+                None => {
+                    // Before findings, so the 50-block cut never takes it.
+                    closing_summary(&mut b, n, opts);
+                    findings(&mut b, &n.findings);
+                    bullet_section(&mut b, "Next steps", &n.next_steps);
+                    timeline(&mut b, &n.timeline);
+                }
+            }
             b.links(
                 &n.links
                     .iter()
@@ -452,6 +764,7 @@ fn incident(n: &Notification, opts: &RenderOptions<'_>) -> Message {
             b.section(s);
             closing_summary(&mut b, n, opts);
             b.fields(incident_fields(n, opts));
+            incident_actions(&mut b, n, opts);
             b.links(&incident_links(n));
         }
     }
@@ -888,6 +1201,93 @@ mod tests {
         };
         let texts = section_texts(&render(&resolved_vpn_incident(), &none));
         assert!(texts.iter().all(|t| !t.contains("Closing summary")));
+    }
+
+    fn action_ids(msg: &Message) -> Vec<String> {
+        serde_json::to_value(&msg.blocks)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["block_id"] == ACTIONS_BLOCK_ID)
+            .flat_map(|b| b["elements"].as_array().unwrap().clone())
+            .map(|e| e["action_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn action_buttons_only_on_open_bot_posts_and_cards_when_asked() {
+        let open = Inbound::Incident(Box::new(crate::slack::golden_tests::vpn_incident(
+            EventType::Opened,
+        )));
+        let all = vec![
+            ACTION_ACKNOWLEDGE.to_string(),
+            ACTION_NOTE.into(),
+            ACTION_RERUN.into(),
+            ACTION_RESOLVE.into(),
+        ];
+        for mode in [Mode::Post, Mode::Card] {
+            let opts = RenderOptions {
+                mode,
+                actions: true,
+                ..Default::default()
+            };
+            assert_eq!(action_ids(&render(&open, &opts)), all, "{mode:?}");
+            let off = RenderOptions {
+                mode,
+                ..Default::default()
+            };
+            assert!(action_ids(&render(&open, &off)).is_empty());
+            let webhook = RenderOptions {
+                mode,
+                actions: true,
+                webhook: true,
+                ..Default::default()
+            };
+            assert!(action_ids(&render(&open, &webhook)).is_empty());
+        }
+        let reply = RenderOptions {
+            mode: Mode::Reply,
+            actions: true,
+            ..Default::default()
+        };
+        assert!(action_ids(&render(&open, &reply)).is_empty());
+        let card = RenderOptions {
+            mode: Mode::Card,
+            actions: true,
+            ..Default::default()
+        };
+        assert!(action_ids(&render(&resolved_vpn_incident(), &card)).is_empty());
+    }
+
+    #[test]
+    fn roles_render_people_channels_and_groups_without_notifying() {
+        let roles = Roles {
+            reporter: Some(Actor::Person {
+                id: "bad id".into(),
+                name: "Sam".into(),
+            }),
+            owner: None,
+            team: Some("S0123NET".into()),
+        };
+        assert_eq!(
+            role_fields(&roles, true),
+            vec![
+                ("Reporter", "Sam (bad id)".to_string()),
+                ("Owner", "nobody yet".into()),
+                ("Team", "user group S0123NET".into()),
+            ]
+        );
+        assert_eq!(role_fields(&roles, false).len(), 2);
+        assert_eq!(team_text("C0123ONCALL"), "<#C0123ONCALL>");
+        assert_eq!(team_text("net ops"), "net ops");
+        assert_eq!(
+            actor_text(&Actor::Person {
+                id: "U0123".into(),
+                name: "x".into()
+            }),
+            "<@U0123>"
+        );
     }
 
     #[test]

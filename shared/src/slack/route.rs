@@ -195,6 +195,7 @@ mod tests {
             source: source.into(),
             account: Some("123456789012".into()),
             impact: impact.and_then(Impact::new),
+            owned: false,
         }
     }
 

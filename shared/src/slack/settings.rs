@@ -7,7 +7,8 @@
 //!     "oncall": {"type": "bot", "token": "xoxb-...", "channel": "C0123ONCALL",
 //!                "mention": "here", "mention_min_impact": 2},
 //!     "ops":    {"type": "webhook", "url": "https://hooks.slack.com/services/T000/B000/XXXX"},
-//!     "netops": {"type": "bot", "token": "xoxb-...", "channel": "C0456NET", "mention": "subteam^S0123NET"}
+//!     "netops": {"type": "bot", "token": "xoxb-...", "channel": "C0456NET", "mention": "subteam^S0123NET",
+//!                "escalation_mention": "subteam^S0999LEADS", "actions": true}
 //!   },
 //!   "routing": { "rules": [...], "default": [...] }
 //! }
@@ -103,24 +104,46 @@ pub struct Destination {
     /// Mention at this impact or worse; falls back to `MENTION_MIN_IMPACT`, then
     /// to 1 (critical).
     pub mention_min_impact: Option<Impact>,
+    /// Whom to call when nobody acknowledged in time (`unanswered`); falls back to
+    /// `mention`.
+    pub escalation_mention: Option<Mention>,
+    /// Bot destinations: show the incident's action buttons (Acknowledge, Add note,
+    /// Re-run diagnosis, Resolve) on its top-level message. Default true; false for
+    /// a channel whose Slack app has no interactivity (slack-actions) set up.
+    pub actions: bool,
 }
 
 impl Destination {
-    /// The mention to add for a message, if the policy asks for one: the destination
-    /// has a mention, the message is one of the pipeline's incidents being opened or
-    /// escalated, and its impact is at or above the threshold. Updates, diagnoses and
-    /// resolutions never notify; neither do raw alarms, events and text, whose impact
-    /// is unknown.
+    /// The mention to add for a message, if the policy asks for one:
+    /// - an incident being opened or escalated at or above the threshold (the
+    ///   destination's `mention_min_impact`, else `default_min`, else critical) gets
+    ///   `mention`, unless someone already owns it (the call was answered);
+    /// - an `unanswered` incident (nobody acknowledged in time: the escalation policy
+    ///   decided it matters) gets `escalation_mention`, else `mention`, whatever its
+    ///   impact, unless it is owned by now.
+    ///
+    /// Updates, diagnoses, acknowledgements and resolutions never notify; neither do
+    /// raw alarms, events and text, whose impact is unknown.
     pub fn mention_for(&self, facts: &RouteFacts, default_min: Option<Impact>) -> Option<&Mention> {
+        if facts.kind != "incident" || facts.owned {
+            return None;
+        }
+        if facts.event_type == "unanswered" {
+            return self.escalation_mention.as_ref().or(self.mention.as_ref());
+        }
         let mention = self.mention.as_ref()?;
         let threshold = self
             .mention_min_impact
             .or(default_min)
             .unwrap_or(Impact::CRITICAL);
-        let raising =
-            facts.kind == "incident" && matches!(facts.event_type.as_str(), "opened" | "escalated");
+        let raising = matches!(facts.event_type.as_str(), "opened" | "escalated");
         let severe = facts.impact.is_some_and(|i| i.value() <= threshold.value());
         (raising && severe).then_some(mention)
+    }
+
+    /// True when the incident's top-level message offers action buttons.
+    pub fn offers_actions(&self) -> bool {
+        self.is_bot() && self.actions
     }
 
     pub fn is_bot(&self) -> bool {
@@ -188,6 +211,10 @@ struct RawDestination {
     mention: Option<String>,
     #[serde(default)]
     mention_min_impact: Option<u8>,
+    #[serde(default)]
+    escalation_mention: Option<String>,
+    #[serde(default)]
+    actions: Option<bool>,
 }
 
 impl SlackSettings {
@@ -316,6 +343,17 @@ fn destination(name: String, d: RawDestination) -> Result<Destination, SettingsE
             invalid("`mention` must be here, channel, subteam^<group ID> or a user ID (U...)")
         })?),
     };
+    let escalation_mention = match d.escalation_mention.as_deref() {
+        None => None,
+        Some(m) => Some(Mention::parse(m).ok_or_else(|| {
+            invalid("`escalation_mention` must be here, channel, subteam^<group ID> or a user ID (U...)")
+        })?),
+    };
+    if d.actions.is_some() && d.kind != "bot" {
+        return Err(invalid(
+            "`actions` applies to bot destinations only (webhook messages cannot have buttons that reach slack-actions)",
+        ));
+    }
     let mention_min_impact = match d.mention_min_impact {
         None => None,
         Some(v) => Some(
@@ -328,6 +366,8 @@ fn destination(name: String, d: RawDestination) -> Result<Destination, SettingsE
         target,
         mention,
         mention_min_impact,
+        escalation_mention,
+        actions: d.actions.unwrap_or(true),
     })
 }
 
@@ -337,7 +377,7 @@ mod tests {
 
     const SECRET: &str = r#"{
         "destinations": {
-            "oncall": {"type": "bot", "token": "xoxb-1-secret", "channel": "C0123ONCALL", "mention": "<!subteam^S0123ABC|@oncall>", "mention_min_impact": 2},
+            "oncall": {"type": "bot", "token": "xoxb-1-secret", "channel": "C0123ONCALL", "mention": "<!subteam^S0123ABC|@oncall>", "mention_min_impact": 2, "escalation_mention": "subteam^S0999LEADS"},
             "ops": {"type": "webhook", "url": "https://hooks.slack.com/services/T0/B0/secretpath"}
         },
         "routing": {"rules": [{"min_impact": 2, "destinations": ["oncall"]}], "default": ["ops"]}
@@ -350,6 +390,7 @@ mod tests {
             source: "incident-pipeline".into(),
             account: None,
             impact: Impact::new(impact),
+            owned: false,
         }
     }
 
@@ -367,6 +408,12 @@ mod tests {
         );
         assert_eq!(oncall.mention, Some(Mention::Subteam("S0123ABC".into())));
         assert_eq!(oncall.mention_min_impact, Some(Impact::HIGH));
+        assert_eq!(
+            oncall.escalation_mention,
+            Some(Mention::Subteam("S0999LEADS".into()))
+        );
+        assert!(oncall.actions && oncall.offers_actions());
+        assert!(!s.destination("ops").unwrap().offers_actions());
         let debug = format!("{s:?}");
         assert!(
             !debug.contains("xoxb-1-secret") && !debug.contains("secretpath"),
@@ -485,5 +532,78 @@ mod tests {
             .is_some());
         assert!(here.mention_for(&facts("opened", 2), None).is_none());
         assert!(here.mention_for(&facts("opened", 1), None).is_some());
+    }
+
+    #[test]
+    fn no_mention_once_someone_owns_the_incident() {
+        let s = SlackSettings::from_secret_json(SECRET).unwrap();
+        let oncall = s.destination("oncall").unwrap();
+        let owned = RouteFacts {
+            owned: true,
+            ..facts("escalated", 1)
+        };
+        assert!(oncall.mention_for(&owned, None).is_none());
+        let owned = RouteFacts {
+            owned: true,
+            ..facts("unanswered", 1)
+        };
+        assert!(oncall.mention_for(&owned, None).is_none());
+    }
+
+    #[test]
+    fn unanswered_calls_the_escalation_mention_else_the_mention_at_any_impact() {
+        let s = SlackSettings::from_secret_json(SECRET).unwrap();
+        let oncall = s.destination("oncall").unwrap();
+        assert_eq!(
+            oncall.mention_for(&facts("unanswered", 4), None),
+            Some(&Mention::Subteam("S0999LEADS".into()))
+        );
+        let plain = Destination {
+            escalation_mention: None,
+            ..oncall.clone()
+        };
+        assert_eq!(
+            plain.mention_for(&facts("unanswered", 3), None),
+            Some(&Mention::Subteam("S0123ABC".into()))
+        );
+        assert!(s
+            .destination("ops")
+            .unwrap()
+            .mention_for(&facts("unanswered", 1), None)
+            .is_none());
+        // The escalation mention never replaces the mention of an opening.
+        assert_eq!(
+            oncall.mention_for(&facts("opened", 1), None),
+            Some(&Mention::Subteam("S0123ABC".into()))
+        );
+        assert!(oncall
+            .mention_for(&facts("acknowledged", 1), None)
+            .is_none());
+    }
+
+    #[test]
+    fn escalation_mention_and_actions_are_checked() {
+        let err = SlackSettings::from_secret_json(
+            r#"{"destinations": {"a": {"type": "bot", "token": "x", "channel": "C1", "escalation_mention": "everyone"}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`escalation_mention` must be"),
+            "{err}"
+        );
+        let err = SlackSettings::from_secret_json(
+            r#"{"destinations": {"a": {"type": "webhook", "url": "https://x", "actions": true}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`actions` applies to bot destinations only"),
+            "{err}"
+        );
+        let off = SlackSettings::from_secret_json(
+            r#"{"destinations": {"a": {"type": "bot", "token": "x", "channel": "C1", "actions": false}}}"#,
+        )
+        .unwrap();
+        assert!(!off.destinations[0].offers_actions());
     }
 }

@@ -440,12 +440,14 @@ impl SettingsSource for FixedSettings {
     }
 }
 
-/// Secret JSON with a bot destination `oncall` (mentions `@here` at impact <= 2)
-/// and a webhook destination `ops` on the fake.
+/// Secret JSON with a bot destination `oncall` (mentions `@here` at impact <= 2,
+/// the user group `S0LEADS` when nobody acknowledged in time) and a webhook
+/// destination `ops` on the fake.
 pub fn secret_json(fake: &FakeSlack, routing: Option<Value>) -> String {
     let mut v = json!({
         "destinations": {
-            "oncall": {"type": "bot", "token": TOKEN, "channel": "C0ONCALL", "mention": "here", "mention_min_impact": 2},
+            "oncall": {"type": "bot", "token": TOKEN, "channel": "C0ONCALL", "mention": "here", "mention_min_impact": 2,
+                       "escalation_mention": "subteam^S0LEADS"},
             "ops": {"type": "webhook", "url": fake.webhook_url()}
         }
     });
