@@ -85,6 +85,10 @@ class RespondStory(Story):
                       Attributes={"RawMessageDelivery": "false"})
         self.group = f"{n}-escalations"
         scheduler.create_schedule_group(Name=self.group)
+        # The #ops bot destination offers the action buttons and names the escalation group.
+        slack_secret = json.loads(sm.get_secret_value(SecretId=self.secret_arn)["SecretString"])
+        slack_secret["destinations"]["ops"].update({"actions": True, "escalation_mention": f"subteam^{ONCALL_GROUP}"})
+        sm.put_secret_value(SecretId=self.secret_arn, SecretString=json.dumps(slack_secret))
         self.signing_arn = sm.create_secret(Name=f"{n}-slack-signing",
                                             SecretString=json.dumps({"signing_secret": SIGNING_SECRET}))["ARN"]
         # The on-call user group; Mallory is in the workspace but not in it.

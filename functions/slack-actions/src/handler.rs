@@ -24,6 +24,7 @@ use shared::respond;
 use shared::slack::authz::Action;
 use shared::slack::interaction::{self, Interaction, NoteModalMetadata, Request, Source};
 use shared::slack::signature::{self, SignedRequest, SigningSecret};
+use shared::slack::views::{self, Reply};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Config;
@@ -37,7 +38,6 @@ use crate::queue::{Job, JobAction, JobQueue};
 use crate::replay::ReplayGuard;
 use crate::secrets::Credentials;
 use crate::slack_web::SlackWeb;
-use crate::ui;
 
 /// The fixed answer to anything not verified as coming from Slack.
 pub const UNVERIFIED_BODY: &str = "invalid request";
@@ -142,7 +142,12 @@ pub async fn handle(deps: &Deps<'_>, event: Value, place: &Place) -> Result<Valu
 
 /// An ephemeral message (only the person sees it).
 pub fn ephemeral(text: &str) -> Value {
-    json!({"response_type": "ephemeral", "replace_original": false, "text": text})
+    reply(views::ephemeral(text))
+}
+
+fn reply(r: Reply) -> Value {
+    serde_json::to_value(&r)
+        .unwrap_or_else(|_| json!({"response_type": "ephemeral", "text": r.text}))
 }
 
 /// Verifies, authorizes and answers one request from Slack. Never fails: every
@@ -221,15 +226,22 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
         Ok(true) => {}
         Ok(false) => {
             info!("not allowed; nothing changes");
-            let text = format!("You are not allowed to {}.", action.describe());
-            return answer(deps, &i, &ephemeral(&text)).await;
+            return answer(deps, &i, &reply(views::not_allowed(action))).await;
         }
         Err(text) => return answer(deps, &i, &ephemeral(&text)).await,
     }
     match &i.request {
         Request::Help => answer(deps, &i, &ephemeral(interaction::USAGE)).await,
         Request::List => match deps.incidents.open_incidents().await {
-            Ok(records) => answer(deps, &i, &ui::list(&records)).await,
+            Ok(records) => {
+                let now = deps.effects.clock.now();
+                answer(
+                    deps,
+                    &i,
+                    &reply(Reply::ephemeral(views::incident_list(&records, now))),
+                )
+                .await
+            }
             Err(e) => {
                 error!(error = %e, "listing incidents failed");
                 answer(
@@ -241,11 +253,15 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
             }
         },
         Request::Show { key } => match incidents::find(deps.incidents, key).await {
-            Ok(Some(record)) => answer(deps, &i, &ui::show(&record)).await,
+            Ok(Some(record)) => {
+                let now = deps.effects.clock.now();
+                let message = views::incident_show(&record, now, true);
+                answer(deps, &i, &reply(Reply::ephemeral(message))).await
+            }
             Ok(None) => {
                 let text = format!(
                     "No incident matches `{}`. `/incident list` shows the open ones.",
-                    ui::code_safe(key)
+                    shared::text::truncate(&key.replace('`', "'"), 200)
                 );
                 answer(deps, &i, &ephemeral(&text)).await
             }
@@ -323,10 +339,15 @@ async fn open_note_modal(deps: &Deps<'_>, i: &Interaction, key: &str) -> UrlResp
         message_ts: i.caller.message_ts.clone(),
         response_url: i.caller.response_url.as_ref().map(|u| u.expose().clone()),
     };
+    // The incident's title above the input; the key when the record cannot be read.
+    let title = match deps.incidents.incident(key).await {
+        Ok(Some(r)) => r.title,
+        _ => key.to_string(),
+    };
     let opened = match deps.credentials.bot_token().await {
         Ok(token) => deps
             .slack
-            .open_view(&token, trigger, &ui::note_modal(&metadata))
+            .open_view(&token, trigger, &views::note_modal(&metadata, &title))
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -376,14 +397,14 @@ async fn queue_change(deps: &Deps<'_>, i: &Interaction) -> UrlResponse {
     match deps.queue.send(&job).await {
         Ok(id) => {
             info!(message_id = %id, job = job.action.as_str(), "change queued");
-            let text = match job.action {
-                JobAction::Acknowledge => "On it: taking ownership…",
-                JobAction::Resolve => "On it: resolving…",
-                JobAction::Rerun => "On it: starting the diagnosis again…",
-                JobAction::Note => "On it: adding your note…",
-                JobAction::Declare => "On it: declaring the incident…",
+            let what = match job.action {
+                JobAction::Acknowledge => "taking ownership",
+                JobAction::Resolve => "resolving the incident",
+                JobAction::Rerun => "starting the diagnosis again",
+                JobAction::Note => "adding your note",
+                JobAction::Declare => "declaring the incident",
             };
-            answer(deps, i, &ephemeral(text)).await
+            answer(deps, i, &reply(views::on_it(what))).await
         }
         Err(e) => {
             error!(error = %e, "could not queue the change");

@@ -13,5 +13,4 @@ pub mod queue;
 pub mod replay;
 pub mod secrets;
 pub mod slack_web;
-pub mod ui;
 pub mod wiring;

@@ -409,7 +409,10 @@ async fn replayed_request_is_refused_the_second_time() {
     let event = signed(&command(ALICE, "declare Payments API slow"));
     let first = h.run(event.clone()).await;
     assert_eq!(status(&first), 200);
-    assert_eq!(body_text(&first), "On it: declaring the incident…");
+    assert!(
+        body_text(&first).contains("On it: declaring the incident"),
+        "{first}"
+    );
     let second = h.run(event).await;
     assert_eq!(status(&second), 401);
     assert_eq!(h.jobs().len(), 1, "only the first request queued a change");
@@ -424,7 +427,7 @@ async fn unauthorised_button_press_is_told_and_changes_nothing() {
     assert_eq!(res["body"], "");
     assert_eq!(
         h.slack.texts(),
-        vec!["You are not allowed to resolve incidents."]
+        vec!["🚫 You are not allowed to resolve incidents. Nothing was changed."]
     );
     assert!(h.jobs().is_empty());
     assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
@@ -436,7 +439,8 @@ async fn allowed_button_press_is_queued_and_answered_on_it() {
     let h = Harness::new();
     let res = h.run(signed(&button(ALICE, "incident.acknowledge"))).await;
     assert_eq!(status(&res), 200);
-    assert_eq!(h.slack.texts(), vec!["On it: taking ownership…"]);
+    let [told] = h.slack.texts().try_into().unwrap();
+    assert!(told.contains("On it: taking ownership"), "{told}");
     let [job] = h.jobs().try_into().unwrap();
     assert_eq!(job.action, JobAction::Acknowledge);
     assert_eq!(job.incident_key.as_deref(), Some(KEY));
