@@ -206,18 +206,29 @@ class VpnIds:
 # ================================================================ the local world
 
 class NoDelayProcesses(Processes):
-    """Processes of local/story.py, with moto_server run under bench/nodelay.py."""
+    """Processes of local/story.py, with moto_server run under bench/nodelay.py
+    (TCP_NODELAY; and, unless `full_gc`, no full garbage collections)."""
+
+    def __init__(self, nodelay: bool = True, full_gc: bool = False) -> None:
+        super().__init__()
+        self.nodelay, self.full_gc = nodelay, full_gc
 
     def start(self, name, argv, env, log_path):  # noqa: ANN001
         if name == "moto_server" and argv[1:3] == ["-m", "moto.server"]:
             argv = [argv[0], str(BENCH / "nodelay.py"), "moto.server", *argv[3:]]
+            env = dict(env)
+            env.pop("BENCH_NO_FULL_GC", None)
+            if not self.full_gc:
+                env["BENCH_NO_FULL_GC"] = "1"
+            if not self.nodelay:
+                env["BENCH_KEEP_NAGLE"] = "1"
         return super().start(name, argv, env, log_path)
 
 
 class World:
-    def __init__(self, out: Path, nodelay_servers: bool = True):
+    def __init__(self, out: Path, nodelay_servers: bool = True, full_gc: bool = False):
         self.out = out
-        self.procs = NoDelayProcesses() if nodelay_servers else Processes()
+        self.procs = NoDelayProcesses(nodelay_servers, full_gc)
         self.moto = Moto(self.procs, out / "moto_server.log")
         self.emulator: Emulator | None = None
         self.slack: SlackSink | None = None
@@ -314,15 +325,42 @@ def child_env(world: World, s: Subject, pycache: Path) -> dict[str, str]:
     return env
 
 
+# Subjects whose first AWS call goes to the emulator, whose call log then times the
+# phases of the first invocation (vpn-troubleshoot: EC2 first, then Logs Insights).
+PHASED = ("vpn-troubleshoot",)
+
+
+def invocation_phases(started_at: float, ended_at: float, calls: list[dict]) -> dict[str, float] | None:
+    """Where a vpn-troubleshoot invocation's time goes, from the emulator's call log
+    (`at` = when the emulator read the request; the same clock as the Runtime API's):
+    to its first AWS request, to StartQuery (the facts it needs first are read), the
+    wait on the Logs Insights query (StartQuery to the GetQueryResults that saw it
+    complete), and the number of GetQueryResults polls."""
+    mine = [c for c in calls if started_at <= c["at"] <= ended_at]
+    if not mine:
+        return None
+    out = {"first_call_ms": (mine[0]["at"] - started_at) * 1000}
+    start = next((c for c in mine if c["op"] == "StartQuery"), None)
+    polls = [c for c in mine if c["op"] == "GetQueryResults"]
+    if start is not None:
+        out["start_query_ms"] = (start["at"] - started_at) * 1000
+        out["polls"] = float(len(polls))
+        if polls:
+            out["query_wait_ms"] = (polls[-1]["at"] - start["at"]) * 1000
+    return out
+
+
 def measure_cold(world: World, s: Subject, runs: int, out: Path, pycache: Path) -> dict:
-    init, first, rss = [], [], []
+    init, first, rss, phases = [], [], [], []
     for i in range(runs + 1):
         event = s.events(i, "cold")
         p = Process(s.key, s.argv, child_env(world, s, pycache), s.cwd, out / "logs" / f"{s.key}-cold.log")
+        mark_calls = len(world.emulator.calls) if world.emulator else 0
         try:
             t_init = p.wait_ready()
             t_first = p.invoke(event)
             peak = p.peak_rss_mib()
+            inv = p.api.history[-1]
         finally:
             p.stop()
         if i == 0:
@@ -330,8 +368,17 @@ def measure_cold(world: World, s: Subject, runs: int, out: Path, pycache: Path) 
         init.append(t_init)
         first.append(t_first)
         rss.append(peak)
-    return {"init_ms": summary(init), "first_ms": summary(first),
-            "total_ms": summary([a + b for a, b in zip(init, first)]), "rss_mib": summary(rss)}
+        if s.key in PHASED and world.emulator:
+            ph = invocation_phases(inv.started_at, inv.ended_at, world.emulator.calls[mark_calls:])
+            if ph:
+                phases.append(ph)
+    result = {"init_ms": summary(init), "first_ms": summary(first),
+              "total_ms": summary([a + b for a, b in zip(init, first)]), "rss_mib": summary(rss)}
+    if phases:
+        result["phases"] = {k: summary([ph[k] for ph in phases if k in ph])
+                            for k in ("first_call_ms", "start_query_ms", "query_wait_ms", "polls")
+                            if any(k in ph for ph in phases)}
+    return result
 
 
 def measure_warm(world: World, s: Subject, events: int, out: Path, pycache: Path) -> dict:
@@ -494,6 +541,12 @@ def write_results(path: Path, data: dict) -> None:
     a("")
     a(f"Written by `make bench` (`bench/run.py`) on {m['date']}, commit `{m['commit']}`.")
     a("")
+    partial = data.get("partial")
+    if partial:
+        prev = partial["previous"]
+        a(f"**Partial run**: only {', '.join(partial['measured'])} re-measured in this run (`--only`); the other "
+          f"rows are from the run of {prev['date']} at commit `{prev['commit']}` (load then: {prev['load']}).")
+        a("")
     a(f"- Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs), {m['memory']} RAM, "
       f"Linux {m['kernel']}, load average at the end of the run {m['load']} (1/5/15 min)")
     a(f"- Toolchain: {m['rustc']}; release profile: opt-level 3, fat LTO, 1 codegen unit, symbols stripped, "
@@ -526,6 +579,24 @@ def write_results(path: Path, data: dict) -> None:
         a(f"| {data['labels'][key]} | {fmt_ms(i['min'])} | {fmt_ms(i['median'])} | {fmt_ms(i['p95'])}{bi} | "
           f"{fmt_ms(f['min'])} | {fmt_ms(f['median'])} | {fmt_ms(f['p95'])}{bf} | {rss['median']:.1f}{br} |")
     a("")
+    phased = {k: r["phases"] for k, r in cold.items() if r.get("phases")}
+    for key, ph in phased.items():
+        a(f"Where the first invocation of {data['labels'][key]} goes (median of the cold runs, from the emulator's "
+          "call log): the budget's *first AWS call* is the time to its first request; the rest is the diagnosis, "
+          "which waits on an asynchronous Logs Insights query.")
+        a("")
+        a("| to first AWS request (ms) | to StartQuery (ms) | Logs Insights wait (ms) | GetQueryResults polls | "
+          "whole invocation (ms) |")
+        a("|---|---|---|---|---|")
+
+        def med(k: str, ph: dict = ph) -> str:
+            return fmt_ms(ph[k]["median"]) if k in ph else "-"
+        first_call = ph.get("first_call_ms")
+        bc = f" {mark(first_call['p95'], BUDGET['cold_ms'])} (p95 {fmt_ms(first_call['p95'])})" if first_call else ""
+        polls = f"{ph['polls']['median']:.0f}" if "polls" in ph else "-"
+        a(f"| {med('first_call_ms')}{bc} | {med('start_query_ms')} | {med('query_wait_ms')} | {polls} | "
+          f"{fmt_ms(cold[key]['first_ms']['median'])} |")
+        a("")
     a("## Warm path (one process)")
     a("")
     a(f"Per-event latency over {args['warm_events']} events (event handed over to response posted, including "
@@ -608,6 +679,24 @@ def write_results(path: Path, data: dict) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+def merge_previous(data: dict, prev: dict, measured: list[str]) -> dict:
+    """A `--only` run: the subjects it measured replace theirs in the previous results,
+    the others keep their figures, and the report says which rows come from which run."""
+    order = list(prev.get("labels", {})) + [k for k in data["labels"] if k not in prev.get("labels", {})]
+
+    def merged(section: str) -> dict:
+        both = {**prev.get(section, {}), **data[section]}
+        return {k: both[k] for k in order if k in both}
+    out = dict(data)
+    out["cold"], out["warm"] = merged("cold"), merged("warm")
+    out["labels"] = {k: {**prev.get("labels", {}), **data["labels"]}[k] for k in order}
+    out["criterion"] = data["criterion"] or prev.get("criterion", {})
+    earlier = prev.get("partial", {}).get("previous") or prev["machine"]
+    out["partial"] = {"measured": measured,
+                      "previous": {k: earlier.get(k, "?") for k in ("date", "commit", "load")}}
+    return out
+
+
 # ================================================================ main
 
 def main(argv: list[str] | None = None) -> int:
@@ -620,7 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--bin-dir", type=Path, help="function binaries (default $CARGO_TARGET_DIR/release)")
     ap.add_argument("--keep-nagle", action="store_true",
-                    help="leave the local servers' Nagle/delayed-ACK stall in (see bench/nodelay.py)")
+                    help="run moto_server without TCP_NODELAY, to see its Nagle/delayed-ACK stall (see "
+                         "bench/nodelay.py; the servers of local/httpserve.py always set it)")
+    ap.add_argument("--full-gc", action="store_true",
+                    help="let moto_server and the bench's own servers run Python's full garbage collections "
+                         "(pauses of 0.2-2 s that land on whichever request they hit; see bench/NOTES.md)")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite RESULTS.md from bench/results.json, adding the criterion figures found "
                          "in $CARGO_TARGET_DIR/criterion (after `cargo bench -p incident-shared --bench pure`)")
@@ -670,10 +763,13 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [s for s in subjects if s.key in args.only]
     out = Path(tempfile.mkdtemp(prefix="incident-bench-"))
     pycache = out / "pycache"
-    world = World(out, nodelay_servers=not args.keep_nagle)
+    world = World(out, nodelay_servers=not args.keep_nagle, full_gc=args.full_gc)
     cold, warm = {}, {}
     try:
         world.start()
+        if not args.full_gc:
+            # The Runtime API, the emulator and the local Slack run in this process.
+            nodelay.no_full_collections()
         for s in subjects:
             print(f"cold start: {s.label}, {args.cold_runs} runs", flush=True)
             cold[s.key] = measure_cold(world, s, args.cold_runs, out, pycache)
@@ -696,6 +792,9 @@ def main(argv: list[str] | None = None) -> int:
             "size": sizes(release), "features": feature_notes(), "criterion": crit,
             "labels": {s.key: s.label for s in subjects},
             "pairs": [("notify-fanout", "py-slack-notify"), ("alarm-to-incident", "py-opsitem")]}
+    previous = args.out.parent / "results.json"
+    if args.only and previous.exists():
+        data = merge_previous(data, json.loads(previous.read_text()), [s.key for s in subjects])
     args.out.write_text("")  # make sure the path is writable before the JSON goes next to it
     (args.out.parent / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     write_results(args.out, data)

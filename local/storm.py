@@ -177,9 +177,11 @@ class StormResult:
     alarm_failures: list[Any] = field(default_factory=list)
     notify_failures: list[Any] = field(default_factory=list)
     notifications: list[dict] = field(default_factory=list)
+    coalesced: int = 0     # updates notify-fanout showed on the top-level message only
 
     def slack_rate(self) -> dict[str, dict[str, Any]]:
-        """Per channel: messages posted and edited, and the most in any one-second window."""
+        """Per channel: messages posted and edited, the most in any one-second window, and
+        the shortest gap between two of them."""
         out: dict[str, dict[str, Any]] = {}
         events = [e for e in self.story.slack.events if e["kind"] in ("post", "update")]
         for ch in sorted({e["channel"] for e in events}):
@@ -189,11 +191,13 @@ class StormResult:
                 while times[lo] <= t - 1.0:
                     lo += 1
                 worst = max(worst, hi - lo + 1)
+            gaps = [b - a for a, b in zip(times, times[1:])]
             span = (times[-1] - times[0]) if len(times) > 1 else 0.0
             out[self.story.slack.channels.get(ch, ch)] = {
                 "posts": sum(1 for e in events if e["channel"] == ch and e["kind"] == "post"),
                 "updates": sum(1 for e in events if e["channel"] == ch and e["kind"] == "update"),
-                "max_in_1s": worst, "mean_per_s": round(len(times) / span, 2) if span else float(len(times))}
+                "max_in_1s": worst, "min_gap_s": round(min(gaps), 3) if gaps else None,
+                "mean_per_s": round(len(times) / span, 2) if span else float(len(times))}
         return out
 
     def figures(self) -> dict[str, Any]:
@@ -210,6 +214,7 @@ class StormResult:
             "slack_top_level": len([m for m in slack.messages if not m["thread_ts"]]),
             "slack_messages": len(slack.messages),
             "slack_edits": sum(len(m["edits"]) for m in slack.messages),
+            "slack_coalesced_updates": self.coalesced,
             "slack_rate": self.slack_rate(),
             "alarm_invocation_failures": len(self.alarm_failures),
             "notify_invocation_failures": len(self.notify_failures),
@@ -243,6 +248,8 @@ def drain_notifications(s: Story, result: StormResult, shuffle: random.Random | 
                                                        retries=story.ASYNC_RETRIES)
             if not inv.ok:
                 result.notify_failures.append(inv.result)
+            elif isinstance(inv.result, dict):
+                result.coalesced += int(inv.result.get("coalesced", 0))
             sqs.delete_message(QueueUrl=s.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 

@@ -6,7 +6,8 @@ Asserted: every invocation succeeded; per incident key exactly the incidents the
 list calls for were opened (one OpsItem each) and the right ones end open or resolved;
 one top-level #ops message per incident, showing its final status. The figures
 (events in, incidents, messages, seconds, per-channel Slack rate) are printed and saved
-to storm-figures.json. Bounded: about 90 s here (STORM_EVENTS to change the size).
+to storm-figures.json. Bounded: the paced Slack channels (one message per second)
+set the pace, about 80 s here per storm (STORM_EVENTS to change the size).
 """
 
 from __future__ import annotations
@@ -106,11 +107,17 @@ def test_one_top_level_slack_message_per_incident(result):
     assert dict(tops) == {oid: 1 for oid in items}
 
 
-@pytest.mark.xfail(strict=True, reason="finding (issue 10): notify-fanout does not pace Slack posts per channel; "
-                                       "it sends as fast as notifications arrive (see storm figures slack_rate)")
 def test_slack_rate_about_one_message_per_second_per_channel(result):
+    """notify-fanout reserves one send slot per second per channel in the state table
+    (pace#<channel>): no burst, whatever arrives. Two calls a slot apart can share a
+    one-second window by the sink's clock, hence 2; their gap is what is paced."""
     rate = result.slack_rate()
+    assert rate, "no Slack traffic measured"
     assert all(r["max_in_1s"] <= 2 for r in rate.values()), rate
+    assert all(r["min_gap_s"] >= 0.8 for r in rate.values()), rate
+    # Coalesce rather than drop: every notification reached Slack (asserted above per
+    # incident), and nothing failed for lack of a slot.
+    assert result.notify_failures == []
 
 
 def top_level_by_incident(r: storm.StormResult) -> tuple[Counter, int]:
@@ -124,11 +131,9 @@ def top_level_by_incident(r: storm.StormResult) -> tuple[Counter, int]:
     return tops, wrong
 
 
-@pytest.mark.xfail(strict=True, reason="finding (issue 10): notifications of one incident delivered out of order "
-                                       "(resolved before opened, as SNS -> Lambda may) start a second top-level "
-                                       "message for the incident; notify-fanout keys threads by incident key and "
-                                       "'a resolved thread means a new incident', not by the incident reference")
 def test_shuffled_notification_batches_keep_one_top_level_message_per_incident(tmp_path):
+    """Notifications of one incident delivered out of order (resolved before opened, as
+    SNS -> Lambda may) stay in the incident's own thread (keyed by its OpsItem)."""
     r = storm.run_storm(tmp_path, N_EVENTS, N_VPNS, seed=10, drain_every=25, shuffled=True)
     assert r.alarm_failures == [] and r.notify_failures == []
     tops, wrong = top_level_by_incident(r)

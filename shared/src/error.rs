@@ -9,8 +9,11 @@
 
 use std::fmt;
 
+#[cfg(feature = "aws")]
 use aws_sdk_ssm::error::ProvideErrorMetadata;
+#[cfg(feature = "aws")]
 use aws_smithy_runtime_api::client::result::SdkError;
+#[cfg(feature = "aws")]
 use aws_smithy_runtime_api::http::Response;
 
 /// Implemented by every error type of the project.
@@ -119,6 +122,7 @@ pub struct AwsError {
 
 impl AwsError {
     /// Classifies an SDK error by its variant, HTTP status and error code.
+    #[cfg(feature = "aws")]
     pub fn from_sdk<E>(
         service: &'static str,
         operation: &'static str,
@@ -182,6 +186,7 @@ impl AwsError {
     }
 }
 
+#[cfg(feature = "aws")]
 fn describe_dispatch(e: &aws_smithy_runtime_api::client::result::DispatchFailure) -> &'static str {
     if e.is_timeout() {
         "timeout"

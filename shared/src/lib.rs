@@ -3,24 +3,30 @@
 //! here; each function under `functions/` is a thin adapter over this crate.
 
 pub mod alarm;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod backend;
 pub mod classify;
 pub mod closure;
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod effects;
 pub mod error;
+#[cfg(feature = "aws")]
 pub mod escalation;
 pub mod incident;
 pub mod lifecycle;
 pub mod logging;
 pub mod notification;
+#[cfg(feature = "aws")]
 pub mod publish;
+#[cfg(feature = "aws")]
 pub mod respond;
 pub mod slack;
+#[cfg(feature = "aws")]
 pub mod state;
 pub mod text;
 pub mod vpn;
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(feature = "aws", any(test, feature = "testing")))]
 pub mod testing;

@@ -10,6 +10,7 @@
 //! | `SLACK_SECRET_CACHE_SECONDS` | how long the secret is kept per container | 300 |
 //! | `DELIVERY_TTL_DAYS` | how long delivery records are kept | 14 |
 //! | `THREAD_TTL_DAYS` | how long a thread is kept after its last message | 30 |
+//! | `SLACK_CHANNEL_INTERVAL_MS` | least time between two Slack calls to one channel (`crate::pace`); 0 turns pacing off (benchmarks) | 1000 |
 
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub secret_cache_ttl: Duration,
     pub delivery_ttl_seconds: i64,
     pub thread_ttl_seconds: i64,
+    /// Least time between two Slack calls to one channel; zero: not paced.
+    pub channel_interval: Duration,
 }
 
 impl Config {
@@ -86,6 +89,17 @@ impl Config {
             ),
             delivery_ttl_seconds: days("DELIVERY_TTL_DAYS", 14)?,
             thread_ttl_seconds: days("THREAD_TTL_DAYS", 30)?,
+            channel_interval: {
+                let ms: u64 = env.parse_or("SLACK_CHANNEL_INTERVAL_MS", 1000u64)?;
+                if ms > 60_000 {
+                    return Err(ConfigError::invalid(
+                        "SLACK_CHANNEL_INTERVAL_MS",
+                        &ms.to_string(),
+                        "expected 0 to 60000 milliseconds",
+                    ));
+                }
+                Duration::from_millis(ms)
+            },
         })
     }
 }
@@ -111,6 +125,7 @@ mod tests {
             (c.delivery_ttl_seconds, c.thread_ttl_seconds),
             (14 * 86_400, 30 * 86_400)
         );
+        assert_eq!(c.channel_interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -126,8 +141,10 @@ mod tests {
             ("SLACK_API_URL", "http://127.0.0.1:4010/api"),
             ("SLACK_SECRET_CACHE_SECONDS", "60"),
             ("THREAD_TTL_DAYS", "7"),
+            ("SLACK_CHANNEL_INTERVAL_MS", "0"),
         ]))
         .unwrap();
+        assert_eq!(c.channel_interval, Duration::ZERO);
         assert_eq!(c.routing.unwrap().default, vec!["ops"]);
         assert_eq!(c.mention_min_impact, Some(Impact::HIGH));
         assert_eq!(c.slack_api_url, "http://127.0.0.1:4010/api");
@@ -149,6 +166,7 @@ mod tests {
         assert!(with("SLACK_ROUTING", "{").contains("SLACK_ROUTING"));
         assert!(with("SLACK_API_URL", "slack.com").contains("SLACK_API_URL"));
         assert!(with("THREAD_TTL_DAYS", "0").contains("THREAD_TTL_DAYS"));
+        assert!(with("SLACK_CHANNEL_INTERVAL_MS", "60001").contains("SLACK_CHANNEL_INTERVAL_MS"));
         let missing =
             Config::from_env(&Env::from_pairs([("STATE_TABLE_NAME", "state")])).unwrap_err();
         assert!(

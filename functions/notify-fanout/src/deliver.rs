@@ -17,6 +17,20 @@
 //! The thread record also keeps the incident's milestones (detected, first posted,
 //! first diagnosis delivered), from which the resolved reply and card render the
 //! closing summary.
+//!
+//! Order: a notification naming its incident (the backend reference) goes to that
+//! incident's own thread, so the incident has one top-level message whatever order its
+//! notifications arrive in (SNS to Lambda does not keep order; a retried delivery
+//! arrives minutes late): a `resolved` before its `opened` starts the thread, and the
+//! late `opened` replies in it without reopening the top-level message. Messages that
+//! name no incident keep the rule "a resolved thread and an opening message: new
+//! thread" on the key's thread, which points at the newest incident's thread.
+//!
+//! Rate: every Slack call waits for its channel's send slot ([`crate::pace`]). An
+//! `updated` notification (no mention) arriving within [`COALESCE_WINDOW`] of the
+//! thread's last reply is not posted as a reply of its own: it is coalesced into the
+//! top-level message, which shows the incident's current state. One Slack call
+//! instead of two, nothing dropped.
 
 use chrono::Utc;
 use shared::error::Retryable;
@@ -27,16 +41,20 @@ use shared::slack::{
 };
 use tracing::{info, instrument, warn};
 
+use crate::pace::wait_for_slot;
 use crate::slack_api::{Budget, PostTo, SlackClient, SlackError, MIN_ATTEMPT};
 use crate::store::{
-    delivery_key, thread_key, Claim, DeliveryRecord, DeliveryStatus, PostedThread, StateStore,
-    StoreError, ThreadGuard, ThreadRecord,
+    delivery_key, incident_thread_key, thread_key, Claim, DeliveryRecord, DeliveryStatus,
+    PostedThread, StateStore, StoreError, ThreadGuard, ThreadRecord,
 };
 
 /// How long to wait for another invocation that is posting a thread's first message.
 const THREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 /// Rounds of read, wait and claim before giving up on a busy thread.
 const THREAD_ROUNDS: usize = 8;
+/// An `updated` notification this soon after the thread's last reply is coalesced
+/// into the top-level message instead of being posted as a reply of its own.
+pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a delivery needs besides the message.
 pub struct Ctx<'a> {
@@ -64,6 +82,8 @@ pub enum Outcome {
     StartedThread,
     /// A reply in the incident's thread (and the top-level message edited).
     Replied,
+    /// An update shown on the top-level message only, soon after another reply.
+    Coalesced,
     /// Delivered by an earlier attempt: nothing posted.
     AlreadyDelivered,
 }
@@ -79,6 +99,8 @@ pub enum DeliveryError {
     InProgress,
     #[error("another invocation is still posting the first message of this incident's thread")]
     ThreadBusy,
+    #[error("the Slack channel has no free send slot before the deadline (next in about {wait_seconds} s): retry later")]
+    ChannelBusy { wait_seconds: i64 },
 }
 
 impl Retryable for DeliveryError {
@@ -86,7 +108,9 @@ impl Retryable for DeliveryError {
         match self {
             DeliveryError::Slack(e) => e.retryable(),
             DeliveryError::Store(e) => e.retryable(),
-            DeliveryError::InProgress | DeliveryError::ThreadBusy => true,
+            DeliveryError::InProgress
+            | DeliveryError::ThreadBusy
+            | DeliveryError::ChannelBusy { .. } => true,
         }
     }
     fn kind(&self) -> &'static str {
@@ -94,6 +118,7 @@ impl Retryable for DeliveryError {
             DeliveryError::Slack(e) => e.kind(),
             DeliveryError::Store(e) => e.kind(),
             DeliveryError::InProgress | DeliveryError::ThreadBusy => "DeliveryInProgress",
+            DeliveryError::ChannelBusy { .. } => "SlackChannelBusy",
         }
     }
 }
@@ -171,6 +196,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 milestones: None,
                 actions: false,
             };
+            wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
             ctx.slack
                 .post_webhook(url, &render(job.inbound, &opts), &ctx.budget)
                 .await?;
@@ -188,6 +214,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                     thread_ts: None,
                     broadcast: false,
                 };
+                wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
                 let posted = ctx
                     .slack
                     .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -208,14 +235,18 @@ async fn threaded(
     intent: &ThreadIntent,
     pk: &str,
 ) -> Result<Outcome, DeliveryError> {
-    let tpk = thread_key(&intent.key, &job.destination.name);
+    let incident = incident_ref(job.inbound);
+    let tpk = thread_pk(job, intent);
     let lease = ctx.budget.lease_until();
     for _ in 0..THREAD_ROUNDS {
         let now = now();
         let replace = match ctx.store.get_thread(&tpk).await? {
+            // An incident's own thread is its thread whatever the order of its
+            // messages; on the key's thread, an opening message after a resolution is
+            // a new incident.
             Some(ThreadRecord {
                 posted: Some(t), ..
-            }) if !(t.resolved && intent.starts) => {
+            }) if incident.is_some() || !(t.resolved && intent.starts) => {
                 return reply(ctx, job, token, &t, intent, pk, &tpk).await;
             }
             // The incident was resolved and this message opens a new one: new thread.
@@ -248,6 +279,27 @@ async fn threaded(
     Err(DeliveryError::ThreadBusy)
 }
 
+/// The incident a message names (its backend reference), if any.
+fn incident_ref(inbound: &Inbound) -> Option<&str> {
+    match inbound {
+        Inbound::Incident(n) => n
+            .incident_ref
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty()),
+        _ => None,
+    }
+}
+
+/// The thread item of a message: its incident's own thread when it names one, else
+/// the key's thread.
+fn thread_pk(job: &Job<'_>, intent: &ThreadIntent) -> String {
+    match incident_ref(job.inbound) {
+        Some(r) => incident_thread_key(&intent.key, &job.destination.name, r),
+        None => thread_key(&intent.key, &job.destination.name),
+    }
+}
+
 async fn start_thread(
     ctx: &Ctx<'_>,
     job: &Job<'_>,
@@ -268,17 +320,21 @@ async fn start_thread(
         thread_ts: None,
         broadcast: false,
     };
-    let posted = match ctx
-        .slack
-        .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
-        .await
-    {
+    let sent = async {
+        wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+        Ok::<_, DeliveryError>(
+            ctx.slack
+                .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
+                .await?,
+        )
+    };
+    let posted = match sent.await {
         Ok(p) => p,
         Err(e) => {
             if let Err(release) = ctx.store.release_thread(tpk, lease).await {
                 warn!(error = %release, "could not release the thread claim");
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let posted_at = Utc::now();
@@ -293,6 +349,8 @@ async fn start_thread(
             notified_at: Some(posted_at),
             diagnosed_at: is_diagnosis(job).then_some(posted_at),
         },
+        incident_ref: incident_ref(job.inbound).map(str::to_string),
+        replied_at: None,
     };
     if !ctx
         .store
@@ -302,7 +360,31 @@ async fn start_thread(
         warn!("thread claim was taken over while posting the first message");
     }
     info!(channel = %thread.channel, ts = %thread.ts, "started the incident's thread");
+    if thread.incident_ref.is_some() {
+        point_key_at(ctx, job, intent, &thread).await;
+    }
     Ok(Outcome::StartedThread)
+}
+
+/// Points the key's thread item at this incident's new thread unless it already
+/// points at a newer incident's, so messages naming no incident (a diagnosis run by
+/// hand) reply in it. Best effort: the message is posted and recorded already.
+async fn point_key_at(ctx: &Ctx<'_>, job: &Job<'_>, intent: &ThreadIntent, thread: &PostedThread) {
+    let kpk = thread_key(&intent.key, &job.destination.name);
+    match ctx
+        .store
+        .put_thread(
+            &kpk,
+            thread,
+            &ThreadGuard::NotNewerThan(thread.opened_at),
+            now(),
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => info!("the key's thread is a newer incident's; left as is"),
+        Err(e) => warn!(error = %e, "could not point the key's thread at the incident's thread"),
+    }
 }
 
 fn is_diagnosis(job: &Job<'_>) -> bool {
@@ -310,14 +392,34 @@ fn is_diagnosis(job: &Job<'_>) -> bool {
 }
 
 /// `thread` with this delivery's milestone added (the first diagnosis delivered,
-/// now), or `None` when it adds none.
-fn stamped(thread: &PostedThread, job: &Job<'_>) -> Option<PostedThread> {
-    if !is_diagnosis(job) || thread.milestones.diagnosed_at.is_some() {
+/// now; or the detection, when the opening message arrives after the thread started),
+/// or `None` when it adds none.
+fn stamped(thread: &PostedThread, job: &Job<'_>, intent: &ThreadIntent) -> Option<PostedThread> {
+    let diagnosis = is_diagnosis(job) && thread.milestones.diagnosed_at.is_none();
+    let late_opening = intent.starts && thread.milestones.detected_at.is_none();
+    if !diagnosis && !late_opening {
         return None;
     }
     let mut t = thread.clone();
-    t.milestones.diagnosed_at = Some(Utc::now());
+    if diagnosis {
+        t.milestones.diagnosed_at = Some(Utc::now());
+    }
+    if late_opening {
+        t.milestones.detected_at = Some(intent.at);
+        t.opened_at = t.opened_at.min(intent.at);
+    }
     Some(t)
+}
+
+/// An `updated` notification without a mention, soon after the thread's last reply:
+/// shown on the top-level message only.
+fn coalesces(ctx: &Ctx<'_>, job: &Job<'_>, thread: &PostedThread) -> bool {
+    job.facts.event_type == "updated"
+        && mention(job, ctx).is_none()
+        && thread.replied_at.is_some_and(|t| {
+            Utc::now().signed_duration_since(t).num_milliseconds()
+                < i64::try_from(COALESCE_WINDOW.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 async fn reply(
@@ -329,9 +431,17 @@ async fn reply(
     pk: &str,
     tpk: &str,
 ) -> Result<Outcome, DeliveryError> {
+    if coalesces(ctx, job, thread) {
+        info!(thread_ts = %thread.ts, "update coalesced into the top-level message (a reply was posted moments ago)");
+        update_top_level(ctx, job, token, thread, intent, tpk, false).await?;
+        return Ok(Outcome::Coalesced);
+    }
+    // A late message of a resolved incident (its opening, delivered after the
+    // resolution) is recorded in the thread but pings nobody.
+    let late = thread.resolved && !intent.resolves;
     let opts = RenderOptions {
         mode: Mode::Reply,
-        mention: mention(job, ctx),
+        mention: mention(job, ctx).filter(|_| !late),
         webhook: false,
         thread_started_at: Some(thread.opened_at),
         milestones: Some(thread.milestones),
@@ -344,6 +454,7 @@ async fn reply(
         thread_ts: Some(&thread.ts),
         broadcast: matches!(job.facts.event_type.as_str(), "escalated" | "unanswered"),
     };
+    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
     let posted = ctx
         .slack
         .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -356,12 +467,17 @@ async fn reply(
         thread_ts: Some(thread.ts.clone()),
     };
     ctx.store.put_delivery(pk, &record, now()).await?;
-    update_top_level(ctx, job, token, thread, intent, tpk).await?;
+    let thread = PostedThread {
+        replied_at: Some(Utc::now()),
+        ..thread.clone()
+    };
+    update_top_level(ctx, job, token, &thread, intent, tpk, true).await?;
     Ok(Outcome::Replied)
 }
 
 /// Edits the thread's top-level message to show the state after this message, and
-/// records the milestone this message adds.
+/// records the milestone this message adds. `changed`: `stored` differs from the
+/// thread record (a reply time), so it is written even when the card is left as is.
 async fn update_top_level(
     ctx: &Ctx<'_>,
     job: &Job<'_>,
@@ -369,8 +485,9 @@ async fn update_top_level(
     stored: &PostedThread,
     intent: &ThreadIntent,
     tpk: &str,
+    changed: bool,
 ) -> Result<(), DeliveryError> {
-    let stamp = stamped(stored, job);
+    let stamp = stamped(stored, job, intent);
     let thread = stamp.as_ref().unwrap_or(stored);
     // Messages arrive out of order: never show an older state, nor reopen a
     // resolved incident with a late update (a new incident starts a new thread).
@@ -380,8 +497,8 @@ async fn update_top_level(
     let resolves_now = intent.resolves && !thread.resolved;
     if (intent.at < thread.updated_at && !resolves_now) || (thread.resolved && !intent.resolves) {
         info!("top-level message already shows a newer state, left as is");
-        if stamp.is_some() {
-            save_thread(ctx, tpk, thread).await?;
+        if stamp.is_some() || changed {
+            save_thread(ctx, job, intent, tpk, thread).await?;
         }
         return Ok(());
     }
@@ -393,6 +510,7 @@ async fn update_top_level(
         milestones: Some(thread.milestones),
         actions: job.destination.offers_actions(),
     };
+    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
     match ctx
         .slack
         .update_message(
@@ -415,22 +533,30 @@ async fn update_top_level(
         resolved: intent.resolves,
         ..thread.clone()
     };
-    save_thread(ctx, tpk, &updated).await
+    save_thread(ctx, job, intent, tpk, &updated).await
 }
 
-/// Writes the thread record back, unless the thread was replaced meanwhile.
-async fn save_thread(ctx: &Ctx<'_>, tpk: &str, thread: &PostedThread) -> Result<(), DeliveryError> {
-    if !ctx
-        .store
-        .put_thread(
-            tpk,
-            thread,
-            &ThreadGuard::SameThread(thread.ts.clone()),
-            now(),
-        )
-        .await?
-    {
+/// Writes the thread record back, unless the thread was replaced meanwhile. An
+/// incident's own thread is also written to the key's thread item while that points
+/// at it, so messages naming no incident see its current state.
+async fn save_thread(
+    ctx: &Ctx<'_>,
+    job: &Job<'_>,
+    intent: &ThreadIntent,
+    tpk: &str,
+    thread: &PostedThread,
+) -> Result<(), DeliveryError> {
+    let same = ThreadGuard::SameThread(thread.ts.clone());
+    if !ctx.store.put_thread(tpk, thread, &same, now()).await? {
         info!("thread was replaced meanwhile; its record is left to the newer thread");
+        return Ok(());
+    }
+    let kpk = thread_key(&intent.key, &job.destination.name);
+    if kpk != tpk {
+        // Best effort, as when the thread started: the incident's own item is saved.
+        if let Err(e) = ctx.store.put_thread(&kpk, thread, &same, now()).await {
+            warn!(error = %e, "could not update the key's thread item");
+        }
     }
     Ok(())
 }
@@ -446,12 +572,12 @@ async fn resume(
     if let (Some(intent), Target::Bot { token, .. }) =
         (job.inbound.thread(), &job.destination.target)
     {
-        let tpk = thread_key(&intent.key, &job.destination.name);
+        let tpk = thread_pk(job, &intent);
         match ctx.store.get_thread(&tpk).await? {
             Some(ThreadRecord {
                 posted: Some(t), ..
             }) if Some(&t.ts) == record.thread_ts.as_ref() => {
-                update_top_level(ctx, job, token, &t, &intent, &tpk).await?;
+                update_top_level(ctx, job, token, &t, &intent, &tpk, false).await?;
             }
             _ => info!("the thread changed since; top-level update skipped"),
         }

@@ -33,6 +33,8 @@ pub struct Summary {
     pub posted: usize,
     pub threads_started: usize,
     pub replied: usize,
+    /// Updates shown on the top-level message only (see `deliver::COALESCE_WINDOW`).
+    pub coalesced: usize,
     pub already_delivered: usize,
     /// Messages no routing rule sent anywhere.
     pub unrouted: usize,
@@ -195,6 +197,7 @@ async fn handle_inner(
                 Ok(Outcome::Posted) => summary.posted += 1,
                 Ok(Outcome::StartedThread) => summary.threads_started += 1,
                 Ok(Outcome::Replied) => summary.replied += 1,
+                Ok(Outcome::Coalesced) => summary.coalesced += 1,
                 Ok(Outcome::AlreadyDelivered) => summary.already_delivered += 1,
                 Err(e) => failures.push((destination, e)),
             }

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod deliver;
 pub mod handler;
+pub mod pace;
 pub mod secrets;
 pub mod slack_api;
 pub mod store;

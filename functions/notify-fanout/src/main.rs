@@ -23,7 +23,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         config.state_table.clone(),
         config.delivery_ttl_seconds,
         config.thread_ttl_seconds,
-    );
+    )
+    .with_channel_interval(config.channel_interval);
     let slack = SlackClient::new(&config.slack_api_url)?;
     let deps = Deps {
         slack: &slack,

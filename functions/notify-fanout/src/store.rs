@@ -8,6 +8,15 @@
 //! for one incident. A claim carries a lease (`lease_until`, the claiming
 //! invocation's Lambda deadline): a claim whose lease has passed belongs to an
 //! invocation that died, and may be taken over.
+//!
+//! A notification naming its incident (the backend reference) has a thread of its
+//! own incident (`thread#<incident key>#<destination>#<incident ref>`), whatever order
+//! the incident's messages arrive in; the key's thread item then points at the newest
+//! incident's thread, for messages that name no incident.
+//!
+//! Per channel, the next free Slack send slot (`pace#<channel>`, see
+//! [`crate::pace`]) is reserved with a conditional put too, so concurrent invocations
+//! share one channel's rate.
 
 use std::collections::HashMap;
 
@@ -27,6 +36,21 @@ pub fn delivery_key(message_id: &str, destination: &str) -> String {
 /// The key of a thread record.
 pub fn thread_key(incident_key: &str, destination: &str) -> String {
     format!("thread#{}#{destination}", key_part(incident_key))
+}
+
+/// The key of the thread of one incident (its backend reference) of `incident_key`.
+pub fn incident_thread_key(incident_key: &str, destination: &str, incident_ref: &str) -> String {
+    format!(
+        "{}#{}",
+        thread_key(incident_key, destination),
+        key_part(incident_ref)
+    )
+}
+
+/// The key of a channel's send slot: a bot destination's channel, or a webhook
+/// destination (a webhook posts to one channel).
+pub fn pace_key(channel: &str) -> String {
+    format!("pace#{}", key_part(channel))
 }
 
 /// Longest key part kept as it is. DynamoDB limits a partition key to 2048 bytes;
@@ -103,6 +127,10 @@ pub struct PostedThread {
     /// The incident's milestones for the closing summary. Optional attributes:
     /// items written before they were kept have none.
     pub milestones: Milestones,
+    /// The incident (backend reference) whose thread this is, when known.
+    pub incident_ref: Option<String>,
+    /// When the last reply was posted in the thread (coalescing of updates).
+    pub replied_at: Option<DateTime<Utc>>,
 }
 
 /// The outcome of a claim.
@@ -121,6 +149,18 @@ pub enum ThreadGuard {
     OwnClaim(i64),
     /// The same thread (top-level `ts`) as when we read it.
     SameThread(String),
+    /// No thread, or a posted one of an incident opened no later than this (the key's
+    /// pointer to its newest incident's thread).
+    NotNewerThan(DateTime<Utc>),
+}
+
+/// A channel's send slot (epoch milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Reserved: send at this time (now or later).
+    At(i64),
+    /// Every slot until the caller's latest time is taken; this is the next free one.
+    Full { next_free: i64 },
 }
 
 /// A failed state-table call.
@@ -193,6 +233,17 @@ pub trait StateStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Deletes our thread claim (the top-level post failed).
     async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError>;
+
+    /// Reserves the channel's next send slot at or after `now_ms`, if it is no later
+    /// than `not_after_ms`; slots are [`StateStore::channel_interval`] apart.
+    async fn reserve_slot(
+        &self,
+        pk: &str,
+        now_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Slot, StoreError>;
+    /// The least time between two sends to one channel.
+    fn channel_interval(&self) -> std::time::Duration;
 }
 
 /// [`StateStore`] on the DynamoDB state table.
@@ -202,7 +253,16 @@ pub struct DynamoStore {
     table: String,
     delivery_ttl_seconds: i64,
     thread_ttl_seconds: i64,
+    channel_interval: std::time::Duration,
 }
+
+/// Slack's rate for posting to a channel: about one message per second
+/// (DESIGN.md section 6); also applied to `chat.update` of the channel's messages.
+pub const CHANNEL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a channel's slot item is kept after its last reservation.
+const PACE_TTL_SECONDS: i64 = 86_400;
+/// Rounds of read and conditional put before a reservation gives up (contention).
+const SLOT_ROUNDS: usize = 16;
 
 const SERVICE: &str = "dynamodb";
 
@@ -228,7 +288,15 @@ impl DynamoStore {
             table: table.into(),
             delivery_ttl_seconds,
             thread_ttl_seconds,
+            channel_interval: CHANNEL_INTERVAL,
         }
+    }
+
+    /// Another least time between two sends to one channel (default
+    /// [`CHANNEL_INTERVAL`]).
+    pub fn with_channel_interval(mut self, interval: std::time::Duration) -> Self {
+        self.channel_interval = interval;
+        self
     }
 
     async fn get(&self, pk: &str) -> Result<Option<Item>, StoreError> {
@@ -358,6 +426,10 @@ fn opt_epoch(item: &Item, k: &str) -> Option<DateTime<Utc>> {
 const DETECTED_AT: &str = "detected_at";
 const NOTIFIED_AT: &str = "notified_at";
 const DIAGNOSED_AT: &str = "diagnosed_at";
+const INCIDENT_REF: &str = "incident_ref";
+const REPLIED_AT: &str = "replied_at";
+/// The attribute of a channel's slot item: the next free slot, epoch milliseconds.
+const NEXT_AT: &str = "next_at";
 
 fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
     let lease_until = get_n(item, "lease_until").unwrap_or(0);
@@ -382,6 +454,8 @@ fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
                 notified_at: opt_epoch(item, NOTIFIED_AT),
                 diagnosed_at: opt_epoch(item, DIAGNOSED_AT),
             },
+            incident_ref: get_s(item, INCIDENT_REF).map(str::to_string),
+            replied_at: opt_epoch(item, REPLIED_AT),
         }),
         _ => return Err(malformed(pk, "`status` is not pending or posted")),
     };
@@ -533,10 +607,14 @@ impl StateStore for DynamoStore {
             (DETECTED_AT, m.detected_at),
             (NOTIFIED_AT, m.notified_at),
             (DIAGNOSED_AT, m.diagnosed_at),
+            (REPLIED_AT, thread.replied_at),
         ] {
             if let Some(v) = v {
                 item.insert(k.to_string(), n(v.timestamp()));
             }
+        }
+        if let Some(r) = &thread.incident_ref {
+            item.insert(INCIDENT_REF.to_string(), s(r));
         }
         let old = match guard {
             ThreadGuard::OwnClaim(lease) => {
@@ -552,6 +630,18 @@ impl StateStore for DynamoStore {
                 self.put_if(item, "#ts = :ts", &[("#ts", "ts")], vec![(":ts", s(ts))])
                     .await?
             }
+            ThreadGuard::NotNewerThan(opened_at) => {
+                self.put_if(
+                    item,
+                    "attribute_not_exists(pk) OR (#st = :posted AND #opened <= :opened)",
+                    &[("#st", "status"), ("#opened", "opened_at")],
+                    vec![
+                        (":posted", s("posted")),
+                        (":opened", n(opened_at.timestamp())),
+                    ],
+                )
+                .await?
+            }
         };
         Ok(old.is_none())
     }
@@ -564,6 +654,64 @@ impl StateStore for DynamoStore {
             vec![(":pending", s("pending")), (":lease", n(lease_until))],
         )
         .await
+    }
+
+    /// Optimistic: take the slot `max(now, next_at)` by writing `next_at` one
+    /// interval later, on condition that `next_at` is still what was seen (or free);
+    /// a concurrent reservation makes the condition fail and returns the new value.
+    async fn reserve_slot(
+        &self,
+        pk: &str,
+        now_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Slot, StoreError> {
+        let interval = i64::try_from(self.channel_interval.as_millis()).unwrap_or(i64::MAX);
+        let mut seen: Option<i64> = None;
+        for _ in 0..SLOT_ROUNDS {
+            let (slot, condition, value) = match seen {
+                Some(t) if t > now_ms => (t, "#next = :seen", (":seen", n(t))),
+                _ => (
+                    now_ms,
+                    "attribute_not_exists(#next) OR #next <= :now",
+                    (":now", n(now_ms)),
+                ),
+            };
+            if slot > not_after_ms {
+                return Ok(Slot::Full { next_free: slot });
+            }
+            let item = HashMap::from([
+                ("pk".to_string(), s(pk)),
+                (NEXT_AT.to_string(), n(slot.saturating_add(interval))),
+                (
+                    "expires_at".to_string(),
+                    n(now_ms / 1000 + PACE_TTL_SECONDS),
+                ),
+            ]);
+            let old = match self
+                .put_if(item, condition, &[("#next", NEXT_AT)], vec![value])
+                .await?
+            {
+                None => return Ok(Slot::At(slot)),
+                // No old item in the answer: read it (gone meanwhile: free again).
+                Some(old) if old.is_empty() => self.get(pk).await?,
+                Some(old) => Some(old),
+            };
+            seen = match old {
+                None => None,
+                Some(old) => Some(
+                    get_n(&old, NEXT_AT)
+                        .ok_or_else(|| malformed(pk, "`next_at` is missing or not a number"))?,
+                ),
+            };
+        }
+        Err(StoreError::Conflict {
+            pk: pk.to_string(),
+            expected: "a free send slot (too many concurrent reservations)",
+        })
+    }
+
+    fn channel_interval(&self) -> std::time::Duration {
+        self.channel_interval
     }
 }
 
@@ -753,6 +901,8 @@ mod tests {
                 notified_at: ts(1_700_000_012),
                 diagnosed_at: None,
             },
+            incident_ref: None,
+            replied_at: None,
         };
         assert!(st
             .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim(5), 1)
@@ -803,6 +953,8 @@ mod tests {
             updated_at: DateTime::from_timestamp(200, 0).unwrap(),
             resolved: true,
             milestones: Milestones::default(),
+            incident_ref: None,
+            replied_at: None,
         };
         let saved = store(client)
             .put_thread(
@@ -834,6 +986,126 @@ mod tests {
         st.release_delivery("delivery#m#d").await.unwrap();
         st.release_delivery("delivery#m#d").await.unwrap();
         assert_eq!((rule.num_calls(), ok.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn reserve_slot_takes_an_idle_channel_now_and_moves_next_one_interval_on() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                item["pk"] == s("pace#C0OPS")
+                    && item["next_at"] == n(1_700_000_001_000)
+                    && item["expires_at"] == n(1_700_000_000 + 86_400)
+                    && r.condition_expression()
+                        == Some("attribute_not_exists(#next) OR #next <= :now")
+                    && r.expression_attribute_names().unwrap()["#next"] == "next_at"
+                    && r.expression_attribute_values().unwrap()[":now"] == n(1_700_000_000_000)
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let slot = store(client)
+            .reserve_slot(&pace_key("C0OPS"), 1_700_000_000_000, 1_700_000_050_000)
+            .await
+            .unwrap();
+        assert_eq!(slot, Slot::At(1_700_000_000_000));
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn reserve_slot_on_a_busy_channel_takes_the_next_slot_it_saw() {
+        let now = 1_700_000_000_000;
+        // Another invocation holds the channel until now + 700 ms.
+        let busy = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("attribute_not_exists(#next) OR #next <= :now")
+            })
+            .then_error(move || {
+                ccf(Some(HashMap::from([
+                    ("pk".to_string(), s("pace#C0OPS")),
+                    ("next_at".to_string(), n(now + 700)),
+                ])))
+            });
+        let taken = mock!(Client::put_item)
+            .match_requests(move |r| {
+                r.condition_expression() == Some("#next = :seen")
+                    && r.expression_attribute_values().unwrap()[":seen"] == n(now + 700)
+                    && r.item().unwrap()["next_at"] == n(now + 1_700)
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&busy, &taken]);
+        let slot = store(client)
+            .reserve_slot("pace#C0OPS", now, now + 10_000)
+            .await
+            .unwrap();
+        assert_eq!(slot, Slot::At(now + 700));
+        assert_eq!((busy.num_calls(), taken.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn reserve_slot_beyond_the_latest_time_reserves_nothing() {
+        let now = 1_700_000_000_000;
+        let busy = mock!(Client::put_item).then_error(move || {
+            ccf(Some(HashMap::from([
+                ("pk".to_string(), s("pace#C0OPS")),
+                ("next_at".to_string(), n(now + 45_000)),
+            ])))
+        });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&busy]);
+        let st = store(client).with_channel_interval(std::time::Duration::from_millis(1500));
+        assert_eq!(
+            st.channel_interval(),
+            std::time::Duration::from_millis(1500)
+        );
+        let slot = st
+            .reserve_slot("pace#C0OPS", now, now + 30_000)
+            .await
+            .unwrap();
+        // One conditional put only: the slot seen is past the caller's deadline.
+        assert_eq!(
+            slot,
+            Slot::Full {
+                next_free: now + 45_000
+            }
+        );
+        assert_eq!(busy.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn key_pointer_is_written_only_over_an_older_incident_thread() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression()
+                    == Some("attribute_not_exists(pk) OR (#st = :posted AND #opened <= :opened)")
+                    && r.expression_attribute_values().unwrap()[":opened"] == n(1_700_000_000)
+                    && r.item().unwrap()["incident_ref"] == s("oi-0123456789ab")
+                    && r.item().unwrap()["replied_at"] == n(1_700_000_050)
+            })
+            .then_error(|| ccf(None));
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
+        let thread = PostedThread {
+            channel: "C1".into(),
+            ts: "1.0".into(),
+            opened_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            updated_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            resolved: false,
+            milestones: Milestones::default(),
+            incident_ref: Some("oi-0123456789ab".into()),
+            replied_at: DateTime::from_timestamp(1_700_000_050, 0),
+        };
+        let written = store(client)
+            .put_thread(
+                "thread#k#d",
+                &thread,
+                &ThreadGuard::NotNewerThan(thread.opened_at),
+                1,
+            )
+            .await
+            .unwrap();
+        assert!(!written);
+        assert_eq!(
+            incident_thread_key("k", "d", "oi-0123456789ab"),
+            "thread#k#d#oi-0123456789ab"
+        );
     }
 
     #[tokio::test]

@@ -47,6 +47,14 @@ async fn handler_reads_secret_claims_posts_and_records_through_aws_adapters() {
                     .is_some_and(|c| c.starts_with("attribute_not_exists(pk)"))
         })
         .then_output(|| PutItemOutput::builder().build());
+    // The webhook's channel slot (about one message per second per channel).
+    let slot = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| {
+            r.item().unwrap()["pk"] == s("pace#webhook:ops")
+                && r.item().unwrap().contains_key("next_at")
+                && r.condition_expression() == Some("attribute_not_exists(#next) OR #next <= :now")
+        })
+        .then_output(|| PutItemOutput::builder().build());
     let done = mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(|r| {
             let item = r.item().unwrap();
@@ -70,7 +78,7 @@ async fn handler_reads_secret_claims_posts_and_records_through_aws_adapters() {
         });
 
     let sm = shared::mock_client!(aws_sdk_secretsmanager, [&get_secret]);
-    let ddb = shared::mock_client!(aws_sdk_dynamodb, [&claim, &done, &claim_again]);
+    let ddb = shared::mock_client!(aws_sdk_dynamodb, [&claim, &slot, &done, &claim_again]);
     let settings = SettingsCache::new(sm, SECRET_ARN, Duration::from_secs(300));
     let store = DynamoStore::new(ddb, "state", 14 * 86_400, 30 * 86_400);
     let config = config(&fake);
@@ -100,9 +108,10 @@ async fn handler_reads_secret_claims_posts_and_records_through_aws_adapters() {
         (
             get_secret.num_calls(),
             claim.num_calls(),
+            slot.num_calls(),
             done.num_calls(),
             claim_again.num_calls()
         ),
-        (1, 1, 1, 1)
+        (1, 1, 1, 1, 1)
     );
 }

@@ -483,13 +483,10 @@ async fn new_incident_after_resolution_starts_a_new_thread() {
     ))
     .await
     .unwrap();
-    let summary = w
-        .run(&incident_event(
-            "m-3",
-            &incident(EventType::Opened, Impact::HIGH, "2026-11-26T08:00:00Z"),
-        ))
-        .await
-        .unwrap();
+    // A new incident is a new OpsItem.
+    let mut next = incident(EventType::Opened, Impact::HIGH, "2026-11-26T08:00:00Z");
+    next.incident_ref = Some("oi-0123456789cd".into());
+    let summary = w.run(&incident_event("m-3", &next)).await.unwrap();
     assert_eq!(summary.threads_started, 1);
     let posts = w.fake.requests_to(POST);
     assert_eq!(posts.len(), 3);

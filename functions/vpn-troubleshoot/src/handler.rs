@@ -17,7 +17,8 @@ use serde_json::Value;
 use shared::effects::{
     apply_change, ChangeOutcome, Clock, EffectDeps, RefusalKind, RunnerSettings, SnsPublisher,
 };
-use shared::error::{AwsError, Retryable};
+use shared::error::{AwsError, AwsFailure, Retryable};
+use shared::escalation::EscalationTimer;
 use shared::incident::{IncidentBackend, IncidentRef, Note};
 use shared::notification::{FindingSummary, Notification};
 use shared::respond;
@@ -290,6 +291,42 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
     }
 }
 
+/// The escalation timer as vpn-troubleshoot sees it: not its job. An escalation step
+/// left pending on the item by alarm-to-incident (or slack-actions) must not be
+/// skipped here (the runner drops a step when there is no timer at all): it fails as
+/// "not allowed", which keeps it pending, with the lease released, for the function
+/// that owns it. The diagnosis is then not recorded (stated in the output).
+struct LeaveEscalationToOwner;
+
+impl LeaveEscalationToOwner {
+    fn refuse(operation: &'static str) -> AwsError {
+        AwsError {
+            service: "scheduler",
+            operation,
+            failure: AwsFailure::AccessDenied,
+            code: None,
+            message: "escalation timers are set by alarm-to-incident and slack-actions, not by vpn-troubleshoot; the step stays pending for them".to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EscalationTimer for LeaveEscalationToOwner {
+    async fn schedule(
+        &self,
+        _name: &str,
+        _key: &str,
+        _attempt: u32,
+        _at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        Err(Self::refuse("CreateSchedule"))
+    }
+
+    async fn cancel(&self, _name: &str) -> Result<(), AwsError> {
+        Err(Self::refuse("DeleteSchedule"))
+    }
+}
+
 /// Records the findings and the diagnosis time on the incident's state item (when
 /// the state table is configured). The report is the product: a missing incident
 /// (a manual run for a VPN without one) or a failed write never fails the run; it is
@@ -309,7 +346,7 @@ async fn record_on_state(
         publisher: &publisher,
         clock: deps.clock.as_ref(),
         settings: &settings,
-        timer: None,
+        timer: Some(&LeaveEscalationToOwner),
         pager: None,
     };
     let outcome = apply_change(&runner, key, |record, now| {

@@ -45,7 +45,7 @@ use shared::incident::{
     Actor, BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, Roles,
     RunbookRequest,
 };
-use shared::lifecycle::{IncidentRecord, Milestones};
+use shared::lifecycle::{Effect, IncidentRecord, Milestones};
 use shared::mock_client;
 use shared::notification::{IncidentStatus, TimelineEntry};
 use shared::state::{DynamoStateStore, StateStore};
@@ -1216,4 +1216,56 @@ async fn without_state_table_the_output_has_no_state_delivery() {
     assert_eq!(output.delivery.state_table, None);
     let json = serde_json::to_value(&output).unwrap();
     assert!(json["delivery"].get("stateTable").is_none(), "{json}");
+}
+
+#[tokio::test]
+async fn a_pending_escalation_step_is_left_to_its_owner_not_dropped() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    let due = now() + chrono::Duration::minutes(10);
+    let mut item = stored(&incident_record(KEY), 3);
+    item.insert(
+        "pending".into(),
+        AttributeValue::S(
+            serde_json::to_string(&vec![Effect::ScheduleEscalation {
+                attempt: 1,
+                at: due,
+            }])
+            .unwrap(),
+        ),
+    );
+    world.state = Some(vec![
+        get_item(KEY, Some(item)),
+        put_item(puts.clone(), false),
+        put_item(puts.clone(), false),
+    ]);
+    let output = world.run(event()).await.result.expect("not an error");
+
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 2, "claim the lease, then release it");
+    let (claim_v, release) = (&puts[0], &puts[1].2);
+    assert_eq!(claim_v.1.as_deref(), Some("3"));
+    assert!(claim_v.2.contains_key("lease_until_ms"));
+    assert_eq!(release["version"].as_n().unwrap(), "5");
+    assert!(!release.contains_key("lease_until_ms"), "lease released");
+    let pending: Vec<Effect> = serde_json::from_str(release["pending"].as_s().unwrap()).unwrap();
+    assert_eq!(
+        pending,
+        vec![Effect::ScheduleEscalation {
+            attempt: 1,
+            at: due
+        }],
+        "the escalation stays pending for alarm-to-incident"
+    );
+    assert_eq!(
+        written_record(release).milestones.diagnosed_at,
+        None,
+        "not recorded this time"
+    );
+    let state = output.delivery.state_table.unwrap();
+    assert!(!state.recorded);
+    assert_eq!(
+        state.detail,
+        "failed (NonRetryable.AccessDenied): escalation timer: scheduler CreateSchedule failed (no error code): escalation timers are set by alarm-to-incident and slack-actions, not by vpn-troubleshoot; the step stays pending for them"
+    );
 }

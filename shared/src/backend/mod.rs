@@ -7,17 +7,23 @@
 //! allows it: client tokens derived from what is being done (never random), so a
 //! retried invocation repeats the same request instead of doing the work twice.
 
+#[cfg(feature = "aws")]
 mod incident_manager;
+#[cfg(feature = "aws")]
 mod opscenter;
 
 use std::fmt;
 
+#[cfg(feature = "aws")]
 use aws_config::SdkConfig;
 
+#[cfg(feature = "aws")]
 pub use incident_manager::IncidentManagerBackend;
+#[cfg(feature = "aws")]
 pub use opscenter::OpsCenterBackend;
 
 use crate::config::{ConfigError, Env};
+#[cfg(feature = "aws")]
 use crate::incident::{IncidentBackend, IncidentRef, Note};
 
 /// The environment variable choosing the backend.
@@ -78,6 +84,7 @@ impl fmt::Display for BackendKind {
 /// Builds the backend of `kind` from the SDK configuration loaded once in `main`.
 /// `response_plan_arn` is needed by Incident Manager to open incidents only; notes,
 /// impact changes and resolution work without it (vpn-troubleshoot passes `None`).
+#[cfg(feature = "aws")]
 pub fn from_sdk_config(
     kind: BackendKind,
     sdk: &SdkConfig,
@@ -93,6 +100,7 @@ pub fn from_sdk_config(
 }
 
 /// Reads `INCIDENT_BACKEND` and builds that backend (see [`from_sdk_config`]).
+#[cfg(feature = "aws")]
 pub fn from_env(
     env: &Env,
     sdk: &SdkConfig,
@@ -148,12 +156,14 @@ pub fn token_uuid(parts: &[&str]) -> String {
 
 /// The idempotency token of a note on an incident: the same note (same incident,
 /// time and title) written twice is one timeline entry.
+#[cfg(feature = "aws")]
 pub(crate) fn note_token(incident: &IncidentRef, action: &str, note: &Note) -> String {
     let at = note.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     token_uuid(&[incident.id(), action, &at, &note.title])
 }
 
 /// A note as the JSON object stored with the incident: title, text, time, data.
+#[cfg(feature = "aws")]
 pub(crate) fn note_json(note: &Note, max_text_chars: usize) -> String {
     serde_json::json!({
         "title": note.title,

@@ -1048,7 +1048,9 @@ fn text(t: &PlainMessage, opts: &RenderOptions<'_>) -> Message {
         b.header(s);
     }
     fb.line(&t.body);
-    if t.body.trim().is_empty() {
+    // Control characters are dropped by the escaping: a body of only those is empty
+    // too (found by fuzzing, fuzz/regressions/slack_render).
+    if t.body.chars().all(|c| c.is_whitespace() || c.is_control()) {
         let mut s = section();
         s.syntax("_(empty message)_");
         b.section(s);
@@ -1086,6 +1088,18 @@ mod tests {
         let msg = render(&parse("   "), &RenderOptions::default());
         assert!(msg.limit_violations().is_empty());
         assert_eq!(msg.blocks.len(), 1);
+    }
+
+    /// Fuzzing (fuzz/regressions/slack_render/control-characters-only-text): a body
+    /// of control characters only lost every block (the escaping drops them).
+    #[test]
+    fn control_characters_only_text_is_an_empty_message_not_a_blockless_one() {
+        let msg = render(&parse("\0\0\u{7}\u{1b}\0\0"), &RenderOptions::default());
+        assert!(msg.limit_violations().is_empty());
+        assert_eq!(
+            serde_json::to_value(&msg.blocks).unwrap(),
+            serde_json::json!([{"type": "section", "text": {"type": "mrkdwn", "text": "_(empty message)_"}}])
+        );
     }
 
     fn at(s: &str) -> DateTime<Utc> {

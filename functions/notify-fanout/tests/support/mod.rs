@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use notify_fanout::config::Config;
 use notify_fanout::secrets::{SecretError, SettingsSource};
 use notify_fanout::store::{
-    Claim, DeliveryRecord, DeliveryStatus, PostedThread, StateStore, StoreError, ThreadGuard,
+    Claim, DeliveryRecord, DeliveryStatus, PostedThread, Slot, StateStore, StoreError, ThreadGuard,
     ThreadRecord,
 };
 use serde_json::{json, Value};
@@ -245,13 +245,24 @@ enum Stored {
     Thread(ThreadRecord),
 }
 
-/// [`StateStore`] in memory, with the DynamoDB adapter's conditions.
+/// [`StateStore`] in memory, with the DynamoDB adapter's conditions. Channels are
+/// not paced unless [`MemoryStore::paced`] says so.
 #[derive(Default, Clone)]
 pub struct MemoryStore {
     items: Arc<Mutex<HashMap<String, Stored>>>,
+    /// Per `pace#` key: the next free slot, epoch milliseconds.
+    slots: Arc<Mutex<HashMap<String, i64>>>,
+    interval: std::time::Duration,
 }
 
 impl MemoryStore {
+    /// A store pacing each channel at `interval`, as the DynamoDB one does.
+    pub fn paced(interval: std::time::Duration) -> MemoryStore {
+        MemoryStore {
+            interval,
+            ..MemoryStore::default()
+        }
+    }
     pub fn thread(&self, pk: &str) -> Option<ThreadRecord> {
         match self.items.lock().unwrap().get(pk) {
             Some(Stored::Thread(t)) => Some(t.clone()),
@@ -386,6 +397,13 @@ impl StateStore for MemoryStore {
                 })),
                 ThreadGuard::SameThread(ts),
             ) => &p.ts == ts,
+            (None, ThreadGuard::NotNewerThan(_)) => true,
+            (
+                Some(Stored::Thread(ThreadRecord {
+                    posted: Some(p), ..
+                })),
+                ThreadGuard::NotNewerThan(opened_at),
+            ) => p.opened_at.timestamp() <= opened_at.timestamp(),
             _ => false,
         };
         if ok {
@@ -407,6 +425,25 @@ impl StateStore for MemoryStore {
             items.remove(pk);
         }
         Ok(())
+    }
+
+    async fn reserve_slot(
+        &self,
+        pk: &str,
+        now_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<Slot, StoreError> {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get(pk).copied().unwrap_or(now_ms).max(now_ms);
+        if slot > not_after_ms {
+            return Ok(Slot::Full { next_free: slot });
+        }
+        slots.insert(pk.to_string(), slot + self.interval.as_millis() as i64);
+        Ok(Slot::At(slot))
+    }
+
+    fn channel_interval(&self) -> std::time::Duration {
+        self.interval
     }
 }
 
