@@ -29,9 +29,11 @@ normalize: build
 	$(CARGO_TARGET_DIR)/debug/examples/normalize events
 
 ## The whole incident story on this machine, no AWS account: moto, the project's AWS
-## emulator, a local Slack and the real function binaries, both backends; prints the
-## transcript and the Slack conversation, leaves the records in .demo/, and stops every
-## process it started (also on Ctrl-C or failure). STORY_ARGS="--backend OpsCenter --pace 0".
+## emulator, a local Slack and the real function binaries, both backends, first by the
+## alarms alone, then with responders acting from Slack (slack-actions: buttons,
+## /incident, escalation, post-incident summary); prints the transcript and the Slack
+## conversation, leaves the records in .demo/, and stops every process it started (also
+## on Ctrl-C or failure). STORY_ARGS="--backend OpsCenter --story respond --pace 0".
 demo: build local-tools
 	$(PYTHON) local/story.py $(STORY_ARGS)
 

@@ -13,6 +13,12 @@ channel would show, and tests can assert it.
 - Block Kit limits are enforced (50 blocks, header 150, section text 3000, 10 fields of
   2000, context 10 elements, actions 25 elements, button text 75, action_id/block_id
   255, url 3000, value 2000, unique block_id).
+- Interactivity (slack-actions): `POST /api/views.open` (a `trigger_id` from
+  `sink.trigger_id()`, valid 3 s and once, as Slack's; the modal's blocks checked),
+  `GET|POST /api/usergroups.users.list?usergroup=S..` (members from
+  `sink.usergroups`), and `response_url`s (`sink.response_url(user)` makes one; a
+  POST there is recorded as an ephemeral reply to that user, or replaces/adds to the
+  channel with `response_type: in_channel`).
 - Faults for tests: `sink.inject(status=429, retry_after=1)` answers the next call(s)
   with that status (and `Retry-After`), or `sink.inject(error="invalid_auth")`.
 
@@ -174,6 +180,13 @@ class SlackSink:
         self.messages: list[dict] = []
         self.events: list[dict] = []
         self.faults: list[dict] = []
+        # Interactivity: user groups (id -> member user ids), issued triggers, opened
+        # modals, response URLs (path -> user and channel) and what was posted to them.
+        self.usergroups: dict[str, list[str]] = {}
+        self.triggers: dict[str, dict] = {}
+        self.views: list[dict] = []
+        self.response_urls: dict[str, dict] = {}
+        self.responses: list[dict] = []
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._seq = 0
@@ -211,6 +224,26 @@ class SlackSink:
             self.webhooks[path] = self._channel_id(channel)
         return self.url + path
 
+    def trigger_id(self, user: str) -> str:
+        """A new `trigger_id` for `user`, as Slack sends with a button click (valid 3 s, once)."""
+        with self.lock:
+            self._seq += 1
+            tid = f"{self._seq}.{int(time.time())}.{secrets.token_hex(8)}"
+            self.triggers[tid] = {"user": user, "issued": time.time(), "used": False}
+            return tid
+
+    def response_url(self, user: str, channel: str = "ops") -> str:
+        """A new `response_url` for an interaction of `user` in `channel` (valid 30 minutes)."""
+        path = f"/actions/T0LOCAL/{secrets.randbelow(10**12)}/{secrets.token_hex(12)}"
+        with self.lock:
+            self.response_urls[path] = {"user": user, "channel": self._channel_id(channel), "issued": time.time()}
+        return self.url + path
+
+    def ephemeral_to(self, user: str) -> list[str]:
+        """The texts posted to `user` through response URLs, in order."""
+        with self.lock:
+            return [r["text"] for r in self.responses if r["user"] == user]
+
     def inject(self, status: int = 200, error: str | None = None, retry_after: int | None = None,
                times: int = 1, method: str | None = None) -> None:
         """The next `times` calls (of `method`, or any) answer with this status/error."""
@@ -235,6 +268,12 @@ class SlackSink:
                 return h.send_json(fault["status"], {"ok": False, "error": fault["error"] or "ratelimited"}, headers)
             if path.startswith("/services/"):
                 return self._webhook(h, path)
+            if path.startswith("/actions/"):
+                return self._response_url(h, path)
+            if path == "/api/views.open":
+                return self._api(h, url.query, self._views_open)
+            if path == "/api/usergroups.users.list":
+                return self._api(h, url.query, self._usergroup_users)
             if path == "/api/chat.postMessage":
                 return self._api(h, url.query, self._post_message)
             if path == "/api/chat.update":
@@ -389,6 +428,62 @@ class SlackSink:
         return {"channel": channel, "ts": msg["ts"], "text": msg["text"],
                 "message": {"type": "message", "text": msg["text"], "ts": msg["ts"],
                             **({"blocks": msg["blocks"]} if msg["blocks"] is not None else {})}}
+
+    def _views_open(self, p: dict) -> dict:
+        trigger = self.triggers.get(str(p.get("trigger_id", "")))
+        if trigger is None:
+            raise SlackError("invalid_trigger_id")
+        if trigger["used"] or time.time() - trigger["issued"] > 3.0:
+            raise SlackError("expired_trigger_id")
+        view = p.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                raise SlackError("invalid_arguments") from None
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            raise SlackError("invalid_arguments", ["view must be a modal with a title"])
+        errs = block_errors(view.get("blocks", []))
+        if errs:
+            raise SlackError("invalid_arguments", errs)
+        trigger["used"] = True
+        vid = f"V{secrets.token_hex(5).upper()}"
+        self.views.append({"id": vid, "user": trigger["user"], "view": view, "at": time.time()})
+        self.events.append({"kind": "view", "at": time.time(), "user": trigger["user"], "id": vid})
+        self.changed.notify_all()
+        return {"view": {"id": vid, **view}}
+
+    def _usergroup_users(self, p: dict) -> dict:
+        group = str(p.get("usergroup", ""))
+        if group not in self.usergroups:
+            raise SlackError("no_such_subteam")
+        self.events.append({"kind": "usergroup", "at": time.time(), "usergroup": group})
+        return {"users": list(self.usergroups[group])}
+
+    def _response_url(self, h: Handler, path: str) -> None:
+        target = self.response_urls.get(path)
+        if target is None:
+            return h.send(404, "no_service", "text/plain")
+        if time.time() - target["issued"] > 1800:
+            return h.send_json(404, {"ok": False, "error": "expired_url"})
+        try:
+            params = json.loads(h.body or b"{}")
+        except ValueError:
+            return h.send_json(400, {"ok": False, "error": "invalid_payload"})
+        if not isinstance(params, dict) or (not params.get("text") and not params.get("blocks")):
+            return h.send_json(400, {"ok": False, "error": "no_text"})
+        if params.get("blocks") is not None and block_errors(params["blocks"]):
+            return h.send_json(400, {"ok": False, "error": "invalid_blocks"})
+        if params.get("response_type") == "in_channel":
+            self._record(target["channel"], params, via="bot")
+        else:
+            reply = {"user": target["user"], "channel": target["channel"], "text": params.get("text", ""),
+                     "blocks": params.get("blocks"), "at": time.time()}
+            self.responses.append(reply)
+            self.events.append({"kind": "ephemeral", "at": reply["at"], "user": target["user"],
+                                "channel": target["channel"]})
+            self.changed.notify_all()
+        h.send_json(200, {"ok": True})
 
     # ------------------------------------------------------------ reading it back
 

@@ -565,6 +565,11 @@ class Delivery:
 
 
 class Story:
+    """The alarm story: detection to resolution by the alarms alone."""
+
+    FUNCTIONS = FUNCTIONS
+    TITLE = "Incident story"
+
     def __init__(self, backend: str, moto: Moto, procs: Processes, out_dir: Path, pace: float):
         self.backend, self.moto, self.procs, self.pace = backend, moto, procs, pace
         self.out_dir = out_dir
@@ -651,7 +656,8 @@ class Story:
                                  "LOOKBACK_MINUTES": "60", "STATE_TABLE_NAME": self.table},
         }
         timeouts = {"alarm-to-incident": 60.0, "notify-fanout": 60.0, "vpn-troubleshoot": 120.0}
-        for name in FUNCTIONS:
+        self.extend_setup(common, env, timeouts)
+        for name in self.FUNCTIONS:
             binary = binary_path(name)
             if not binary.exists():
                 raise StoryError(f"{binary} is missing: run `cargo build --workspace --all-targets` first")
@@ -659,6 +665,14 @@ class Story:
                                             self.out_dir / "logs" / f"{name}.log", timeouts[name])
         for f in self.functions.values():
             f.start()
+
+    def extend_setup(self, common: dict[str, str], env: dict[str, dict[str, str]],
+                     timeouts: dict[str, float]) -> None:
+        """More resources, functions and environment (the responders' story)."""
+
+    def pump_more(self) -> bool:
+        """More work to move along each round (the responders' story); True when something moved."""
+        return False
 
     def close(self) -> None:
         for f in self.functions.values():
@@ -713,7 +727,7 @@ class Story:
         """Runs the runbooks SSM would start and delivers queued notifications, until quiet."""
         sqs = self.moto.client("sqs")
         for _ in range(MAX_PUMP_ROUNDS):
-            progressed = False
+            progressed = self.pump_more()
             # Notifications first: SNS reaches Slack in seconds, while the runbook takes longer.
             for _ in range(50):  # bounded drain of the notification queue
                 got = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
@@ -777,7 +791,7 @@ class Story:
 
     def run(self) -> None:
         self.say("=" * 100)
-        self.say(f"Incident story, backend {self.backend}: AWS on {self.moto.url} (moto) and {self.emulator.url} "
+        self.say(f"{self.TITLE}, backend {self.backend}: AWS on {self.moto.url} (moto) and {self.emulator.url} "
                  f"(emulator), Slack on {self.slack.url}")
         if self.slack.forwarder:
             self.say(f"    Slack messages are also forwarded to your Slack ({self.slack.forwarder.describe()})")
@@ -917,8 +931,17 @@ class Story:
 
 # ================================================================ main
 
-def run_stories(backends: list[str], out_root: Path, pace: float) -> dict[str, Story]:
+def story_class(kind: str) -> type:
+    """`alarms` (this file) or `respond` (respond_story.py: the responders act from Slack)."""
+    if kind == "respond":
+        from respond_story import RespondStory
+        return RespondStory
+    return Story
+
+
+def run_stories(backends: list[str], out_root: Path, pace: float, kind: str = "alarms") -> dict[str, Story]:
     """Runs the story per backend; returns the finished stories (their records are saved)."""
+    cls = story_class(kind)
     procs = Processes()
     stories: dict[str, Story] = {}
     out_root.mkdir(parents=True, exist_ok=True)
@@ -926,7 +949,7 @@ def run_stories(backends: list[str], out_root: Path, pace: float) -> dict[str, S
     try:
         moto.start()
         for backend in backends:
-            story = Story(backend, moto, procs, out_root / backend, pace)
+            story = cls(backend, moto, procs, out_root / backend, pace)
             stories[backend] = story
             try:
                 story.setup()
@@ -951,12 +974,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
+    ap.add_argument("--story", choices=["alarms", "respond", "both"], default="both",
+                    help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
+                         "escalation, post-incident summary)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
+    kinds = ["alarms", "respond"] if args.story == "both" else [args.story]
     try:
-        stories = run_stories(backends, args.out, args.pace)
+        stories = {}
+        for kind in kinds:
+            out = args.out if kind == "alarms" else args.out / "respond"
+            for backend, st in run_stories(backends, out, args.pace, kind).items():
+                stories[f"{backend} ({kind})"] = st
     except KeyboardInterrupt:
         print("\nstopped; every process the story started has been stopped", file=sys.stderr)
         return 130

@@ -7,8 +7,11 @@ A deliberately small static analysis, good enough to keep template.yaml honest:
   false in a release build, such as `feature = "testing"`) and `#[test]` items is dropped.
 * Reachability: the whole function crate counts. In a library crate a `fn` counts once its
   name appears as an identifier in code that counts (by name, so trait methods reached
-  through `dyn Trait` count for every implementation). This over-approximates, which can
-  only make the test ask for more permissions, never fewer.
+  through `dyn Trait` count for every implementation); a `fn` of an `impl Type` block
+  (inherent or trait) also needs `Type` named there, since no value of a type that code
+  never names can reach its methods (common names such as `from_env` or `new` would
+  otherwise pull in every type's). This over-approximates, which can only make the test
+  ask for more permissions, never fewer.
 * SDK operations: a zero-argument method call `.create_ops_item()` (how every AWS SDK for
   Rust operation starts its fluent builder) or a path call `Client::create_ops_item(..)`,
   whose name is an operation of an `aws-sdk-*` crate the calling crate depends on. The
@@ -252,6 +255,7 @@ class FnItem:
     start: int = 0  # index of `fn` in the file's tokens
     body_start: int = 0  # index of the body's `{`
     end: int = 0  # index of the body's `}`
+    impl_type: str | None = None  # `Type` of the enclosing `impl [Trait for] Type { .. }`
 
 
 @dataclass
@@ -261,6 +265,9 @@ class SourceFile:
     fns: list[FnItem] = field(default_factory=list)
     outside_fns: list[Tok] = field(default_factory=list)
     outside_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # Tokens that define or implement a type rather than use it: the name after
+    # `struct`/`enum`/`trait`/`type`/`union`, and `impl` headers up to their `{`.
+    not_uses: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -309,9 +316,57 @@ class AnalysisError(Exception):
     pass
 
 
+def _impl_blocks(toks: list[Tok]) -> list[tuple[int, int, str]]:
+    """(open brace index, close brace index, type name) of each `impl` block."""
+    out = []
+    for i, t in enumerate(toks):
+        if t.kind != "ident" or t.text != "impl" or (i > 0 and toks[i - 1].text in ("->", "(", ",", ":", "<", "&")):
+            continue  # `impl Trait` in argument or return position is not a block
+        j, depth, idents, after_for = i + 1, 0, [], None
+        while j < len(toks):
+            x = toks[j]
+            if x.kind == "punct" and x.text in ("<",):
+                depth += 1
+            elif x.kind == "punct" and x.text in (">",):
+                depth -= 1
+            elif x.kind == "punct" and x.text in ("{", ";"):
+                break
+            elif x.kind == "ident" and depth == 0:
+                if x.text == "for":
+                    after_for = len(idents)
+                elif x.text == "where":
+                    break
+                else:
+                    idents.append(x.text)
+            j += 1
+        while j < len(toks) and toks[j].text != "{" and toks[j].text != ";":
+            j += 1
+        if j >= len(toks) or toks[j].text != "{":
+            continue
+        candidates = idents[after_for:] if after_for is not None else idents
+        # The last path segment before any generics: `crate::x::Type` -> `Type`.
+        name = next((c for c in candidates if c not in ("dyn", "crate", "super", "self", "mut", "const", "unsafe")), None)
+        if after_for is None and candidates:
+            name = candidates[0]
+        if name:
+            out.append((j, _match_close(toks, j), name))
+    return out
+
+
 def _split_fns(sf: SourceFile) -> None:
     toks = sf.toks
     inside = [False] * len(toks)
+    impls = _impl_blocks(toks)
+    for k, t in enumerate(toks):
+        if t.kind == "ident" and t.text in ("struct", "enum", "trait", "type", "union") and k + 1 < len(toks):
+            sf.not_uses.add(k + 1)
+    for i, t in enumerate(toks):
+        if t.kind == "ident" and t.text == "impl" and any(lo > i and all(toks[m].text != "{" for m in range(i, lo))
+                                                          for lo, _, _ in impls):
+            m = i
+            while m < len(toks) and toks[m].text not in ("{", ";"):
+                sf.not_uses.add(m)
+                m += 1
     i = 0
     while i < len(toks):
         if toks[i].text == "fn" and i + 1 < len(toks) and toks[i + 1].kind == "ident":
@@ -336,7 +391,8 @@ def _split_fns(sf: SourceFile) -> None:
                     inside[k] = True
             if body_start is not None:
                 end = _match_close(toks, body_start)
-                sf.fns.append(FnItem(name, sf.path, line, toks[body_start : end + 1], i, body_start, end))
+                impl_type = next((ty for lo, hi, ty in impls if lo < i < hi), None)
+                sf.fns.append(FnItem(name, sf.path, line, toks[body_start : end + 1], i, body_start, end, impl_type))
                 # The signature belongs to the fn too: its name must not make it reachable.
                 for k in range(i, end + 1):
                     inside[k] = True
@@ -459,6 +515,9 @@ class EnvRead:
     var: str
     method: str
     where: str
+    # For a name passed to a helper: the call site (file, token index). It counts only
+    # when the call site is in reachable code.
+    site: tuple[Path, int] | None = None
 
 
 @dataclass
@@ -501,10 +560,13 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
     names: dict[str, str] = {}
     path_names: dict[str, str] = {}  # identifiers used as a path segment (`x::` or `::x`)
 
-    def add_names(toks, lo, hi, path, skip_use):
+    def add_names(toks, lo, hi, path, skip_use, not_uses=frozenset()):
         k = lo
         while k < hi:
             t = toks[k]
+            if k in not_uses:
+                k += 1
+                continue
             if skip_use and t.kind == "ident" and t.text in ("use", "mod") and (k == lo or toks[k - 1].text != "::"):
                 while k < hi and toks[k].text != ";":
                     k += 1
@@ -538,7 +600,7 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
                 changed = True
                 result.reached[f"{_rel(sf.path, repo)} (module)"] = why
                 for lo, hi in sf.outside_ranges:
-                    add_names(sf.toks, lo, hi, sf.path, skip_use=True)
+                    add_names(sf.toks, lo, hi, sf.path, skip_use=True, not_uses=sf.not_uses)
                     _scan(sf, lo, hi, lib, ctx, skip_env=False)
         for lib, sf, _, _ in modules:
             if sf.path not in live:
@@ -546,12 +608,31 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
             for fn in sf.fns:
                 if (sf.path, fn.start) in reached or fn.name not in names:
                     continue
+                if fn.impl_type is not None and fn.impl_type not in names:
+                    continue
                 reached.add((sf.path, fn.start))
                 changed = True
-                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = f"`{fn.name}` named at {names[fn.name]}"
+                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = f"`{fn.name}` named at {names[fn.name]}" + (
+                    f", `{fn.impl_type}` at {names[fn.impl_type]}" if fn.impl_type else "")
                 add_names(sf.toks, fn.body_start, fn.end + 1, sf.path, skip_use=True)
                 is_env_reader = fn.name in ENV_METHODS and _defines_env_reader(sf)
                 _scan(sf, fn.body_start, fn.end + 1, lib, ctx, skip_env=is_env_reader)
+    # A helper's variable counts only from call sites in reachable code.
+    crate_files = {sf.path for sf in crate.files}
+    live_bodies: dict[Path, list[tuple[int, int]]] = {}
+    for _, sf, _, _ in modules:
+        for fn in sf.fns:
+            if (sf.path, fn.start) in reached:
+                live_bodies.setdefault(sf.path, []).append((fn.body_start, fn.end))
+
+    def site_live(read: EnvRead) -> bool:
+        if read.site is None or read.site[0] in crate_files:
+            return True
+        path, k = read.site
+        return path in live and not any(fn.start <= k <= fn.end for f in modules if f[1].path == path
+                                        for fn in f[1].fns) or any(lo <= k <= hi for lo, hi in live_bodies.get(path, []))
+
+    result.env_reads = [r for r in result.env_reads if site_live(r)]
     return result
 
 
@@ -752,11 +833,12 @@ def _env_arg(sf: SourceFile, arg: tuple[int, int], method: str, crate: Crate, ct
     first = toks[lo]
     where = f"{_rel(sf.path, ctx.repo)}:{first.line}"
     single = hi - lo == 1
+    site = (sf.path, lo) if depth > 0 else None
     if single and first.kind == "str":
-        result.env_reads.append(EnvRead(first.text, method, where))
+        result.env_reads.append(EnvRead(first.text, method, where, site))
         return
     if single and first.kind == "ident" and first.text in ctx.consts:
-        result.env_reads.append(EnvRead(ctx.consts[first.text], method, where))
+        result.env_reads.append(EnvRead(ctx.consts[first.text], method, where, site))
         return
     if single and first.kind == "ident" and depth == 0:
         # A helper's parameter: `fn minutes(env: &Env, var: &str, ..) { env.parse_or(var, ..) }`

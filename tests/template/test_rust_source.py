@@ -250,4 +250,4 @@ def test_real_sdk_crates_map_the_brief_operations():
     assert ops["aws-sdk-ec2"]["replace_vpn_tunnel"] == "ReplaceVpnTunnel"
     assert "reset_vpn_connection" not in ops["aws-sdk-ec2"]
     assert ops["aws-sdk-cloudwatchlogs"]["start_query"] == "StartQuery"
-    assert set(crates) == {"incident-shared", "alarm-to-incident", "notify-fanout", "vpn-troubleshoot"}
+    assert set(crates) == {"incident-shared", "alarm-to-incident", "notify-fanout", "vpn-troubleshoot", "slack-actions"}

@@ -56,10 +56,13 @@ PLATFORM_ACTIONS = {
     "logs:CreateLogStream": "Lambda writes the function's logs (own log group only)",
     "logs:PutLogEvents": "Lambda writes the function's logs (own log group only)",
     "sqs:SendMessage": "Lambda delivers failed asynchronous events to the on-failure destination",
+    "sqs:ReceiveMessage": "the SQS event source mapping polls the function's queue with its role",
+    "sqs:DeleteMessage": "the SQS event source mapping deletes what the function handled",
+    "sqs:GetQueueAttributes": "the SQS event source mapping reads the queue's attributes",
 }
 # Implied: IAM checks them on behalf of an action the code calls.
 IMPLIED_ACTIONS = {
-    "iam:PassRole": {"ssm:StartAutomationExecution"},  # the runbook's AutomationAssumeRole
+    "iam:PassRole": {"ssm:StartAutomationExecution", "scheduler:CreateSchedule"},  # runbook / scheduler role
     "kms:Decrypt": {"secretsmanager:GetSecretValue"},  # secret under a customer managed key
     "ssm:AddTagsToResource": {"ssm:CreateOpsItem"},  # CreateOpsItem with Tags needs both
 }
@@ -221,9 +224,9 @@ def test_template_uses_language_extensions_and_arm64_rust_runtime(template):
     assert glob["Architectures"] == ["arm64"]
 
 
-def test_template_defines_the_three_functions(resources):
+def test_template_defines_the_four_functions(resources):
     binaries = sorted(f["Metadata"]["BuildProperties"]["Binary"] for f in functions(resources).values())
-    assert binaries == ["alarm-to-incident", "notify-fanout", "vpn-troubleshoot"]
+    assert binaries == ["alarm-to-incident", "notify-fanout", "slack-actions", "vpn-troubleshoot"]
 
 
 @pytest.mark.parametrize("fid", function_ids())
@@ -383,19 +386,80 @@ def test_role_grants_exactly_the_actions_the_code_calls(fid, resources, workspac
     assert not extra, f"{role_id} grants {sorted(extra)} but no code of {fid} calls them"
 
 
+def _sqs_event_queues(fn) -> set[str]:
+    """Queues the function's SQS event sources poll."""
+    return {
+        ref_id(e["Properties"]["Queue"])
+        for e in (fn["Properties"].get("Events") or {}).values()
+        if e.get("Type") == "SQS"
+    }
+
+
+def _env_queues(fn, resources) -> set[str]:
+    """Queues the function is given in its environment (it sends to them itself)."""
+    variables = fn["Properties"].get("Environment", {}).get("Variables", {})
+    return {
+        q
+        for v in variables.values()
+        for q in [ref_id(x) for x in branches(v)]
+        if q in resources and resources[q]["Type"] == "AWS::SQS::Queue"
+    }
+
+
 @pytest.mark.parametrize("fid", function_ids())
 def test_platform_actions_are_limited_to_own_log_group_and_failure_queue(fid, resources):
     props = resources[fid]["Properties"]
     role_id = ref_id(props["Role"])
     log_group = ref_id(props["LoggingConfig"]["LogGroup"])
     queue = ref_id(props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"])
+    own_queues = _env_queues(resources[fid], resources)
+    polled = _sqs_event_queues(resources[fid])
     for stmt in role_statements(role_id, resources):
         acts = set(actions_of(stmt))
         targets = {ref_id(r) for r in as_list(stmt["Resource"])}
         if acts & {"logs:CreateLogStream", "logs:PutLogEvents"}:
             assert targets == {log_group}, f"{role_id}/{stmt.get('Sid')}: log writes beyond {log_group}"
         if "sqs:SendMessage" in acts:
-            assert targets == {queue}, f"{role_id}/{stmt.get('Sid')}: SendMessage beyond {queue}"
+            assert targets == {queue} or targets <= own_queues, (
+                f"{role_id}/{stmt.get('Sid')}: SendMessage beyond {queue} and the queues in its environment"
+            )
+        if acts & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}:
+            assert polled and targets <= polled, f"{role_id}/{stmt.get('Sid')}: polls queues it has no event source for"
+
+
+def test_slack_actions_url_is_public_only_through_slack_signature_check(resources):
+    fn = resources["SlackActionsFunction"]
+    # Slack cannot sign AWS requests: the handler verifies Slack's own signature.
+    assert fn["Properties"]["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    variables = fn["Properties"]["Environment"]["Variables"]
+    assert "SLACK_SIGNING_SECRET_ARN" in variables
+    (event,) = fn["Properties"]["Events"].values()
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resources[ref_id(event["Properties"]["Queue"])]["Properties"]
+    assert ref_id(queue["RedrivePolicy"]["deadLetterTargetArn"]) == "ActionsDeadLetterQueue"
+    assert queue["VisibilityTimeout"] >= 6 * fn["Properties"]["Timeout"]
+
+
+def test_escalation_scheduler_role_may_only_invoke_slack_actions(resources):
+    role = resources["EscalationSchedulerRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
+    stmts = role_statements("EscalationSchedulerRole", resources)
+    assert [actions_of(s) for s in stmts] == [["lambda:InvokeFunction"]]
+    target = stmts[0]["Resource"]["Fn::Sub"]
+    assert target.endswith(":function:${AWS::StackName}-slack-actions")
+    assert resources["SlackActionsFunction"]["Properties"]["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-slack-actions"}
+
+
+def test_scheduler_role_is_passed_only_to_the_scheduler(resources):
+    passes = [
+        (rid, s)
+        for rid, s in all_policy_statements(resources)
+        if "iam:PassRole" in actions_of(s) and ref_id(s["Resource"]) == "EscalationSchedulerRole"
+    ]
+    assert passes, "no function may pass the scheduler role"
+    for rid, s in passes:
+        assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}, rid
 
 
 # ------------------------------------------------------------------------------- the article's stack, corrected

@@ -1,0 +1,560 @@
+//! The three kinds of invocation.
+//!
+//! **Function URL** (Slack's POST): verify the signature (signing secret, 5-minute
+//! window), refuse a replayed signature, parse, authorize, then answer within Slack's
+//! 3 s: `help`/`list`/`show` at once from the state table, the Add-note button opens
+//! the modal at once (`views.open`), every change is queued and answered "On it".
+//! Unverified: `401` with a fixed body. Unauthorised: an ephemeral "You are not
+//! allowed to …"; nothing is queued or changed.
+//!
+//! **SQS** (the actions queue): each job goes through `shared::effects::apply_change`
+//! with the matching `shared::respond` decision; the outcome (or the refusal) is
+//! posted to the person's `response_url`. Failures are reported per message (batch
+//! item failures), so only they return to the queue, and after five receives to its
+//! dead-letter queue.
+//!
+//! **Escalation schedule**: `respond::escalation_fired` for the incident and attempt.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError};
+use shared::error::{Retryable, Secret};
+use shared::incident::Impact;
+use shared::respond;
+use shared::slack::authz::Action;
+use shared::slack::interaction::{self, Interaction, NoteModalMetadata, Request, Source};
+use shared::slack::signature::{self, SignedRequest, SigningSecret};
+use shared::slack::views::{self, Reply};
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::event::{
+    classify, BatchResponse, BodyError, EscalationEvent, EventError, Incoming, ItemFailure,
+    SqsEvent, SqsRecord, UrlRequest, UrlResponse,
+};
+use crate::groups::GroupCache;
+use crate::incidents::{self, IncidentReader};
+use crate::queue::{Job, JobAction, JobQueue};
+use crate::replay::ReplayGuard;
+use crate::secrets::Credentials;
+use crate::slack_web::SlackWeb;
+
+/// The fixed answer to anything not verified as coming from Slack.
+pub const UNVERIFIED_BODY: &str = "invalid request";
+/// The fixed answer when a dependency needed to check a request is unavailable.
+pub const UNAVAILABLE_BODY: &str = "temporarily unavailable";
+/// After this many receives a failed job is given up (the queue's maxReceiveCount)
+/// and the person is told.
+pub const MAX_RECEIVES: u32 = 5;
+/// Impact of a declared incident without `--impact`.
+pub const DECLARE_DEFAULT_IMPACT: Impact = Impact::MEDIUM;
+
+/// What the handler uses, built once per container.
+pub struct Deps<'a> {
+    pub config: &'a Config,
+    pub credentials: &'a dyn Credentials,
+    pub replay: &'a dyn ReplayGuard,
+    pub slack: &'a dyn SlackWeb,
+    pub queue: &'a dyn JobQueue,
+    pub incidents: &'a dyn IncidentReader,
+    pub groups: &'a GroupCache,
+    pub effects: EffectDeps<'a>,
+}
+
+/// Where this function runs (from the invocation's function ARN): declared incidents
+/// belong to this account and Region.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub account: String,
+    pub region: String,
+}
+
+impl Place {
+    /// From `arn:aws:lambda:<region>:<account>:function:<name>`.
+    pub fn from_function_arn(arn: &str) -> Place {
+        let parts: Vec<&str> = arn.split(':').collect();
+        Place {
+            region: parts.get(3).copied().unwrap_or_default().to_string(),
+            account: parts.get(4).copied().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// A failure the invocation reports to Lambda.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("escalation of {key:?} attempt {attempt}: {source}")]
+    Escalation {
+        key: String,
+        attempt: u32,
+        source: EffectError,
+    },
+    #[error(
+        "escalation event received but escalation is not configured (ESCALATION_MIN_IMPACT unset)"
+    )]
+    EscalationOff,
+}
+
+impl Retryable for HandlerError {
+    fn retryable(&self) -> bool {
+        match self {
+            HandlerError::Event(e) => e.retryable(),
+            HandlerError::Escalation { source, .. } => source.retryable(),
+            HandlerError::EscalationOff => false,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Event(e) => e.kind(),
+            HandlerError::Escalation { source, .. } => source.kind(),
+            HandlerError::EscalationOff => "BadConfig",
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.lambda_error_type(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// One invocation.
+pub async fn handle(deps: &Deps<'_>, event: Value, place: &Place) -> Result<Value, HandlerError> {
+    match classify(event)? {
+        Incoming::Url(req) => {
+            let response = handle_url(deps, &req).await;
+            Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"statusCode": 500})))
+        }
+        Incoming::Queue(batch) => {
+            let response = handle_batch(deps, &batch, place).await;
+            Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"batchItemFailures": []})))
+        }
+        Incoming::Escalation(e) => handle_escalation(deps, &e).await,
+    }
+}
+
+// ------------------------------------------------------------------ Function URL
+
+/// An ephemeral message (only the person sees it).
+pub fn ephemeral(text: &str) -> Value {
+    reply(views::ephemeral(text))
+}
+
+fn reply(r: Reply) -> Value {
+    serde_json::to_value(&r)
+        .unwrap_or_else(|_| json!({"response_type": "ephemeral", "text": r.text}))
+}
+
+/// Verifies, authorizes and answers one request from Slack. Never fails: every
+/// outcome is an HTTP answer.
+pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
+    if !req.request_context.http.method.eq_ignore_ascii_case("POST") {
+        return UrlResponse::text(405, "method not allowed");
+    }
+    let body = match req.body_bytes() {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge(_)) => {
+            warn!(error = %e, "request refused");
+            return UrlResponse::text(413, "request too large");
+        }
+        Err(e) => {
+            warn!(error = %e, "request refused");
+            return UrlResponse::text(400, "bad request");
+        }
+    };
+    let secret = match deps.credentials.signing_secret().await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, kind = e.kind(), "signing secret unavailable: every request is refused");
+            return UrlResponse::text(503, UNAVAILABLE_BODY);
+        }
+    };
+    let secret = match SigningSecret::new(secret.expose()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "signing secret unusable: every request is refused");
+            return UrlResponse::text(503, UNAVAILABLE_BODY);
+        }
+    };
+    let now = deps.effects.clock.now();
+    let signed = SignedRequest::from_headers(
+        req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &body,
+    );
+    let verified = match signature::verify(&secret, &signed, now) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(reason = %e, "request not verified as coming from Slack");
+            return UrlResponse::text(401, UNVERIFIED_BODY);
+        }
+    };
+    match deps.replay.first_use(&verified.signature, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!(sent_at = %verified.sent_at, "replayed Slack request refused");
+            return UrlResponse::text(401, UNVERIFIED_BODY);
+        }
+        Err(e) => {
+            error!(error = %e, "replay guard unavailable; request refused");
+            return UrlResponse::text(503, UNAVAILABLE_BODY);
+        }
+    }
+    let interaction = match interaction::parse(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            info!(reason = %e, "request not understood");
+            return UrlResponse::json(200, &ephemeral(&e.user_message()));
+        }
+    };
+    let span = info_span!(
+        "slack_request",
+        user = %interaction.caller.user_id,
+        action = %interaction.request.action(),
+        incident = interaction.request.key().unwrap_or_default(),
+    );
+    respond_to(deps, interaction).instrument(span).await
+}
+
+async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
+    let action = i.request.action();
+    match authorized(deps, &i, action).await {
+        Ok(true) => {}
+        Ok(false) => {
+            info!("not allowed; nothing changes");
+            return answer(deps, &i, &reply(views::not_allowed(action))).await;
+        }
+        Err(text) => return answer(deps, &i, &ephemeral(&text)).await,
+    }
+    match &i.request {
+        Request::Help => answer(deps, &i, &ephemeral(interaction::USAGE)).await,
+        Request::List => match deps.incidents.open_incidents().await {
+            Ok(records) => {
+                let now = deps.effects.clock.now();
+                answer(
+                    deps,
+                    &i,
+                    &reply(Reply::ephemeral(views::incident_list(&records, now))),
+                )
+                .await
+            }
+            Err(e) => {
+                error!(error = %e, "listing incidents failed");
+                answer(
+                    deps,
+                    &i,
+                    &ephemeral("Could not read the incidents right now; try again in a moment."),
+                )
+                .await
+            }
+        },
+        Request::Show { key } => match incidents::find(deps.incidents, key).await {
+            Ok(Some(record)) => {
+                let now = deps.effects.clock.now();
+                let message = views::incident_show(&record, now, true);
+                answer(deps, &i, &reply(Reply::ephemeral(message))).await
+            }
+            Ok(None) => {
+                let text = format!(
+                    "No incident matches `{}`. `/incident list` shows the open ones.",
+                    shared::text::truncate(&key.replace('`', "'"), 200)
+                );
+                answer(deps, &i, &ephemeral(&text)).await
+            }
+            Err(e) => {
+                error!(error = %e, "reading the incident failed");
+                answer(
+                    deps,
+                    &i,
+                    &ephemeral("Could not read the incident right now; try again in a moment."),
+                )
+                .await
+            }
+        },
+        Request::OpenNoteModal { key } => open_note_modal(deps, &i, key).await,
+        _ => queue_change(deps, &i).await,
+    }
+}
+
+/// `Ok(allowed)`, or `Err(reply)` when membership could not be checked.
+async fn authorized(deps: &Deps<'_>, i: &Interaction, action: Action) -> Result<bool, String> {
+    let policy = &deps.config.policy;
+    let user = i.caller.user_id.as_str();
+    let to_check = policy.groups_to_check(action, user);
+    let groups = if to_check.is_empty() {
+        vec![]
+    } else {
+        let token = deps.credentials.bot_token().await.map_err(|e| {
+            error!(error = %e, "bot token unavailable for the user-group check");
+            "Could not check your permissions right now; try again in a moment.".to_string()
+        })?;
+        deps.groups
+            .groups_of(deps.slack, &token, user, &to_check)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "user-group check failed");
+                "Could not check your permissions right now; try again in a moment.".to_string()
+            })?
+    };
+    Ok(policy.allows(action, user, &groups))
+}
+
+/// Tells the person `message`: a slash command's answer is the HTTP body; a button's
+/// goes to its `response_url` (Slack ignores the body of a button's answer); a modal
+/// submission is answered with an empty body (the modal closes).
+async fn answer(deps: &Deps<'_>, i: &Interaction, message: &Value) -> UrlResponse {
+    match i.source {
+        Source::Command => UrlResponse::json(200, message),
+        // A modal closes on the empty answer; what the person must know goes to the
+        // response URL of the message the modal was opened from.
+        Source::Button | Source::Modal => {
+            if let Some(url) = &i.caller.response_url {
+                if let Err(e) = deps.slack.respond(url, message).await {
+                    warn!(error = %e, "could not answer through response_url");
+                }
+            }
+            UrlResponse::ack()
+        }
+    }
+}
+
+async fn open_note_modal(deps: &Deps<'_>, i: &Interaction, key: &str) -> UrlResponse {
+    let Some(trigger) = i.caller.trigger_id.as_deref() else {
+        return answer(
+            deps,
+            i,
+            &ephemeral(
+                "Slack sent no trigger to open the note dialog; use `/incident note <key> <text>`.",
+            ),
+        )
+        .await;
+    };
+    let metadata = NoteModalMetadata {
+        key: key.to_string(),
+        channel_id: i.caller.channel_id.clone(),
+        message_ts: i.caller.message_ts.clone(),
+        response_url: i.caller.response_url.as_ref().map(|u| u.expose().clone()),
+    };
+    // The incident's title above the input; the key when the record cannot be read.
+    let title = match deps.incidents.incident(key).await {
+        Ok(Some(r)) => r.title,
+        _ => key.to_string(),
+    };
+    let opened = match deps.credentials.bot_token().await {
+        Ok(token) => deps
+            .slack
+            .open_view(&token, trigger, &views::note_modal(&metadata, &title))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match opened {
+        Ok(()) => UrlResponse::ack(),
+        Err(e) => {
+            warn!(error = %e, "could not open the note dialog");
+            answer(
+                deps,
+                i,
+                &ephemeral("Could not open the note dialog; use `/incident note <key> <text>`."),
+            )
+            .await
+        }
+    }
+}
+
+fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
+    let (action, key, text, impact) = match &i.request {
+        Request::Acknowledge { key } => (JobAction::Acknowledge, Some(key), None, None),
+        Request::Resolve { key } => (JobAction::Resolve, Some(key), None, None),
+        Request::Rerun { key } => (JobAction::Rerun, Some(key), None, None),
+        Request::AddNote { key, text } => (JobAction::Note, Some(key), Some(text.clone()), None),
+        Request::Declare { title, impact } => {
+            (JobAction::Declare, None, Some(title.clone()), *impact)
+        }
+        _ => return None,
+    };
+    Some(Job {
+        action,
+        incident_key: key.cloned(),
+        actor: i.caller.actor(),
+        team: i.caller.channel_id.clone(),
+        text,
+        impact,
+        response_url: i.caller.response_url.clone(),
+        requested_at: now,
+    })
+}
+
+async fn queue_change(deps: &Deps<'_>, i: &Interaction) -> UrlResponse {
+    let now = deps.effects.clock.now();
+    let Some(job) = job_of(i, now) else {
+        return answer(deps, i, &ephemeral(interaction::USAGE)).await;
+    };
+    match deps.queue.send(&job).await {
+        Ok(id) => {
+            info!(message_id = %id, job = job.action.as_str(), "change queued");
+            let what = match job.action {
+                JobAction::Acknowledge => "taking ownership",
+                JobAction::Resolve => "resolving the incident",
+                JobAction::Rerun => "starting the diagnosis again",
+                JobAction::Note => "adding your note",
+                JobAction::Declare => "declaring the incident",
+            };
+            answer(deps, i, &reply(views::on_it(what))).await
+        }
+        Err(e) => {
+            error!(error = %e, "could not queue the change");
+            answer(
+                deps,
+                i,
+                &ephemeral(
+                    "Could not take the request right now; nothing changed. Try again in a moment.",
+                ),
+            )
+            .await
+        }
+    }
+}
+
+// ------------------------------------------------------------------ SQS worker
+
+/// Does each queued change; reports the ones that failed.
+pub async fn handle_batch(deps: &Deps<'_>, batch: &SqsEvent, place: &Place) -> BatchResponse {
+    let mut out = BatchResponse::default();
+    for record in &batch.records {
+        let span = info_span!("job", message_id = %record.message_id);
+        if !run_record(deps, record, place).instrument(span).await {
+            out.batch_item_failures.push(ItemFailure {
+                item_identifier: record.message_id.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// `true` when the job is done (or refused: a refusal is an answer, not a failure).
+async fn run_record(deps: &Deps<'_>, record: &SqsRecord, place: &Place) -> bool {
+    let job: Job = match serde_json::from_str(&record.body) {
+        Ok(j) => j,
+        Err(e) => {
+            error!(error = %e, "queue message is not a job; it goes to the dead-letter queue");
+            return false;
+        }
+    };
+    let key_for_log = job.incident_key.clone().unwrap_or_default();
+    let span = info_span!("change", incident = %key_for_log, job = job.action.as_str());
+    async {
+        match run_job(deps, &job, place).await {
+            Ok(reply) => {
+                tell(deps, job.response_url.as_ref(), &reply).await;
+                true
+            }
+            Err(e) => {
+                let last = !e.retryable() || record.receive_count() >= MAX_RECEIVES;
+                error!(error = %e, kind = e.lambda_error_type(), receive_count = record.receive_count(), "change failed");
+                if last {
+                    tell(deps, job.response_url.as_ref(), "Sorry, that did not work; the on-call engineers have been told (the request is in the dead-letter queue).").await;
+                }
+                false
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn tell(deps: &Deps<'_>, url: Option<&Secret<String>>, text: &str) {
+    if let Some(url) = url {
+        if let Err(e) = deps.slack.respond(url, &ephemeral(text)).await {
+            warn!(error = %e, "could not post the outcome to response_url");
+        }
+    }
+}
+
+/// Runs one job; `Ok(reply)` is what the person is told (the change's reply or the
+/// refusal).
+pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String, EffectError> {
+    let who = job.actor.clone();
+    let team = job.team.clone();
+    let outcome = match job.action {
+        JobAction::Declare => {
+            let title = job.text.clone().unwrap_or_default();
+            // The key comes from the request time, so a retried job finds its incident.
+            let key = respond::declared_key(&title, job.requested_at);
+            let impact = job.impact.unwrap_or(DECLARE_DEFAULT_IMPACT);
+            let policy = deps.config.escalation.as_ref();
+            apply_change(&deps.effects, &key, |r, now| {
+                respond::ensure_no_open(r)?;
+                respond::declare(
+                    &title,
+                    &who,
+                    team.as_deref(),
+                    impact,
+                    &place.account,
+                    &place.region,
+                    now,
+                    policy,
+                )
+            })
+            .await?
+        }
+        action => {
+            let key = job.incident_key.clone().unwrap_or_default();
+            let text = job.text.clone().unwrap_or_default();
+            apply_change(&deps.effects, &key, |r, now| {
+                let r = respond::existing(r)?;
+                match action {
+                    JobAction::Acknowledge => respond::acknowledge(r, &who, team.as_deref(), now),
+                    JobAction::Resolve => respond::resolve(r, &who, now),
+                    JobAction::Rerun => respond::rerun_diagnosis(r, &who, now),
+                    _ => respond::add_note(r, &who, &text, now),
+                }
+            })
+            .await?
+        }
+    };
+    Ok(match outcome {
+        ChangeOutcome::Applied { reply, .. } => {
+            info!("change applied");
+            reply
+        }
+        ChangeOutcome::Refused(r) => {
+            info!(reason = ?r.kind, "change refused");
+            r.message
+        }
+    })
+}
+
+// ------------------------------------------------------------------ escalation
+
+async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value, HandlerError> {
+    let span = info_span!("escalation", incident = %e.incident_key, attempt = e.attempt);
+    async {
+        let policy = deps
+            .config
+            .escalation
+            .as_ref()
+            .ok_or(HandlerError::EscalationOff)?;
+        let outcome = apply_change(&deps.effects, &e.incident_key, |r, now| {
+            respond::escalation_fired(respond::existing(r)?, e.attempt, now, policy)
+        })
+        .await
+        .map_err(|source| HandlerError::Escalation {
+            key: e.incident_key.clone(),
+            attempt: e.attempt,
+            source,
+        })?;
+        let (changed, note) = match outcome {
+            ChangeOutcome::Applied { changed, reply, .. } => (changed, reply),
+            ChangeOutcome::Refused(r) => (false, r.message),
+        };
+        info!(escalated = changed, outcome = %note, "escalation timer handled");
+        Ok(json!({"escalated": changed, "outcome": note}))
+    }
+    .instrument(span)
+    .await
+}

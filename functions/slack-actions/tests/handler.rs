@@ -1,0 +1,600 @@
+//! The handler with recording fakes: every request path (verified or not, allowed or
+//! not), the queue worker and the escalation timer, asserting what was answered, what
+//! was queued, and what changed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+use shared::config::Env;
+use shared::effects::fakes::{
+    FixedClock, RecordingBackend, RecordingPager, RecordingPublisher, RecordingTimer, TimerCall,
+};
+use shared::effects::{EffectDeps, RunnerSettings};
+use shared::error::{AwsError, Secret};
+use shared::escalation::{EscalationTimer, Pager};
+use shared::incident::{Actor, Impact};
+use shared::lifecycle::{EscalationState, IncidentRecord};
+use shared::notification::EventType;
+use shared::slack::signature::{sign, SigningSecret};
+use shared::state::memory::MemoryStateStore;
+use shared::state::{IncidentItem, StateError, StateStore};
+use slack_actions::config::Config;
+use slack_actions::groups::GroupCache;
+use slack_actions::handler::{handle, Deps, Place, UNVERIFIED_BODY};
+use slack_actions::incidents::IncidentReader;
+use slack_actions::queue::{Job, JobAction, JobQueue};
+use slack_actions::replay::ReplayGuard;
+use slack_actions::secrets::{Credentials, SecretError};
+use slack_actions::slack_web::{SlackCallError, SlackWeb};
+
+const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+const ALICE: &str = "U0ALICE";
+const MALLORY: &str = "U0MALLORY";
+const GROUP: &str = "S0ONCALL";
+const RESPONSE_URL: &str = "https://hooks.slack.com/actions/T0/1/abc";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()
+}
+
+// ------------------------------------------------------------------ fakes
+
+struct FakeCredentials;
+
+#[async_trait]
+impl Credentials for FakeCredentials {
+    async fn signing_secret(&self) -> Result<Secret<String>, SecretError> {
+        Ok(Secret::new(SECRET.into()))
+    }
+    async fn bot_token(&self) -> Result<Secret<String>, SecretError> {
+        Ok(Secret::new("xoxb-test".into()))
+    }
+}
+
+#[derive(Default)]
+struct FakeReplay(Mutex<HashSet<String>>);
+
+#[async_trait]
+impl ReplayGuard for FakeReplay {
+    async fn first_use(&self, signature: &str, _now: DateTime<Utc>) -> Result<bool, AwsError> {
+        Ok(self.0.lock().unwrap().insert(signature.to_string()))
+    }
+}
+
+#[derive(Default)]
+struct FakeSlack {
+    views: Mutex<Vec<(String, Value)>>,
+    responses: Mutex<Vec<Value>>,
+    group_calls: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl SlackWeb for FakeSlack {
+    async fn open_view(
+        &self,
+        _token: &Secret<String>,
+        trigger_id: &str,
+        view: &Value,
+    ) -> Result<(), SlackCallError> {
+        self.views
+            .lock()
+            .unwrap()
+            .push((trigger_id.to_string(), view.clone()));
+        Ok(())
+    }
+    async fn usergroup_members(
+        &self,
+        _token: &Secret<String>,
+        group: &str,
+    ) -> Result<Vec<String>, SlackCallError> {
+        self.group_calls.lock().unwrap().push(group.to_string());
+        Ok(if group == GROUP {
+            vec![ALICE.to_string()]
+        } else {
+            vec![]
+        })
+    }
+    async fn respond(
+        &self,
+        response_url: &Secret<String>,
+        body: &Value,
+    ) -> Result<(), SlackCallError> {
+        assert_eq!(response_url.expose(), RESPONSE_URL);
+        self.responses.lock().unwrap().push(body.clone());
+        Ok(())
+    }
+}
+
+impl FakeSlack {
+    fn texts(&self) -> Vec<String> {
+        self.responses
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct FakeQueue(Mutex<Vec<Job>>);
+
+#[async_trait]
+impl JobQueue for FakeQueue {
+    async fn send(&self, job: &Job) -> Result<String, AwsError> {
+        let mut q = self.0.lock().unwrap();
+        q.push(job.clone());
+        Ok(format!("m{}", q.len()))
+    }
+}
+
+/// Reads incidents from the same memory store the effects write.
+struct StoreReader<'a>(&'a MemoryStateStore);
+
+#[async_trait]
+impl IncidentReader for StoreReader<'_> {
+    async fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StateError> {
+        let map = self.0.incidents.lock().unwrap();
+        Ok(map
+            .values()
+            .filter(|i| i.record.is_open())
+            .map(|i| i.record.clone())
+            .collect())
+    }
+    async fn incident(&self, key: &str) -> Result<Option<IncidentRecord>, StateError> {
+        Ok(self.0.incident_now(key).map(|i| i.record))
+    }
+}
+
+struct Harness {
+    config: Config,
+    replay: FakeReplay,
+    slack: FakeSlack,
+    queue: FakeQueue,
+    groups: GroupCache,
+    backend: RecordingBackend,
+    store: MemoryStateStore,
+    publisher: RecordingPublisher,
+    clock: FixedClock,
+    settings: RunnerSettings,
+    timer: RecordingTimer,
+    pager: RecordingPager,
+}
+
+fn policy_env() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "SLACK_SIGNING_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-AbC".into(),
+        ),
+        (
+            "SLACK_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:t-AbC".into(),
+        ),
+        ("STATE_TABLE_NAME", "state".into()),
+        (
+            "ACTIONS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/actions".into(),
+        ),
+        (
+            "NOTIFICATION_TOPIC_ARN",
+            "arn:aws:sns:eu-west-1:123456789012:notifications".into(),
+        ),
+        (
+            "SLACK_ACTION_POLICY",
+            json!({"default": {"usergroups": [GROUP]}, "declare": {"users": [ALICE]}}).to_string(),
+        ),
+        ("ESCALATION_MIN_IMPACT", "1".into()),
+        (
+            "ESCALATION_TOPIC_ARN",
+            "arn:aws:sns:eu-west-1:123456789012:escalation".into(),
+        ),
+        (
+            "ESCALATION_TARGET_ARN",
+            "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions".into(),
+        ),
+        (
+            "ESCALATION_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/scheduler".into(),
+        ),
+        ("ESCALATION_SCHEDULE_GROUP", "escalations".into()),
+    ]
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            config: Config::from_env(&Env::from_pairs(policy_env())).unwrap(),
+            replay: FakeReplay::default(),
+            slack: FakeSlack::default(),
+            queue: FakeQueue::default(),
+            groups: GroupCache::default(),
+            backend: RecordingBackend::default(),
+            store: MemoryStateStore::default(),
+            publisher: RecordingPublisher::default(),
+            clock: FixedClock::at(now()),
+            settings: RunnerSettings::new(None),
+            timer: RecordingTimer::default(),
+            pager: RecordingPager::default(),
+        }
+    }
+
+    async fn run(&self, event: Value) -> Value {
+        let reader = StoreReader(&self.store);
+        let deps = Deps {
+            config: &self.config,
+            credentials: &FakeCredentials,
+            replay: &self.replay,
+            slack: &self.slack,
+            queue: &self.queue,
+            incidents: &reader,
+            groups: &self.groups,
+            effects: EffectDeps {
+                backend: &self.backend,
+                store: &self.store,
+                publisher: &self.publisher,
+                clock: &self.clock,
+                settings: &self.settings,
+                timer: Some(&self.timer as &dyn EscalationTimer),
+                pager: Some(&self.pager as &dyn Pager),
+            },
+        };
+        let place = Place::from_function_arn(
+            "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
+        );
+        handle(&deps, event, &place).await.unwrap()
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        self.queue.0.lock().unwrap().clone()
+    }
+
+    async fn seed(&self, record: IncidentRecord) {
+        self.store
+            .save_incident(&IncidentItem {
+                version: 1,
+                record,
+                pending: vec![],
+                lease_until: None,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn open_record(impact: Impact) -> IncidentRecord {
+    let opened = now() - Duration::minutes(20);
+    serde_json::from_value(json!({
+        "key": KEY, "status": "open", "incident": {"backend": "OpsCenter", "id": "oi-000000000001"},
+        "title": KEY, "summary": "Tunnel 1 is down", "impact": impact.value(),
+        "opened_at": opened, "resolved_at": null, "alarms": {}, "runbook_execution": null,
+        "timeline": [], "account": "123456789012", "region": "eu-west-1",
+        "roles": {"reporter": {"kind": "alarm", "name": "vpn-tunnel-down"}}
+    }))
+    .unwrap()
+}
+
+// ------------------------------------------------------------------ requests
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn command(user: &str, text: &str) -> String {
+    form(&[
+        ("team_id", "T0LOCAL"),
+        ("channel_id", "C0OPS"),
+        ("user_id", user),
+        ("user_name", "someone"),
+        ("command", "/incident"),
+        ("text", text),
+        ("response_url", RESPONSE_URL),
+        ("trigger_id", "1.2.abc"),
+    ])
+}
+
+fn button(user: &str, action_id: &str) -> String {
+    let payload = json!({
+        "type": "block_actions", "user": {"id": user, "username": "someone", "team_id": "T0LOCAL"},
+        "team": {"id": "T0LOCAL"}, "channel": {"id": "C0OPS"},
+        "container": {"type": "message", "message_ts": "1764064800.000100", "channel_id": "C0OPS"},
+        "trigger_id": "9.9.trigger", "response_url": RESPONSE_URL,
+        "actions": [{"action_id": action_id, "value": KEY, "type": "button"}]
+    });
+    form(&[("payload", &payload.to_string())])
+}
+
+fn url_event(body: &str, ts: i64, signature: Option<String>) -> Value {
+    let mut headers = BTreeMap::from([
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("x-slack-request-timestamp".to_string(), ts.to_string()),
+    ]);
+    if let Some(s) = signature {
+        headers.insert("x-slack-signature".into(), s);
+    }
+    json!({"version": "2.0", "headers": headers, "body": body, "isBase64Encoded": false,
+           "requestContext": {"http": {"method": "POST", "path": "/"}}})
+}
+
+fn signed(body: &str) -> Value {
+    let ts = now().timestamp();
+    let secret = SigningSecret::new(SECRET).unwrap();
+    url_event(body, ts, Some(sign(&secret, ts, body.as_bytes())))
+}
+
+fn status(res: &Value) -> u64 {
+    res["statusCode"].as_u64().unwrap()
+}
+
+fn body_text(res: &Value) -> String {
+    let body = res["body"].as_str().unwrap();
+    serde_json::from_str::<Value>(body)
+        .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|_| body.to_string())
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn signed_list_command_answers_inline_and_queues_nothing() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    let res = h.run(signed(&command(ALICE, "list"))).await;
+    assert_eq!(status(&res), 200);
+    let body = res["body"].as_str().unwrap();
+    assert!(body.contains("vpn-0f1e2d3c4b5a69788"), "{body}");
+    assert!(body.contains("\"response_type\":\"ephemeral\""), "{body}");
+    assert!(h.jobs().is_empty());
+    assert_eq!(
+        *h.slack.group_calls.lock().unwrap(),
+        vec![GROUP.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn bad_signature_stale_timestamp_and_missing_headers_get_401_and_change_nothing() {
+    let h = Harness::new();
+    let body = command(ALICE, "declare Forged");
+    let ts = now().timestamp();
+    let secret = SigningSecret::new("not-the-secret").unwrap();
+    let cases = [
+        url_event(&body, ts, Some(sign(&secret, ts, body.as_bytes()))),
+        url_event(&body, ts, Some(format!("v0={}", "0".repeat(64)))),
+        {
+            let old = ts - 301;
+            let right = SigningSecret::new(SECRET).unwrap();
+            url_event(&body, old, Some(sign(&right, old, body.as_bytes())))
+        },
+        url_event(&body, ts, None),
+    ];
+    for event in cases {
+        let res = h.run(event).await;
+        assert_eq!(status(&res), 401);
+        assert_eq!(res["body"], UNVERIFIED_BODY);
+    }
+    assert!(h.jobs().is_empty());
+    assert!(
+        h.replay.0.lock().unwrap().is_empty(),
+        "unverified requests never reach the replay guard"
+    );
+    assert!(h.slack.group_calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replayed_request_is_refused_the_second_time() {
+    let h = Harness::new();
+    let event = signed(&command(ALICE, "declare Payments API slow"));
+    let first = h.run(event.clone()).await;
+    assert_eq!(status(&first), 200);
+    assert!(
+        body_text(&first).contains("On it: declaring the incident"),
+        "{first}"
+    );
+    let second = h.run(event).await;
+    assert_eq!(status(&second), 401);
+    assert_eq!(h.jobs().len(), 1, "only the first request queued a change");
+}
+
+#[tokio::test]
+async fn unauthorised_button_press_is_told_and_changes_nothing() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::CRITICAL)).await;
+    let res = h.run(signed(&button(MALLORY, "incident.resolve"))).await;
+    assert_eq!(status(&res), 200);
+    assert_eq!(res["body"], "");
+    assert_eq!(
+        h.slack.texts(),
+        vec!["🚫 You are not allowed to resolve incidents. Nothing was changed."]
+    );
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty());
+}
+
+#[tokio::test]
+async fn allowed_button_press_is_queued_and_answered_on_it() {
+    let h = Harness::new();
+    let res = h.run(signed(&button(ALICE, "incident.acknowledge"))).await;
+    assert_eq!(status(&res), 200);
+    let [told] = h.slack.texts().try_into().unwrap();
+    assert!(told.contains("On it: taking ownership"), "{told}");
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(job.action, JobAction::Acknowledge);
+    assert_eq!(job.incident_key.as_deref(), Some(KEY));
+    assert_eq!(
+        job.actor,
+        Actor::Person {
+            id: ALICE.into(),
+            name: "someone".into()
+        }
+    );
+    assert_eq!(job.team.as_deref(), Some("C0OPS"));
+    assert_eq!(
+        job.response_url.as_ref().map(|u| u.expose().as_str()),
+        Some(RESPONSE_URL)
+    );
+}
+
+#[tokio::test]
+async fn add_note_button_opens_the_modal_at_once() {
+    let h = Harness::new();
+    let res = h.run(signed(&button(ALICE, "incident.note"))).await;
+    assert_eq!(status(&res), 200);
+    let views = h.slack.views.lock().unwrap().clone();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].0, "9.9.trigger");
+    assert_eq!(views[0].1["type"], "modal");
+    let meta: Value =
+        serde_json::from_str(views[0].1["private_metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(meta["k"], KEY);
+    assert!(h.jobs().is_empty());
+}
+
+// ------------------------------------------------------------------ worker
+
+fn sqs(jobs: &[Job]) -> Value {
+    let records: Vec<Value> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            json!({"messageId": format!("m{i}"), "body": serde_json::to_string(j).unwrap(),
+                   "eventSource": "aws:sqs", "attributes": {"ApproximateReceiveCount": "1"}})
+        })
+        .collect();
+    json!({"Records": records})
+}
+
+fn job(action: JobAction, text: Option<&str>) -> Job {
+    Job {
+        action,
+        incident_key: Some(KEY.into()),
+        actor: Actor::Person {
+            id: ALICE.into(),
+            name: "alice".into(),
+        },
+        team: Some("C0OPS".into()),
+        text: text.map(str::to_string),
+        impact: None,
+        response_url: Some(Secret::new(RESPONSE_URL.into())),
+        requested_at: now(),
+    }
+}
+
+#[tokio::test]
+async fn worker_acknowledges_cancels_the_escalation_and_tells_the_person() {
+    let h = Harness::new();
+    let mut record = open_record(Impact::CRITICAL);
+    record.escalation = Some(EscalationState {
+        attempt: 1,
+        due_at: now() + Duration::minutes(5),
+        schedule_name: "incident-escalation-abc-1".into(),
+    });
+    h.seed(record).await;
+    let res = h.run(sqs(&[job(JobAction::Acknowledge, None)])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(
+        item.record.roles.owner,
+        Some(Actor::Person {
+            id: ALICE.into(),
+            name: "alice".into()
+        })
+    );
+    assert_eq!(item.record.milestones.acknowledged_at, Some(now()));
+    assert!(item.pending.is_empty());
+    assert!(h.timer.calls().contains(&TimerCall::Cancel {
+        name: "incident-escalation-abc-1".into()
+    }));
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Acknowledged]
+    );
+    assert_eq!(h.slack.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn worker_reports_a_malformed_message_and_refusals_are_answers() {
+    let h = Harness::new();
+    let mut batch = sqs(&[job(JobAction::Resolve, None)]);
+    batch["Records"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"messageId": "bad", "body": "not json", "eventSource": "aws:sqs"}));
+    let res = h.run(batch).await;
+    // No incident under the key: a refusal (told), not a failure; the bad message fails.
+    assert_eq!(
+        res,
+        json!({"batchItemFailures": [{"itemIdentifier": "bad"}]})
+    );
+    assert_eq!(h.slack.texts().len(), 1);
+    assert!(h.publisher.sent().is_empty());
+}
+
+// ------------------------------------------------------------------ escalation
+
+#[tokio::test]
+async fn unacknowledged_critical_incident_escalates_and_an_acknowledged_one_does_not() {
+    let h = Harness::new();
+    let mut record = open_record(Impact::CRITICAL);
+    record.escalation = Some(EscalationState {
+        attempt: 1,
+        due_at: now(),
+        schedule_name: "incident-escalation-abc-1".into(),
+    });
+    h.seed(record).await;
+    let res = h
+        .run(json!({"escalation": {"incidentKey": KEY, "attempt": 1}}))
+        .await;
+    assert_eq!(res["escalated"], true);
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Unanswered]
+    );
+    assert_eq!(h.pager.pages().len(), 1);
+    assert!(h
+        .timer
+        .calls()
+        .iter()
+        .any(|c| matches!(c, TimerCall::Schedule { attempt: 2, .. })));
+
+    // Alice acknowledges; the next attempt then finds an owner and does nothing.
+    h.run(sqs(&[job(JobAction::Acknowledge, None)])).await;
+    let sent_before = h.publisher.sent().len();
+    let res = h
+        .run(json!({"escalation": {"incidentKey": KEY, "attempt": 2}}))
+        .await;
+    assert_eq!(res["escalated"], false);
+    assert_eq!(h.publisher.sent().len(), sent_before);
+    assert_eq!(h.pager.pages().len(), 1);
+}
