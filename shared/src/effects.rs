@@ -12,7 +12,9 @@
 //!
 //! [`apply_change`] is the generic entry point ("change an incident by a pure
 //! function"); alarm-to-incident, which also writes the alarm's item in the same
-//! transaction, uses [`resume_pending`] and [`run_pending`] directly.
+//! transaction, uses [`resume_pending`] and [`run_pending`] directly. A function
+//! that only records facts on the incident (vpn-troubleshoot's diagnosis) uses
+//! [`update_record`], which never runs effects and leaves pending ones to their owner.
 
 use std::time::Duration;
 
@@ -544,6 +546,115 @@ where
             changed: true,
             resumed,
         });
+    }
+    Err(EffectError::Busy {
+        key: key.to_string(),
+    })
+}
+
+/// The result of [`update_record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordUpdate {
+    /// The record as stored now (`changed` is false when the change function left
+    /// it as it was: no write).
+    Updated {
+        record: Box<IncidentRecord>,
+        changed: bool,
+    },
+    /// The change function refused; nothing was written.
+    Refused(Refusal),
+}
+
+/// Changes only the record of the incident under `key`, for a function that records
+/// facts (a diagnosis) and has no business running anyone's effects: reads the item,
+/// calls `change(current record, now)` and writes the new record at the next version
+/// with the pending steps and the lease exactly as read, so the steps stay for the
+/// invocation that owns them. No effect is ever run, and `change` returns a record,
+/// not a [`Change`], so it cannot ask for one.
+///
+/// While another invocation holds the lease (`lease_until` after now) nothing is
+/// written: its next conditional save would fail after its step ran, and the step
+/// (a publish: a duplicate Slack post) would run again. The read is then repeated
+/// after `busy_wait`, up to `attempts` reads in all, then [`EffectError::Busy`]
+/// (retryable). A conflict (someone wrote meanwhile) reads again and calls `change`
+/// again, so it must be pure. A record that does not exist yet is created (version 1,
+/// nothing pending).
+pub async fn update_record<F>(
+    store: &dyn StateStore,
+    clock: &dyn Clock,
+    settings: &RunnerSettings,
+    key: &str,
+    mut change: F,
+) -> Result<RecordUpdate, EffectError>
+where
+    F: FnMut(Option<&IncidentRecord>, DateTime<Utc>) -> Result<IncidentRecord, Refusal> + Send,
+{
+    let attempts = settings.attempts.max(1);
+    for attempt in 1..=attempts {
+        let item = store.incident(key).await?;
+        let now = clock.now();
+        if let Some(lease) = item
+            .as_ref()
+            .and_then(|i| i.lease_until)
+            .filter(|l| *l > now)
+        {
+            info!(attempt, lease_until = %lease, "another invocation holds the incident's lease; waiting before writing");
+            if attempt < attempts {
+                tokio::time::sleep(settings.busy_wait).await;
+            }
+            continue;
+        }
+        let current = item.as_ref().map(|i| &i.record);
+        let record = match change(current, now) {
+            Ok(r) => r,
+            Err(refusal) => {
+                info!(reason = ?refusal.kind, "record change refused");
+                return Ok(RecordUpdate::Refused(refusal));
+            }
+        };
+        if record.key != key {
+            return Err(EffectError::KeyMismatch {
+                key: key.to_string(),
+                produced: record.key,
+            });
+        }
+        if current == Some(&record) {
+            return Ok(RecordUpdate::Updated {
+                record: Box::new(record),
+                changed: false,
+            });
+        }
+        let new_item = match item {
+            Some(read) => IncidentItem {
+                version: read.version + 1,
+                record,
+                pending: read.pending,
+                lease_until: read.lease_until,
+            },
+            None => IncidentItem {
+                version: 1,
+                record,
+                pending: Vec::new(),
+                lease_until: None,
+            },
+        };
+        match store.save_incident(&new_item).await {
+            Ok(()) => {
+                info!(
+                    version = new_item.version,
+                    pending = new_item.pending.len(),
+                    "incident record updated; pending steps left to their owner"
+                );
+                return Ok(RecordUpdate::Updated {
+                    record: Box::new(new_item.record),
+                    changed: true,
+                });
+            }
+            Err(e) if is_conflict(&e) => {
+                info!(attempt, error = %e, "state changed meanwhile; reading again");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Err(EffectError::Busy {
         key: key.to_string(),
@@ -1185,5 +1296,270 @@ mod tests {
         let n = respond::notification(&r, EventType::Acknowledged, "s".into(), t(1));
         assert_eq!(p.publish(&n).await.unwrap(), "m-1");
         assert_eq!(rule.num_calls(), 1);
+    }
+
+    /// A [`MemoryStateStore`] with another invocation acting at scripted moments.
+    #[derive(Default)]
+    struct Contended {
+        inner: MemoryStateStore,
+        reads: std::sync::Mutex<u32>,
+        /// At this read, the lease holder finishes its steps first (pending cleared,
+        /// lease released, one version later).
+        release_at_read: Option<u32>,
+        /// Before the first save, someone else writes the item (a note, one version later).
+        interfere_once: std::sync::Mutex<bool>,
+    }
+
+    #[async_trait]
+    impl StateStore for Contended {
+        async fn alarm(&self, arn: &str) -> Result<Option<crate::state::AlarmItem>, StateError> {
+            self.inner.alarm(arn).await
+        }
+        async fn incident(&self, key: &str) -> Result<Option<IncidentItem>, StateError> {
+            let n = {
+                let mut r = self.reads.lock().unwrap();
+                *r += 1;
+                *r
+            };
+            if self.release_at_read == Some(n) {
+                let mut i = self.inner.incident_now(key).unwrap();
+                i.pending.clear();
+                i.lease_until = None;
+                i.record.runbook_execution = Some("exec-owner".into());
+                self.inner.save_incident(&i.next()).await?;
+            }
+            self.inner.incident(key).await
+        }
+        async fn apply(
+            &self,
+            alarm: &crate::state::AlarmItem,
+            incident: Option<&IncidentItem>,
+        ) -> Result<(), StateError> {
+            self.inner.apply(alarm, incident).await
+        }
+        async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError> {
+            if std::mem::take(&mut *self.interfere_once.lock().unwrap()) {
+                let mut i = self.inner.incident_now(&item.record.key).unwrap();
+                i.record
+                    .push_entry(t(1), "Note by someone else".into(), None);
+                self.inner.save_incident(&i.next()).await?;
+            }
+            self.inner.save_incident(item).await
+        }
+    }
+
+    /// The item of an open incident with a step of alarm-to-incident left pending.
+    fn item_with_pending(lease_until: Option<DateTime<Utc>>) -> IncidentItem {
+        let mut record = respond::declare(
+            "VPN down",
+            &jane(),
+            None,
+            Impact::CRITICAL,
+            "1",
+            "eu-west-1",
+            t(0),
+            None,
+        )
+        .unwrap()
+        .record;
+        record.key = KEY.into();
+        IncidentItem {
+            version: 3,
+            record,
+            pending: vec![
+                Effect::ScheduleEscalation {
+                    attempt: 1,
+                    at: t(15),
+                },
+                Effect::CancelEscalation,
+            ],
+            lease_until,
+        }
+    }
+
+    fn diagnosed(
+        r: Option<&IncidentRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentRecord, Refusal> {
+        let mut r = respond::existing(r)?.clone();
+        r.milestones.diagnosed_at.get_or_insert(now);
+        r.push_entry(now, "Diagnosis reported 0 finding(s)".into(), None);
+        Ok(r)
+    }
+
+    fn settings(attempts: u32) -> RunnerSettings {
+        RunnerSettings {
+            busy_wait: Duration::ZERO,
+            attempts,
+            ..RunnerSettings::new(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn update_record_keeps_pending_steps_and_expired_lease_and_runs_nothing() {
+        let w = World::new();
+        w.clock.set(t(5));
+        let read = item_with_pending(Some(t(4)));
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), read.clone());
+        let out = update_record(&w.store, &w.clock, &settings(3), KEY, diagnosed)
+            .await
+            .unwrap();
+        let stored = w.store.incident_now(KEY).unwrap();
+        assert_eq!(stored.version, 4);
+        assert_eq!(
+            stored.pending, read.pending,
+            "the steps stay for their owner"
+        );
+        assert_eq!(stored.lease_until, Some(t(4)));
+        assert_eq!(stored.record.milestones.diagnosed_at, Some(t(5)));
+        assert_eq!(stored.record.timeline.len(), read.record.timeline.len() + 1);
+        assert_eq!(
+            out,
+            RecordUpdate::Updated {
+                record: Box::new(stored.record.clone()),
+                changed: true
+            }
+        );
+        assert!(w.timer.calls().is_empty());
+        assert!(w.publisher.sent().is_empty());
+        assert!(w.backend.calls().is_empty());
+        assert!(w.pager.pages().is_empty());
+
+        // The same change again leaves the record as it is: no write.
+        let writes = *w.store.writes.lock().unwrap();
+        let same = update_record(&w.store, &w.clock, &settings(3), KEY, |r, _| {
+            Ok(respond::existing(r)?.clone())
+        })
+        .await
+        .unwrap();
+        assert!(matches!(same, RecordUpdate::Updated { changed: false, .. }));
+        assert_eq!(*w.store.writes.lock().unwrap(), writes);
+    }
+
+    #[tokio::test]
+    async fn update_record_waits_for_the_lease_holder_then_writes_on_its_result() {
+        let w = World::new();
+        let store = Contended {
+            release_at_read: Some(3),
+            ..Contended::default()
+        };
+        store
+            .inner
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), item_with_pending(Some(t(1))));
+        let out = update_record(&store, &w.clock, &settings(5), KEY, diagnosed)
+            .await
+            .unwrap();
+        assert!(matches!(out, RecordUpdate::Updated { changed: true, .. }));
+        assert_eq!(*store.reads.lock().unwrap(), 3, "two waits, then the write");
+        let stored = store.inner.incident_now(KEY).unwrap();
+        // Version 3 read, 4 written by the holder, 5 by the update.
+        assert_eq!(stored.version, 5);
+        assert!(stored.pending.is_empty() && stored.lease_until.is_none());
+        assert_eq!(
+            stored.record.runbook_execution.as_deref(),
+            Some("exec-owner"),
+            "written on top of the holder's result"
+        );
+        assert_eq!(stored.record.milestones.diagnosed_at, Some(t(0)));
+        assert_eq!(*store.inner.writes.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn update_record_never_writes_under_a_held_lease_and_gives_up_busy() {
+        let w = World::new();
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), item_with_pending(Some(t(1))));
+        let mut calls = 0;
+        let e = update_record(&w.store, &w.clock, &settings(3), KEY, |r, now| {
+            calls += 1;
+            diagnosed(r, now)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+        assert!(matches!(e, EffectError::Busy { ref key } if key == KEY));
+        assert_eq!(calls, 0, "nothing decided under someone else's lease");
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
+        assert_eq!(
+            w.store.incident_now(KEY).unwrap(),
+            item_with_pending(Some(t(1)))
+        );
+    }
+
+    #[tokio::test]
+    async fn update_record_conflict_reads_again_and_reapplies_the_change() {
+        let w = World::new();
+        let store = Contended {
+            interfere_once: std::sync::Mutex::new(true),
+            ..Contended::default()
+        };
+        let read = item_with_pending(None);
+        store
+            .inner
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), read.clone());
+        let mut calls = 0;
+        let out = update_record(&store, &w.clock, &settings(3), KEY, |r, now| {
+            calls += 1;
+            diagnosed(r, now)
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls, 2);
+        let stored = store.inner.incident_now(KEY).unwrap();
+        assert_eq!(stored.version, 5);
+        assert_eq!(stored.pending, read.pending);
+        let texts: Vec<&str> = stored
+            .record
+            .timeline
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(
+            texts[texts.len() - 2..],
+            ["Note by someone else", "Diagnosis reported 0 finding(s)"]
+        );
+        assert!(matches!(out, RecordUpdate::Updated { changed: true, .. }));
+    }
+
+    #[tokio::test]
+    async fn update_record_refusal_and_key_mismatch_write_nothing() {
+        let w = World::new();
+        let out = update_record(&w.store, &w.clock, &settings(3), KEY, diagnosed)
+            .await
+            .unwrap();
+        assert!(matches!(
+            out,
+            RecordUpdate::Refused(Refusal {
+                kind: RefusalKind::NotFound,
+                ..
+            })
+        ));
+        w.store
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), item_with_pending(None));
+        let e = update_record(&w.store, &w.clock, &settings(3), KEY, |r, now| {
+            let mut r = diagnosed(r, now)?;
+            r.key = "other".into();
+            Ok(r)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.lambda_error_type(), "NonRetryable.Internal");
+        assert_eq!(*w.store.writes.lock().unwrap(), 0);
     }
 }
