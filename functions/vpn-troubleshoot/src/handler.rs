@@ -14,11 +14,8 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use shared::effects::{
-    apply_change, ChangeOutcome, Clock, EffectDeps, RefusalKind, RunnerSettings, SnsPublisher,
-};
-use shared::error::{AwsError, AwsFailure, Retryable};
-use shared::escalation::EscalationTimer;
+use shared::effects::{update_record, Clock, RecordUpdate, RefusalKind, RunnerSettings};
+use shared::error::{AwsError, Retryable};
 use shared::incident::{IncidentBackend, IncidentRef, Note};
 use shared::notification::{FindingSummary, Notification};
 use shared::respond;
@@ -49,7 +46,8 @@ pub struct Deps {
     pub sns: aws_sdk_sns::Client,
     pub backend: Box<dyn IncidentBackend>,
     /// The state table (`STATE_TABLE_NAME` set): the diagnosis is recorded on the
-    /// incident's item through `shared::effects::apply_change`. `None`: not recorded.
+    /// incident's item through `shared::effects::update_record` (the record only: steps
+    /// other functions left pending stay theirs). `None`: not recorded.
     pub state: Option<Box<dyn StateStore>>,
     /// The time of the state-table change (`diagnosed_at`, leases).
     pub clock: Box<dyn Clock>,
@@ -291,91 +289,46 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
     }
 }
 
-/// The escalation timer as vpn-troubleshoot sees it: not its job. An escalation step
-/// left pending on the item by alarm-to-incident (or slack-actions) must not be
-/// skipped here (the runner drops a step when there is no timer at all): it fails as
-/// "not allowed", which keeps it pending, with the lease released, for the function
-/// that owns it. The diagnosis is then not recorded (stated in the output).
-struct LeaveEscalationToOwner;
-
-impl LeaveEscalationToOwner {
-    fn refuse(operation: &'static str) -> AwsError {
-        AwsError {
-            service: "scheduler",
-            operation,
-            failure: AwsFailure::AccessDenied,
-            code: None,
-            message: "escalation timers are set by alarm-to-incident and slack-actions, not by vpn-troubleshoot; the step stays pending for them".to_string(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl EscalationTimer for LeaveEscalationToOwner {
-    async fn schedule(
-        &self,
-        _name: &str,
-        _key: &str,
-        _attempt: u32,
-        _at: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
-        Err(Self::refuse("CreateSchedule"))
-    }
-
-    async fn cancel(&self, _name: &str) -> Result<(), AwsError> {
-        Err(Self::refuse("DeleteSchedule"))
-    }
-}
-
 /// Records the findings and the diagnosis time on the incident's state item (when
 /// the state table is configured). The report is the product: a missing incident
 /// (a manual run for a VPN without one) or a failed write never fails the run; it is
-/// logged and stated in the output. Effects left pending on the item by another
-/// invocation are finished first, as `apply_change` does for every change.
+/// logged and stated in the output. Only the record is written: steps another
+/// function left pending on the item (open, runbook, publish, escalation) are left
+/// to it, and while it holds the item's lease the write waits (bounded) for it.
 async fn record_on_state(
     deps: &Deps,
     key: &str,
     findings: Vec<FindingSummary>,
 ) -> Option<StateDelivery> {
     let store = deps.state.as_deref()?;
-    let publisher = SnsPublisher::new(deps.sns.clone(), deps.config.topic_arn.clone());
     let settings = RunnerSettings::new(None);
-    let runner = EffectDeps {
-        backend: deps.backend.as_ref(),
-        store,
-        publisher: &publisher,
-        clock: deps.clock.as_ref(),
-        settings: &settings,
-        timer: Some(&LeaveEscalationToOwner),
-        pager: None,
-    };
-    let outcome = apply_change(&runner, key, |record, now| {
+    // `record_diagnosis` decides no effects: the record is all there is to write.
+    let outcome = update_record(store, deps.clock.as_ref(), &settings, key, |record, now| {
         respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
+            .map(|change| change.record)
     })
     .await;
     Some(match outcome {
-        Ok(ChangeOutcome::Applied {
-            record, resumed, ..
-        }) => {
+        Ok(RecordUpdate::Updated { record, changed }) => {
             let at = record
                 .milestones
                 .diagnosed_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default();
-            info!(diagnosed_at = %at, findings = record.findings.len(), resumed, "diagnosis recorded on the incident's state item");
+            info!(diagnosed_at = %at, findings = record.findings.len(), changed, "diagnosis recorded on the incident's state item");
             StateDelivery {
                 recorded: true,
                 detail: format!("recorded on the incident's state item (diagnosed at {at})"),
             }
         }
-        Ok(ChangeOutcome::Refused(r)) if r.kind == RefusalKind::NotFound => {
+        Ok(RecordUpdate::Refused(r)) if r.kind == RefusalKind::NotFound => {
             info!("no incident under this key in the state table (a manual run?); diagnosis not recorded there");
             StateDelivery {
                 recorded: false,
                 detail: "skipped: no incident under this key in the state table".to_string(),
             }
         }
-        Ok(ChangeOutcome::Refused(r)) => {
+        Ok(RecordUpdate::Refused(r)) => {
             warn!(reason = ?r.kind, "the state table refused the diagnosis");
             StateDelivery {
                 recorded: false,

@@ -3,8 +3,9 @@
 //! Running past the budget, an unknown VPN id, a refused input, and the guarded
 //! remediation (off: no write call; on: dry run first, one tunnel only), and the
 //! diagnosis recorded on the incident's state-table item (`STATE_TABLE_NAME` set):
-//! recorded with a conditional write, a conflict decided again, no incident item
-//! (manual run), a failing table that never fails the run.
+//! recorded with a conditional write, a conflict decided again, steps other functions
+//! left pending kept as they are (never run here), a held lease waited for, no
+//! incident item (manual run), a failing table that never fails the run.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1218,54 +1219,111 @@ async fn without_state_table_the_output_has_no_state_delivery() {
     assert!(json["delivery"].get("stateTable").is_none(), "{json}");
 }
 
-#[tokio::test]
-async fn a_pending_escalation_step_is_left_to_its_owner_not_dropped() {
-    let puts: Puts = Arc::default();
-    let mut world = tunnel2_down_world();
-    let due = now() + chrono::Duration::minutes(10);
-    let mut item = stored(&incident_record(KEY), 3);
+/// Steps alarm-to-incident left pending on the item (its lease expired a minute ago).
+fn pending_steps() -> Vec<Effect> {
+    vec![
+        Effect::ScheduleEscalation {
+            attempt: 1,
+            at: now() + chrono::Duration::minutes(10),
+        },
+        Effect::AddNote {
+            note: Note {
+                title: "Impact raised".into(),
+                text: "Tunnel 1 is down too.".into(),
+                at: now(),
+                data: Default::default(),
+            },
+        },
+    ]
+}
+
+fn with_pending(mut item: Item, lease_until: DateTime<Utc>) -> Item {
     item.insert(
         "pending".into(),
-        AttributeValue::S(
-            serde_json::to_string(&vec![Effect::ScheduleEscalation {
-                attempt: 1,
-                at: due,
-            }])
-            .unwrap(),
-        ),
+        AttributeValue::S(serde_json::to_string(&pending_steps()).unwrap()),
     );
+    item.insert(
+        "lease_until_ms".into(),
+        AttributeValue::N(lease_until.timestamp_millis().to_string()),
+    );
+    item
+}
+
+#[tokio::test]
+async fn pending_steps_are_left_untouched_and_the_diagnosis_recorded() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    let expired = diagnosed_at() - chrono::Duration::minutes(1);
     world.state = Some(vec![
-        get_item(KEY, Some(item)),
+        get_item(
+            KEY,
+            Some(with_pending(stored(&incident_record(KEY), 3), expired)),
+        ),
         put_item(puts.clone(), false),
+    ]);
+    let out = world.run(event()).await;
+    let output = out.result.expect("not an error");
+
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(
+        puts.len(),
+        1,
+        "one write: the record, nothing claimed or run"
+    );
+    let (condition, expected, item) = &puts[0];
+    assert_eq!(condition.as_deref(), Some("version = :v"));
+    assert_eq!(expected.as_deref(), Some("3"));
+    assert_eq!(item["version"].as_n().unwrap(), "4");
+    let pending: Vec<Effect> = serde_json::from_str(item["pending"].as_s().unwrap()).unwrap();
+    assert_eq!(pending, pending_steps(), "the steps stay for their owner");
+    assert_eq!(
+        item["lease_until_ms"].as_n().unwrap(),
+        &expired.timestamp_millis().to_string(),
+        "the lease as read"
+    );
+    let record = written_record(item);
+    assert_eq!(record.milestones.diagnosed_at, Some(diagnosed_at()));
+    assert_eq!(record.escalation, None, "no escalation scheduled here");
+    assert_eq!(record.findings.len(), 2);
+    // Only the diagnosis note and notification: the pending note is not added here.
+    assert_eq!(out.notes.len(), 1);
+    assert_eq!(out.notes[0].1.title, output.report.to_note().title);
+    assert_eq!(out.published.len(), 1);
+    assert_eq!(
+        output.delivery.state_table,
+        Some(vpn_troubleshoot::handler::StateDelivery {
+            recorded: true,
+            detail: "recorded on the incident's state item (diagnosed at 2026-11-25T10:02:00Z)"
+                .into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_held_lease_is_waited_for_and_never_written_under() {
+    let puts: Puts = Arc::default();
+    let mut world = tunnel2_down_world();
+    let held = diagnosed_at() + chrono::Duration::seconds(60);
+    let mut finished = incident_record(KEY);
+    finished.runbook_execution = Some("exec-2".into());
+    world.state = Some(vec![
+        get_item(
+            KEY,
+            Some(with_pending(stored(&incident_record(KEY), 3), held)),
+        ),
+        // The lease holder finished its steps meanwhile (two saves).
+        get_item(KEY, Some(stored(&finished, 5))),
         put_item(puts.clone(), false),
     ]);
     let output = world.run(event()).await.result.expect("not an error");
-
     let puts = puts.lock().unwrap().clone();
-    assert_eq!(puts.len(), 2, "claim the lease, then release it");
-    let (claim_v, release) = (&puts[0], &puts[1].2);
-    assert_eq!(claim_v.1.as_deref(), Some("3"));
-    assert!(claim_v.2.contains_key("lease_until_ms"));
-    assert_eq!(release["version"].as_n().unwrap(), "5");
-    assert!(!release.contains_key("lease_until_ms"), "lease released");
-    let pending: Vec<Effect> = serde_json::from_str(release["pending"].as_s().unwrap()).unwrap();
-    assert_eq!(
-        pending,
-        vec![Effect::ScheduleEscalation {
-            attempt: 1,
-            at: due
-        }],
-        "the escalation stays pending for alarm-to-incident"
-    );
-    assert_eq!(
-        written_record(release).milestones.diagnosed_at,
-        None,
-        "not recorded this time"
-    );
-    let state = output.delivery.state_table.unwrap();
-    assert!(!state.recorded);
-    assert_eq!(
-        state.detail,
-        "failed (NonRetryable.AccessDenied): escalation timer: scheduler CreateSchedule failed (no error code): escalation timers are set by alarm-to-incident and slack-actions, not by vpn-troubleshoot; the step stays pending for them"
-    );
+    assert_eq!(puts.len(), 1, "no write while the lease was held");
+    assert_eq!(puts[0].1.as_deref(), Some("5"));
+    let item = &puts[0].2;
+    assert_eq!(item["version"].as_n().unwrap(), "6");
+    assert!(!item.contains_key("pending") && !item.contains_key("lease_until_ms"));
+    let record = written_record(item);
+    assert_eq!(record.runbook_execution.as_deref(), Some("exec-2"));
+    assert_eq!(record.milestones.diagnosed_at, Some(diagnosed_at()));
+    assert_eq!(output.delivery.state_table.map(|d| d.recorded), Some(true));
 }
