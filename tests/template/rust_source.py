@@ -10,8 +10,11 @@ A deliberately small static analysis, good enough to keep template.yaml honest:
   through `dyn Trait` count for every implementation); a `fn` of an `impl Type` block
   (inherent or trait) also needs `Type` named there, since no value of a type that code
   never names can reach its methods (common names such as `from_env` or `new` would
-  otherwise pull in every type's). This over-approximates, which can only make the test
-  ask for more permissions, never fewer.
+  otherwise pull in every type's), and its name used as a member (`.name` or `::name`),
+  the only way Rust calls or refers to a method: a bare `open` is a variable or a free
+  function, never a method (a `let open`/`open: bool` would otherwise pull in every
+  `fn open` of an impl). This over-approximates, which can only make the test ask for
+  more permissions, never fewer.
 * SDK operations: a zero-argument method call `.create_ops_item()` (how every AWS SDK for
   Rust operation starts its fluent builder) or a path call `Client::create_ops_item(..)`,
   whose name is an operation of an `aws-sdk-*` crate the calling crate depends on. The
@@ -559,6 +562,7 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
     # Names in reachable code, each with where it was first seen (for messages).
     names: dict[str, str] = {}
     path_names: dict[str, str] = {}  # identifiers used as a path segment (`x::` or `::x`)
+    member_names: dict[str, str] = {}  # identifiers after `.` or `::` (how methods are named)
 
     def add_names(toks, lo, hi, path, skip_use, not_uses=frozenset()):
         k = lo
@@ -576,6 +580,8 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
                 names.setdefault(t.text, where)
                 if (k > 0 and toks[k - 1].text == "::") or (k + 1 < len(toks) and toks[k + 1].text == "::"):
                     path_names.setdefault(t.text, where)
+                if k > 0 and toks[k - 1].text in (".", "::"):
+                    member_names.setdefault(t.text, where)
             k += 1
 
     # The function crate: all of it.
@@ -608,11 +614,12 @@ def analyse(package: str, crates: dict[str, Crate], sdk_ops: dict[str, dict[str,
             for fn in sf.fns:
                 if (sf.path, fn.start) in reached or fn.name not in names:
                     continue
-                if fn.impl_type is not None and fn.impl_type not in names:
+                if fn.impl_type is not None and (fn.impl_type not in names or fn.name not in member_names):
                     continue
                 reached.add((sf.path, fn.start))
                 changed = True
-                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = f"`{fn.name}` named at {names[fn.name]}" + (
+                named_at = member_names[fn.name] if fn.impl_type else names[fn.name]
+                result.reached[f"{_rel(fn.file, repo)}:{fn.line} fn {fn.name}"] = f"`{fn.name}` named at {named_at}" + (
                     f", `{fn.impl_type}` at {names[fn.impl_type]}" if fn.impl_type else "")
                 add_names(sf.toks, fn.body_start, fn.end + 1, sf.path, skip_use=True)
                 is_env_reader = fn.name in ENV_METHODS and _defines_env_reader(sf)

@@ -100,6 +100,20 @@ def test_trait_method_name_reaches_every_implementation_the_crate_names(tmp_path
     assert a.reached["shared/src/backend.rs (module)"] == "module `backend` named at functions/f/src/main.rs:1"
 
 
+def test_a_variable_named_like_a_method_does_not_reach_it(tmp_path):
+    # Methods are called as `.open()` or `Type::open`: a local `open` (a flag, a
+    # binding) names no method, while a free function of that name still counts.
+    main = (
+        "use shared::backend::OpsCenter;\n"
+        "fn show(open: bool) -> bool { let resolve = open; resolve }\n"
+        "async fn run(b: &OpsCenter) { b.add_note(\"x\").await; }"
+    )
+    a = workspace(tmp_path, main)
+    assert a.actions == {"ssm:UpdateOpsItem"}, "open is only a variable here"
+    a = workspace(tmp_path, main + "\nfn f() { let _ = OpsCenter::open; }")
+    assert a.actions == {"ssm:CreateOpsItem", "ssm:UpdateOpsItem"}, "a path to the method counts"
+
+
 def test_module_neither_named_nor_used_does_not_count(tmp_path):
     # The implementation is never named, so it is not in this binary; a variable that
     # happens to be called `backend` is not a path to the module.
