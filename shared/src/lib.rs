@@ -22,6 +22,8 @@ pub mod notification;
 pub mod publish;
 #[cfg(feature = "aws")]
 pub mod respond;
+#[cfg(feature = "aws")]
+pub mod secrets;
 pub mod slack;
 #[cfg(feature = "aws")]
 pub mod state;

@@ -1,25 +1,22 @@
 //! The Slack secret (destinations and credentials), read from Secrets Manager once
-//! per container and kept for a bounded time, so a rotated token is picked up
-//! without a redeploy. A refused token drops the cached copy at once
-//! ([`SettingsSource::invalidate`]).
+//! per container and kept for a bounded time ([`shared::secrets::Cached`]), so a
+//! rotated token is picked up without a redeploy. A refused token drops the cached
+//! copy at once ([`SettingsSource::invalidate`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::error::{AwsError, Retryable, Secret};
+use shared::error::Retryable;
+use shared::secrets::{Cached, SecretReadError, SecretSource};
 use shared::slack::{SettingsError, SlackSettings};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tracing::info;
 
 /// Why the Slack settings could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     #[error(transparent)]
-    Aws(#[from] AwsError),
-    #[error("Slack secret {arn} has no SecretString (binary secrets are not supported)")]
-    NotText { arn: String },
+    Read(#[from] SecretReadError),
     #[error(transparent)]
     Invalid(#[from] SettingsError),
 }
@@ -27,38 +24,17 @@ pub enum SecretError {
 impl Retryable for SecretError {
     fn retryable(&self) -> bool {
         match self {
-            SecretError::Aws(e) => e.retryable(),
-            SecretError::NotText { .. } | SecretError::Invalid(_) => false,
+            SecretError::Read(e) => e.retryable(),
+            SecretError::Invalid(_) => false,
         }
     }
     fn kind(&self) -> &'static str {
         match self {
-            SecretError::Aws(e) => e.kind(),
-            SecretError::NotText { .. } | SecretError::Invalid(_) => "BadSlackSecret",
+            SecretError::Read(SecretReadError::Aws(e)) => e.kind(),
+            SecretError::Read(SecretReadError::NotText { .. }) | SecretError::Invalid(_) => {
+                "BadSlackSecret"
+            }
         }
-    }
-}
-
-/// Reads a secret's text.
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    async fn secret_string(&self, arn: &str) -> Result<Secret<String>, SecretError>;
-}
-
-#[async_trait]
-impl SecretSource for aws_sdk_secretsmanager::Client {
-    async fn secret_string(&self, arn: &str) -> Result<Secret<String>, SecretError> {
-        let out = self
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("secretsmanager", "GetSecretValue", e))?;
-        out.secret_string()
-            .map(|s| Secret::new(s.to_string()))
-            .ok_or_else(|| SecretError::NotText {
-                arn: arn.to_string(),
-            })
     }
 }
 
@@ -70,13 +46,11 @@ pub trait SettingsSource: Send + Sync {
     async fn invalidate(&self);
 }
 
-/// One secret, cached for `ttl`. The lock is held while fetching, so concurrent
-/// callers make one Secrets Manager call.
+/// The Slack secret, cached for `ttl`.
 pub struct SettingsCache<S> {
     source: S,
     arn: String,
-    ttl: Duration,
-    entry: Mutex<Option<(Instant, Arc<SlackSettings>)>>,
+    settings: Cached<Arc<SlackSettings>>,
 }
 
 impl<S: SecretSource> SettingsCache<S> {
@@ -84,8 +58,7 @@ impl<S: SecretSource> SettingsCache<S> {
         SettingsCache {
             source,
             arn: arn.into(),
-            ttl,
-            entry: Mutex::new(None),
+            settings: Cached::new(ttl),
         }
     }
 }
@@ -93,35 +66,29 @@ impl<S: SecretSource> SettingsCache<S> {
 #[async_trait]
 impl<S: SecretSource> SettingsSource for SettingsCache<S> {
     async fn settings(&self) -> Result<Arc<SlackSettings>, SecretError> {
-        let mut entry = self.entry.lock().await;
-        if let Some((at, settings)) = entry.as_ref() {
-            if at.elapsed() < self.ttl {
-                return Ok(settings.clone());
-            }
-        }
-        let text = self.source.secret_string(&self.arn).await?;
-        let settings = Arc::new(SlackSettings::from_secret_json(text.expose())?);
-        info!(
-            destinations = settings.destinations.len(),
-            routing_in_secret = settings.routing.is_some(),
-            "Slack secret loaded"
-        );
-        *entry = Some((Instant::now(), settings.clone()));
-        Ok(settings)
+        self.settings
+            .get_or_load(|| async {
+                let text = self.source.secret_string(&self.arn).await?;
+                let settings = Arc::new(SlackSettings::from_secret_json(text.expose())?);
+                info!(
+                    destinations = settings.destinations.len(),
+                    routing_in_secret = settings.routing.is_some(),
+                    "Slack secret loaded"
+                );
+                Ok(settings)
+            })
+            .await
     }
 
     async fn invalidate(&self) {
-        *self.entry.lock().await = None;
+        self.settings.clear().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_secretsmanager::operation::get_secret_value::{
-        GetSecretValueError, GetSecretValueOutput,
-    };
-    use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
     use aws_sdk_secretsmanager::Client;
     use aws_smithy_mocks::mock;
 
@@ -172,31 +139,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn missing_secret_is_a_non_retryable_aws_error() {
-        let rule = mock!(Client::get_secret_value).then_error(|| {
-            GetSecretValueError::ResourceNotFoundException(
-                ResourceNotFoundException::builder()
-                    .message("Secrets Manager can't find the specified secret.")
-                    .meta(
-                        aws_sdk_secretsmanager::error::ErrorMetadata::builder()
-                            .code("ResourceNotFoundException")
-                            .message("Secrets Manager can't find the specified secret.")
-                            .build(),
-                    )
-                    .build(),
-            )
-        });
-        let client = shared::mock_client!(aws_sdk_secretsmanager, [&rule]);
-        let cache = SettingsCache::new(client, ARN, Duration::from_secs(300));
-        let err = cache.settings().await.unwrap_err();
-        assert!(!err.retryable());
-        assert_eq!(
-            err.to_string(),
-            "secretsmanager GetSecretValue failed (ResourceNotFoundException): Secrets Manager can't find the specified secret."
-        );
-    }
-
-    #[tokio::test]
     async fn invalid_secret_json_never_shows_the_secret() {
         let rule = mock!(Client::get_secret_value).then_output(|| {
             GetSecretValueOutput::builder()
@@ -224,7 +166,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("Slack secret {ARN} has no SecretString (binary secrets are not supported)")
+            format!("secret {ARN} has no SecretString (binary secrets are not supported)")
         );
+        assert_eq!(err.lambda_error_type(), "NonRetryable.BadSlackSecret");
     }
 }

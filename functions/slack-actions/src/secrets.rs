@@ -12,19 +12,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::error::{AwsError, Retryable, Secret};
+use shared::error::{Retryable, Secret};
+use shared::secrets::{Cached, SecretReadError, SecretSource};
 use shared::slack::{SettingsError, SlackSettings, Target};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tracing::info;
 
 /// Why a secret cannot be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     #[error(transparent)]
-    Aws(#[from] AwsError),
-    #[error("secret {arn} has no SecretString (binary secrets are not supported)")]
-    NotText { arn: String },
+    Read(#[from] SecretReadError),
     #[error("secret {arn} is empty: put the Slack app's signing secret in it (Basic Information > App Credentials)")]
     Empty { arn: String },
     #[error("secret {arn} is JSON without a non-empty \"signing_secret\" string")]
@@ -37,36 +34,13 @@ pub enum SecretError {
 
 impl Retryable for SecretError {
     fn retryable(&self) -> bool {
-        matches!(self, SecretError::Aws(e) if e.retryable())
+        matches!(self, SecretError::Read(e) if e.retryable())
     }
     fn kind(&self) -> &'static str {
         match self {
-            SecretError::Aws(e) => e.kind(),
+            SecretError::Read(SecretReadError::Aws(e)) => e.kind(),
             _ => "BadSlackSecret",
         }
-    }
-}
-
-/// Reads a secret's text.
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    async fn secret_string(&self, arn: &str) -> Result<Secret<String>, SecretError>;
-}
-
-#[async_trait]
-impl SecretSource for aws_sdk_secretsmanager::Client {
-    async fn secret_string(&self, arn: &str) -> Result<Secret<String>, SecretError> {
-        let out = self
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("secretsmanager", "GetSecretValue", e))?;
-        out.secret_string()
-            .map(|s| Secret::new(s.to_string()))
-            .ok_or_else(|| SecretError::NotText {
-                arn: arn.to_string(),
-            })
     }
 }
 
@@ -124,18 +98,14 @@ pub fn bot_token_of(
         })
 }
 
-type Entry = Mutex<Option<(Instant, Secret<String>)>>;
-
-/// Both secrets, cached for `ttl`; the lock is held while fetching, so concurrent
-/// callers make one Secrets Manager call.
+/// Both secrets, each cached for `ttl`.
 pub struct SecretsCache<S> {
     source: S,
     signing_arn: String,
     slack_arn: String,
     bot_destination: Option<String>,
-    ttl: Duration,
-    signing: Entry,
-    bot: Entry,
+    signing: Cached<Secret<String>>,
+    bot: Cached<Secret<String>>,
 }
 
 impl<S: SecretSource> SecretsCache<S> {
@@ -151,45 +121,36 @@ impl<S: SecretSource> SecretsCache<S> {
             signing_arn: signing_arn.into(),
             slack_arn: slack_arn.into(),
             bot_destination,
-            ttl,
-            signing: Mutex::new(None),
-            bot: Mutex::new(None),
+            signing: Cached::new(ttl),
+            bot: Cached::new(ttl),
         }
-    }
-
-    fn fresh(entry: &Option<(Instant, Secret<String>)>, ttl: Duration) -> Option<Secret<String>> {
-        entry
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, v)| v.clone())
     }
 }
 
 #[async_trait]
 impl<S: SecretSource> Credentials for SecretsCache<S> {
     async fn signing_secret(&self) -> Result<Secret<String>, SecretError> {
-        let mut entry = self.signing.lock().await;
-        if let Some(v) = Self::fresh(&entry, self.ttl) {
-            return Ok(v);
-        }
-        let text = self.source.secret_string(&self.signing_arn).await?;
-        let secret = parse_signing_secret(&self.signing_arn, text.expose())?;
-        info!("Slack signing secret loaded");
-        *entry = Some((Instant::now(), secret.clone()));
-        Ok(secret)
+        self.signing
+            .get_or_load(|| async {
+                let text = self.source.secret_string(&self.signing_arn).await?;
+                let secret = parse_signing_secret(&self.signing_arn, text.expose())?;
+                info!("Slack signing secret loaded");
+                Ok(secret)
+            })
+            .await
     }
 
     async fn bot_token(&self) -> Result<Secret<String>, SecretError> {
-        let mut entry = self.bot.lock().await;
-        if let Some(v) = Self::fresh(&entry, self.ttl) {
-            return Ok(v);
-        }
-        let text = self.source.secret_string(&self.slack_arn).await?;
-        let settings = SlackSettings::from_secret_json(text.expose())?;
-        let token = bot_token_of(&self.slack_arn, &settings, self.bot_destination.as_deref())?;
-        info!("Slack bot token loaded");
-        *entry = Some((Instant::now(), token.clone()));
-        Ok(token)
+        self.bot
+            .get_or_load(|| async {
+                let text = self.source.secret_string(&self.slack_arn).await?;
+                let settings = SlackSettings::from_secret_json(text.expose())?;
+                let token =
+                    bot_token_of(&self.slack_arn, &settings, self.bot_destination.as_deref())?;
+                info!("Slack bot token loaded");
+                Ok(token)
+            })
+            .await
     }
 }
 
