@@ -111,6 +111,16 @@ impl Env {
         }
     }
 
+    /// An http(s) URL (a service endpoint such as the Slack API); `default` when unset.
+    pub fn http_url(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        let url = self.optional(var).unwrap_or_else(|| default.to_string());
+        if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(url)
+        } else {
+            Err(ConfigError::invalid(var, &url, "expected an http(s) URL"))
+        }
+    }
+
     /// A required ARN, checked for the `arn:` prefix and the expected service.
     pub fn arn(&self, var: &str, service: &str) -> Result<String, ConfigError> {
         let v = self.required(var, &format!("the ARN of a {service} resource"))?;
@@ -189,6 +199,22 @@ mod tests {
             .to_string()
             .contains("C=\"maybe\""));
         assert_eq!(env.flag("D", true), Ok(true));
+    }
+
+    #[test]
+    fn http_url_defaults_and_rejects_other_schemes() {
+        let env = Env::from_pairs([("LOCAL", " http://127.0.0.1:9000/api "), ("BAD", "ftp://x")]);
+        assert_eq!(
+            env.http_url("LOCAL", "https://slack.com/api").as_deref(),
+            Ok("http://127.0.0.1:9000/api")
+        );
+        assert_eq!(
+            env.http_url("UNSET", "https://slack.com/api").as_deref(),
+            Ok("https://slack.com/api")
+        );
+        let err = env.http_url("BAD", "https://slack.com/api").unwrap_err();
+        assert!(err.to_string().contains("BAD=\"ftp://x\""), "{err}");
+        assert!(err.to_string().contains("expected an http(s) URL"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ A deliberately small static analysis, good enough to keep template.yaml honest:
   A name that several of those SDK crates define, and that the file does not disambiguate
   by naming exactly one of them, is an error, not a guess.
 * Environment: `.required("X"`, `.optional("X"`, `.parse_or("X"`, `.flag("X"`, `.arn("X"`,
-  `.optional_arn("X"` (the `shared::config::Env` reader) and `std::env::var("X")`. A name
+  `.optional_arn("X"`, `.http_url("X"` (the `shared::config::Env` reader) and `std::env::var("X")`. A name
   given as a `const` is resolved; any other non-literal name is an error.
 
 Everything that cannot be attributed is reported in `Analysis.problems`; the test fails on
@@ -57,7 +57,7 @@ SDK_CRATE_IAM_PREFIX = {
     "aws-sdk-sts": "sts",
 }
 
-ENV_METHODS = {"required", "optional", "parse_or", "flag", "arn", "optional_arn"}
+ENV_METHODS = {"required", "optional", "parse_or", "flag", "arn", "optional_arn", "http_url"}
 REQUIRED_ENV_METHODS = {"required", "arn"}
 
 
@@ -813,7 +813,8 @@ def _scan(sf: SourceFile, lo: int, hi: int, crate: Crate, ctx: _Context, skip_en
 
 # Number of arguments of each `shared::config::Env` reader: a call with another count is
 # some other API (an SDK builder's `.arn(..)`, say), not an environment read.
-ENV_ARITY = {"optional": 1, "required": 2, "parse_or": 2, "flag": 2, "arn": 2, "optional_arn": 2}
+ENV_ARITY = {"optional": 1, "required": 2, "parse_or": 2, "flag": 2, "arn": 2, "optional_arn": 2,
+             "http_url": 2}
 
 
 def _args(toks: list[Tok], open_idx: int) -> list[tuple[int, int]]:

@@ -34,6 +34,9 @@ impl Env {
     pub fn parse_or<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ()> {
         match self.optional(var) { None => Ok(default), Some(v) => v.parse().map_err(|_| ()) }
     }
+    pub fn http_url(&self, var: &str, default: &str) -> Result<String, ()> {
+        Ok(self.optional(var).unwrap_or_else(|| default.to_string()))
+    }
 }
 """
 
@@ -176,6 +179,7 @@ def test_env_reads_literal_const_and_turbofish(tmp_path):
         env.required("STATE_TABLE_NAME", "the table");
         env.optional(TOPIC);
         env.parse_or::<u32>("LOOKBACK_MINUTES", 60);
+        env.http_url("SLACK_API_URL", "https://slack.com/api");
         std::env::var("RUST_LOG");
         builder.optional();
     }
@@ -185,6 +189,7 @@ def test_env_reads_literal_const_and_turbofish(tmp_path):
         ("STATE_TABLE_NAME", "required"),
         ("NOTIFICATION_TOPIC_ARN", "optional"),
         ("LOOKBACK_MINUTES", "parse_or"),
+        ("SLACK_API_URL", "http_url"),
         ("RUST_LOG", "std::env::var"),
     }
     assert not a.problems, "the Env reader's own `self.optional(var)` is not a read"

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use shared::config::{ConfigError, Env};
 use shared::incident::Impact;
+use shared::slack;
 use shared::slack::Routing;
-
-pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
 
 /// The function's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,16 +53,7 @@ impl Config {
                 )
             })?),
         };
-        let slack_api_url = env
-            .optional("SLACK_API_URL")
-            .unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_string());
-        if !(slack_api_url.starts_with("https://") || slack_api_url.starts_with("http://")) {
-            return Err(ConfigError::invalid(
-                "SLACK_API_URL",
-                &slack_api_url,
-                "expected an http(s) URL",
-            ));
-        }
+        let slack_api_url = env.http_url("SLACK_API_URL", slack::DEFAULT_API_URL)?;
         let days = |var: &str, default: u32| -> Result<i64, ConfigError> {
             let d: u32 = env.parse_or(var, default)?;
             if d == 0 || d > 3650 {

@@ -21,9 +21,9 @@ use std::time::Duration;
 use shared::backend::BackendKind;
 use shared::config::{ConfigError, Env};
 use shared::escalation::EscalationPolicy;
+use shared::slack;
 use shared::slack::authz::ActionPolicy;
 
-pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
 pub const DEFAULT_RESPONSE_URL_PREFIX: &str = "https://hooks.slack.com/";
 
 #[derive(Debug, Clone)]
@@ -51,16 +51,7 @@ impl Config {
             BackendKind::IncidentManager => Some(env.arn("RESPONSE_PLAN_ARN", "ssm-incidents")?),
             BackendKind::OpsCenter => env.optional_arn("RESPONSE_PLAN_ARN", "ssm-incidents")?,
         };
-        let slack_api_url = env
-            .optional("SLACK_API_URL")
-            .unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_string());
-        if !(slack_api_url.starts_with("https://") || slack_api_url.starts_with("http://")) {
-            return Err(ConfigError::invalid(
-                "SLACK_API_URL",
-                &slack_api_url,
-                "expected an http(s) URL",
-            ));
-        }
+        let slack_api_url = env.http_url("SLACK_API_URL", slack::DEFAULT_API_URL)?;
         let prefixes_raw = env
             .optional("SLACK_RESPONSE_URL_PREFIXES")
             .unwrap_or_else(|| DEFAULT_RESPONSE_URL_PREFIX.to_string());

@@ -20,6 +20,9 @@ pub mod views;
 #[cfg(test)]
 mod golden_tests;
 
+/// Slack's Web API; the local setup points `SLACK_API_URL` at its own Slack.
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+
 pub use blocks::{Block, Message};
 pub use inbound::{Inbound, RouteFacts, SnsMessage, ThreadIntent};
 pub use render::{render, ClosingFigures, Milestones, Mode, RenderOptions};
