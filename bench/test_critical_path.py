@@ -28,7 +28,8 @@ def at(ms: float) -> float:
 def call(fn: str, service: str, op: str, start: float, end: float, detail: str = "", new: bool = False,
          latency: float = 5.0, handshake: float = 0.0) -> dict:
     return {"function": fn, "service": service, "op": op, "detail": detail, "new_conn": new, "t_recv": at(start),
-            "t_done": at(end), "latency_ms": latency, "handshake_ms": handshake, "upstream_ms": 1.0}
+            "t_done": at(end), "latency_ms": latency, "handshake_ms": handshake, "upstream_ms": 1.0,
+            "injected_ms": end - start - 1.0 - 0.25}  # 0.25 ms of the proxy's own per call
 
 
 def made_run() -> dict:
@@ -77,6 +78,7 @@ def test_segments_add_up_to_the_time_to_slack(profile):
     assert a["unaccounted_ms"] == pytest.approx(0, abs=1e-6)
     assert a["init_ms"] == {A2I: pytest.approx(10), NF: pytest.approx(10)}
     assert a["handover_late_ms"] == pytest.approx(1)
+    assert a["proxy_ms"] == pytest.approx(10 * 0.25)  # the ten calls on the two paths
 
 
 def test_path_stops_at_the_publish_and_at_the_message(profile):
