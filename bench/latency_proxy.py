@@ -21,13 +21,13 @@ so connection reuse is the client's, as against AWS. Bodies pass unchanged, both
 ways; hop-by-hop headers are dropped and `Content-Length` is set again.
 
 How a delay is applied (`mode` of the profile):
-- `pad` (default): the request is forwarded after `handshake + share * latency`, and
-  its answer held until the rest of `latency` has passed since then, counting the
-  local server's own time as part of it: a call costs max(latency, local time), so a
-  Python mock that takes 3 ms to answer does not add its 3 ms on top of a modelled
-  DynamoDB call of 5 ms. `share` (`request_share`, default 0) is the part of the
-  latency before the server sees the request: for Slack it is most of it, so the
-  local Slack's receive time is when Slack has the message.
+- `pad` (default): the request is forwarded `handshake + share * latency` after it
+  arrived, and its answer held until `handshake + latency` after it arrived, counting
+  the local server's (and this proxy's) own time as part of it: a call costs about
+  max(modelled, local time), so a Python mock that takes 3 ms to answer does not add
+  its 3 ms on top of a modelled DynamoDB call of 5 ms. `share` (`request_share`,
+  default 0) is the part of the latency before the server sees the request: for Slack
+  it is most of it, so the local Slack's receive time is when Slack has the message.
 - `add`: the whole latency is added to whatever the local server takes.
 
     python3 bench/latency_proxy.py --profile aws-us-east-1 \\
@@ -230,6 +230,17 @@ def dynamodb_detail(body: bytes) -> str:
 
 # ================================================================ the proxy
 
+class ArrivalHandler(Handler):
+    """Notes when a request's first line arrived, before its headers and body are read,
+    so a request's time in the log starts when the function sent it."""
+
+    arrived: float = 0.0
+
+    def parse_request(self) -> bool:
+        self.arrived = time.time()
+        return super().parse_request()
+
+
 @dataclass
 class Listener:
     label: str
@@ -266,7 +277,9 @@ class LatencyProxy:
         if up.scheme != "http" or not up.hostname or up.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"upstream of {label} must be a loopback http URL, not {upstream!r}")
         lst = Listener(label, upstream.rstrip("/"), service)
-        lst.server = Server(lambda h, lst=lst: self._handle(lst, h)).start()
+        server = Server(lambda h, lst=lst: self._handle(lst, h))
+        server.RequestHandlerClass = ArrivalHandler
+        lst.server = server.start()
         self.listeners[label] = lst
         return lst.server.url
 
@@ -294,7 +307,7 @@ class LatencyProxy:
         return conn, True
 
     def _handle(self, lst: Listener, h: Handler) -> None:
-        t_recv = time.time()
+        t_recv = getattr(h, "arrived", 0.0) or time.time()
         conn, new = self._new_connection(h)
         service = lst.service or signing_service(h.headers) or "default"
         op = operation_of(h.command, h.path, h.headers, h.body)
@@ -303,21 +316,24 @@ class LatencyProxy:
         latency = lat.latency(op)
         handshake = lat.handshake_ms if new else 0.0
         before = handshake + latency * lat.request_share
-        _sleep_ms(before)
+        pad = self.profile.mode == "pad"
+        # pad: deadlines from the request's arrival, so the proxy's own parsing and the
+        # local server's time are part of the modelled cost, not added to it.
+        slept = _sleep_until(t_recv + before / 1000) if pad else _sleep_ms(before)
         t_fwd = time.time()
         status, reason, headers, body, error = self._forward(lst, h)
         t_up = time.time()
         upstream_ms = (t_up - t_fwd) * 1000
-        after = latency * (1 - lat.request_share)
-        if self.profile.mode == "pad":
-            after = max(0.0, after - upstream_ms)
-        _sleep_ms(after)
+        if pad:
+            slept += _sleep_until(t_recv + (handshake + latency) / 1000)
+        else:
+            slept += _sleep_ms(latency * (1 - lat.request_share))
         self._respond(h, status, reason, headers, body)
         t_done = time.time()
         entry = {"function": lst.function, "listener": lst.label, "service": service, "op": op, "detail": detail,
                  "conn": conn, "new_conn": new, "t_recv": t_recv, "t_fwd": t_fwd, "t_upstream_done": t_up,
                  "t_done": t_done, "handshake_ms": handshake, "latency_ms": latency,
-                 "injected_ms": before + after, "upstream_ms": upstream_ms, "status": status,
+                 "injected_ms": slept, "upstream_ms": upstream_ms, "status": status,
                  "bytes_in": len(h.body), "bytes_out": len(body)}
         if error:
             entry["error"] = error
@@ -367,9 +383,16 @@ class LatencyProxy:
                     f.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
 
-def _sleep_ms(ms: float) -> None:
+def _sleep_ms(ms: float) -> float:
+    """Sleeps `ms`; returns it (what was injected)."""
     if ms > 0:
         time.sleep(ms / 1000)
+    return max(0.0, ms)
+
+
+def _sleep_until(deadline: float) -> float:
+    """Sleeps until `deadline` (epoch seconds) if it is ahead; returns the ms slept."""
+    return _sleep_ms((deadline - time.time()) * 1000)
 
 
 # ================================================================ as a process of its own

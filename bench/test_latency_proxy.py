@@ -150,8 +150,8 @@ def test_pad_mode_holds_the_answer_until_the_latency_and_request_share_goes_firs
         proxy.stop()
     (c,) = proxy.calls
     assert c["t_fwd"] - c["t_recv"] >= 0.030  # 75 % before the server sees the request
-    assert took >= 40
-    assert c["injected_ms"] == pytest.approx(30 + max(0.0, 10 - c["upstream_ms"]))
+    assert c["t_done"] - c["t_recv"] >= 0.040 and took >= 40
+    assert c["injected_ms"] <= 40
 
 
 def test_bodies_and_headers_pass_unchanged_both_ways(upstream):
