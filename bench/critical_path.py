@@ -231,7 +231,8 @@ def analyse(run: dict, profile: Any) -> dict:
             # How late the bench handed the event over compared with the model (its own
             # reaction time; 0 when the hand-over was due before the Publish answered).
             "handover_late_ms": _ms(run["due"], run["handover"]) if run.get("due") else 0.0,
-            "proxy_ms": sum(c.proxy_ms for c in a2i_calls + nf_calls)}
+            "proxy_ms": sum(c.proxy_ms for c in a2i_calls + nf_calls),
+            "cpu_ms": dict(run.get("cpu_ms") or {})}
 
 
 # ================================================================ many runs
@@ -289,7 +290,9 @@ def aggregate(analyses: list[dict]) -> dict:
             "unaccounted_ms": statistics.median(a["unaccounted_ms"] for a in analyses),
             "publish_ms": statistics.median(a["publish_ms"] for a in analyses),
             "handover_late_ms": statistics.median(a["handover_late_ms"] for a in analyses),
-            "proxy_ms": statistics.median(a["proxy_ms"] for a in analyses)}
+            "proxy_ms": statistics.median(a["proxy_ms"] for a in analyses),
+            "cpu_ms": {k: statistics.median(a["cpu_ms"][k] for a in analyses if k in a["cpu_ms"])
+                       for k in (A2I, NF) if any(k in a["cpu_ms"] for a in analyses)}}
 
 
 # ================================================================ rendering
@@ -335,6 +338,12 @@ def render(agg: dict, title: str) -> list[str]:
         L.append(f"{fn}, calls on the path to the message{variants}; times in ms, medians:")
         L.append("")
         L.extend(path_table(agg, fn))
+        L.append("")
+    if agg.get("cpu_ms"):
+        L.append("The functions' time on a CPU per run (whole invocation" + (", with the init" if any(
+            "init" in n for n, _ in agg["segments"]) else "") + "; the rest of their *start* and *own time* is "
+                 "waiting for a CPU on this shared machine): " + ", ".join(
+                     f"{k} {fmt(v)} ms" for k, v in agg["cpu_ms"].items()) + ".")
         L.append("")
     L.append(f"The bench's own share, inside the figures above: the latency proxy's forwarding "
              f"{fmt(agg['proxy_ms'])} ms over all calls on the path; the hand-over to notify-fanout "

@@ -113,6 +113,19 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def on_cpu_ms(pid: int) -> float | None:
+    """The time the process's threads have spent on a CPU so far (ns counters of
+    /proc/<pid>/task/*/schedstat): its own work, whatever the load of the machine, where
+    wall-clock init and first-invocation times also hold the wait for a CPU."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e6
+
+
 class Process:
     """One function process (Rust binary or `python -m awslambdaric`) and its Runtime API."""
 

@@ -175,6 +175,9 @@ class Fn:
             raise BenchError(f"{self.name} did not reach the Runtime API (exit {self.proc and self.proc.poll()}, "
                              f"init error {self.api.init_error}); see {self.log}")
 
+    def on_cpu_ms(self) -> float | None:
+        return run.on_cpu_ms(self.proc.pid) if self.proc else None
+
     def finish(self, inv: Invocation) -> None:
         self.api.wait(inv, self.alive)
         if not inv.ok:
@@ -388,6 +391,7 @@ class Runner:
         """One alarm through both functions; spawns them first when `cold`."""
         vpn = self.ids.next()
         self._drain()
+        cpu0 = {A2I: a2i.on_cpu_ms() or 0.0, NF: nf.on_cpu_ms() or 0.0}  # warm: what earlier runs used
         event = alarm_event(vpn, time.time() - 5)
         inv_a = a2i.api.enqueue(event)
         t0 = time.time()
@@ -407,6 +411,8 @@ class Runner:
         msg = self._first_message(vpn, t0)
         a2i.finish(inv_a)
         nf.finish(inv_n)
+        # Each function's time on a CPU in this run (cold: with its init), whole invocation.
+        cpu = {name: (f.on_cpu_ms() or 0.0) - cpu0[name] for name, f in ((A2I, a2i), (NF, nf))}
         calls = self._calls_until(msg["posted_at"])
         self.world.clean()
         return {"t0": t0, "cold": cold, "vpn": vpn,
@@ -416,7 +422,7 @@ class Runner:
                 "handover": handover, "due": due,
                 "nf": {"spawned": nf.spawned if cold else None, "ready": nf.api.first_poll_at if cold else None,
                        "started": inv_n.started_at, "ended": inv_n.ended_at},
-                "slack_at": msg["posted_at"], "calls": calls}
+                "slack_at": msg["posted_at"], "cpu_ms": cpu, "calls": calls}
 
     def _calls_until(self, slack_at: float) -> list[dict]:
         """The proxy's log of this run, once it holds the Slack call (the proxy logs a
