@@ -6,6 +6,11 @@ the same local Lambda Runtime API against the same local endpoints and events.
 
     python3 bench/run.py [--cold-runs 20] [--warm-events 1000] [--no-build] [--no-criterion]
 
+After the per-function figures it runs issue 18's benches (each also runnable alone, and
+selected with `--only time-to-slack floor`): the time from an alarm to its first Slack
+message with its critical path (bench/time_to_slack.py) and notify-fanout against a
+minimal Rust function (bench/floor.py); each writes its own section of RESULTS.md.
+
 What runs (everything from local/, reused, not copied): moto_server (SNS, DynamoDB,
 Secrets Manager), the project's AWS emulator (SSM OpsCenter/Automation, EC2 VPN, Logs
 Insights, TunnelState metrics), the local Slack (incoming webhooks), and one

@@ -44,11 +44,9 @@ import os
 import queue
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -363,28 +361,36 @@ class Runner:
             except queue.Empty:
                 return
 
-    def _publish_of(self, vpn: str, a2i: Fn) -> dict:
+    @staticmethod
+    def _failed(fn: Fn, inv: Invocation) -> None:
+        if inv.done.is_set() and not inv.ok:
+            raise BenchError(f"{fn.name} failed: {json.dumps(inv.result)[:400]}; see {fn.log}")
+        if not fn.alive():
+            raise BenchError(f"{fn.name} exited ({fn.proc and fn.proc.poll()}); see {fn.log}")
+
+    def _publish_of(self, vpn: str, a2i: Fn, inv: Invocation) -> dict:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
                 p = self.world.published.get(timeout=0.1)
             except queue.Empty:
-                if not a2i.alive():
-                    raise BenchError(f"alarm-to-incident exited before publishing; see {a2i.log}") from None
+                self._failed(a2i, inv)
                 continue
             if vpn in p["form"] and p["function"] == A2I:
                 return p
         raise BenchError(f"no SNS Publish from alarm-to-incident for {vpn}; see {a2i.log}")
 
-    def _first_message(self, vpn: str, t0: float) -> dict:
-        def found() -> dict | None:
+    def _first_message(self, vpn: str, t0: float, nf: Fn, inv: Invocation) -> dict:
+        def found() -> dict | bool:
             for m in self.world.slack.messages:
                 if m["posted_at"] >= t0 and vpn in json.dumps([m["text"], m["blocks"]]):
                     return m
-            return None
+            return inv.done.is_set() or not nf.alive()  # nothing will come: stop waiting
         m = self.world.slack.wait_for(found, RUN_TIMEOUT_S)
-        if not m:
-            raise BenchError(f"no Slack message for {vpn} within {RUN_TIMEOUT_S} s")
+        if not isinstance(m, dict):
+            self._failed(nf, inv)
+            raise BenchError(f"no Slack message for {vpn} (notify-fanout answered "
+                             f"{json.dumps(inv.result)[:300]}); see {nf.log}")
         return m
 
     def one(self, a2i: Fn, nf: Fn, cold: bool) -> dict:
@@ -398,7 +404,7 @@ class Runner:
         if cold:
             a2i.spawn()
             t0 = a2i.spawned or t0
-        pub = self._publish_of(vpn, a2i)
+        pub = self._publish_of(vpn, a2i, inv_a)
         # SNS hands the message to the subscriber sns_delivery_ms after the Publish
         # request left the function (after its connection setup), never before it answered.
         due = max(pub["t_recv"] + (pub.get("handshake_ms", 0) + self.profile.sns_delivery_ms) / 1000, pub["t_done"])
@@ -408,7 +414,7 @@ class Runner:
         handover = time.time()
         if cold:
             nf.spawn()
-        msg = self._first_message(vpn, t0)
+        msg = self._first_message(vpn, t0, nf, inv_n)
         a2i.finish(inv_a)
         nf.finish(inv_n)
         # Each function's time on a CPU in this run (cold: with its init), whole invocation.
