@@ -86,7 +86,7 @@ def test_results_join_results_json_and_results_md_keeping_the_other_sections(tmp
     # Once more with a slower run: the section is replaced, not appended.
     run.update_results(out, "time_to_slack", result_entry(500))
     text = out.read_text()
-    assert text.count("## Time to Slack (issue 18)") == 1 and "| 1.55 ❌ |" in text
+    assert text.count("\n## Time to Slack (issue 18)\n") == 1 and "| 1.55 ❌ |" in text
 
 
 def test_render_section_names_the_modelled_sns_delivery():

@@ -12,7 +12,10 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (client, url) = (&client, &url);
         async move {
-            let records = event.payload["Records"].as_array().cloned().unwrap_or_default();
+            let records = event.payload["Records"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for record in &records {
                 let text = record["Sns"]["Message"].as_str().unwrap_or_default();
                 client
