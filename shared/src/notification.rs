@@ -143,6 +143,12 @@ pub struct Notification {
     /// For `resolved`: the post-incident summary built from the incident's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_incident: Option<PostIncidentSummary>,
+    /// The same for every publication of this notification (given when its change was
+    /// decided, `shared::effects::decided_item`): a notification published again after a
+    /// lost answer is delivered to Slack once (notify-fanout keys its deliveries on it;
+    /// absent, on the SNS message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<String>,
 }
 
 impl Notification {
@@ -299,6 +305,7 @@ mod tests {
             timeline: vec![],
             roles: Roles::default(),
             post_incident: None,
+            notification_id: None,
         }
     }
 

@@ -313,5 +313,6 @@ fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        notification_id: None,
     }
 }

@@ -10,16 +10,23 @@
 //! the remaining effects on the item, so Lambda's retry (or the next alarm of the
 //! key) completes them instead of deciding twice: an incident opened before a failed
 //! publish is not opened again, and the notification still goes out.
+//!
+//! Every write carries the invocation's owner token (its Lambda request id, kept by
+//! Lambda across its retries): a transaction whose answer was lost is recognized as
+//! this invocation's own when read back, and its effects run; a lease left by an
+//! earlier attempt of the same request is taken over at once.
 
 use serde::Serialize;
 use serde_json::Value;
 use shared::alarm::{normalize, Alarm, AlarmState};
 use shared::classify::Rules;
-use shared::effects::{is_conflict, resume_pending, run_pending, EffectDeps, EffectError, Resume};
+use shared::effects::{
+    decided_item, is_conflict, resume_pending, run_pending, EffectDeps, Patience, Resume,
+};
 use shared::error::Retryable;
 use shared::escalation::EscalationPolicy;
 use shared::lifecycle::{decide, Transition};
-use shared::state::{AlarmItem, IncidentItem};
+use shared::state::{AlarmItem, Owner};
 use tracing::{error, info, info_span, Instrument};
 
 use crate::effects::{complete_record, plan};
@@ -53,14 +60,19 @@ pub struct Response {
     pub results: Vec<Outcome>,
 }
 
-/// Handles one event: every alarm it carries, in order. The first failure ends the
-/// invocation with an error; transitions handled before it are duplicates on retry.
-pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerError> {
+/// Handles one event for `owner` (the invocation): every alarm it carries, in order.
+/// The first failure ends the invocation with an error; transitions handled before it
+/// are duplicates on retry.
+pub async fn handle(
+    deps: &Deps<'_>,
+    owner: &Owner,
+    event: &Value,
+) -> Result<Response, HandlerError> {
     let alarms = normalize(event).inspect_err(|e| error!(error = %e, "event rejected"))?;
     let mut results = Vec::with_capacity(alarms.len());
     for alarm in &alarms {
         let span = info_span!("alarm", alarm = %alarm.name, state = %alarm.state, incident_key = tracing::field::Empty);
-        let outcome = process(deps, alarm).instrument(span).await.inspect_err(|e| {
+        let outcome = process(deps, owner, alarm).instrument(span).await.inspect_err(|e| {
             error!(alarm = %alarm.name, error = %e, error_type = %e.lambda_error_type(), "alarm not handled")
         })?;
         results.push(outcome);
@@ -68,15 +80,15 @@ pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerE
     Ok(Response { results })
 }
 
-async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
+async fn process(deps: &Deps<'_>, owner: &Owner, alarm: &Alarm) -> Result<Outcome, HandlerError> {
     let class = deps.rules.classify(alarm);
-    let mut key = class.key.clone();
     let mut resumed = false;
-    for attempt in 0..deps.effects.settings.attempts.max(1) {
+    let mut patience = Patience::new(deps.effects.settings, owner, &class.key);
+    loop {
         let last = deps.effects.store.alarm(&alarm.arn).await?;
         // OK and INSUFFICIENT_DATA go to the incident the alarm fed, even if the
         // rules changed since its ALARM.
-        key = match (&last, alarm.state) {
+        let key = match (&last, alarm.state) {
             (Some(a), AlarmState::Ok | AlarmState::InsufficientData)
                 if !a.incident_key.is_empty() =>
             {
@@ -88,8 +100,10 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
         let item = deps.effects.store.incident(&key).await?;
 
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
-                resumed = true;
+            match resume_pending(&deps.effects, owner, item).await? {
+                Resume::Finished(_) => resumed = true,
+                Resume::Busy => patience.wait_for_lease(deps.effects.clock).await?,
+                Resume::Conflict => patience.conflict()?,
             }
             continue;
         }
@@ -131,6 +145,7 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
             changed_at: alarm.changed_at,
             state: alarm.state,
             incident_key: key.clone(),
+            writer: owner.token().to_string(),
         };
         let Some(mut record) = decision.record.clone() else {
             match deps.effects.store.apply(&new_alarm, None).await {
@@ -141,22 +156,29 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
                     );
                     return Ok(outcome(current_ref));
                 }
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         complete_record(&mut record, alarm, &class, &decision.action);
         let effects = plan(deps, alarm, &class, &decision.action, &record);
-        let new_item = IncidentItem {
-            version: item.as_ref().map_or(1, |i| i.version + 1),
+        let now = deps.effects.clock.now();
+        let new_item = decided_item(
+            deps.effects.settings,
+            owner,
+            now,
+            item.as_ref(),
             record,
-            pending: effects,
-            lease_until: Some(deps.effects.clock.now() + deps.effects.settings.lease),
-        };
+            effects,
+        );
         match deps.effects.store.apply(&new_alarm, Some(&new_item)).await {
             Ok(()) => {}
             Err(e) if is_conflict(&e) => {
-                info!(attempt, error = %e, "state changed meanwhile; deciding again");
+                info!(error = %e, "state changed meanwhile; deciding again");
+                patience.conflict()?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -167,10 +189,9 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
             steps = new_item.pending.len(),
             "lifecycle change decided"
         );
-        let done = run_pending(&deps.effects, new_item).await?;
+        let done = run_pending(&deps.effects, owner, new_item).await?;
         return Ok(outcome(
             done.record.incident.as_ref().map(|r| r.id().to_string()),
         ));
     }
-    Err(EffectError::Busy { key }.into())
 }

@@ -14,7 +14,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use shared::config::Env;
 use shared::effects::{EffectDeps, RunnerSettings, SnsPublisher, SystemClock};
 use shared::escalation::{EscalationTimer, SchedulerTimer};
-use shared::state::DynamoStateStore;
+use shared::state::{DynamoStateStore, Owner};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -48,7 +48,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = &deps;
         async move {
-            handler::handle(deps, &event.payload)
+            let owner = Owner::from_invocation(&event.context.request_id, event.context.deadline());
+            handler::handle(deps, &owner, &event.payload)
                 .await
                 .map_err(lambda_runtime::Diagnostic::from)
         }

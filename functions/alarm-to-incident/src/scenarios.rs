@@ -27,6 +27,7 @@ use shared::lifecycle::Effect;
 use shared::mock_client;
 use shared::notification::{EventType, IncidentStatus, Notification};
 use shared::state::memory::MemoryStateStore;
+use shared::state::Owner;
 
 use shared::effects::fakes::{RecordingTimer, TimerCall};
 use shared::effects::{Clock, EffectDeps, Publisher, RunnerSettings as Settings};
@@ -203,7 +204,13 @@ impl Harness {
         )))
     }
 
+    /// One invocation of its own (a new request id).
     async fn run(&self, event: Value) -> Result<Response, HandlerError> {
+        self.run_as(&Owner::new("", None), event).await
+    }
+
+    /// One invocation of request `owner` (the same owner again: Lambda's retry).
+    async fn run_as(&self, owner: &Owner, event: Value) -> Result<Response, HandlerError> {
         let deps = Deps {
             effects: EffectDeps {
                 backend: self.backend.as_ref(),
@@ -217,7 +224,7 @@ impl Harness {
             rules: &self.rules,
             escalation: self.escalation.as_ref(),
         };
-        handle(&deps, &event).await
+        handle(&deps, owner, &event).await
     }
 
     async fn action(&self, event: Value) -> &'static str {
@@ -925,6 +932,62 @@ async fn held_lease_makes_the_invocation_wait_then_give_up_retryably() {
         vec![(EventType::Opened, 3), (EventType::Escalated, 1)]
     );
     all_used(&refs);
+}
+
+#[tokio::test]
+async fn lambda_retry_of_the_same_request_takes_its_own_lease_over_at_once() {
+    // The first attempt opened the incident and died before publishing (its lease,
+    // named by its request id, still runs until its deadline).
+    let first_rules = [im_start()];
+    let first_refs: Vec<&Rule> = first_rules.iter().collect();
+    let first = Harness::incident_manager(&first_refs);
+    let request = Owner::new("req-first", None);
+    first.publisher.fail_next(throttled("sns", "Publish"));
+    assert!(first
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .is_err());
+    let item = first
+        .store
+        .incident_now(KEY)
+        .unwrap()
+        .leased_to(&request, "2026-11-25T10:02:00Z".parse().unwrap());
+
+    let h = Harness::incident_manager(&[]);
+    h.store
+        .incidents
+        .lock()
+        .unwrap()
+        .insert(KEY.into(), item.clone());
+    h.store.alarms.lock().unwrap().insert(
+        alarm_arn(ANY),
+        first.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+    );
+    // Someone else waits for the lease, and gives up retryably ...
+    let e = h
+        .run(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+    assert!(h.publisher.sent().is_empty());
+    // ... Lambda's retry of the same request does not wait: it finishes the step.
+    let r = h
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("ignore_duplicate", true)
+    );
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+    let stored = h.store.incident_now(KEY).unwrap();
+    assert!(
+        stored.pending.is_empty() && stored.lease_until.is_none() && stored.lease_holder.is_none()
+    );
+    assert!(stored.has_write(stored.version, "req-first"));
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use shared::error::{AwsError, Retryable};
 use shared::incident::{IncidentBackend, IncidentRef, Note};
 use shared::notification::{FindingSummary, Notification};
 use shared::respond;
+use shared::state::Owner;
 use shared::state::StateStore;
 use shared::vpn::{analyse, decide_remediation, incident_key, NotificationContext, Report};
 use tokio::time::Instant;
@@ -64,6 +65,8 @@ pub struct Invocation {
     pub deadline: Instant,
     pub account: String,
     pub region: String,
+    /// The invocation as a writer of the state table (request id and deadline).
+    pub owner: Owner,
 }
 
 impl Invocation {
@@ -89,6 +92,7 @@ impl Invocation {
                 .or(sdk_region)
                 .unwrap_or("unknown")
                 .to_string(),
+            owner: Owner::from_invocation(&ctx.request_id, ctx.deadline()),
         }
     }
 }
@@ -273,7 +277,7 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
             }
         };
 
-    let state_delivery = record_on_state(deps, &key, findings).await;
+    let state_delivery = record_on_state(deps, &inv.owner, &key, findings).await;
 
     RunbookOutput {
         vpn_connection_id: vpn.to_string(),
@@ -297,16 +301,24 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
 /// to it, and while it holds the item's lease the write waits (bounded) for it.
 async fn record_on_state(
     deps: &Deps,
+    owner: &Owner,
     key: &str,
     findings: Vec<FindingSummary>,
 ) -> Option<StateDelivery> {
     let store = deps.state.as_deref()?;
     let settings = RunnerSettings::new(None);
     // `record_diagnosis` decides no effects: the record is all there is to write.
-    let outcome = update_record(store, deps.clock.as_ref(), &settings, key, |record, now| {
-        respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
-            .map(|change| change.record)
-    })
+    let outcome = update_record(
+        store,
+        deps.clock.as_ref(),
+        &settings,
+        owner,
+        key,
+        |record, now| {
+            respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
+                .map(|change| change.record)
+        },
+    )
     .await;
     Some(match outcome {
         Ok(RecordUpdate::Updated { record, changed }) => {

@@ -118,6 +118,7 @@ impl Report {
             timeline: vec![],
             roles: Default::default(),
             post_incident: None,
+            notification_id: None,
         }
     }
 
