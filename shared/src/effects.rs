@@ -1461,6 +1461,8 @@ mod tests {
         release_at_read: Option<u32>,
         /// Before the first save, someone else writes the item (a note, one version later).
         interfere_once: std::sync::Mutex<bool>,
+        /// The first save fails (an error that is not a conflict; nothing written).
+        fail_save_once: std::sync::Mutex<bool>,
     }
 
     #[async_trait]
@@ -1475,9 +1477,8 @@ mod tests {
                 *r
             };
             if self.release_at_read == Some(n) {
-                let mut i = self.inner.incident_now(key).unwrap();
+                let mut i = self.inner.incident_now(key).unwrap().released();
                 i.pending.clear();
-                i.lease_until = None;
                 i.record.runbook_execution = Some("exec-owner".into());
                 self.inner.save_incident(&i.next(&anyone())).await?;
             }
@@ -1491,6 +1492,15 @@ mod tests {
             self.inner.apply(alarm, incident).await
         }
         async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError> {
+            if std::mem::take(&mut *self.fail_save_once.lock().unwrap()) {
+                return Err(StateError::Aws(AwsError {
+                    service: "dynamodb",
+                    operation: "PutItem",
+                    failure: AwsFailure::Transient,
+                    code: None,
+                    message: "request timed out".into(),
+                }));
+            }
             if std::mem::take(&mut *self.interfere_once.lock().unwrap()) {
                 let mut i = self.inner.incident_now(&item.record.key).unwrap();
                 i.record
@@ -1731,5 +1741,164 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.lambda_error_type(), "NonRetryable.Internal");
         assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    fn world_deps<'a>(w: &'a World, store: &'a dyn StateStore) -> EffectDeps<'a> {
+        EffectDeps { store, ..w.deps() }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_change_goes_on_as_soon_as_the_lease_is_released() {
+        let w = World::new();
+        let store = Contended {
+            release_at_read: Some(4),
+            ..Contended::default()
+        };
+        store
+            .inner
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), item_with_pending(Some(t(1))));
+        let out = apply_change(&world_deps(&w, &store), &anyone(), KEY, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            out,
+            ChangeOutcome::Applied {
+                changed: true,
+                resumed: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            *store.reads.lock().unwrap(),
+            4,
+            "three reads under the lease, then the change"
+        );
+        assert!(
+            w.timer.calls().is_empty(),
+            "the holder's steps are not run by the waiter"
+        );
+        assert_eq!(w.events(), ["note"]);
+    }
+
+    #[tokio::test]
+    async fn the_same_request_takes_its_own_lease_over_and_decides_nothing_twice() {
+        let w = World::new();
+        let request = Owner::new("req-job-1", None);
+        let r = w.declare().await;
+        // The first attempt of req-job-1 decided a note and died before publishing.
+        let item = w.store.incident_now(&r.key).unwrap();
+        let change = respond::add_note(&item.record, &jane(), "ISP called", t(1)).unwrap();
+        let decided = decided_item(
+            &w.settings,
+            &request,
+            t(1),
+            Some(&item),
+            change.record,
+            change.effects,
+        );
+        assert_eq!(decided.lease_holder.as_deref(), Some("req-job-1"));
+        w.store.save_incident(&decided).await.unwrap();
+        let mut calls = 0;
+        let out = apply_change(&w.deps(), &request, &r.key, |r, now| {
+            calls += 1;
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(out, ChangeOutcome::Repeated { resumed: true, .. }),
+            "{out:?}"
+        );
+        assert_eq!(calls, 0, "decided once, by the first attempt");
+        assert_eq!(w.events(), ["opened", "note"]);
+        let notes = w
+            .backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("note Note by"))
+            .count();
+        assert_eq!(notes, 1);
+        let stored = w.store.incident_now(&r.key).unwrap();
+        assert!(stored.pending.is_empty() && stored.lease_holder.is_none());
+    }
+
+    #[tokio::test]
+    async fn notification_ids_are_given_at_decision_and_kept_when_published_again() {
+        let w = World::new();
+        let r = w.declare().await;
+        let first_id = w.publisher.sent()[0].notification_id.clone().unwrap();
+        w.publisher.fail_next(AwsError {
+            service: "sns",
+            operation: "Publish",
+            failure: AwsFailure::Transient,
+            code: None,
+            message: "request timed out".into(),
+        });
+        w.clock.set(t(2));
+        apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap_err();
+        let pending_id = match &w.store.incident_now(&r.key).unwrap().pending[0] {
+            Effect::Publish { notification } => notification.notification_id.clone().unwrap(),
+            e => panic!("unexpected {e:?}"),
+        };
+        // The next change publishes the pending one first, under the id it was given.
+        apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        let sent = w.publisher.sent();
+        assert_eq!(w.events(), ["opened", "note", "acknowledged"]);
+        assert_eq!(
+            sent[1].notification_id.as_deref(),
+            Some(pending_id.as_str())
+        );
+        let ids: std::collections::BTreeSet<_> = sent
+            .iter()
+            .map(|n| n.notification_id.clone().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "one id per notification");
+        assert!(ids.contains(&first_id));
+    }
+
+    #[tokio::test]
+    async fn a_progress_save_that_fails_once_is_tried_again_and_the_step_not_rerun() {
+        let w = World::new();
+        let store = Contended::default();
+        let owner = Owner::new("req-1", None);
+        let mut record = item_with_pending(None).record;
+        record.escalation = None;
+        record.incident = Some(IncidentRef::OpsCenter("oi-000000000001".into()));
+        let item = IncidentItem::decided(
+            None,
+            record,
+            vec![Effect::AddNote {
+                note: crate::incident::Note {
+                    title: "t".into(),
+                    text: "x".into(),
+                    at: t(0),
+                    data: Default::default(),
+                },
+            }],
+            &owner,
+            t(1),
+        );
+        store.inner.save_incident(&item).await.unwrap();
+        *store.fail_save_once.lock().unwrap() = true;
+        let done = run_pending(&world_deps(&w, &store), &owner, item)
+            .await
+            .unwrap();
+        assert_eq!(w.backend.calls(), ["note t"]);
+        let stored = store.inner.incident_now(KEY).unwrap();
+        assert_eq!(stored, done);
+        assert!(stored.pending.is_empty() && stored.lease_until.is_none());
     }
 }

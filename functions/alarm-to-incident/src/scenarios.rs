@@ -990,6 +990,112 @@ async fn lambda_retry_of_the_same_request_takes_its_own_lease_over_at_once() {
     assert!(stored.has_write(stored.version, "req-first"));
 }
 
+/// The case against the DynamoDB adapter (every request asserted): the
+/// transaction commits, its answer arrives after the SDK's attempt timeout; the
+/// incident item read back carries this request's write, so the invocation goes on as
+/// if the answer had come: one incident, one notification, the lease released.
+#[tokio::test]
+async fn transaction_answered_too_late_is_recognized_and_the_incident_opens_once() {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use shared::state::DynamoStateStore;
+    use shared::testing::{LoseAnswers, Loss};
+
+    type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+    let written: std::sync::Arc<Mutex<Option<Item>>> = Default::default();
+    let get_none = |pk: String| {
+        mock!(aws_sdk_dynamodb::Client::get_item)
+            .match_requests(move |r| {
+                r.consistent_read() == Some(true) && r.key().unwrap()["pk"].as_s().unwrap() == &pk
+            })
+            .then_output(|| GetItemOutput::builder().build())
+    };
+    let alarm_read = get_none(format!("alarm#{}", alarm_arn(ANY)));
+    let incident_read = get_none(format!("incident#{KEY}"));
+    let capture = written.clone();
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(move |r| {
+            let items = r.transact_items();
+            assert_eq!(items.len(), 2);
+            let alarm = items[0].put().unwrap().item();
+            assert_eq!(alarm["writer"].as_s().unwrap(), "req-storm-1");
+            let incident = items[1].put().unwrap();
+            assert_eq!(
+                incident.condition_expression(),
+                Some("attribute_not_exists(pk)")
+            );
+            assert_eq!(
+                incident.item()["lease_holder"].as_s().unwrap(),
+                "req-storm-1"
+            );
+            *capture.lock().unwrap() = Some(incident.item().clone());
+            true
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let stored = written.clone();
+    let read_back = mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|r| r.key().unwrap()["pk"].as_s().unwrap() == &format!("incident#{KEY}"))
+        .then_output(move || {
+            GetItemOutput::builder()
+                .set_item(stored.lock().unwrap().clone())
+                .build()
+        });
+    // One save per step: open, start the runbook (Incident Manager: its plan does), publish.
+    let saves = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| r.condition_expression() == Some("version = :v"))
+        .sequence()
+        .output(|| PutItemOutput::builder().build())
+        .times(3)
+        .build();
+    let lose = LoseAnswers::new(vec![("TransactWriteItems", 1, Loss::Timeout)]);
+    let store = DynamoStateStore::new(
+        shared::mock_client_losing!(
+            aws_sdk_dynamodb,
+            [&alarm_read, &incident_read, &tx, &read_back, &saves],
+            lose
+        ),
+        "state",
+    );
+    let backend_rules = [im_start()];
+    let refs: Vec<&Rule> = backend_rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let deps = Deps {
+        effects: EffectDeps {
+            backend: h.backend.as_ref(),
+            store: &store,
+            publisher: &h.publisher,
+            clock: &h.clock,
+            settings: &h.settings,
+            timer: None,
+            pager: None,
+        },
+        rules: &h.rules,
+        escalation: None,
+    };
+    let owner = Owner::new("req-storm-1", None);
+    let r = handle(&deps, &owner, &eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].action, "open");
+    assert_eq!(r.results[0].incident.as_deref(), Some(IR));
+    all_used(&refs);
+    assert_eq!(
+        (
+            alarm_read.num_calls(),
+            incident_read.num_calls(),
+            tx.num_calls(),
+            read_back.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(saves.num_calls(), 3);
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+}
+
 #[tokio::test]
 async fn rejected_step_is_dropped_so_the_incident_is_not_blocked() {
     let rules = [

@@ -26,6 +26,14 @@
 //! name no incident keep the rule "a resolved thread and an opening message: new
 //! thread" on the key's thread, which points at the newest incident's thread.
 //!
+//! Lost answers: every claim and record names the invocation (its owner token, the
+//! Lambda request id), so a claim whose answer was lost, or left by an earlier attempt
+//! of the same request, is this invocation's own and it goes on ([`crate::store`]). A
+//! message is keyed by its notification id when it has one (the same for every
+//! publication of one notification), so a notification published again after a lost
+//! answer is delivered once. After a Slack post succeeded, recording it is tried a few
+//! more times within the budget: a post whose record is lost would be posted again.
+//!
 //! Rate: every Slack call waits for its channel's send slot ([`crate::pace`]). An
 //! `updated` notification (no mention) arriving within [`COALESCE_WINDOW`] of the
 //! thread's last reply is not posted as a reply of its own: it is coalesced into the
@@ -39,6 +47,7 @@ use shared::incident::Impact;
 use shared::slack::{
     render, Destination, Inbound, Milestones, Mode, RenderOptions, RouteFacts, Target, ThreadIntent,
 };
+use shared::state::Owner;
 use tracing::{info, instrument, warn};
 
 use crate::pace::wait_for_slot;
@@ -50,8 +59,15 @@ use crate::store::{
 
 /// How long to wait for another invocation that is posting a thread's first message.
 const THREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
-/// Rounds of read, wait and claim before giving up on a busy thread.
-const THREAD_ROUNDS: usize = 8;
+/// Rounds of read, wait and claim before giving up on a busy thread: as long as a
+/// claim can be held (its holder's 60 s timeout); the budget usually ends it first.
+const THREAD_ROUNDS: usize = 150;
+/// Waits before each further attempt to record a Slack post that succeeded.
+const RECORD_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(600),
+    std::time::Duration::from_millis(1500),
+];
 /// An `updated` notification this soon after the thread's last reply is coalesced
 /// into the top-level message instead of being posted as a reply of its own.
 pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
@@ -63,10 +79,20 @@ pub struct Ctx<'a> {
     pub budget: Budget,
     /// `MENTION_MIN_IMPACT`: default threshold of destinations with a mention.
     pub mention_min_impact: Option<Impact>,
+    /// The invocation: its token names every claim and record it writes.
+    pub owner: &'a Owner,
+}
+
+impl Ctx<'_> {
+    fn owner(&self) -> &str {
+        self.owner.token()
+    }
 }
 
 /// One message for one destination.
 pub struct Job<'a> {
+    /// What the delivery record is keyed on: the notification's id when it has one
+    /// (every publication of it the same), else the SNS message id.
     pub message_id: &'a str,
     pub inbound: &'a Inbound,
     pub facts: &'a RouteFacts,
@@ -149,7 +175,7 @@ pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryEr
     let pk = delivery_key(job.message_id, &job.destination.name);
     match ctx
         .store
-        .claim_delivery(&pk, now(), ctx.budget.lease_until())
+        .claim_delivery(&pk, ctx.owner(), now(), ctx.budget.lease_until())
         .await?
     {
         Claim::Won => {}
@@ -165,19 +191,68 @@ pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryEr
     let result = send(ctx, job, &pk).await;
     match &result {
         Ok(outcome) => {
-            ctx.store.put_delivery(&pk, &done(), now()).await?;
+            record_delivery(ctx, &pk, &done()).await?;
             info!(outcome = ?outcome, "delivered");
         }
         Err(e) => {
             // Nothing (or only the reply, recorded as `posted`) went out: free the
             // claim so the retry does not wait for the lease.
-            if let Err(release) = ctx.store.release_delivery(&pk).await {
+            if let Err(release) = ctx.store.release_delivery(&pk, ctx.owner()).await {
                 warn!(error = %release, "could not release the delivery claim");
             }
             warn!(error = %e, retryable = e.retryable(), "delivery failed");
         }
     }
     result
+}
+
+/// Records a delivery after its Slack post succeeded. The record is what keeps a
+/// retry from posting again, so a failure is tried again a few times while the budget
+/// lasts (the write is idempotent) before it is given up.
+async fn record_delivery(
+    ctx: &Ctx<'_>,
+    pk: &str,
+    record: &DeliveryRecord,
+) -> Result<(), DeliveryError> {
+    let mut waits = RECORD_RETRIES.iter();
+    loop {
+        match ctx.store.put_delivery(pk, record, ctx.owner(), now()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => match waits.next() {
+                Some(wait) if e.retryable() && ctx.budget.remaining() > *wait + MIN_ATTEMPT => {
+                    warn!(error = %e, "could not record the delivery after posting; trying again");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
+}
+
+/// Records the thread a top-level post started, with the same persistence as
+/// [`record_delivery`]; `false` when the claim was no longer ours.
+async fn record_thread(
+    ctx: &Ctx<'_>,
+    tpk: &str,
+    thread: &PostedThread,
+) -> Result<bool, DeliveryError> {
+    let mut waits = RECORD_RETRIES.iter();
+    loop {
+        match ctx
+            .store
+            .put_thread(tpk, thread, &ThreadGuard::OwnClaim, ctx.owner(), now())
+            .await
+        {
+            Ok(written) => return Ok(written),
+            Err(e) => match waits.next() {
+                Some(wait) if e.retryable() && ctx.budget.remaining() > *wait + MIN_ATTEMPT => {
+                    warn!(error = %e, "could not record the new thread after posting; trying again");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
 }
 
 fn mention<'a>(job: &'a Job<'_>, ctx: &Ctx<'_>) -> Option<&'a shared::slack::Mention> {
@@ -196,7 +271,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 milestones: None,
                 actions: false,
             };
-            wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+            wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
             ctx.slack
                 .post_webhook(url, &render(job.inbound, &opts), &ctx.budget)
                 .await?;
@@ -214,7 +289,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                     thread_ts: None,
                     broadcast: false,
                 };
-                wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+                wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
                 let posted = ctx
                     .slack
                     .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -253,10 +328,13 @@ async fn threaded(
             Some(ThreadRecord {
                 posted: Some(t), ..
             }) => Some(t.ts),
+            // Someone else's claim (an own one, left by an earlier attempt of this
+            // request, is claimed again at once).
             Some(ThreadRecord {
                 posted: None,
                 lease_until,
-            }) if lease_until >= now => {
+                owner,
+            }) if lease_until >= now && owner.as_deref() != Some(ctx.owner()) => {
                 if ctx.budget.remaining() < THREAD_WAIT + MIN_ATTEMPT {
                     break;
                 }
@@ -269,10 +347,10 @@ async fn threaded(
         };
         match ctx
             .store
-            .claim_thread(&tpk, now, lease, replace.as_deref())
+            .claim_thread(&tpk, ctx.owner(), now, lease, replace.as_deref())
             .await?
         {
-            Claim::Won => return start_thread(ctx, job, token, channel, intent, &tpk, lease).await,
+            Claim::Won => return start_thread(ctx, job, token, channel, intent, &tpk).await,
             Claim::Taken(_) => continue,
         }
     }
@@ -307,7 +385,6 @@ async fn start_thread(
     channel: &str,
     intent: &ThreadIntent,
     tpk: &str,
-    lease: i64,
 ) -> Result<Outcome, DeliveryError> {
     let opts = RenderOptions {
         mode: Mode::Post,
@@ -321,7 +398,7 @@ async fn start_thread(
         broadcast: false,
     };
     let sent = async {
-        wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+        wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
         Ok::<_, DeliveryError>(
             ctx.slack
                 .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -331,7 +408,7 @@ async fn start_thread(
     let posted = match sent.await {
         Ok(p) => p,
         Err(e) => {
-            if let Err(release) = ctx.store.release_thread(tpk, lease).await {
+            if let Err(release) = ctx.store.release_thread(tpk, ctx.owner()).await {
                 warn!(error = %release, "could not release the thread claim");
             }
             return Err(e);
@@ -352,11 +429,7 @@ async fn start_thread(
         incident_ref: incident_ref(job.inbound).map(str::to_string),
         replied_at: None,
     };
-    if !ctx
-        .store
-        .put_thread(tpk, &thread, &ThreadGuard::OwnClaim(lease), now())
-        .await?
-    {
+    if !record_thread(ctx, tpk, &thread).await? {
         warn!("thread claim was taken over while posting the first message");
     }
     info!(channel = %thread.channel, ts = %thread.ts, "started the incident's thread");
@@ -377,6 +450,7 @@ async fn point_key_at(ctx: &Ctx<'_>, job: &Job<'_>, intent: &ThreadIntent, threa
             &kpk,
             thread,
             &ThreadGuard::NotNewerThan(thread.opened_at),
+            ctx.owner(),
             now(),
         )
         .await
@@ -454,7 +528,7 @@ async fn reply(
         thread_ts: Some(&thread.ts),
         broadcast: matches!(job.facts.event_type.as_str(), "escalated" | "unanswered"),
     };
-    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+    wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
     let posted = ctx
         .slack
         .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -466,7 +540,7 @@ async fn reply(
         channel: Some(thread.channel.clone()),
         thread_ts: Some(thread.ts.clone()),
     };
-    ctx.store.put_delivery(pk, &record, now()).await?;
+    record_delivery(ctx, pk, &record).await?;
     let thread = PostedThread {
         replied_at: Some(Utc::now()),
         ..thread.clone()
@@ -510,7 +584,7 @@ async fn update_top_level(
         milestones: Some(thread.milestones),
         actions: job.destination.offers_actions(),
     };
-    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+    wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
     match ctx
         .slack
         .update_message(
@@ -547,14 +621,22 @@ async fn save_thread(
     thread: &PostedThread,
 ) -> Result<(), DeliveryError> {
     let same = ThreadGuard::SameThread(thread.ts.clone());
-    if !ctx.store.put_thread(tpk, thread, &same, now()).await? {
+    if !ctx
+        .store
+        .put_thread(tpk, thread, &same, ctx.owner(), now())
+        .await?
+    {
         info!("thread was replaced meanwhile; its record is left to the newer thread");
         return Ok(());
     }
     let kpk = thread_key(&intent.key, &job.destination.name);
     if kpk != tpk {
         // Best effort, as when the thread started: the incident's own item is saved.
-        if let Err(e) = ctx.store.put_thread(&kpk, thread, &same, now()).await {
+        if let Err(e) = ctx
+            .store
+            .put_thread(&kpk, thread, &same, ctx.owner(), now())
+            .await
+        {
             warn!(error = %e, "could not update the key's thread item");
         }
     }
@@ -582,6 +664,6 @@ async fn resume(
             _ => info!("the thread changed since; top-level update skipped"),
         }
     }
-    ctx.store.put_delivery(pk, &done(), now()).await?;
+    record_delivery(ctx, pk, &done()).await?;
     Ok(Outcome::Replied)
 }

@@ -15,6 +15,7 @@ use shared::closure::{PostIncidentSummary, RetrospectiveItem};
 use shared::error::Retryable;
 use shared::incident::{Actor, Impact};
 use shared::notification::{EventType, Notification};
+use shared::state::Owner;
 use support::*;
 
 const POST: &str = "/api/chat.postMessage";
@@ -49,13 +50,23 @@ impl World {
     }
 
     async fn run_with(&self, event: &Value, budget: Duration) -> Result<Summary, HandlerError> {
+        self.run_as(event, budget, &Owner::new("", None)).await
+    }
+
+    /// One invocation of request `owner` (the same owner again: Lambda's retry).
+    async fn run_as(
+        &self,
+        event: &Value,
+        budget: Duration,
+        owner: &Owner,
+    ) -> Result<Summary, HandlerError> {
         let deps = Deps {
             slack: &self.slack,
             store: &self.store,
             settings: &self.settings,
             config: &self.config,
         };
-        handle(&deps, event, Budget::after(budget)).await
+        handle(&deps, event, Budget::after(budget), owner).await
     }
 
     async fn run(&self, event: &Value) -> Result<Summary, HandlerError> {
@@ -639,6 +650,46 @@ async fn a_live_claim_by_another_invocation_is_a_retryable_in_progress_error() {
     let err = w.run(&sns_event("m-busy", None, "x")).await.unwrap_err();
     assert_eq!(err.lambda_error_type(), "Retryable.DeliveryInProgress");
     assert!(w.fake.requests().is_empty());
+}
+
+/// The first attempt claimed the delivery and died before posting (its claim's lease
+/// still runs): Lambda's retry of the same request claims it again at once and posts
+/// once, instead of failing "in progress" on its own claim until the lease ends.
+#[tokio::test]
+async fn a_retry_of_the_same_request_takes_its_own_claim_again() {
+    let w = World::bot_only().await;
+    let request = Owner::new("req-first", None);
+    let event = sns_event("m-own", None, "x");
+    // The claim the first attempt wrote (through the store, so it names its owner).
+    use notify_fanout::store::StateStore;
+    let lease = chrono::Utc::now().timestamp() + 60;
+    let pk = delivery_key("m-own", "oncall");
+    w.store
+        .claim_delivery(&pk, "req-first", chrono::Utc::now().timestamp(), lease)
+        .await
+        .unwrap();
+    let err = w.run(&event).await.unwrap_err();
+    assert_eq!(err.lambda_error_type(), "Retryable.DeliveryInProgress");
+    let summary = w
+        .run_as(&event, Duration::from_secs(20), &request)
+        .await
+        .unwrap();
+    assert_eq!(summary.posted, 1);
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+    assert_eq!(w.store.delivery(&pk).unwrap().status, DeliveryStatus::Done);
+}
+
+/// A notification published twice (its first publication's answer was lost, and the
+/// step ran again) has one id: delivered once.
+#[tokio::test]
+async fn the_same_notification_published_twice_is_delivered_once() {
+    let w = World::bot_only().await;
+    let mut n = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    n.notification_id = Some("4f0c1c2e-0000-4000-8000-000000000001".into());
+    w.run(&incident_event("sns-1", &n)).await.unwrap();
+    let again = w.run(&incident_event("sns-2", &n)).await.unwrap();
+    assert_eq!(again.already_delivered, 1);
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
 }
 
 #[tokio::test]
