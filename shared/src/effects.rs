@@ -1487,7 +1487,7 @@ mod tests {
         async fn apply(
             &self,
             alarm: &crate::state::AlarmItem,
-            incident: Option<&IncidentItem>,
+            incident: crate::state::IncidentWrite<'_>,
         ) -> Result<(), StateError> {
             self.inner.apply(alarm, incident).await
         }

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use tracing::{info, warn};
@@ -313,16 +313,27 @@ pub trait StateStore: Send + Sync {
 
     /// Records `alarm` as its alarm's last applied transition, only if it is later
     /// than the one stored ([`StateError::AlarmNotNewer`] otherwise), and, in the
-    /// same transaction, writes `incident` at its version
+    /// same transaction, writes the incident's new version, or checks that the
+    /// incident's item is still as the decision read it
     /// ([`StateError::IncidentChanged`] if someone wrote it meanwhile).
-    async fn apply(
-        &self,
-        alarm: &AlarmItem,
-        incident: Option<&IncidentItem>,
-    ) -> Result<(), StateError>;
+    async fn apply(&self, alarm: &AlarmItem, incident: IncidentWrite<'_>)
+        -> Result<(), StateError>;
 
     /// Writes `item` at its version (progress of pending effects, lease changes).
     async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError>;
+}
+
+/// What a transition does to its incident key's item, in the transaction that records
+/// the transition on the alarm's item.
+#[derive(Debug, Clone, Copy)]
+pub enum IncidentWrite<'a> {
+    /// The transition changes no incident, as decided on the item read at `version`
+    /// (`None`: there was no item). The item must still be so: a decision made on a
+    /// stale read (an `OK` recorded while another invocation opened the incident it
+    /// should have resolved) is refused as a conflict and made again.
+    Unchanged { key: &'a str, version: Option<u64> },
+    /// The transition writes this new version of the item.
+    Put(&'a IncidentItem),
 }
 
 /// The partition key of an alarm's item.
@@ -376,6 +387,26 @@ impl DynamoStateStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| build_error(&alarm_pk(&alarm.arn), e))
+    }
+
+    /// The check that the incident's item is still at `version` (or absent).
+    fn incident_unchanged(
+        &self,
+        key: &str,
+        version: Option<u64>,
+    ) -> Result<ConditionCheck, StateError> {
+        let pk = incident_pk(key);
+        let b = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let b = match version {
+            None => b.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => b
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(v)),
+        };
+        b.build().map_err(|e| build_error(&pk, e))
     }
 
     fn incident_put(&self, item: &IncidentItem) -> Result<Put, StateError> {
@@ -626,46 +657,33 @@ impl StateStore for DynamoStateStore {
     async fn apply(
         &self,
         alarm: &AlarmItem,
-        incident: Option<&IncidentItem>,
+        incident: IncidentWrite<'_>,
     ) -> Result<(), StateError> {
         let alarm_conflict = || StateError::AlarmNotNewer {
             arn: alarm.arn.clone(),
             changed_at: iso(alarm.changed_at),
         };
-        let Some(incident) = incident else {
-            let put = self.alarm_put(alarm)?;
-            let sent = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(put.item))
-                .set_condition_expression(put.condition_expression)
-                .set_expression_attribute_values(put.expression_attribute_values)
-                .set_return_values_on_condition_check_failure(
-                    put.return_values_on_condition_check_failure,
-                )
-                .send()
-                .await;
-            let Err(e) = sent else { return Ok(()) };
-            if let Some(PutItemError::ConditionalCheckFailedException(c)) = e.as_service_error() {
-                let refused_by = c.item().cloned();
-                return self
-                    .unless_own_alarm_write(alarm, alarm_conflict(), refused_by)
-                    .await;
-            }
-            if is_ambiguous(&e) {
-                let error = AwsError::from_sdk(SERVICE, "PutItem", e).into();
-                return self.unless_own_alarm_write(alarm, error, None).await;
-            }
-            return Err(AwsError::from_sdk(SERVICE, "PutItem", e).into());
+        let (second, key, expected) = match incident {
+            IncidentWrite::Unchanged { key, version } => (
+                TransactWriteItem::builder()
+                    .condition_check(self.incident_unchanged(key, version)?)
+                    .build(),
+                key,
+                version.unwrap_or(0),
+            ),
+            IncidentWrite::Put(item) => (
+                TransactWriteItem::builder()
+                    .put(self.incident_put(item)?)
+                    .build(),
+                item.record.key.as_str(),
+                item.version.saturating_sub(1),
+            ),
         };
         let items = vec![
             TransactWriteItem::builder()
                 .put(self.alarm_put(alarm)?)
                 .build(),
-            TransactWriteItem::builder()
-                .put(self.incident_put(incident)?)
-                .build(),
+            second,
         ];
         let sent = self
             .client
@@ -675,26 +693,21 @@ impl StateStore for DynamoStateStore {
             .await;
         let Err(e) = sent else { return Ok(()) };
         let mut error = None;
-        let mut refused_by = None;
+        let mut refused_by: [Option<Item>; 2] = [None, None];
         if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
         {
             // Reasons come in the order of the items: [alarm, incident].
-            let codes: Vec<&str> = c
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None"))
-                .collect();
-            refused_by = c
-                .cancellation_reasons()
-                .get(1)
-                .and_then(|r| r.item())
-                .cloned();
+            let reasons = c.cancellation_reasons();
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+            for (i, r) in reasons.iter().take(2).enumerate() {
+                refused_by[i] = r.item().cloned();
+            }
             error = match (codes.first().copied(), codes.get(1).copied()) {
                 (Some("ConditionalCheckFailed"), _) => Some(alarm_conflict()),
                 (_, Some("ConditionalCheckFailed" | "TransactionConflict")) => {
                     Some(StateError::IncidentChanged {
-                        key: incident.record.key.clone(),
-                        expected: incident.version.saturating_sub(1),
+                        key: key.to_string(),
+                        expected,
                     })
                 }
                 (Some("TransactionConflict"), _) => Some(alarm_conflict()),
@@ -704,13 +717,20 @@ impl StateStore for DynamoStateStore {
         let ambiguous = error.is_some() || is_ambiguous(&e);
         let error =
             error.unwrap_or_else(|| AwsError::from_sdk(SERVICE, "TransactWriteItems", e).into());
-        if ambiguous {
-            // Both items commit together, so the incident item tells for both.
-            return self
-                .unless_own_incident_write(incident, error, refused_by)
-                .await;
+        if !ambiguous {
+            return Err(error);
         }
-        Err(error)
+        // Both items commit together, so either one tells for both.
+        let [alarm_then, incident_then] = refused_by;
+        match incident {
+            IncidentWrite::Put(item) => {
+                self.unless_own_incident_write(item, error, incident_then)
+                    .await
+            }
+            IncidentWrite::Unchanged { .. } => {
+                self.unless_own_alarm_write(alarm, error, alarm_then).await
+            }
+        }
     }
 
     async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError> {
@@ -868,7 +888,7 @@ pub mod memory {
         async fn apply(
             &self,
             alarm: &AlarmItem,
-            incident: Option<&IncidentItem>,
+            incident: IncidentWrite<'_>,
         ) -> Result<(), StateError> {
             let mut alarms = self.alarms.lock().map_err(|_| poisoned())?;
             let mut incidents = self.incidents.lock().map_err(|_| poisoned())?;
@@ -881,15 +901,25 @@ pub mod memory {
                     changed_at: iso(alarm.changed_at),
                 });
             }
-            if let Some(i) = incident {
-                let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
-                if current + 1 != i.version {
-                    return Err(StateError::IncidentChanged {
-                        key: i.record.key.clone(),
-                        expected: i.version.saturating_sub(1),
-                    });
+            match incident {
+                IncidentWrite::Unchanged { key, version } => {
+                    if incidents.get(key).map(|c| c.version) != version {
+                        return Err(StateError::IncidentChanged {
+                            key: key.to_string(),
+                            expected: version.unwrap_or(0),
+                        });
+                    }
                 }
-                incidents.insert(i.record.key.clone(), i.clone());
+                IncidentWrite::Put(i) => {
+                    let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
+                    if current + 1 != i.version {
+                        return Err(StateError::IncidentChanged {
+                            key: i.record.key.clone(),
+                            expected: i.version.saturating_sub(1),
+                        });
+                    }
+                    incidents.insert(i.record.key.clone(), i.clone());
+                }
             }
             alarms.insert(alarm.arn.clone(), alarm.clone());
             *self.writes.lock().map_err(|_| poisoned())? += 1;
@@ -1019,6 +1049,10 @@ mod tests {
             .then_output(move || GetItemOutput::builder().set_item(item.clone()).build())
     }
 
+    fn unchanged(version: Option<u64>) -> IncidentWrite<'static> {
+        IncidentWrite::Unchanged { key: KEY, version }
+    }
+
     fn num(v: Option<&AttributeValue>) -> &str {
         v.and_then(|v| v.as_n().ok())
             .map(String::as_str)
@@ -1026,11 +1060,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn apply_without_incident_puts_alarm_conditionally() {
-        let put = mock!(aws_sdk_dynamodb::Client::put_item)
-            .match_requests(|r| {
-                assert_eq!(r.table_name(), Some(TABLE));
-                let item = r.item().unwrap();
+    async fn apply_without_incident_change_puts_the_alarm_and_checks_the_incident_as_read() {
+        let put = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .match_requests(|tx| {
+                let items = tx.transact_items();
+                assert_eq!(items.len(), 2);
+                // The decision was made on version 6 of the incident: it must still be so.
+                let check = items[1].condition_check().unwrap();
+                assert_eq!(check.table_name(), TABLE);
+                assert_eq!(
+                    check.key()["pk"].as_s().unwrap(),
+                    &format!("incident#{KEY}")
+                );
+                assert_eq!(check.condition_expression(), "version = :v");
+                assert_eq!(
+                    num(check.expression_attribute_values().unwrap().get(":v")),
+                    "6"
+                );
+                let r = items[0].put().unwrap();
+                assert_eq!(r.table_name(), TABLE);
+                let item = r.item();
                 assert_eq!(item["pk"].as_s().unwrap(), &format!("alarm#{ARN}"));
                 assert_eq!(num(item.get("changed_at_ms")), "1795600860490");
                 assert_eq!(
@@ -1039,6 +1088,7 @@ mod tests {
                 );
                 assert_eq!(item["state"].as_s().unwrap(), "ALARM");
                 assert_eq!(item["incident_key"].as_s().unwrap(), KEY);
+                assert_eq!(item["writer"].as_s().unwrap(), "req-1");
                 // 400 days after the change.
                 assert_eq!(
                     num(item.get("expires_at")),
@@ -1054,10 +1104,54 @@ mod tests {
                 );
                 true
             })
-            .then_output(|| PutItemOutput::builder().build());
-        let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&put]), TABLE);
-        store.apply(&alarm(), None).await.unwrap();
-        assert_eq!(put.num_calls(), 1);
+            .then_output(|| TransactWriteItemsOutput::builder().build());
+        let absent = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .match_requests(|tx| {
+                tx.transact_items()[1]
+                    .condition_check()
+                    .unwrap()
+                    .condition_expression()
+                    == "attribute_not_exists(pk)"
+            })
+            .then_output(|| TransactWriteItemsOutput::builder().build());
+        let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&put, &absent]), TABLE);
+        store.apply(&alarm(), unchanged(Some(6))).await.unwrap();
+        store.apply(&alarm(), unchanged(None)).await.unwrap();
+        assert_eq!((put.num_calls(), absent.num_calls()), (1, 1));
+    }
+
+    /// The race the concurrent storm found: an OK decided on "no incident" while
+    /// another invocation opened one for the same alarm. The check on the incident
+    /// refuses it; the caller reads again and resolves instead.
+    #[tokio::test]
+    async fn unchanged_decision_on_a_stale_read_is_a_conflict() {
+        let opened_meanwhile = incident_item(&incident(1)).unwrap();
+        let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(move || {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("ConditionalCheckFailed")
+                            .set_item(Some(opened_meanwhile.clone()))
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        // Read back: the alarm item is not this write (the write did not happen).
+        let alarm_back = get_returning(Some(alarm_item(&AlarmItem {
+            writer: "req-other".into(),
+            ..alarm()
+        })));
+        let store =
+            DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&tx, &alarm_back]), TABLE);
+        let e = store.apply(&alarm(), unchanged(None)).await.unwrap_err();
+        assert!(
+            matches!(e, StateError::IncidentChanged { expected: 0, .. }),
+            "{e}"
+        );
+        assert_eq!(e.lambda_error_type(), "Retryable.Conflict");
     }
 
     #[tokio::test]
@@ -1096,7 +1190,10 @@ mod tests {
             })
             .then_output(|| TransactWriteItemsOutput::builder().build());
         let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&tx]), TABLE);
-        store.apply(&alarm(), Some(&incident(4))).await.unwrap();
+        store
+            .apply(&alarm(), IncidentWrite::Put(&incident(4)))
+            .await
+            .unwrap();
         assert_eq!(tx.num_calls(), 1);
     }
 
@@ -1137,10 +1234,16 @@ mod tests {
             ),
             TABLE,
         );
-        let e = store.apply(&alarm(), Some(&incident(2))).await.unwrap_err();
+        let e = store
+            .apply(&alarm(), IncidentWrite::Put(&incident(2)))
+            .await
+            .unwrap_err();
         assert!(matches!(e, StateError::AlarmNotNewer { .. }), "{e}");
         assert_eq!(e.lambda_error_type(), "Retryable.Conflict");
-        let e = store.apply(&alarm(), Some(&incident(2))).await.unwrap_err();
+        let e = store
+            .apply(&alarm(), IncidentWrite::Put(&incident(2)))
+            .await
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "state table: incident \"VPN connection vpn-1 is DOWN\" changed since it was read (expected version 1)"
@@ -1174,7 +1277,10 @@ mod tests {
             crate::mock_client_losing!(aws_sdk_dynamodb, [&tx, &read_back], lose),
             TABLE,
         );
-        store.apply(&alarm(), Some(&incident(4))).await.unwrap();
+        store
+            .apply(&alarm(), IncidentWrite::Put(&incident(4)))
+            .await
+            .unwrap();
         assert_eq!((tx.num_calls(), read_back.num_calls()), (1, 1));
     }
 
@@ -1210,7 +1316,10 @@ mod tests {
                 )
             });
         let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&tx]), TABLE);
-        store.apply(&alarm(), Some(&incident(4))).await.unwrap();
+        store
+            .apply(&alarm(), IncidentWrite::Put(&incident(4)))
+            .await
+            .unwrap();
         assert_eq!(tx.num_calls(), 1);
     }
 
@@ -1235,7 +1344,10 @@ mod tests {
         });
         let read_back = get_returning(Some(incident_item(&incident(4)).unwrap()));
         let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&tx, &read_back]), TABLE);
-        store.apply(&alarm(), Some(&incident(4))).await.unwrap();
+        store
+            .apply(&alarm(), IncidentWrite::Put(&incident(4)))
+            .await
+            .unwrap();
         assert_eq!((tx.num_calls(), read_back.num_calls()), (1, 1));
     }
 
@@ -1270,7 +1382,10 @@ mod tests {
             ),
             TABLE,
         );
-        let e = store.apply(&alarm(), Some(&incident(4))).await.unwrap_err();
+        let e = store
+            .apply(&alarm(), IncidentWrite::Put(&incident(4)))
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, StateError::IncidentChanged { expected: 3, .. }),
             "{e}"
@@ -1343,27 +1458,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn alarm_put_lost_or_refused_is_recognized_by_its_writer() {
-        let lost = mock!(aws_sdk_dynamodb::Client::put_item)
-            .then_output(|| PutItemOutput::builder().build());
+    async fn alarm_write_lost_or_refused_is_recognized_by_its_writer() {
+        let lost = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .then_output(|| TransactWriteItemsOutput::builder().build());
         let mine = get_returning(Some(alarm_item(&alarm())));
-        let refused = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
-            PutItemError::ConditionalCheckFailedException(
-                ConditionalCheckFailedException::builder().build(),
+        let refused = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("ConditionalCheckFailed")
+                            .build(),
+                    )
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .build(),
             )
         });
         let theirs = get_returning(Some(alarm_item(&AlarmItem {
             writer: "req-other".into(),
             ..alarm()
         })));
-        let lose =
-            crate::testing::LoseAnswers::new(vec![("PutItem", 1, crate::testing::Loss::Timeout)]);
+        let lose = crate::testing::LoseAnswers::new(vec![(
+            "TransactWriteItems",
+            1,
+            crate::testing::Loss::Timeout,
+        )]);
         let store = DynamoStateStore::new(
             crate::mock_client_losing!(aws_sdk_dynamodb, [&lost, &mine, &refused, &theirs], lose),
             TABLE,
         );
-        store.apply(&alarm(), None).await.unwrap();
-        let e = store.apply(&alarm(), None).await.unwrap_err();
+        store.apply(&alarm(), unchanged(None)).await.unwrap();
+        let e = store.apply(&alarm(), unchanged(None)).await.unwrap_err();
         assert!(matches!(e, StateError::AlarmNotNewer { .. }), "{e}");
         assert_eq!(
             (
@@ -1451,10 +1576,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn conditional_put_failure_is_conflict_and_throttling_is_retryable() {
-        let failed = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
-            PutItemError::ConditionalCheckFailedException(
-                ConditionalCheckFailedException::builder().build(),
+    async fn conditional_failure_is_conflict_and_throttling_is_retryable() {
+        let failed = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_error(|| {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("ConditionalCheckFailed")
+                            .build(),
+                    )
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .build(),
             )
         });
         let gone = get_returning(None);
@@ -1471,7 +1603,7 @@ mod tests {
             mock_client!(aws_sdk_dynamodb, [&failed, &gone, &throttled]),
             TABLE,
         );
-        let e = store.apply(&alarm(), None).await.unwrap_err();
+        let e = store.apply(&alarm(), unchanged(None)).await.unwrap_err();
         assert!(matches!(e, StateError::AlarmNotNewer { .. }));
         let e = store.save_incident(&incident(3)).await.unwrap_err();
         assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
@@ -1542,11 +1674,24 @@ mod tests {
     #[tokio::test]
     async fn memory_store_enforces_the_same_conditions() {
         let store = memory::MemoryStateStore::default();
-        store.apply(&alarm(), Some(&incident(1))).await.unwrap();
+        store
+            .apply(&alarm(), IncidentWrite::Put(&incident(1)))
+            .await
+            .unwrap();
         assert!(matches!(
-            store.apply(&alarm(), None).await,
+            store.apply(&alarm(), unchanged(None)).await,
             Err(StateError::AlarmNotNewer { .. })
         ));
+        let later = AlarmItem {
+            changed_at: alarm().changed_at + Duration::seconds(1),
+            ..alarm()
+        };
+        // Decided on "no incident", but version 1 exists now.
+        assert!(matches!(
+            store.apply(&later, unchanged(None)).await,
+            Err(StateError::IncidentChanged { .. })
+        ));
+        store.apply(&later, unchanged(Some(1))).await.unwrap();
         assert!(matches!(
             store.save_incident(&incident(1)).await,
             Err(StateError::IncidentChanged { .. })

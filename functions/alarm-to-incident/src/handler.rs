@@ -26,7 +26,7 @@ use shared::effects::{
 use shared::error::Retryable;
 use shared::escalation::EscalationPolicy;
 use shared::lifecycle::{decide, Transition};
-use shared::state::{AlarmItem, Owner};
+use shared::state::{AlarmItem, IncidentWrite, Owner};
 use tracing::{error, info, info_span, Instrument};
 
 use crate::effects::{complete_record, plan};
@@ -148,7 +148,13 @@ async fn process(deps: &Deps<'_>, owner: &Owner, alarm: &Alarm) -> Result<Outcom
             writer: owner.token().to_string(),
         };
         let Some(mut record) = decision.record.clone() else {
-            match deps.effects.store.apply(&new_alarm, None).await {
+            // Guarded by the incident item as read: decided on a stale read (another
+            // invocation opened or changed the incident meanwhile), it is refused.
+            let unchanged = IncidentWrite::Unchanged {
+                key: &key,
+                version: item.as_ref().map(|i| i.version),
+            };
+            match deps.effects.store.apply(&new_alarm, unchanged).await {
                 Ok(()) => {
                     info!(
                         action = decision.action.as_str(),
@@ -174,7 +180,12 @@ async fn process(deps: &Deps<'_>, owner: &Owner, alarm: &Alarm) -> Result<Outcom
             record,
             effects,
         );
-        match deps.effects.store.apply(&new_alarm, Some(&new_item)).await {
+        match deps
+            .effects
+            .store
+            .apply(&new_alarm, IncidentWrite::Put(&new_item))
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_conflict(&e) => {
                 info!(error = %e, "state changed meanwhile; deciding again");

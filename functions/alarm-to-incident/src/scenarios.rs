@@ -1096,6 +1096,116 @@ async fn transaction_answered_too_late_is_recognized_and_the_incident_opens_once
     );
 }
 
+/// A store where another invocation commits (an opening, prepared beforehand) just
+/// before this invocation's first write: the write was decided on a stale read.
+struct OpensMeanwhile<'a> {
+    inner: &'a MemoryStateStore,
+    meanwhile: Mutex<Option<(shared::state::AlarmItem, shared::state::IncidentItem)>>,
+}
+
+#[async_trait]
+impl shared::state::StateStore for OpensMeanwhile<'_> {
+    async fn alarm(
+        &self,
+        arn: &str,
+    ) -> Result<Option<shared::state::AlarmItem>, shared::state::StateError> {
+        self.inner.alarm(arn).await
+    }
+    async fn incident(
+        &self,
+        key: &str,
+    ) -> Result<Option<shared::state::IncidentItem>, shared::state::StateError> {
+        self.inner.incident(key).await
+    }
+    async fn apply(
+        &self,
+        alarm: &shared::state::AlarmItem,
+        incident: shared::state::IncidentWrite<'_>,
+    ) -> Result<(), shared::state::StateError> {
+        let other = self.meanwhile.lock().unwrap().take();
+        if let Some((a, i)) = other {
+            self.inner.alarms.lock().unwrap().insert(a.arn.clone(), a);
+            self.inner
+                .incidents
+                .lock()
+                .unwrap()
+                .insert(i.record.key.clone(), i);
+        }
+        self.inner.apply(alarm, incident).await
+    }
+    async fn save_incident(
+        &self,
+        item: &shared::state::IncidentItem,
+    ) -> Result<(), shared::state::StateError> {
+        self.inner.save_incident(item).await
+    }
+}
+
+/// The race the concurrent storm found (seed 1113603263, 8 instances): the OK of an
+/// alarm, delivered before its ALARM, is decided on "nothing open" while another
+/// instance opens the incident with that ALARM. Recording the OK alone left the
+/// incident open for good (its only alarm OK on the alarm item, ALARM on the record).
+/// The OK's write is guarded by the incident item as read: refused, read again,
+/// decided again: the incident resolves.
+#[tokio::test]
+async fn ok_decided_on_a_stale_read_is_decided_again_and_resolves() {
+    // What the other instance commits: the incident opened by the ALARM.
+    let opener_rules = [im_start()];
+    let opener_refs: Vec<&Rule> = opener_rules.iter().collect();
+    let opener = Harness::incident_manager(&opener_refs);
+    opener
+        .action(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await;
+    let opened = (
+        opener.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+        opener.store.incident_now(KEY).unwrap(),
+    );
+
+    let rules = [
+        im_timeline("Resolved: every alarm is OK"),
+        im_update(None, Some(IncidentRecordStatus::Resolved)),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let store = OpensMeanwhile {
+        inner: &h.store,
+        meanwhile: Mutex::new(Some(opened)),
+    };
+    let deps = Deps {
+        effects: EffectDeps {
+            backend: h.backend.as_ref(),
+            store: &store,
+            publisher: &h.publisher,
+            clock: &h.clock,
+            settings: &h.settings,
+            timer: None,
+            pager: None,
+        },
+        rules: &h.rules,
+        escalation: None,
+    };
+    let r = handle(
+        &deps,
+        &Owner::new("req-ok", None),
+        &eventbridge(ANY, "OK", "10:05:00.000"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.results[0].action, "resolve");
+    all_used(&refs);
+    let item = h.store.incident_now(KEY).unwrap();
+    assert!(!item.record.is_open());
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(
+            EventType::Resolved,
+            3,
+            IncidentStatus::Resolved,
+            Some(IR.into())
+        )]
+    );
+}
+
 #[tokio::test]
 async fn rejected_step_is_dropped_so_the_incident_is_not_blocked() {
     let rules = [
