@@ -93,6 +93,13 @@ def faults(s: story.Story, rules: list[dict], idempotency: bool) -> None:
     s.dynamo.configure({"rules": rules, "idempotency": idempotency})
 
 
+@pytest.fixture(autouse=True)
+def empty_failed_events(world):
+    """Each case starts with an empty failed-events queue (the world is shared)."""
+    world.moto.client("sqs").purge_queue(QueueUrl=world.failed_events_url)
+    queued(world)
+
+
 def injected(s: story.Story) -> list[tuple[str, str]]:
     return [(f["operation"], f["action"]) for f in s.dynamo.stats()["faults"]]
 
