@@ -256,6 +256,8 @@ async fn deliver_record(
         let destination = settings.destination(name)?;
         let job = Job {
             message_id: delivery_id(record, inbound),
+            message: &record.message,
+            topic_arn: &record.topic_arn,
             inbound,
             facts,
             destination,

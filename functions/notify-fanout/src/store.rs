@@ -146,6 +146,12 @@ pub struct PostedThread {
     pub incident_ref: Option<String>,
     /// When the last reply was posted in the thread (coalescing of updates).
     pub replied_at: Option<DateTime<Utc>>,
+    /// The record's revision: every write of a thread's state is conditional on the
+    /// one it read (`ThreadGuard::AtRev`). 0 on items written before revisions.
+    pub rev: u64,
+    /// The SNS message the top-level message shows now (the newest state), so an
+    /// invocation whose edit raced a newer one's can show the newer state again.
+    pub card: Option<String>,
 }
 
 /// The outcome of a claim.
@@ -164,9 +170,25 @@ pub enum ThreadGuard {
     OwnClaim,
     /// The same thread (top-level `ts`) as when we read it.
     SameThread(String),
+    /// The same thread, unchanged since we read it at revision `rev`.
+    AtRev { ts: String, rev: u64 },
     /// No thread, or a posted one of an incident opened no later than this (the key's
     /// pointer to its newest incident's thread).
     NotNewerThan(DateTime<Utc>),
+}
+
+/// The outcome of a thread write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadWrite {
+    Written,
+    /// The guard did not hold; the record as it is (none: no item).
+    Refused(Option<Box<ThreadRecord>>),
+}
+
+impl ThreadWrite {
+    pub fn written(&self) -> bool {
+        matches!(self, ThreadWrite::Written)
+    }
 }
 
 /// A channel's send slot (epoch milliseconds).
@@ -243,7 +265,7 @@ pub trait StateStore: Send + Sync {
         lease_until: i64,
         replace_resolved: Option<&str>,
     ) -> Result<Claim<ThreadRecord>, StoreError>;
-    /// Writes a posted thread if `guard` holds; `false` when it did not.
+    /// Writes a posted thread (at `thread.rev`) if `guard` holds.
     async fn put_thread(
         &self,
         pk: &str,
@@ -251,7 +273,7 @@ pub trait StateStore: Send + Sync {
         guard: &ThreadGuard,
         owner: &str,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<ThreadWrite, StoreError>;
     /// Deletes the owner's thread claim (the top-level post failed).
     async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError>;
 
@@ -481,6 +503,9 @@ const REPLIED_AT: &str = "replied_at";
 const NEXT_AT: &str = "next_at";
 /// The owner token of the invocation that wrote an item.
 const OWNER: &str = "owner";
+/// A thread record's revision, and the message its top-level message shows.
+const REV: &str = "rev";
+const CARD: &str = "card";
 /// The reservation that wrote a slot item (owner token and a number).
 const HOLDER: &str = "holder";
 
@@ -509,6 +534,10 @@ fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
             },
             incident_ref: get_s(item, INCIDENT_REF).map(str::to_string),
             replied_at: opt_epoch(item, REPLIED_AT),
+            rev: get_n(item, REV)
+                .and_then(|r| u64::try_from(r).ok())
+                .unwrap_or(0),
+            card: get_s(item, CARD).map(str::to_string),
         }),
         _ => return Err(malformed(pk, "`status` is not pending or posted")),
     };
@@ -673,7 +702,7 @@ impl StateStore for DynamoStore {
         guard: &ThreadGuard,
         owner: &str,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ThreadWrite, StoreError> {
         let mut item = HashMap::from([
             ("pk".to_string(), s(pk)),
             ("status".to_string(), s("posted")),
@@ -703,12 +732,20 @@ impl StateStore for DynamoStore {
         if let Some(r) = &thread.incident_ref {
             item.insert(INCIDENT_REF.to_string(), s(r));
         }
+        item.insert(
+            REV.to_string(),
+            n(i64::try_from(thread.rev).unwrap_or(i64::MAX)),
+        );
+        if let Some(card) = &thread.card {
+            item.insert(CARD.to_string(), s(card));
+        }
         // This very write, found in place: its answer was lost.
         let ours = |i: &Item| {
             owned(i, "posted", owner)
                 && get_s(i, "ts") == Some(thread.ts.as_str())
                 && get_n(i, "updated_at") == Some(thread.updated_at.timestamp())
                 && i.get("resolved").and_then(|v| v.as_bool().ok()) == Some(&thread.resolved)
+                && get_n(i, REV).unwrap_or(0) == i64::try_from(thread.rev).unwrap_or(i64::MAX)
         };
         let old = match guard {
             ThreadGuard::OwnClaim => {
@@ -731,6 +768,30 @@ impl StateStore for DynamoStore {
                 )
                 .await?
             }
+            ThreadGuard::AtRev { ts, rev } => {
+                let (condition, values) = if *rev == 0 {
+                    (
+                        "#ts = :ts AND attribute_not_exists(#rev)",
+                        vec![(":ts", s(ts))],
+                    )
+                } else {
+                    (
+                        "#ts = :ts AND #rev = :rev",
+                        vec![
+                            (":ts", s(ts)),
+                            (":rev", n(i64::try_from(*rev).unwrap_or(i64::MAX))),
+                        ],
+                    )
+                };
+                self.put_if(
+                    item,
+                    condition,
+                    &[("#ts", "ts"), ("#rev", REV)],
+                    values,
+                    ours,
+                )
+                .await?
+            }
             ThreadGuard::NotNewerThan(opened_at) => {
                 self.put_if(
                     item,
@@ -745,7 +806,11 @@ impl StateStore for DynamoStore {
                 .await?
             }
         };
-        Ok(old.is_none())
+        Ok(match old {
+            None => ThreadWrite::Written,
+            Some(item) if item.is_empty() => ThreadWrite::Refused(None),
+            Some(item) => ThreadWrite::Refused(Some(Box::new(thread_from_item(pk, &item)?))),
+        })
     }
 
     async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
@@ -1022,11 +1087,14 @@ mod tests {
             },
             incident_ref: None,
             replied_at: None,
+            rev: 0,
+            card: None,
         };
         assert!(st
             .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim, "req-1", 1)
             .await
-            .unwrap());
+            .unwrap()
+            .written());
         let back = st.get_thread("thread#k#d").await.unwrap().unwrap();
         assert_eq!(
             back.posted.unwrap().milestones,
@@ -1074,6 +1142,8 @@ mod tests {
             milestones: Milestones::default(),
             incident_ref: None,
             replied_at: None,
+            rev: 0,
+            card: None,
         };
         let saved = store(client)
             .put_thread(
@@ -1085,7 +1155,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(!saved);
+        assert!(!saved.written());
     }
 
     #[tokio::test]
@@ -1218,6 +1288,8 @@ mod tests {
             milestones: Milestones::default(),
             incident_ref: Some("oi-0123456789ab".into()),
             replied_at: DateTime::from_timestamp(1_700_000_050, 0),
+            rev: 0,
+            card: None,
         };
         let written = store(client)
             .put_thread(
@@ -1229,7 +1301,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(!written);
+        assert!(!written.written());
         assert_eq!(
             incident_thread_key("k", "d", "oi-0123456789ab"),
             "thread#k#d#oi-0123456789ab"
@@ -1267,6 +1339,8 @@ mod tests {
             milestones: Milestones::default(),
             incident_ref: None,
             replied_at: None,
+            rev: 0,
+            card: None,
         }
     }
 
@@ -1349,7 +1423,8 @@ mod tests {
         assert!(store(client)
             .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim, "req-1", 1)
             .await
-            .unwrap());
+            .unwrap()
+            .written());
     }
 
     /// A reservation whose answer was lost is found in place by its holder: the slot
@@ -1399,5 +1474,67 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.lambda_error_type(), "Retryable.AwsUnavailable");
+    }
+
+    /// A thread's state is written only over the revision read; refused, the record
+    /// as it is now comes back (ALL_OLD), for the caller to decide again on it.
+    #[tokio::test]
+    async fn thread_state_write_is_guarded_by_the_revision_read() {
+        let mut thread = thread_at("1.0", 200);
+        thread.rev = 4;
+        thread.card = Some("{\"version\":\"1.0\"}".into());
+        let refused = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#ts = :ts AND #rev = :rev")
+                    && r.expression_attribute_values().unwrap()[":rev"] == n(3)
+                    && r.item().unwrap()["rev"] == n(4)
+                    && r.item().unwrap()["card"] == s("{\"version\":\"1.0\"}")
+            })
+            .then_error(|| {
+                ccf(Some(HashMap::from([
+                    ("pk".to_string(), s("thread#k#d")),
+                    ("status".to_string(), s("posted")),
+                    ("owner".to_string(), s("req-other")),
+                    ("channel".to_string(), s("C1")),
+                    ("ts".to_string(), s("1.0")),
+                    ("opened_at".to_string(), n(100)),
+                    ("updated_at".to_string(), n(300)),
+                    ("resolved".to_string(), AttributeValue::Bool(true)),
+                    ("rev".to_string(), n(4)),
+                ])))
+            });
+        let legacy = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#ts = :ts AND attribute_not_exists(#rev)")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&refused, &legacy]);
+        let st = store(client);
+        let guard = ThreadGuard::AtRev {
+            ts: "1.0".into(),
+            rev: 3,
+        };
+        match st
+            .put_thread("thread#k#d", &thread, &guard, "req-1", 1)
+            .await
+            .unwrap()
+        {
+            ThreadWrite::Refused(Some(record)) => {
+                let now = record.posted.unwrap();
+                assert_eq!((now.rev, now.resolved), (4, true));
+                assert_eq!(now.updated_at.timestamp(), 300);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // An item written before revisions: the guard is "no revision yet".
+        let first = ThreadGuard::AtRev {
+            ts: "1.0".into(),
+            rev: 0,
+        };
+        assert!(st
+            .put_thread("thread#k#d", &thread, &first, "req-1", 1)
+            .await
+            .unwrap()
+            .written());
     }
 }

@@ -16,7 +16,7 @@ use notify_fanout::config::Config;
 use notify_fanout::secrets::{SecretError, SettingsSource};
 use notify_fanout::store::{
     Claim, DeliveryRecord, DeliveryStatus, PostedThread, Slot, StateStore, StoreError, ThreadGuard,
-    ThreadRecord,
+    ThreadRecord, ThreadWrite,
 };
 use serde_json::{json, Value};
 use shared::config::Env;
@@ -399,9 +399,15 @@ impl StateStore for MemoryStore {
         guard: &ThreadGuard,
         owner: &str,
         _now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ThreadWrite, StoreError> {
         let mut items = self.items.lock().unwrap();
         let ok = match (items.get(pk), guard) {
+            (
+                Some(Stored::Thread(ThreadRecord {
+                    posted: Some(p), ..
+                })),
+                ThreadGuard::AtRev { ts, rev },
+            ) => &p.ts == ts && p.rev == *rev,
             (
                 Some(Stored::Thread(ThreadRecord {
                     posted: None,
@@ -434,8 +440,12 @@ impl StateStore for MemoryStore {
                     owner: Some(owner.to_string()),
                 }),
             );
+            return Ok(ThreadWrite::Written);
         }
-        Ok(ok)
+        Ok(ThreadWrite::Refused(match items.get(pk) {
+            Some(Stored::Thread(t)) => Some(Box::new(t.clone())),
+            _ => None,
+        }))
     }
 
     async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
