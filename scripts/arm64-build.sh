@@ -20,9 +20,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${ARM64_CACHE:-$HOME/.cache/incident-pipeline/arm64}"
 export ARM64_CACHE="$cache"
 
+# The Python of the artifact check (env.sh puts the tools' venv first on PATH).
+py="$(command -v "${PYTHON:-python3}")"
+
 bash "$repo/scripts/arm64-toolchain.sh"
 # The artifact check's Python packages (PyYAML, pyelftools), as `make local-tools` installs them.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$repo/local/requirements.txt"
+"$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$repo/local/requirements.txt"
 # shellcheck source=/dev/null
 . "$cache/env.sh"
 export CARGO_TARGET_DIR="${ARM64_TARGET_DIR:-$cache/target}"
@@ -39,4 +42,4 @@ if ! sam build "$@" >"$log" 2>&1; then
 fi
 grep -E "Build Succeeded|Valid cache found" "$log" | sort | uniq -c || true
 echo "== sam build took $(($(date +%s) - t0))s"
-python3 "$repo/tests/arm64/artifacts.py"
+"$py" "$repo/tests/arm64/artifacts.py"

@@ -112,7 +112,7 @@ if [[ "$mode" == debian ]]; then
         quiet as_root dpkg --add-architecture arm64
         apt_updated=""
     fi
-    apt_install rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu
+    apt_install rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     have="$(/usr/bin/rustc --version | awk '{print $2}')"
     version_ge "$have" "$min_rust" ||
         fail "Debian's rustc is $have, the workspace needs $min_rust or newer (bookworm-security has 1.96)"
