@@ -35,11 +35,14 @@ cd "$repo"
 t0=$(date +%s)
 echo "== sam build (arm64, release; CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 log="$cache/sam-build.log"
-if ! sam build "$@" >"$log" 2>&1; then
+# CPU seconds too (GNU time, when there): on a shared machine they say more than the wall clock.
+timed=()
+[[ -x /usr/bin/time ]] && timed=(/usr/bin/time -o "$cache/sam-build.time" -f "%U s user, %S s system CPU")
+if ! "${timed[@]}" sam build "$@" >"$log" 2>&1; then
     grep -E "error(\[|:)|warning: unused|Build Failed|Error:" "$log" | tail -n 40 >&2 || true
     echo "sam build failed after $(($(date +%s) - t0))s; the whole log is $log" >&2
     exit 1
 fi
 grep -E "Build Succeeded|Valid cache found" "$log" | sort | uniq -c || true
-echo "== sam build took $(($(date +%s) - t0))s"
+echo "== sam build took $(($(date +%s) - t0))s${timed[*]:+ ($(cat "$cache/sam-build.time"))}"
 "$py" "$repo/tests/arm64/artifacts.py"

@@ -5,7 +5,8 @@ folder (what `sam deploy` zips) must hold exactly its handler, `bootstrap`, and 
 bootstrap must be:
 - an aarch64 ELF executable for Linux (the template deploys on `arm64`), using the
   aarch64 glibc loader;
-- dynamically linked against nothing but libc, libm, libgcc_s and the loader, which
+- dynamically linked against nothing but glibc (libc, libm, the loader, and the
+  libpthread/libdl/librt/libutil stubs glibc 2.34 keeps) and libgcc_s, which
   `provided.al2023` has (anything else fails at start in Lambda);
 - asking for no glibc symbol version above 2.34, AL2023's glibc (a newer one fails at
   start with "version `GLIBC_2.xx' not found");
@@ -31,9 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-# Lambda's provided.al2023 runtime: glibc 2.34, and these shared objects only.
+# Lambda's provided.al2023 runtime: glibc 2.34, and the shared objects of its glibc and
+# libgcc packages. glibc 2.34 moved libpthread, libdl, librt and libutil into libc but still
+# ships them as stubs for binaries linked against an older glibc, which is what zig does
+# for cargo-lambda (glibc 2.17 symbols, hence GLIBC_2.30 at most, with libpthread.so.0
+# and libdl.so.2 in DT_NEEDED); a build against 2.34 or newer needs only libc, libm and
+# libgcc_s. Anything else (libssl, libz, ...) is not on provided.al2023.
 MAX_GLIBC = (2, 34)
-ALLOWED_NEEDED = {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-aarch64.so.1"}
+GLIBC_STUBS = {"libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1"}
+ALLOWED_NEEDED = {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-aarch64.so.1"} | GLIBC_STUBS
 INTERPRETER = "/lib/ld-linux-aarch64.so.1"
 ZIP_BUDGET_BYTES = 10 * 1000 * 1000
 HANDLER = "bootstrap"
@@ -191,8 +198,8 @@ def elf_problems(label: str, elf: Elf) -> list[str]:
         problems.append(f"{label} asks for the loader {elf.interpreter}, expected {INTERPRETER}")
     extra = [n for n in elf.needed if n not in ALLOWED_NEEDED]
     if extra:
-        problems.append(f"{label} needs {extra} besides {sorted(ALLOWED_NEEDED)}: provided.al2023 does not "
-                        f"have them (DT_NEEDED {elf.needed})")
+        problems.append(f"{label} needs {extra}, which provided.al2023 does not have: only glibc's and "
+                        f"libgcc_s's {sorted(ALLOWED_NEEDED)} (DT_NEEDED {elf.needed})")
     too_new = [v for v in elf.glibc_versions if v > MAX_GLIBC]
     if too_new:
         names = ", ".join("GLIBC_" + ".".join(map(str, v)) for v in too_new)
