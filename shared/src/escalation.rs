@@ -28,9 +28,9 @@ use aws_sdk_scheduler::types::{
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{stable_hash, token_uuid};
 use crate::config::{ConfigError, Env};
 use crate::error::{AwsError, AwsFailure};
+use crate::hash::{stable_hash, token_uuid};
 use crate::incident::Impact;
 use crate::lifecycle::{Effect, IncidentRecord};
 

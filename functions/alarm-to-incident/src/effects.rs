@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use shared::alarm::{Alarm, AlarmState};
-use shared::backend::token_uuid;
 use shared::classify::Classification;
 use shared::closure;
 use shared::escalation::first_escalation;
+use shared::hash::token_uuid;
 use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
 use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
@@ -27,7 +27,7 @@ pub fn complete_record(
         record.account = alarm.account.clone();
         record.region = alarm.region.clone();
         record.roles.reporter = Some(Actor::Alarm {
-            name: alarm.name.clone(),
+            name: alarm.label(),
         });
         record.runbook = class.runbook.clone();
     }
@@ -71,12 +71,15 @@ pub fn plan(
         Action::Update => {
             let text = match alarm.state {
                 AlarmState::Ok => {
-                    format!("{} is OK. Still not OK: {}.", alarm.name, not_ok(record))
+                    format!("{} is OK. Still not OK: {}.", alarm.label(), not_ok(record))
                 }
-                _ => format!("{} is {}: {}", alarm.name, alarm.state, alarm.reason),
+                _ => format!("{} is {}: {}", alarm.label(), alarm.state, alarm.reason),
             };
             effects.push(Effect::AddNote {
-                note: note(format!("{} is {}", alarm.name, alarm.state), text.clone()),
+                note: note(
+                    format!("{} is {}", alarm.label(), alarm.state),
+                    text.clone(),
+                ),
             });
             (EventType::Updated, text)
         }
@@ -85,12 +88,14 @@ pub fn plan(
             let text = if raised {
                 format!(
                     "{} is {}: {}. Impact raised from {from} to {to}.",
-                    alarm.name, alarm.state, alarm.reason
+                    alarm.label(),
+                    alarm.state,
+                    alarm.reason
                 )
             } else {
                 format!(
                     "{} is {}. Impact lowered from {from} to {to}; still firing: {}.",
-                    alarm.name,
+                    alarm.label(),
                     alarm.state,
                     if firing.is_empty() { "none" } else { &firing }
                 )
@@ -111,10 +116,10 @@ pub fn plan(
             (event, text)
         }
         Action::InsufficientData => {
-            let text = format!("{} has insufficient data: {}", alarm.name, alarm.reason);
+            let text = format!("{} has insufficient data: {}", alarm.label(), alarm.reason);
             effects.push(Effect::AddNote {
                 note: note(
-                    format!("{} has insufficient data", alarm.name),
+                    format!("{} has insufficient data", alarm.label()),
                     text.clone(),
                 ),
             });
@@ -124,11 +129,11 @@ pub fn plan(
             let text = format!(
                 "Every alarm is OK; the incident lasted {} ({} is OK: {}).",
                 format_duration(*duration_seconds),
-                alarm.name,
+                alarm.label(),
                 alarm.reason
             );
             let by = Actor::Alarm {
-                name: alarm.name.clone(),
+                name: alarm.label(),
             };
             let summary = closure::build(record, &by, alarm.changed_at);
             let mut n = note(
@@ -185,6 +190,10 @@ fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
     if let Some(v) = alarm.vpn_id() {
         d.insert("vpnId".into(), v.into());
     }
+    if let Some(c) = &alarm.contributor {
+        d.insert("contributorId".into(), c.id.clone());
+        d.insert("contributor".into(), c.describe());
+    }
     d
 }
 
@@ -217,7 +226,7 @@ fn vpn_links(alarm: &Alarm) -> Vec<Link> {
 
 fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) -> NewIncident {
     let mut related = vec![RelatedItem {
-        title: format!("CloudWatch alarm {}", alarm.name),
+        title: format!("CloudWatch alarm {}", alarm.label()),
         target: alarm.arn.clone(),
     }];
     if let Some(vpn) = alarm.vpn_id() {
@@ -244,6 +253,10 @@ fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) 
     }
     if let Some(ip) = alarm.dimension("TunnelIpAddress") {
         details.insert("tunnelIpAddress".into(), ip.into());
+    }
+    if let Some(c) = &alarm.contributor {
+        details.insert("contributorId".into(), c.id.clone());
+        details.insert("contributor".into(), c.describe());
     }
     NewIncident {
         key: record.key.clone(),
@@ -285,11 +298,12 @@ fn notification(
         account: alarm.account.clone(),
         region: alarm.region.clone(),
         alarm: Some(AlarmSummary {
-            name: alarm.name.clone(),
+            name: alarm.label(),
             arn: alarm.arn.clone(),
             state: alarm.state.to_string(),
             reason: alarm.reason.clone(),
             url: alarm.console_url(),
+            condition: alarm.condition.summary(),
         }),
         vpn_id: alarm.vpn_id().map(str::to_string),
         tunnel_ip: alarm.dimension("TunnelIpAddress").map(str::to_string),

@@ -114,6 +114,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             state: "ALARM".into(),
             reason: "Threshold Crossed: 3 out of the last 3 datapoints were less than the threshold (1.0).".into(),
             url: "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#alarmsV2:alarm/VPN%20tunnel%20down%20%28vpn-0a1b2c3d4e5f67890%29".into(),
+            condition: None,
         }),
         vpn_id: Some("vpn-0a1b2c3d4e5f67890".into()),
         tunnel_ip: Some("203.0.113.10".into()),
@@ -417,6 +418,7 @@ fn vpn_record() -> IncidentRecord {
             state: crate::alarm::AlarmState::Alarm,
             impact: Impact::HIGH,
             changed_at: t("2026-11-25T10:01:00Z"),
+            contributor: None,
         },
     );
     IncidentRecord {
@@ -938,6 +940,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                         state,
                         reason,
                         url,
+                        condition: None,
                     }),
                     vpn_id,
                     tunnel_ip,
