@@ -1208,9 +1208,13 @@ async fn every_file_in_events_goes_through_the_handler() {
             Ok(alarms) => {
                 let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(r.results.len(), alarms.len(), "{name}");
+                // The alarm-level event of a multi-time-series alarm opens nothing: its
+                // contributors' events do.
                 let firing = alarms
                     .iter()
-                    .filter(|a| a.state == shared::alarm::AlarmState::Alarm)
+                    .filter(|a| {
+                        a.state == shared::alarm::AlarmState::Alarm && !a.is_multi_series_summary()
+                    })
                     .count();
                 assert_eq!(
                     h.publisher.sent().len(),
@@ -1218,6 +1222,11 @@ async fn every_file_in_events_goes_through_the_handler() {
                     "{name}: one notification per ALARM"
                 );
                 for (o, a) in r.results.iter().zip(&alarms) {
+                    if a.is_multi_series_summary() {
+                        assert_eq!(o.action, "record_summary", "{name}");
+                        assert_eq!(o.note, Some(crate::handler::SUMMARY_NOTE), "{name}");
+                        continue;
+                    }
                     let expected = if a.state == shared::alarm::AlarmState::Alarm {
                         ["open", "update"].as_slice()
                     } else {
@@ -1247,4 +1256,226 @@ async fn every_file_in_events_goes_through_the_handler() {
         }
     }
     eprintln!("{handled:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Real-world alarm shapes (events/): Metrics Insights contributors, SNS messages
+// without AlarmArn. A recording backend: what matters here is which incidents open
+// and resolve, not the backend's requests (pinned above).
+
+mod real_world {
+    use shared::effects::fakes::{FixedClock, RecordingBackend, RecordingPublisher};
+    use shared::notification::EventType;
+
+    use super::*;
+    use crate::handler::{Outcome, SUMMARY_NOTE};
+
+    fn event(file: &str) -> Value {
+        let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    struct World {
+        backend: RecordingBackend,
+        store: MemoryStateStore,
+        publisher: RecordingPublisher,
+        rules: Rules,
+        settings: Settings,
+        clock: FixedClock,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut settings = Settings::new(Some(ROLE.into()));
+            settings.busy_wait = std::time::Duration::ZERO;
+            World {
+                backend: RecordingBackend::default(),
+                store: MemoryStateStore::default(),
+                publisher: RecordingPublisher::default(),
+                rules: Rules::builtin(Some(DOC)),
+                settings,
+                clock: FixedClock::at("2026-11-25T10:40:00Z".parse().unwrap()),
+            }
+        }
+
+        async fn deliver(&self, file: &str) -> Outcome {
+            let deps = Deps {
+                effects: EffectDeps {
+                    backend: &self.backend,
+                    store: &self.store,
+                    publisher: &self.publisher,
+                    clock: &self.clock,
+                    settings: &self.settings,
+                    timer: None,
+                    pager: None,
+                },
+                rules: &self.rules,
+                escalation: None,
+            };
+            let mut r = handle(&deps, &event(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(r.results.len(), 1, "{file}");
+            r.results.remove(0)
+        }
+
+        async fn open_keys(&self) -> Vec<String> {
+            let mut open = vec![];
+            for key in [KEY_VPN1, KEY_VPN2] {
+                if let Some(item) = shared::state::StateStore::incident(&self.store, key)
+                    .await
+                    .unwrap()
+                {
+                    if item.record.is_open() {
+                        open.push(key.to_string());
+                    }
+                }
+            }
+            open
+        }
+    }
+
+    const KEY_VPN1: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+    const KEY_VPN2: &str = "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN";
+
+    #[tokio::test]
+    async fn one_insights_alarm_opens_one_incident_per_vpn_and_each_ok_resolves_its_own() {
+        let w = World::new();
+        let a = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!((a.action, a.incident_key.as_str()), ("open", KEY_VPN1));
+        assert_eq!(
+            a.contributor.as_deref(),
+            Some("VpnId=vpn-0f1e2d3c4b5a69788")
+        );
+        let b = w
+            .deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        assert_eq!((b.action, b.incident_key.as_str()), ("open", KEY_VPN2));
+        // The alarm-level event of the same evaluation: recorded, nothing opened.
+        let s = w.deliver("eventbridge-metrics-insights-alarm.json").await;
+        assert_eq!((s.action, s.incident_key.as_str()), ("record_summary", ""));
+        assert_eq!(s.note, Some(SUMMARY_NOTE));
+        // Redeliveries of each are duplicates.
+        for f in [
+            "eventbridge-insights-contributor-vpn1-alarm.json",
+            "eventbridge-insights-contributor-vpn2-alarm.json",
+            "eventbridge-metrics-insights-alarm.json",
+        ] {
+            assert_eq!(w.deliver(f).await.action, "ignore_duplicate", "{f}");
+        }
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // The first VPN's series returns to OK: its incident only.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!((ok.action, ok.incident_key.as_str()), ("resolve", KEY_VPN1));
+        assert_eq!(w.open_keys().await, vec![KEY_VPN2]);
+
+        let calls = w.backend.calls();
+        let opens: Vec<&String> = calls.iter().filter(|c| c.starts_with("open ")).collect();
+        assert_eq!(
+            opens,
+            vec![&format!("open {KEY_VPN1}"), &format!("open {KEY_VPN2}")]
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("runbook ")).count(),
+            2
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("resolve ")).count(),
+            1
+        );
+        let sent = w.publisher.sent();
+        let events: Vec<(EventType, &str)> = sent
+            .iter()
+            .map(|n| (n.event, n.incident_key.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (EventType::Opened, KEY_VPN1),
+                (EventType::Opened, KEY_VPN2),
+                (EventType::Resolved, KEY_VPN1)
+            ]
+        );
+        let alarm = sent[0].alarm.as_ref().unwrap();
+        assert_eq!(
+            alarm.name,
+            "vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)"
+        );
+        assert!(alarm
+            .condition
+            .as_deref()
+            .unwrap()
+            .starts_with("Metrics Insights SELECT MIN(TunnelState)"));
+        assert_eq!(sent[1].vpn_id.as_deref(), Some("vpn-0a1b2c3d4e5f67890"));
+        // Each contributor has its own watermark; the summary the alarm's.
+        let arn = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections";
+        for source in [
+            format!("contributor/3f9a1c7e5b2d8046/{arn}"),
+            format!("contributor/a41d6e0b97c3f258/{arn}"),
+            arn.to_string(),
+        ] {
+            assert!(
+                shared::state::StateStore::alarm(&w.store, &source)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{source}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn contributor_and_single_vpn_alarm_feed_the_same_incident() {
+        let w = World::new();
+        assert_eq!(
+            w.deliver("eventbridge-vpn-tunnel-down-alarm.json")
+                .await
+                .action,
+            "open"
+        );
+        // The Metrics Insights series of the same VPN joins that incident.
+        let c = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!((c.action, c.incident_key.as_str()), ("update", KEY_VPN1));
+        // Its OK leaves the incident open while the other alarm fires.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!(ok.action, "update");
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1]);
+    }
+
+    #[tokio::test]
+    async fn sns_message_without_alarm_arn_opens_its_incident() {
+        let w = World::new();
+        let o = w.deliver("sns-no-alarm-arn-old-region-alarm.json").await;
+        assert_eq!(o.action, "open");
+        assert_eq!(
+            o.incident_key,
+            "VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        assert_eq!(
+            w.backend.calls()[0],
+            "open VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        let n = &w.publisher.sent()[0];
+        assert_eq!(n.region, "us-east-1");
+        assert_eq!(
+            n.alarm.as_ref().unwrap().arn,
+            "arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0"
+        );
+        // Delivered again: a duplicate.
+        assert_eq!(
+            w.deliver("sns-no-alarm-arn-old-region-alarm.json")
+                .await
+                .action,
+            "ignore_duplicate"
+        );
+    }
 }
