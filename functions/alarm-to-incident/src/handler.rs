@@ -36,7 +36,8 @@ use crate::error::HandlerError;
 /// log line and the function's response).
 pub const SUMMARY_NOTE: &str = "alarm-level state of a multi-time-series alarm: each time series \
      changes state in its own \"CloudWatch Alarm Contributor State Change\" event, which opens or \
-     resolves that series' incident; this summary is recorded and opens nothing";
+     resolves that series' incident; this summary is recorded and opens nothing (an EventBridge \
+     rule routes the contributor events here: docs/DEPLOY.md)";
 
 /// Everything the handler uses, built once per container.
 pub struct Deps<'a> {

@@ -375,9 +375,13 @@ const CONTRIBUTOR_PREFIX: &str = "contributor/";
 
 /// The alarm ARN and contributor id of a [`source_id`].
 pub fn split_source_id(source: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = source.strip_prefix(CONTRIBUTOR_PREFIX) {
-        if let Some(at) = rest.find("/arn:") {
-            return (&rest[at + 1..], Some(&rest[..at]));
+    // Contributor ids hold no `/` (the parser refuses them), so the first one ends it.
+    if let Some((id, arn)) = source
+        .strip_prefix(CONTRIBUTOR_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+    {
+        if arn.starts_with("arn:") {
+            return (arn, Some(id));
         }
     }
     (source, None)
@@ -504,5 +508,26 @@ impl Alarm {
             region = self.region,
             name = crate::text::url_encode(&self.name)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ids_of_alarms_and_contributors_split_back_and_never_collide() {
+        let arn = "arn:aws:cloudwatch:eu-west-1:1:alarm:a/b contributor/x";
+        assert_eq!(source_id(arn, None), arn);
+        assert_eq!(split_source_id(arn), (arn, None));
+        let c = source_id(arn, Some("3f9a1c7e5b2d8046"));
+        assert_eq!(c, format!("contributor/3f9a1c7e5b2d8046/{arn}"));
+        assert_eq!(split_source_id(&c), (arn, Some("3f9a1c7e5b2d8046")));
+        // An ARN never starts like a contributor's source id.
+        assert_ne!(source_id(&c, None), source_id(arn, Some("x")));
+        assert_eq!(
+            split_source_id("contributor/x/not-an-arn"),
+            ("contributor/x/not-an-arn", None)
+        );
     }
 }

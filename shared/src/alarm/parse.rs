@@ -342,11 +342,15 @@ fn from_detail(
 /// `alarmContributor`: `{"id": "6d442278dba546f6", "attributes": {"TableName": "..."}}`.
 fn contributor(c: &Obj) -> Result<Contributor> {
     let id = c.str("id")?.trim();
-    if id.is_empty() || id.len() > 1024 {
+    // AWS's ids are hex digits; a `/` would make the source id ambiguous.
+    if id.is_empty()
+        || id.len() > 1024
+        || id.contains(|ch: char| ch == '/' || ch.is_whitespace() || ch.is_control())
+    {
         return Err(AlarmError::WrongType {
             shape: c.shape,
             path: c.child_path("id"),
-            expected: "a contributor id of 1 to 1024 characters",
+            expected: "a contributor id (1 to 1024 characters, no `/` or spaces)",
             found: describe(&Value::String(id.to_string())),
         });
     }
@@ -1298,6 +1302,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`detail.alarmContributor.id` should be a contributor id"));
+        bad["detail"]["alarmContributor"] = json!({"id": "a/b", "attributes": {}});
+        assert!(
+            normalize(&bad).is_err(),
+            "a `/` would make the source id ambiguous"
+        );
         let mut ok = e;
         ok["detail"]["alarmContributor"] =
             json!({"id": "c1", "attributes": {"VpnId": "vpn-1", "Skip": null, "N": 3}});
