@@ -861,7 +861,24 @@ fn alarm_fields(a: &Alarm, opts: &RenderOptions<'_>) -> Vec<(&'static str, Strin
                     .collect();
                 f.push(("Dimensions", dims.join(", ")));
             }
-            f.push(("Condition", a.condition.summary().unwrap_or_default()));
+            let side = match an.comparison.as_deref() {
+                Some("LessThanLowerThreshold") => "below",
+                Some("GreaterThanUpperThreshold") => "above",
+                _ => "outside",
+            };
+            let mut cond = vec![];
+            if let Some(s) = &an.statistic {
+                cond.push(s.clone());
+            }
+            cond.push(format!("{side} the anomaly band {}", an.band));
+            if let (Some(e), Some(p)) = (an.evaluation_periods, an.period_seconds) {
+                cond.push(format!("for {e} × {p}s"));
+            }
+            f.push(("Condition", cond.join(" ")));
+            if let (Some(lo), Some(hi)) = (an.lower_bound, an.upper_bound) {
+                let value = an.value.map(|v| format!(", value {v}")).unwrap_or_default();
+                f.push(("Band", format!("{lo} to {hi}{value}")));
+            }
         }
         AlarmCondition::Insights(q) => {
             f.push(("Query", q.query.clone()));
@@ -872,13 +889,19 @@ fn alarm_fields(a: &Alarm, opts: &RenderOptions<'_>) -> Vec<(&'static str, Strin
             if let Some(t) = q.threshold {
                 cond.push(t.to_string());
             }
-            if let (Some(e), Some(p)) = (q.evaluation_periods, q.period_seconds) {
-                cond.push(format!("for {e} × {p}s"));
+            match (q.evaluation_periods, q.period_seconds) {
+                (Some(e), Some(p)) => cond.push(format!("for {e} × {p}s")),
+                (None, Some(p)) => cond.push(format!("every {p}s")),
+                _ => {}
             }
+            let mut condition = cond.join(" ");
             if !q.group_by.is_empty() {
-                cond.push(format!("per {}", q.group_by.join(", ")));
+                if !condition.is_empty() {
+                    condition.push_str(", ");
+                }
+                condition.push_str(&format!("one time series per {}", q.group_by.join(", ")));
             }
-            f.push(("Condition", cond.join(" ")));
+            f.push(("Condition", condition));
         }
         AlarmCondition::Composite(c) => {
             f.push(("Rule", c.rule.clone().unwrap_or_default()));
