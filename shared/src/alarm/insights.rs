@@ -185,6 +185,36 @@ pub fn is_insights_query(expression: &str) -> bool {
         && e[6..].starts_with(char::is_whitespace)
 }
 
+/// The `GROUP BY` keys of a query, also when the rest of it is beyond [`parse_query`]
+/// (whether an alarm has one time series per group must not depend on reading all of
+/// its SQL).
+pub fn group_by_keys(sql: &str) -> Vec<String> {
+    if let Some(q) = parse_query(sql) {
+        return q.group_by;
+    }
+    let Some(tokens) = (sql.len() <= 10_000).then(|| tokens(sql)).flatten() else {
+        return vec![];
+    };
+    let is_word = |t: Option<&Token>, kw: &str| matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw));
+    let Some(at) = (0..tokens.len())
+        .find(|&i| is_word(tokens.get(i), "GROUP") && is_word(tokens.get(i + 1), "BY"))
+    else {
+        return vec![];
+    };
+    let mut c = Cursor {
+        tokens: tokens[at + 2..].to_vec(),
+        at: 0,
+    };
+    let mut keys = vec![];
+    while let Some(key) = c.ident() {
+        keys.push(key);
+        if !c.punct(',') {
+            break;
+        }
+    }
+    keys
+}
+
 /// Reads a Metrics Insights query; `None` when it does not follow the grammar above.
 pub fn parse_query(sql: &str) -> Option<InsightsQuery> {
     if sql.len() > 10_000 {
@@ -354,6 +384,19 @@ mod tests {
             assert_eq!(parse_query(sql), None, "{sql}");
         }
         assert!(is_insights_query("  select MIN(x) FROM y"));
+        // GROUP BY is still found in a query the rest of which is not read.
+        assert_eq!(
+            group_by_keys(
+                "SELECT PERCENTILE(x, 99) FROM y GROUP BY VpnId, Region ORDER BY MAX() DESC"
+            ),
+            vec!["VpnId".to_string(), "Region".to_string()]
+        );
+        assert_eq!(
+            group_by_keys(r#"SELECT MIN(x) FROM "y" GROUP BY "VpnId""#),
+            vec!["VpnId".to_string()]
+        );
+        assert!(group_by_keys("SELECT MEDIAN(x) FROM y").is_empty());
+        assert!(group_by_keys(r#"SELECT "unterminated GROUP BY x"#).is_empty());
         assert!(!is_insights_query("SELECTED(m1)"));
         assert!(!is_insights_query("ANOMALY_DETECTION_BAND(m1, 2)"));
     }

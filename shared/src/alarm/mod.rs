@@ -373,6 +373,18 @@ pub fn source_id(arn: &str, contributor: Option<&str>) -> String {
 
 const CONTRIBUTOR_PREFIX: &str = "contributor/";
 
+/// CloudWatch's reason for the alarm-level state of a multi-time-series alarm:
+/// "6 out of 6 time series evaluated to ALARM" (the only reason it gives them, with no
+/// reasonData), so an event that lost its configuration is still recognized.
+fn is_time_series_summary(reason: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let words: Vec<&str> = reason.split_whitespace().take(8).collect();
+    matches!(
+        words.as_slice(),
+        [n, "out", "of", m, "time", "series", "evaluated", "to", ..] if number(n) && number(m)
+    )
+}
+
 /// The alarm ARN and contributor id of a [`source_id`].
 pub fn split_source_id(source: &str) -> (&str, Option<&str>) {
     // Contributor ids hold no `/` (the parser refuses them), so the first one ends it.
@@ -481,7 +493,8 @@ impl Alarm {
     /// transition of any one time series.
     pub fn is_multi_series_summary(&self) -> bool {
         self.contributor.is_none()
-            && matches!(&self.condition, AlarmCondition::Insights(q) if q.is_multi_series())
+            && (matches!(&self.condition, AlarmCondition::Insights(q) if q.is_multi_series())
+                || is_time_series_summary(&self.reason))
     }
 
     /// The site-to-site VPN connection the alarm watches, if any.
@@ -529,5 +542,22 @@ mod tests {
             split_source_id("contributor/x/not-an-arn"),
             ("contributor/x/not-an-arn", None)
         );
+    }
+
+    #[test]
+    fn the_alarm_level_reason_of_a_multi_time_series_alarm_is_recognized() {
+        assert!(is_time_series_summary(
+            "6 out of 6 time series evaluated to ALARM"
+        ));
+        assert!(is_time_series_summary(
+            "0 out of 12 time series evaluated to ALARM"
+        ));
+        assert!(!is_time_series_summary(
+            "Threshold Crossed: 1 out of the last 1 datapoints [0.0 (25/11/26 10:00:00)] was less than the threshold (1.0)"
+        ));
+        assert!(!is_time_series_summary(
+            "x out of 6 time series evaluated to ALARM"
+        ));
+        assert!(!is_time_series_summary(""));
     }
 }

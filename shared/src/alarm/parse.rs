@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::insights::{is_insights_query, parse_query};
+use super::insights::{group_by_keys, is_insights_query, parse_query};
 use super::region::{partition_of, region_from_display_name};
 use super::time::parse_timestamp;
 use super::{
@@ -565,7 +565,10 @@ fn insights(q: &MetricQuery, t: ThresholdInfo) -> InsightsCondition {
             dimensions: p.filters.clone(),
         }),
         statistic: parsed.as_ref().map(|p| p.statistic.clone()),
-        group_by: parsed.map(|p| p.group_by).unwrap_or_default(),
+        group_by: match parsed {
+            Some(p) => p.group_by,
+            None => group_by_keys(&query),
+        },
         query,
     }
 }
