@@ -175,6 +175,52 @@ pub fn fire_at(end: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     (end + LEAD).max(now + LEAD)
 }
 
+/// A [`HoldTimer`] that records its calls, for handler tests.
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// `("sweep_at", target, name, at, reason)` or `("cancel", "", name, _, "")`.
+    #[derive(Debug, Default)]
+    pub struct RecordingHoldTimer {
+        pub calls: Mutex<Vec<(String, String, String, Option<DateTime<Utc>>, String)>>,
+        /// Fails the next call with this error.
+        pub fail_next: Mutex<Option<AwsError>>,
+    }
+
+    impl RecordingHoldTimer {
+        pub fn calls(&self) -> Vec<(String, String, String, Option<DateTime<Utc>>, String)> {
+            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        }
+        fn failure(&self) -> Result<(), AwsError> {
+            match self.fail_next.lock().ok().and_then(|mut f| f.take()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl HoldTimer for RecordingHoldTimer {
+        async fn sweep_at(&self, target: &str, name: &str, at: DateTime<Utc>, reason: &str) -> Result<(), AwsError> {
+            self.failure()?;
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(("sweep_at".into(), target.into(), name.into(), Some(at), reason.into()));
+            }
+            Ok(())
+        }
+        async fn cancel(&self, name: &str) -> Result<(), AwsError> {
+            self.failure()?;
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(("cancel".into(), String::new(), name.into(), None, String::new()));
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

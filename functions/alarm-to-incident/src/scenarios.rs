@@ -171,6 +171,8 @@ struct Harness {
     clock: FixedClock,
     timer: RecordingTimer,
     escalation: Option<EscalationPolicy>,
+    silences: shared::hold_store::memory::MemorySilenceStore,
+    alarms: crate::cloudwatch::fakes::FakeAlarms,
 }
 
 impl Harness {
@@ -186,6 +188,8 @@ impl Harness {
             clock: FixedClock(Mutex::new("2026-11-25T10:01:05Z".parse().unwrap())),
             timer: RecordingTimer::default(),
             escalation: None,
+            silences: Default::default(),
+            alarms: Default::default(),
         }
     }
 
@@ -216,6 +220,10 @@ impl Harness {
             },
             rules: &self.rules,
             escalation: self.escalation.as_ref(),
+            holds: &self.store,
+            silences: &self.silences,
+            alarms: &self.alarms,
+            hold_timer: None,
         };
         handle(&deps, &event).await
     }

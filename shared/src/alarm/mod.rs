@@ -62,6 +62,9 @@ pub enum EventShape {
     EventBridge,
     /// An SNS notification with the classic alarm JSON in `Message`.
     Sns,
+    /// Read by alarm-to-incident's reconciliation sweep (`DescribeAlarms`), not
+    /// delivered: the transition was missed, or a held one is applied at its end.
+    DescribeAlarms,
 }
 
 /// A metric: namespace, name and dimensions.
