@@ -204,17 +204,35 @@ pub mod fakes {
 
     #[async_trait]
     impl HoldTimer for RecordingHoldTimer {
-        async fn sweep_at(&self, target: &str, name: &str, at: DateTime<Utc>, reason: &str) -> Result<(), AwsError> {
+        async fn sweep_at(
+            &self,
+            target: &str,
+            name: &str,
+            at: DateTime<Utc>,
+            reason: &str,
+        ) -> Result<(), AwsError> {
             self.failure()?;
             if let Ok(mut c) = self.calls.lock() {
-                c.push(("sweep_at".into(), target.into(), name.into(), Some(at), reason.into()));
+                c.push((
+                    "sweep_at".into(),
+                    target.into(),
+                    name.into(),
+                    Some(at),
+                    reason.into(),
+                ));
             }
             Ok(())
         }
         async fn cancel(&self, name: &str) -> Result<(), AwsError> {
             self.failure()?;
             if let Ok(mut c) = self.calls.lock() {
-                c.push(("cancel".into(), String::new(), name.into(), None, String::new()));
+                c.push((
+                    "cancel".into(),
+                    String::new(),
+                    name.into(),
+                    None,
+                    String::new(),
+                ));
             }
             Ok(())
         }

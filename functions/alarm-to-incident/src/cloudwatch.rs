@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use chrono::{DateTime, TimeZone, Utc};
 use shared::alarm::{
-    Alarm, AlarmCondition, AlarmState, EventShape, MathCondition, MetricCondition,
-    MetricIdentity, MetricQuery,
+    Alarm, AlarmCondition, AlarmState, EventShape, MathCondition, MetricCondition, MetricIdentity,
+    MetricQuery,
 };
 use shared::error::AwsError;
 
@@ -189,7 +189,10 @@ pub fn normalize_described(m: &MetricAlarm) -> Option<Alarm> {
         previous_state: None,
         reason: m.state_reason().unwrap_or_default().to_string(),
         changed_at,
-        description: m.alarm_description().filter(|d| !d.is_empty()).map(str::to_string),
+        description: m
+            .alarm_description()
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
         condition,
         shape: EventShape::DescribeAlarms,
         muted: None,
@@ -238,7 +241,9 @@ pub(crate) mod fakes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_cloudwatch::operation::describe_alarms::{DescribeAlarmsError, DescribeAlarmsOutput};
+    use aws_sdk_cloudwatch::operation::describe_alarms::{
+        DescribeAlarmsError, DescribeAlarmsOutput,
+    };
     use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
     use aws_smithy_mocks::mock;
     use aws_smithy_types::error::ErrorMetadata;
@@ -247,13 +252,20 @@ mod tests {
     pub(crate) fn metric_alarm(name: &str, state: StateValue, at_ms: i64) -> MetricAlarm {
         MetricAlarm::builder()
             .alarm_name(name)
-            .alarm_arn(format!("arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{name}"))
+            .alarm_arn(format!(
+                "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{name}"
+            ))
             .state_value(state)
             .state_reason("Threshold Crossed: 1 datapoint [0.0] was less than the threshold (1.0).")
             .state_updated_timestamp(aws_smithy_types::DateTime::from_millis(at_ms))
             .namespace("AWS/VPN")
             .metric_name("TunnelState")
-            .dimensions(Dimension::builder().name("VpnId").value("vpn-0f1e2d3c4b5a69788").build())
+            .dimensions(
+                Dimension::builder()
+                    .name("VpnId")
+                    .value("vpn-0f1e2d3c4b5a69788")
+                    .build(),
+            )
             .statistic(Statistic::Minimum)
             .period(60)
             .evaluation_periods(1)
@@ -269,7 +281,10 @@ mod tests {
         let a = normalize_described(&m).unwrap();
         assert_eq!(a.state, AlarmState::Ok);
         assert_eq!(a.changed_at.timestamp_millis(), 1_795_600_860_490);
-        assert_eq!((a.region.as_str(), a.account.as_str()), ("eu-west-1", "123456789012"));
+        assert_eq!(
+            (a.region.as_str(), a.account.as_str()),
+            ("eu-west-1", "123456789012")
+        );
         assert_eq!(a.vpn_id(), Some("vpn-0f1e2d3c4b5a69788"));
         assert_eq!(a.statistic(), Some("Minimum"));
         assert_eq!(a.shape, EventShape::DescribeAlarms);
@@ -281,7 +296,9 @@ mod tests {
         let names: Vec<String> = (0..150).map(|i| format!("alarm-{i:03}")).collect();
         let first = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
             .match_requests(|r| {
-                r.alarm_names().len() == 100 && r.alarm_names()[0] == "alarm-000" && r.next_token().is_none()
+                r.alarm_names().len() == 100
+                    && r.alarm_names()[0] == "alarm-000"
+                    && r.next_token().is_none()
             })
             .then_output(|| {
                 DescribeAlarmsOutput::builder()

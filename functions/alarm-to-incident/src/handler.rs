@@ -346,7 +346,10 @@ async fn hold_transition(
         }],
         lease_until: Some(deps.effects.clock.now() + deps.effects.settings.lease),
     };
-    deps.effects.store.apply(&new_alarm, Some(&new_item)).await?;
+    deps.effects
+        .store
+        .apply(&new_alarm, Some(&new_item))
+        .await?;
     run_pending(&deps.effects, new_item).await?;
     Ok(())
 }

@@ -9,6 +9,8 @@ mod effects;
 mod error;
 mod handler;
 #[cfg(test)]
+mod quiet_tests;
+#[cfg(test)]
 mod scenarios;
 mod sweep;
 

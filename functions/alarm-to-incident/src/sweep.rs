@@ -165,8 +165,7 @@ async fn reconcile(
             let ctx = crate::handler::HoldContext {
                 function_arn: function_arn.to_string(),
             };
-            let outcome =
-                crate::handler::process_with(deps, current, &Origin::Sweep, &ctx).await?;
+            let outcome = crate::handler::process_with(deps, current, &Origin::Sweep, &ctx).await?;
             info!(action = outcome.action, "missed transition applied");
             Ok(Some(format!("applied:{}", outcome.action)))
         }
@@ -267,11 +266,18 @@ async fn release(
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
         }
-        info!(action = decision.action.as_str(), resumed = resumed_once, "held transition applied at the end of its hold");
+        info!(
+            action = decision.action.as_str(),
+            resumed = resumed_once,
+            "held transition applied at the end of its hold"
+        );
         run_pending(&deps.effects, new_item).await?;
         return Ok(format!("released:{}", decision.action.as_str()));
     }
-    Err(EffectError::Busy { key: read.incident_key.clone() }.into())
+    Err(EffectError::Busy {
+        key: read.incident_key.clone(),
+    }
+    .into())
 }
 
 #[cfg(test)]
@@ -280,7 +286,10 @@ mod tests {
 
     #[test]
     fn alarm_names_come_from_arns_with_colons_kept() {
-        assert_eq!(name_of("arn:aws:cloudwatch:eu-west-1:1:alarm:a:b c"), Some("a:b c"));
+        assert_eq!(
+            name_of("arn:aws:cloudwatch:eu-west-1:1:alarm:a:b c"),
+            Some("a:b c")
+        );
         assert_eq!(name_of("arn:aws:cloudwatch:eu-west-1:1:alarm:"), None);
         assert_eq!(name_of("nonsense"), None);
     }
