@@ -23,9 +23,9 @@ use crate::config::{ConfigError, Env};
 use crate::error::AwsError;
 use crate::schedule::{create_one_time, delete_one_time, OneTime};
 
-pub const GROUP_VAR: &str = "HOLD_SCHEDULE_GROUP";
-pub const ROLE_VAR: &str = "HOLD_SCHEDULER_ROLE_ARN";
-pub const TARGET_VAR: &str = "HOLD_TARGET_ARN";
+pub const HOLD_GROUP_VAR: &str = "HOLD_SCHEDULE_GROUP";
+pub const HOLD_ROLE_VAR: &str = "HOLD_SCHEDULER_ROLE_ARN";
+pub const HOLD_TARGET_VAR: &str = "HOLD_TARGET_ARN";
 
 /// A timer fires this long after the hold's end: the alarm's state at the end is
 /// what counts, and the scheduler refuses times in the past.
@@ -54,11 +54,11 @@ pub struct HoldTimerConfig {
 }
 
 impl HoldTimerConfig {
-    /// `None` when `HOLD_SCHEDULE_GROUP` is unset (timers off). With it, the role is
-    /// required, and the target when `needs_target` (a function other than
-    /// alarm-to-incident sets the timers).
-    pub fn from_env(env: &Env, needs_target: bool) -> Result<Option<HoldTimerConfig>, ConfigError> {
-        let Some(group) = env.optional(GROUP_VAR) else {
+    /// `None` when `HOLD_SCHEDULE_GROUP` is unset (timers off); with it, the role is
+    /// required. alarm-to-incident targets itself; another function adds the target
+    /// with [`HoldTimerConfig::with_sweep_target`].
+    pub fn from_env(env: &Env) -> Result<Option<HoldTimerConfig>, ConfigError> {
+        let Some(group) = env.optional(HOLD_GROUP_VAR) else {
             return Ok(None);
         };
         if group.len() > 64
@@ -67,20 +67,24 @@ impl HoldTimerConfig {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
             return Err(ConfigError::invalid(
-                GROUP_VAR,
+                HOLD_GROUP_VAR,
                 &group,
                 "expected a schedule group name of 1 to 64 characters [0-9A-Za-z-_.]",
             ));
         }
         Ok(Some(HoldTimerConfig {
             group,
-            role_arn: env.arn(ROLE_VAR, "iam")?,
-            target_arn: if needs_target {
-                Some(env.arn(TARGET_VAR, "lambda")?)
-            } else {
-                None
-            },
+            role_arn: env.arn(HOLD_ROLE_VAR, "iam")?,
+            target_arn: None,
         }))
+    }
+
+    /// The same, with alarm-to-incident's ARN (`HOLD_TARGET_ARN`, required).
+    pub fn with_sweep_target(self, env: &Env) -> Result<HoldTimerConfig, ConfigError> {
+        Ok(HoldTimerConfig {
+            target_arn: Some(env.arn(HOLD_TARGET_VAR, "lambda")?),
+            ..self
+        })
     }
 }
 
@@ -251,17 +255,21 @@ mod tests {
 
     #[test]
     fn config_is_off_without_group_and_checked_with_it() {
-        assert_eq!(HoldTimerConfig::from_env(&Env::default(), true), Ok(None));
-        let e = HoldTimerConfig::from_env(&Env::from_pairs([(GROUP_VAR, "g")]), false).unwrap_err();
-        assert!(e.to_string().contains(ROLE_VAR), "{e}");
-        let env = Env::from_pairs([(GROUP_VAR, "stack-holds"), (ROLE_VAR, ROLE)]);
-        assert!(HoldTimerConfig::from_env(&env, true)
+        assert_eq!(HoldTimerConfig::from_env(&Env::default()), Ok(None));
+        let e = HoldTimerConfig::from_env(&Env::from_pairs([(HOLD_GROUP_VAR, "g")])).unwrap_err();
+        assert!(e.to_string().contains(HOLD_ROLE_VAR), "{e}");
+        let env = Env::from_pairs([(HOLD_GROUP_VAR, "stack-holds"), (HOLD_ROLE_VAR, ROLE)]);
+        let c = HoldTimerConfig::from_env(&env).unwrap().unwrap();
+        assert_eq!(
+            (c.group.as_str(), c.target_arn.clone()),
+            ("stack-holds", None)
+        );
+        assert!(c
+            .with_sweep_target(&env)
             .unwrap_err()
             .to_string()
-            .contains(TARGET_VAR));
-        let c = HoldTimerConfig::from_env(&env, false).unwrap().unwrap();
-        assert_eq!((c.group.as_str(), c.target_arn), ("stack-holds", None));
-        assert!(HoldTimerConfig::from_env(&Env::from_pairs([(GROUP_VAR, "a b")]), false).is_err());
+            .contains(HOLD_TARGET_VAR));
+        assert!(HoldTimerConfig::from_env(&Env::from_pairs([(HOLD_GROUP_VAR, "a b")])).is_err());
     }
 
     #[test]

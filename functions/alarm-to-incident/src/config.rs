@@ -108,7 +108,7 @@ impl Config {
             automation_role_arn,
             rules,
             escalation: EscalationPolicy::from_env(env)?,
-            hold_timer: HoldTimerConfig::from_env(env, false)?,
+            hold_timer: HoldTimerConfig::from_env(env)?,
         })
     }
 

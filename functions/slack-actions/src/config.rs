@@ -93,7 +93,9 @@ impl Config {
             response_plan_arn,
             automation_role_arn: env.optional_arn("AUTOMATION_ROLE_ARN", "iam")?,
             escalation: EscalationPolicy::from_env(env)?,
-            hold_timer: HoldTimerConfig::from_env(env, true)?,
+            hold_timer: HoldTimerConfig::from_env(env)?
+                .map(|c| c.with_sweep_target(env))
+                .transpose()?,
         })
     }
 }
