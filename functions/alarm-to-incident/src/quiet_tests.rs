@@ -445,3 +445,15 @@ async fn an_alarm_cloudwatch_no_longer_returns_is_reported_and_left_alone() {
         .unwrap_err();
     assert!(!bad.retryable());
 }
+
+#[tokio::test]
+async fn a_described_time_one_millisecond_short_is_the_same_transition() {
+    // DescribeAlarms' CBOR double is truncated to the millisecond by the SDK.
+    let h = H::new();
+    h.deliver(muted(ANY, "ALARM", 1, 0, 60), 1).await;
+    let mut d = described(ANY, "ALARM", 1);
+    d.changed_at -= Duration::milliseconds(1);
+    h.alarms.set(vec![d]);
+    assert_eq!(h.sweep(61).await.unwrap()["changed"][ANY], "released:open");
+    assert_eq!(h.store.alarm_now(&arn(ANY)).unwrap().changed_at, at(1), "the watermark keeps the event's time");
+}

@@ -37,6 +37,12 @@ use crate::effects::{complete_record, plan, Origin};
 use crate::error::HandlerError;
 use crate::handler::{mark_origin, Deps};
 
+/// `DescribeAlarms` (rpcv2Cbor) carries timestamps as epoch seconds in a double,
+/// which the SDK truncates to the millisecond: the events' `state.timestamp` of the same
+/// transition may read one millisecond later. Transitions of one alarm are at least an
+/// evaluation period apart, so within this they are the same transition.
+pub const SAME_INSTANT: chrono::Duration = chrono::Duration::milliseconds(1);
+
 /// What one sweep did, per alarm (the function's answer, and the log).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,8 +148,8 @@ async fn reconcile(
     let now = deps.effects.clock.now();
     let stored = deps.effects.store.alarm(&current.arn).await?;
     match &stored {
-        Some(s) if current.changed_at < s.changed_at => Ok(None),
-        Some(s) if current.changed_at == s.changed_at => match &s.held {
+        Some(s) if current.changed_at < s.changed_at - SAME_INSTANT => Ok(None),
+        Some(s) if current.changed_at <= s.changed_at + SAME_INSTANT => match &s.held {
             Some(h) if h.has_ended(book, now) => release(deps, s, current, book).await.map(Some),
             _ => Ok(None),
         },
