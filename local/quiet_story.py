@@ -32,7 +32,6 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import slack_actions as sa  # noqa: E402
 from respond_story import ALICE, MALLORY, POLICY, RespondStory  # noqa: E402
 from story import (ACCOUNT, ANY_TUNNEL_ALARM, BOTH_TUNNELS_ALARM, REGION, STACK, TUNNEL_1,  # noqa: E402
                    TUNNEL_2, VPN, Invocation, StoryError, direct_alarm, eventbridge_both_tunnels, iso_alarm,
@@ -124,28 +123,6 @@ class QuietStory(RespondStory):
         """Messages and edits in channels (ephemeral answers to a person are not counted)."""
         return sum(1 for e in self.slack.events if e["kind"] in ("post", "update"))
 
-    def fire_holds(self, jump_s: float) -> list[Invocation]:
-        scheduler = self.moto.client("scheduler")
-        now = time.time() + jump_s
-        pending = sa.schedules(scheduler, self.hold_group)
-        self.say(f"    schedules in {self.hold_group}: " + (", ".join(
-            f"{s['name']} at {s['expression']}" for s in pending) or "none"))
-        fired = []
-        for s in sa.due_schedules(scheduler, self.hold_group, now):
-            target = s["target"]["Arn"].rsplit(":", 1)[-1]
-            inv = sa.fire(scheduler, self.hold_group, s,
-                          lambda ev: self.functions[target].invoke(ev, timeout_s=60))
-            self.fired.append({"name": s["name"], "input": json.loads(s["target"]["Input"]), "ok": inv.ok,
-                               "result": inv.result, "target": s["target"]["Arn"]})
-            self.show_invocation(inv, f" <- schedule {s['name']}")
-            if not inv.ok:
-                self.problems.append(f"hold schedule {s['name']} failed: {short(inv.result, 300)}")
-            fired.append(inv)
-        if not fired:
-            self.say("    nothing due")
-        self.pump()
-        return fired
-
     # ------------------------------------------------------------ the story
 
     def run(self) -> None:
@@ -235,22 +212,14 @@ class QuietStory(RespondStory):
         sid = book["silences"][0]["id"] if book.get("silences") else "?"
         self.act(ALICE, f"/incident unsilence {sid}", lambda: self.app.command(ALICE, f"unsilence {sid}"))
         self.say("    one minute later the timer set when it was lifted runs the sweep")
-        self.fire_holds(LIFT_JUMP_S)
+        self.fire_due(LIFT_JUMP_S, group=self.hold_group)
         self.say(f"    the incident now: {self.record().get('status')}")
 
         self.final_book = self.silence_book()
 
         self.step("Where things stand")
         self.show_incidents()
-        self.say()
-        self.say("Slack, as a person would see it:")
-        for ln in self.slack.render().splitlines():
-            self.say("    " + ln)
-        if self.problems:
-            self.say()
-            self.say(f"{len(self.problems)} problem(s) in this story:")
-            for p in self.problems:
-                self.say(f"  - {p}")
+        self.show_slack_and_problems()
 
     def silence_book(self) -> dict:
         item = self.moto.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": "silences"}},

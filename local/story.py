@@ -859,6 +859,10 @@ class Story:
         self.say("    summary measured by the story (alarm time to the Slack post):")
         for k, v in figures.items():
             self.say(f"      {k}: {v}")
+        self.show_slack_and_problems()
+
+    def show_slack_and_problems(self) -> None:
+        """The channels as a person would see them, then what went wrong, if anything."""
         self.say()
         self.say("Slack, as a person would see it:")
         for ln in self.slack.render().splitlines():

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::stable_hash;
 use crate::config::{ConfigError, Env};
-use crate::error::{AwsError, AwsFailure};
+use crate::error::AwsError;
 use crate::incident::Impact;
 use crate::lifecycle::{Effect, IncidentRecord};
 
@@ -101,17 +101,7 @@ impl EscalationPolicy {
         let schedule_group = env
             .optional(GROUP_VAR)
             .unwrap_or_else(|| "default".to_string());
-        if schedule_group.len() > 64
-            || !schedule_group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ConfigError::invalid(
-                GROUP_VAR,
-                &schedule_group,
-                "expected a schedule group name of 1 to 64 characters [0-9A-Za-z-_.]",
-            ));
-        }
+        crate::schedule::check_group(GROUP_VAR, &schedule_group)?;
         Ok(Some(EscalationPolicy {
             min_impact,
             after: minutes(env, AFTER_VAR, 15)?,
@@ -222,15 +212,7 @@ impl SchedulerTimer {
 
 pub use crate::schedule::at_expression;
 
-fn build_failure(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
-    AwsError {
-        service: "scheduler",
-        operation,
-        failure: AwsFailure::Rejected,
-        code: None,
-        message: format!("could not build the request: {e}"),
-    }
-}
+use crate::schedule::build_failure;
 
 #[async_trait]
 impl EscalationTimer for SchedulerTimer {
@@ -336,6 +318,7 @@ mod tests {
     use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleOutput;
     use aws_sdk_scheduler::types::error::{ConflictException, ResourceNotFoundException};
     use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode};
+    use crate::error::AwsFailure;
     use aws_sdk_sns::operation::publish::PublishOutput;
     use aws_smithy_mocks::mock;
     use aws_smithy_types::error::ErrorMetadata;

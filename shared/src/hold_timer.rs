@@ -61,17 +61,7 @@ impl HoldTimerConfig {
         let Some(group) = env.optional(HOLD_GROUP_VAR) else {
             return Ok(None);
         };
-        if group.len() > 64
-            || !group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ConfigError::invalid(
-                HOLD_GROUP_VAR,
-                &group,
-                "expected a schedule group name of 1 to 64 characters [0-9A-Za-z-_.]",
-            ));
-        }
+        crate::schedule::check_group(HOLD_GROUP_VAR, &group)?;
         Ok(Some(HoldTimerConfig {
             group,
             role_arn: env.arn(HOLD_ROLE_VAR, "iam")?,

@@ -12,7 +12,26 @@ use aws_sdk_scheduler::types::{
 use chrono::{DateTime, Utc};
 
 use crate::backend::token_uuid;
+use crate::config::ConfigError;
 use crate::error::{AwsError, AwsFailure};
+
+/// Checks a schedule group name read from `var`: 1 to 64 characters `[0-9A-Za-z-_.]`,
+/// as the scheduler requires.
+pub fn check_group(var: &str, group: &str) -> Result<(), ConfigError> {
+    if group.is_empty()
+        || group.len() > 64
+        || !group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(ConfigError::invalid(
+            var,
+            group,
+            "expected a schedule group name of 1 to 64 characters [0-9A-Za-z-_.]",
+        ));
+    }
+    Ok(())
+}
 
 /// `at(yyyy-mm-ddThh:mm:ss)`, the one-time schedule expression (read in the
 /// schedule's timezone, which we set to UTC).
@@ -20,7 +39,8 @@ pub fn at_expression(at: DateTime<Utc>) -> String {
     format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"))
 }
 
-fn build_failure(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
+/// A request that could not be built (never retryable).
+pub(crate) fn build_failure(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
     AwsError {
         service: "scheduler",
         operation,
