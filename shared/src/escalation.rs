@@ -311,6 +311,7 @@ impl Pager for SnsPager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AwsFailure;
     use crate::mock_client;
     use aws_sdk_scheduler::operation::create_schedule::CreateScheduleError;
     use aws_sdk_scheduler::operation::create_schedule::CreateScheduleOutput;
@@ -318,7 +319,6 @@ mod tests {
     use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleOutput;
     use aws_sdk_scheduler::types::error::{ConflictException, ResourceNotFoundException};
     use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode};
-    use crate::error::AwsFailure;
     use aws_sdk_sns::operation::publish::PublishOutput;
     use aws_smithy_mocks::mock;
     use aws_smithy_types::error::ErrorMetadata;

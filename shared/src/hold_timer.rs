@@ -176,16 +176,18 @@ pub mod fakes {
 
     use super::*;
 
-    /// `("sweep_at", target, name, at, reason)` or `("cancel", "", name, _, "")`.
+    /// One call: `("sweep_at", target, name, at, reason)` or `("cancel", "", name, None, "")`.
+    pub type HoldTimerCall = (String, String, String, Option<DateTime<Utc>>, String);
+
     #[derive(Debug, Default)]
     pub struct RecordingHoldTimer {
-        pub calls: Mutex<Vec<(String, String, String, Option<DateTime<Utc>>, String)>>,
+        pub calls: Mutex<Vec<HoldTimerCall>>,
         /// Fails the next call with this error.
         pub fail_next: Mutex<Option<AwsError>>,
     }
 
     impl RecordingHoldTimer {
-        pub fn calls(&self) -> Vec<(String, String, String, Option<DateTime<Utc>>, String)> {
+        pub fn calls(&self) -> Vec<HoldTimerCall> {
             self.calls.lock().map(|c| c.clone()).unwrap_or_default()
         }
         fn failure(&self) -> Result<(), AwsError> {

@@ -455,5 +455,9 @@ async fn a_described_time_one_millisecond_short_is_the_same_transition() {
     d.changed_at -= Duration::milliseconds(1);
     h.alarms.set(vec![d]);
     assert_eq!(h.sweep(61).await.unwrap()["changed"][ANY], "released:open");
-    assert_eq!(h.store.alarm_now(&arn(ANY)).unwrap().changed_at, at(1), "the watermark keeps the event's time");
+    assert_eq!(
+        h.store.alarm_now(&arn(ANY)).unwrap().changed_at,
+        at(1),
+        "the watermark keeps the event's time"
+    );
 }

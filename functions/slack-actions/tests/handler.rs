@@ -642,7 +642,7 @@ async fn silence_is_authorized_queued_stored_and_timed_to_its_end() {
         (120, Some("router firmware upgrade"))
     );
     // The worker stores it (a retry changes nothing) and sets the timer at its end.
-    h.run(sqs(&[job.clone()])).await;
+    h.run(sqs(std::slice::from_ref(&job))).await;
     h.run(sqs(&[job])).await;
     let book = h.silences.now();
     let [s] = book.silences.as_slice() else {
