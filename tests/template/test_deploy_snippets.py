@@ -3,6 +3,7 @@ deployable: every ```yaml block after a `<!-- cfn-lint: NAME ... -->` marker."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -36,17 +37,19 @@ def test_snippet_passes_cfn_lint(name, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_metrics_insights_rule_routes_contributor_events_to_alarm_to_incident():
+def test_metrics_insights_alarm_is_routed_by_the_stacks_alarm_events_rule():
     template, matches = cfnlint_decode.decode_str(snippets()["metrics-insights-vpn-alarm"])
     assert not matches, matches
-    resources = template["Resources"]
-    alarm = resources["VpnTunnelDownAllConnections"]["Properties"]
+    alarm = template["Resources"]["VpnTunnelDownAllConnections"]["Properties"]
     [query] = alarm["Metrics"]
     # The query of the sample events (events/eventbridge-insights-contributor-*.json).
     assert query["Expression"] == 'SELECT MIN(TunnelState) FROM "AWS/VPN" GROUP BY VpnId'
     assert query["Period"] == 60
     assert "AlarmActions" not in alarm and "OKActions" not in alarm
-    pattern = resources["VpnAlarmEventsToPipeline"]["Properties"]["EventPattern"]
-    assert "CloudWatch Alarm Contributor State Change" in pattern["detail-type"]
-    permission = resources["EventBridgeInvokesAlarmToIncident"]["Properties"]
-    assert permission["Principal"] == "events.amazonaws.com"
+    assert "${AlarmNamePrefix}" in json.dumps(alarm["AlarmName"])
+    # The pipeline's rule takes both detail-types of ExtraAlarmNamePrefix alarms.
+    stack, matches = cfnlint_decode.decode(str(rs.repo_root() / "template.yaml"))
+    assert not matches, matches
+    pattern = stack["Resources"]["AlarmEventsRule"]["Properties"]["EventPattern"]
+    assert set(pattern["detail-type"]) == {"CloudWatch Alarm State Change", "CloudWatch Alarm Contributor State Change"}
+    assert "ExtraAlarmNamePrefix" in json.dumps(pattern["resources"])

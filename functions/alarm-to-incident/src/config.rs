@@ -11,12 +11,14 @@
 //! | `CLASSIFICATION_RULES` | rules JSON (see `shared::classify`); optional |
 //! | `CLASSIFICATION_RULES_PARAMETER` | name of an SSM parameter holding the rules JSON; optional |
 //! | `ESCALATION_*` | escalation when nobody acknowledges (see `shared::escalation`); off unless `ESCALATION_MIN_IMPACT` is set |
+//! | `HOLD_SCHEDULE_GROUP`, `HOLD_SCHEDULER_ROLE_ARN` | the timer at a mute window's end (see `shared::hold_timer`); unset = the scheduled sweep alone |
 
 use shared::backend::BackendKind;
 use shared::classify::Rules;
 use shared::config::{ConfigError, Env};
 use shared::error::{AwsError, Retryable};
 use shared::escalation::EscalationPolicy;
+use shared::hold_timer::HoldTimerConfig;
 
 pub const RULES_VAR: &str = "CLASSIFICATION_RULES";
 pub const RULES_PARAMETER_VAR: &str = "CLASSIFICATION_RULES_PARAMETER";
@@ -43,6 +45,8 @@ pub struct Config {
     pub rules: RulesSource,
     /// Escalation timers for unacknowledged incidents; `None` = off.
     pub escalation: Option<EscalationPolicy>,
+    /// Timers at the end of mute windows (targeting this function); `None` = off.
+    pub hold_timer: Option<HoldTimerConfig>,
 }
 
 /// A start-up failure: configuration, or the rules parameter.
@@ -104,6 +108,7 @@ impl Config {
             automation_role_arn,
             rules,
             escalation: EscalationPolicy::from_env(env)?,
+            hold_timer: HoldTimerConfig::from_env(env)?,
         })
     }
 

@@ -172,6 +172,8 @@ struct Harness {
     clock: FixedClock,
     timer: RecordingTimer,
     escalation: Option<EscalationPolicy>,
+    silences: shared::hold_store::memory::MemorySilenceStore,
+    alarms: crate::cloudwatch::fakes::FakeAlarms,
 }
 
 impl Harness {
@@ -187,6 +189,8 @@ impl Harness {
             clock: FixedClock(Mutex::new("2026-11-25T10:01:05Z".parse().unwrap())),
             timer: RecordingTimer::default(),
             escalation: None,
+            silences: Default::default(),
+            alarms: Default::default(),
         }
     }
 
@@ -217,6 +221,10 @@ impl Harness {
             },
             rules: &self.rules,
             escalation: self.escalation.as_ref(),
+            holds: &self.store,
+            silences: &self.silences,
+            alarms: &self.alarms,
+            hold_timer: None,
         };
         handle(&deps, &event).await
     }
@@ -1208,18 +1216,21 @@ async fn every_file_in_events_goes_through_the_handler() {
             Ok(alarms) => {
                 let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(r.results.len(), alarms.len(), "{name}");
-                // The alarm-level event of a multi-time-series alarm opens nothing: its
-                // contributors' events do.
+                // The alarm-level event of a multi-time-series alarm opens nothing (its
+                // contributors' events do); a muted ALARM (inside its mute window at the
+                // harness's clock) pages no one.
                 let firing = alarms
                     .iter()
                     .filter(|a| {
-                        a.state == shared::alarm::AlarmState::Alarm && !a.is_multi_series_summary()
+                        a.state == shared::alarm::AlarmState::Alarm
+                            && a.muted.is_none()
+                            && !a.is_multi_series_summary()
                     })
                     .count();
                 assert_eq!(
                     h.publisher.sent().len(),
                     firing,
-                    "{name}: one notification per ALARM"
+                    "{name}: one notification per ALARM that is not muted"
                 );
                 for (o, a) in r.results.iter().zip(&alarms) {
                     if a.is_multi_series_summary() {
@@ -1227,10 +1238,10 @@ async fn every_file_in_events_goes_through_the_handler() {
                         assert_eq!(o.note, Some(crate::handler::SUMMARY_NOTE), "{name}");
                         continue;
                     }
-                    let expected = if a.state == shared::alarm::AlarmState::Alarm {
-                        ["open", "update"].as_slice()
-                    } else {
-                        ["record"].as_slice()
+                    let expected = match (a.state, &a.muted) {
+                        (shared::alarm::AlarmState::Alarm, Some(_)) => ["held_muted"].as_slice(),
+                        (shared::alarm::AlarmState::Alarm, None) => ["open", "update"].as_slice(),
+                        _ => ["record"].as_slice(),
                     };
                     assert!(
                         expected.contains(&o.action),
@@ -1268,7 +1279,17 @@ mod real_world {
     use shared::notification::EventType;
 
     use super::*;
-    use crate::handler::{Outcome, SUMMARY_NOTE};
+    use crate::handler::SUMMARY_NOTE;
+
+    /// One alarm's result in the function's response.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Got {
+        action: String,
+        incident_key: String,
+        contributor: Option<String>,
+        note: Option<String>,
+    }
 
     fn event(file: &str) -> Value {
         let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -1283,6 +1304,8 @@ mod real_world {
         rules: Rules,
         settings: Settings,
         clock: FixedClock,
+        silences: shared::hold_store::memory::MemorySilenceStore,
+        alarms: crate::cloudwatch::fakes::FakeAlarms,
     }
 
     impl World {
@@ -1296,10 +1319,22 @@ mod real_world {
                 rules: Rules::builtin(Some(DOC)),
                 settings,
                 clock: FixedClock::at("2026-11-25T10:40:00Z".parse().unwrap()),
+                silences: Default::default(),
+                alarms: Default::default(),
             }
         }
 
-        async fn deliver(&self, file: &str) -> Outcome {
+        async fn deliver(&self, file: &str) -> Got {
+            let mut r = self
+                .invoke(&event(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let mut results: Vec<Got> = serde_json::from_value(r["results"].take()).unwrap();
+            assert_eq!(results.len(), 1, "{file}");
+            results.remove(0)
+        }
+
+        async fn invoke(&self, event: &Value) -> Result<Value, HandlerError> {
             let deps = Deps {
                 effects: EffectDeps {
                     backend: &self.backend,
@@ -1312,12 +1347,17 @@ mod real_world {
                 },
                 rules: &self.rules,
                 escalation: None,
+                holds: &self.store,
+                silences: &self.silences,
+                alarms: &self.alarms,
+                hold_timer: None,
             };
-            let mut r = handle(&deps, &event(file))
-                .await
-                .unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert_eq!(r.results.len(), 1, "{file}");
-            r.results.remove(0)
+            crate::handler::handle_invocation(
+                &deps,
+                event,
+                "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident",
+            )
+            .await
         }
 
         async fn open_keys(&self) -> Vec<String> {
@@ -1345,7 +1385,10 @@ mod real_world {
         let a = w
             .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
             .await;
-        assert_eq!((a.action, a.incident_key.as_str()), ("open", KEY_VPN1));
+        assert_eq!(
+            (a.action.as_str(), a.incident_key.as_str()),
+            ("open", KEY_VPN1)
+        );
         assert_eq!(
             a.contributor.as_deref(),
             Some("VpnId=vpn-0f1e2d3c4b5a69788")
@@ -1353,11 +1396,17 @@ mod real_world {
         let b = w
             .deliver("eventbridge-insights-contributor-vpn2-alarm.json")
             .await;
-        assert_eq!((b.action, b.incident_key.as_str()), ("open", KEY_VPN2));
+        assert_eq!(
+            (b.action.as_str(), b.incident_key.as_str()),
+            ("open", KEY_VPN2)
+        );
         // The alarm-level event of the same evaluation: recorded, nothing opened.
         let s = w.deliver("eventbridge-metrics-insights-alarm.json").await;
-        assert_eq!((s.action, s.incident_key.as_str()), ("record_summary", ""));
-        assert_eq!(s.note, Some(SUMMARY_NOTE));
+        assert_eq!(
+            (s.action.as_str(), s.incident_key.as_str()),
+            ("record_summary", "")
+        );
+        assert_eq!(s.note.as_deref(), Some(SUMMARY_NOTE));
         // Redeliveries of each are duplicates.
         for f in [
             "eventbridge-insights-contributor-vpn1-alarm.json",
@@ -1371,7 +1420,10 @@ mod real_world {
         let ok = w
             .deliver("eventbridge-insights-contributor-vpn1-ok.json")
             .await;
-        assert_eq!((ok.action, ok.incident_key.as_str()), ("resolve", KEY_VPN1));
+        assert_eq!(
+            (ok.action.as_str(), ok.incident_key.as_str()),
+            ("resolve", KEY_VPN1)
+        );
         assert_eq!(w.open_keys().await, vec![KEY_VPN2]);
 
         let calls = w.backend.calls();
@@ -1430,6 +1482,64 @@ mod real_world {
     }
 
     #[tokio::test]
+    async fn a_muted_contributor_alarm_is_held_and_applied_from_its_kept_event_at_the_windows_end()
+    {
+        let w = World::new();
+        // VPN 1's series goes down inside a maintenance window (mute rule).
+        let mut muted = event("eventbridge-insights-contributor-vpn1-alarm.json");
+        muted["detail"]["muteDetail"] = json!({
+            "mutedByArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance",
+            "muteWindowStart": "2026-11-25T10:00:00.000+0000",
+            "muteWindowEnd": "2026-11-25T10:30:00.000+0000"});
+        w.clock.set("2026-11-25T10:05:00Z".parse().unwrap());
+        let r = w.invoke(&muted).await.unwrap();
+        assert_eq!(r["results"][0]["action"], "held_muted");
+        assert!(w.open_keys().await.is_empty());
+        // VPN 2's series, not muted, opens its incident meanwhile.
+        w.deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        // Before the window's end the sweep leaves it held; it reads no contributor.
+        let early = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(early["changed"], json!({}), "{early}");
+        assert_eq!(
+            early["contributorsNotRead"],
+            json!([format!("contributor/a41d6e0b97c3f258/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections")])
+        );
+        assert!(
+            w.alarms.requests.lock().unwrap().is_empty(),
+            "no DescribeAlarms for contributors"
+        );
+        // After it, the held transition applies as it was kept: VPN 1's incident opens.
+        w.clock.set("2026-11-25T10:31:00Z".parse().unwrap());
+        let report = w
+            .invoke(&json!({"sweep": {"reason": "hold ended"}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "released:open"}),
+            "{report}"
+        );
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // Released once: the next sweep finds it in step.
+        let again = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(again["changed"], json!({}), "{again}");
+        let opens = w
+            .backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("open "))
+            .count();
+        assert_eq!(opens, 2);
+    }
+
+    #[tokio::test]
     async fn contributor_and_single_vpn_alarm_feed_the_same_incident() {
         let w = World::new();
         assert_eq!(
@@ -1442,7 +1552,10 @@ mod real_world {
         let c = w
             .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
             .await;
-        assert_eq!((c.action, c.incident_key.as_str()), ("update", KEY_VPN1));
+        assert_eq!(
+            (c.action.as_str(), c.incident_key.as_str()),
+            ("update", KEY_VPN1)
+        );
         // Its OK leaves the incident open while the other alarm fires.
         let ok = w
             .deliver("eventbridge-insights-contributor-vpn1-ok.json")

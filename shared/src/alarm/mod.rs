@@ -19,7 +19,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use insights::{is_insights_query, parse_query as parse_insights_query, InsightsQuery};
-pub use parse::{normalize, normalize_sns_message, normalize_str, AlarmError};
+pub use parse::{
+    condition_from_queries, normalize, normalize_sns_message, normalize_str, AlarmError,
+    ConditionFacts,
+};
 pub use region::{partition_of, region_from_display_name, RegionCode};
 pub use time::parse_timestamp;
 
@@ -68,6 +71,9 @@ pub enum EventShape {
     EventBridge,
     /// An SNS notification with the classic alarm JSON in `Message`.
     Sns,
+    /// Read by alarm-to-incident's reconciliation sweep (`DescribeAlarms`), not
+    /// delivered: the transition was missed, or a held one is applied at its end.
+    DescribeAlarms,
 }
 
 /// A metric: namespace, name and dimensions.
@@ -399,6 +405,18 @@ pub fn split_source_id(source: &str) -> (&str, Option<&str>) {
     (source, None)
 }
 
+/// The alarm mute rule (`AWS::CloudWatch::AlarmMuteRule`) that muted the alarm's
+/// actions when it changed state: EventBridge events of a muted alarm still come,
+/// with `detail.muteDetail`; its SNS and Lambda actions do not run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MuteDetail {
+    /// `mutedByArn`: the mute rule's ARN.
+    pub rule_arn: Option<String>,
+    /// `muteWindowStart` / `muteWindowEnd`: the current window of the rule.
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+}
+
 /// A CloudWatch alarm state change, normalized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
@@ -422,6 +440,10 @@ pub struct Alarm {
     /// Where `arn` came from (rebuilt for SNS messages that lack `AlarmArn`).
     #[serde(default, skip_serializing_if = "ArnOrigin::is_event")]
     pub arn_origin: ArnOrigin,
+    /// Set when a mute rule muted the alarm's actions at this transition (EventBridge
+    /// only: the muted actions themselves never reach us).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<MuteDetail>,
 }
 
 impl Alarm {

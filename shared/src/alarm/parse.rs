@@ -16,7 +16,7 @@ use super::time::parse_timestamp;
 use super::{
     Alarm, AlarmCondition, AlarmState, AnomalyCondition, ArnOrigin, CompositeCondition,
     Contributor, EventShape, InsightsCondition, MathCondition, MetricCondition, MetricIdentity,
-    MetricQuery,
+    MetricQuery, MuteDetail,
 };
 use crate::error::Retryable;
 use crate::text::truncate;
@@ -322,6 +322,21 @@ fn from_detail(
         Some(c) => condition_from_configuration(&c, reason_data.as_ref())?,
         None => AlarmCondition::Unknown,
     };
+    // A muted alarm's EventBridge event (alarm mute rules): every field optional.
+    let muted = match detail.opt_obj("muteDetail")? {
+        Some(m) => Some(MuteDetail {
+            rule_arn: non_empty(m.opt_str("mutedByArn")?),
+            window_start: m
+                .opt_str("muteWindowStart")?
+                .map(|ts| m.timestamp("muteWindowStart", ts))
+                .transpose()?,
+            window_end: m
+                .opt_str("muteWindowEnd")?
+                .map(|ts| m.timestamp("muteWindowEnd", ts))
+                .transpose()?,
+        }),
+        None => None,
+    };
     Ok(Alarm {
         name,
         arn,
@@ -336,6 +351,7 @@ fn from_detail(
         shape,
         contributor,
         arn_origin: ArnOrigin::Event,
+        muted,
     })
 }
 
@@ -414,7 +430,7 @@ fn condition_from_configuration(
     };
     Ok(condition_from_queries(
         queries,
-        ThresholdInfo {
+        ConditionFacts {
             threshold,
             threshold_metric_id: non_empty(config.opt_str("thresholdMetricId")?),
             // Anomaly alarms: the band and value at the latest datapoint (the lists
@@ -422,24 +438,28 @@ fn condition_from_configuration(
             lower_bound: latest("recentLowerThresholds"),
             upper_bound: latest("recentUpperThresholds"),
             value: latest("recentDatapoints"),
-            ..ThresholdInfo::default()
+            ..ConditionFacts::default()
         },
     ))
 }
 
-#[derive(Default)]
-struct ThresholdInfo {
-    threshold: Option<f64>,
-    threshold_metric_id: Option<String>,
-    comparison: Option<String>,
-    evaluation_periods: Option<u32>,
-    unit: Option<String>,
-    treat_missing_data: Option<String>,
+/// What an alarm compares its queries with, as each source states it (event
+/// configuration and `reasonData`, SNS `Trigger`, `DescribeAlarms`): the inputs of
+/// [`condition_from_queries`] besides the queries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConditionFacts {
+    pub threshold: Option<f64>,
+    pub threshold_metric_id: Option<String>,
+    pub comparison: Option<String>,
+    pub evaluation_periods: Option<u32>,
+    pub unit: Option<String>,
+    pub treat_missing_data: Option<String>,
     /// The alarm's period when its queries do not carry one (SNS `Trigger.Period`).
-    period_seconds: Option<u32>,
-    lower_bound: Option<f64>,
-    upper_bound: Option<f64>,
-    value: Option<f64>,
+    pub period_seconds: Option<u32>,
+    /// Anomaly alarms: the band and the value at the latest datapoint (`reasonData`).
+    pub lower_bound: Option<f64>,
+    pub upper_bound: Option<f64>,
+    pub value: Option<f64>,
 }
 
 /// `ANOMALY_DETECTION_BAND(m1, 2)`, in any case.
@@ -452,8 +472,9 @@ fn is_band(expression: &str) -> bool {
 
 /// The alarm kind its queries make: a band expression (or a `ThresholdMetricId`) is
 /// an anomaly-detection alarm; a `SELECT` query a Metrics Insights alarm; one metric
-/// and no expression a plain metric alarm; anything else metric math.
-fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ThresholdInfo) -> AlarmCondition {
+/// and no expression a plain metric alarm; anything else metric math. One place for
+/// every source of alarms (events and `DescribeAlarms`).
+pub fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ConditionFacts) -> AlarmCondition {
     if queries.is_empty() {
         return AlarmCondition::Unknown;
     }
@@ -509,7 +530,7 @@ fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ThresholdInfo) -> Al
 fn anomaly(
     queries: Vec<MetricQuery>,
     band_at: Option<usize>,
-    t: ThresholdInfo,
+    t: ConditionFacts,
 ) -> AnomalyCondition {
     let band = band_at
         .and_then(|i| queries[i].expression.clone())
@@ -550,7 +571,7 @@ fn anomaly(
     }
 }
 
-fn insights(q: &MetricQuery, t: ThresholdInfo) -> InsightsCondition {
+fn insights(q: &MetricQuery, t: ConditionFacts) -> InsightsCondition {
     let query = q.expression.clone().unwrap_or_default();
     let parsed = parse_query(&query);
     InsightsCondition {
@@ -749,6 +770,7 @@ fn sns_message(root: Obj, topic_arn: Option<&str>) -> Result<Alarm> {
         // SNS messages carry no contributor identity (AWS documents none).
         contributor: None,
         arn_origin,
+        muted: None,
     })
 }
 
@@ -831,7 +853,7 @@ fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
         .opt_str("Unit")?
         .filter(|u| !u.is_empty() && *u != "None");
     let period_seconds = trigger.opt_u32_ci("Period")?;
-    let info = ThresholdInfo {
+    let info = ConditionFacts {
         threshold: trigger.opt_f64("Threshold")?,
         threshold_metric_id: non_empty(trigger.opt_str("ThresholdMetricId")?),
         comparison: non_empty(trigger.opt_str("ComparisonOperator")?),
@@ -841,7 +863,7 @@ fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
             .opt_str("TreatMissingData")?
             .and_then(clean_treat_missing),
         period_seconds,
-        ..ThresholdInfo::default()
+        ..ConditionFacts::default()
     };
     let queries = match trigger.opt_arr("Metrics")? {
         Some(items) if !items.is_empty() => metric_queries(trigger, "Metrics", items)?,
