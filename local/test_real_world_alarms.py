@@ -31,23 +31,11 @@ def key(vpn: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("real-world-alarms")
-    procs = story.Processes()
-    moto = story.Moto(procs, tmp / "moto_server.log")
     try:
-        moto.start()
-        s = story.Story("OpsCenter", moto, procs, tmp, pace=0)
-        try:
-            s.setup()
-        except story.PlaceholderBinary as e:
-            s.close()
-            pytest.skip(f"needs the function binaries: {e}")
-        try:
+        with story.running("OpsCenter", tmp_path_factory.mktemp("real-world-alarms")) as s:
             yield s
-        finally:
-            s.close()
-    finally:
-        procs.stop_all()
+    except story.PlaceholderBinary as e:
+        pytest.skip(f"needs the function binaries: {e}")
 
 
 def deliver(s: story.Story, name: str) -> dict:

@@ -1275,7 +1275,6 @@ async fn every_file_in_events_goes_through_the_handler() {
 // and resolve, not the backend's requests (pinned above).
 
 mod real_world {
-    use shared::effects::fakes::{FixedClock, RecordingBackend, RecordingPublisher};
     use shared::notification::EventType;
 
     use super::*;
@@ -1297,31 +1296,23 @@ mod real_world {
         serde_json::from_str(&text).unwrap()
     }
 
-    struct World {
-        backend: RecordingBackend,
-        store: MemoryStateStore,
-        publisher: RecordingPublisher,
-        rules: Rules,
-        settings: Settings,
-        clock: FixedClock,
-        silences: shared::hold_store::memory::MemorySilenceStore,
-        alarms: crate::cloudwatch::fakes::FakeAlarms,
+    /// The handler with recording fakes (`quiet_tests::H`), the built-in rules with the
+    /// diagnosis runbook.
+    struct World(crate::quiet_tests::H);
+
+    impl std::ops::Deref for World {
+        type Target = crate::quiet_tests::H;
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
     }
 
     impl World {
         fn new() -> World {
-            let mut settings = Settings::new(Some(ROLE.into()));
-            settings.busy_wait = std::time::Duration::ZERO;
-            World {
-                backend: RecordingBackend::default(),
-                store: MemoryStateStore::default(),
-                publisher: RecordingPublisher::default(),
-                rules: Rules::builtin(Some(DOC)),
-                settings,
-                clock: FixedClock::at("2026-11-25T10:40:00Z".parse().unwrap()),
-                silences: Default::default(),
-                alarms: Default::default(),
-            }
+            let mut h = crate::quiet_tests::H::new();
+            h.rules = Rules::builtin(Some(DOC));
+            h.clock.set("2026-11-25T10:40:00Z".parse().unwrap());
+            World(h)
         }
 
         async fn deliver(&self, file: &str) -> Got {
@@ -1332,32 +1323,6 @@ mod real_world {
             let mut results: Vec<Got> = serde_json::from_value(r["results"].take()).unwrap();
             assert_eq!(results.len(), 1, "{file}");
             results.remove(0)
-        }
-
-        async fn invoke(&self, event: &Value) -> Result<Value, HandlerError> {
-            let deps = Deps {
-                effects: EffectDeps {
-                    backend: &self.backend,
-                    store: &self.store,
-                    publisher: &self.publisher,
-                    clock: &self.clock,
-                    settings: &self.settings,
-                    timer: None,
-                    pager: None,
-                },
-                rules: &self.rules,
-                escalation: None,
-                holds: &self.store,
-                silences: &self.silences,
-                alarms: &self.alarms,
-                hold_timer: None,
-            };
-            crate::handler::handle_invocation(
-                &deps,
-                event,
-                "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident",
-            )
-            .await
         }
 
         async fn open_keys(&self) -> Vec<String> {
