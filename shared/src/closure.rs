@@ -339,6 +339,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: Some(Impact::CRITICAL),
+            account_info: None,
         }
     }
 

@@ -19,8 +19,9 @@ use shared::effects::{is_conflict, resume_pending, run_pending, EffectDeps, Effe
 use shared::error::Retryable;
 use shared::escalation::EscalationPolicy;
 use shared::lifecycle::{decide, Transition};
+use shared::org::{AccountInfo, OrgPolicy, Refusal};
 use shared::state::{AlarmItem, IncidentItem};
-use tracing::{error, info, info_span, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::effects::{complete_record, plan};
 use crate::error::HandlerError;
@@ -32,6 +33,40 @@ pub struct Deps<'a> {
     pub rules: &'a Rules,
     /// The escalation policy, when `ESCALATION_MIN_IMPACT` is set.
     pub escalation: Option<&'a EscalationPolicy>,
+    /// The organization mode (`ORGANIZATION_ID` set): which accounts may report, and
+    /// how their incidents are kept apart. `None`: one account, as before.
+    pub org: Option<&'a OrgPolicy>,
+    /// The stack's diagnosis runbook (`RUNBOOK_DOCUMENT_NAME`): a member account's
+    /// run of it is told the account and region to diagnose in.
+    pub diagnosis_document: Option<&'a str>,
+    /// Where refused events are counted (an EMF line on stdout in Lambda).
+    pub metrics: &'a dyn RefusalCounter,
+}
+
+/// Counts refused events (organization mode). In Lambda: one embedded-metric-format
+/// line on stdout per refusal ([`shared::org::refusal_metric_line`]), which
+/// CloudWatch Logs turns into the `IncidentPipeline` / `RefusedEvents` metric.
+pub trait RefusalCounter: Sync {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm);
+}
+
+/// The Lambda counter: EMF lines on stdout, named after the function.
+pub struct EmfCounter {
+    pub function: String,
+}
+
+impl RefusalCounter for EmfCounter {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm) {
+        let line = shared::org::refusal_metric_line(
+            &self.function,
+            refusal,
+            &alarm.account,
+            &alarm.name,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        // Not through tracing: EMF needs `_aws` as a top-level JSON object.
+        println!("{line}");
+    }
 }
 
 /// What happened to one alarm of the event.
@@ -60,7 +95,14 @@ pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerE
     let mut results = Vec::with_capacity(alarms.len());
     for alarm in &alarms {
         let span = info_span!("alarm", alarm = %alarm.name, state = %alarm.state, incident_key = tracing::field::Empty);
-        let outcome = process(deps, alarm).instrument(span).await.inspect_err(|e| {
+        let account = match deps.org.map(|org| org.admit(alarm)).transpose() {
+            Ok(account) => account,
+            Err(refusal) => {
+                results.push(refuse(deps, alarm, "", &refusal));
+                continue;
+            }
+        };
+        let outcome = process(deps, alarm, account.as_ref()).instrument(span).await.inspect_err(|e| {
             error!(alarm = %alarm.name, error = %e, error_type = %e.lambda_error_type(), "alarm not handled")
         })?;
         results.push(outcome);
@@ -68,8 +110,32 @@ pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerE
     Ok(Response { results })
 }
 
-async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
-    let class = deps.rules.classify(alarm);
+/// Answers a refused alarm: logged, counted, no incident touched, no retry.
+fn refuse(deps: &Deps<'_>, alarm: &Alarm, key: &str, refusal: &Refusal) -> Outcome {
+    warn!(alarm = %alarm.name, account = %alarm.account, alarm_arn = %alarm.arn, reason = refusal.reason(), error = %refusal, "alarm refused");
+    deps.metrics.count(refusal, alarm);
+    Outcome {
+        alarm: alarm.name.clone(),
+        state: alarm.state.to_string(),
+        incident_key: key.to_string(),
+        action: "refused",
+        incident: None,
+        resumed: false,
+    }
+}
+
+async fn process(
+    deps: &Deps<'_>,
+    alarm: &Alarm,
+    account: Option<&AccountInfo>,
+) -> Result<Outcome, HandlerError> {
+    let mut class = deps.rules.classify(alarm);
+    if let (Some(org), Some(account)) = (deps.org, account) {
+        class.key = org.incident_key(&account.id, &class.key);
+        if !account.home {
+            crate::effects::target_member_account(&mut class, alarm, deps.diagnosis_document);
+        }
+    }
     let mut key = class.key.clone();
     let mut resumed = false;
     for attempt in 0..deps.effects.settings.attempts.max(1) {
@@ -86,6 +152,11 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
         };
         tracing::Span::current().record("incident_key", key.as_str());
         let item = deps.effects.store.incident(&key).await?;
+        if let (Some(org), Some(item)) = (deps.org, item.as_ref()) {
+            if let Err(refusal) = org.check_owner(&key, &item.record.account, &alarm.account) {
+                return Ok(refuse(deps, alarm, &key, &refusal));
+            }
+        }
 
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
             if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
@@ -145,7 +216,7 @@ async fn process(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError
                 Err(e) => return Err(e.into()),
             }
         };
-        complete_record(&mut record, alarm, &class, &decision.action);
+        complete_record(&mut record, alarm, &class, &decision.action, account);
         let effects = plan(deps, alarm, &class, &decision.action, &record);
         let new_item = IncidentItem {
             version: item.as_ref().map_or(1, |i| i.version + 1),

@@ -8,6 +8,8 @@ mod effects;
 mod error;
 mod handler;
 #[cfg(test)]
+mod org_scenarios;
+#[cfg(test)]
 mod scenarios;
 
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -40,10 +42,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Pages are sent by the escalation itself (slack-actions), never at open.
         pager: None,
     };
+    let metrics = handler::EmfCounter {
+        function: config.function_name.clone(),
+    };
     let deps = handler::Deps {
         effects,
         rules: &rules,
         escalation: config.escalation.as_ref(),
+        org: config.org.as_ref(),
+        diagnosis_document: config.runbook_document.as_deref(),
+        metrics: &metrics,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = &deps;

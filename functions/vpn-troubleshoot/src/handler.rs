@@ -256,6 +256,7 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
         account: inv.account.clone(),
         region: inv.region.clone(),
         occurred_at: inv.now,
+        account_info: None,
     };
     let mut notification = report.to_notification(&ctx);
     let findings = notification.findings.clone();

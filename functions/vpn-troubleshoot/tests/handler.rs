@@ -1003,6 +1003,7 @@ fn incident_record(key: &str) -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: None,
+        account_info: None,
     }
 }
 

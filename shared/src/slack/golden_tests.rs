@@ -135,6 +135,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             team: Some("C0123ONCALL".into()),
         },
         post_incident: None,
+        account_info: None,
     }
 }
 
@@ -464,6 +465,7 @@ fn vpn_record() -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: Some(Impact::HIGH),
+        account_info: None,
     }
 }
 
@@ -950,6 +952,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                     timeline,
                     roles,
                     post_incident,
+                    account_info: None,
                 }
             },
         )
