@@ -217,6 +217,7 @@ fn resolved_with_summary() -> Notification {
                 facts: vec!["Align the phase 1 proposals with the customer gateway.".into()],
             },
         ],
+        account: None,
     });
     n
 }
@@ -841,6 +842,7 @@ fn arb_post_incident_unboxed() -> impl Strategy<Value = PostIncidentSummary> {
                 participants,
                 timeline,
                 retrospective,
+                account: None,
             },
         )
 }
