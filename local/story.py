@@ -932,10 +932,14 @@ class Story:
 # ================================================================ main
 
 def story_class(kind: str) -> type:
-    """`alarms` (this file) or `respond` (respond_story.py: the responders act from Slack)."""
+    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack) or
+    `org` (org_story.py: one central stack for an AWS Organization's member accounts)."""
     if kind == "respond":
         from respond_story import RespondStory
         return RespondStory
+    if kind == "org":
+        from org_story import OrgStory
+        return OrgStory
     return Story
 
 
@@ -974,9 +978,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--story", choices=["alarms", "respond", "both"], default="both",
+    ap.add_argument("--story", choices=["alarms", "respond", "both", "org"], default="both",
                     help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
-                         "escalation, post-incident summary)")
+                         "escalation, post-incident summary); both: those two; org: one central stack for an "
+                         "AWS Organization (two member accounts, two team channels, a foreign event refused)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
@@ -985,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stories = {}
         for kind in kinds:
-            out = args.out if kind == "alarms" else args.out / "respond"
+            out = args.out if kind == "alarms" else args.out / kind
             for backend, st in run_stories(backends, out, args.pace, kind).items():
                 stories[f"{backend} ({kind})"] = st
     except KeyboardInterrupt:
