@@ -123,6 +123,8 @@ class Emulator:
         self.members: dict[str, Emulator] = {}
         self.access_keys: dict[str, str] = {}
         self.sts_url: str | None = None
+        # Role ARN -> the account its trust policy names (organization mode, `_sts`).
+        self.roles: dict[str, str] = {}
         self.reset()
 
     # ------------------------------------------------------------ lifecycle
@@ -177,6 +179,9 @@ class Emulator:
 
         - `account`: apply the rest to that account's state (organization mode).
         - `access_keys`: {access key id: account} for requests signed with those keys.
+        - `roles`: [{account, name, trusted_account}] IAM roles that sts:AssumeRole through
+          this emulator may assume (see `_sts`): a role missing here, or trusting another
+          account, is refused with AccessDenied as IAM would.
         - `reset`: true to start from nothing.
         - `vpn_connections`: [{id, customer_gateway_id?, vpn_gateway_id? | transit_gateway_id?,
           state?, static_routes_only?, log_group_arn?, log_enabled?, history_minutes?,
@@ -202,6 +207,8 @@ class Emulator:
             if spec.get("reset"):
                 self.reset()
             self.access_keys.update(spec.get("access_keys", {}))
+            for r in spec.get("roles", []):
+                self.roles[f"arn:aws:iam::{r['account']}:role/{r['name']}"] = r["trusted_account"]
             for v in spec.get("vpn_connections", []):
                 self._add_vpn(v)
             for g in spec.get("customer_gateways", []):
@@ -473,6 +480,8 @@ class Emulator:
         if route in self.INCIDENTS:
             return self._rest_json(h, route, url.query)
         ctype = h.headers.get("Content-Type", "")
+        if h.command == "POST" and "x-www-form-urlencoded" in ctype and b"Action=AssumeRole&" in h.body + b"&":
+            return self._sts(h)
         if h.command == "POST" and "x-www-form-urlencoded" in ctype:
             return self._ec2(h)
         h.send_json(404, {"__type": "UnknownOperationException",
@@ -564,6 +573,37 @@ class Emulator:
         except ApiError as e:
             h.send(e.status, awsmodel.ec2_error_xml(e.code, e.message, request_id),
                    content_type="text/xml;charset=UTF-8")
+
+    def _sts(self, h: Handler) -> None:
+        """sts:AssumeRole with the trust check moto leaves out (it lets anyone assume any
+        role, even one that does not exist): the role must be one of the scenario's `roles`
+        and trust the caller's account. Allowed requests go on to moto, whose credentials
+        then act in the role's account (`account_of`)."""
+        form = {k: v[0] for k, v in parse_qs(h.body.decode("utf-8"), keep_blank_values=True).items()}
+        role = form.get("RoleArn", "")
+        caller = self.account_of(h)
+        trusted = self.roles.get(role)
+        if trusted != caller or not self.sts_url:
+            message = (f"User: arn:aws:sts::{caller}:assumed-role/incident-pipeline-local/function is not authorized "
+                       f"to perform: sts:AssumeRole on resource: {role}")
+            with self.lock:
+                self._record("sts", "AssumeRole", form, ApiError("AccessDenied", message, 403))
+            body = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+                    f'<Code>AccessDenied</Code><Message>{message}</Message></Error>'
+                    f'<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>')
+            return h.send(403, body.encode(), content_type="text/xml")
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(self.sts_url, data=h.body, method="POST", headers={
+            "Content-Type": h.headers.get("Content-Type", ""), "Authorization": h.headers.get("Authorization", "")})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        with self.lock:
+            self._record("sts", "AssumeRole", form, None)
+        h.send(status, body, content_type="text/xml")
 
     def _cbor_rpc(self, h: Handler, op: str) -> None:
         headers = {"smithy-protocol": "rpc-v2-cbor"}

@@ -15,8 +15,12 @@ the central bus (member.yaml):
   that act in the member account; the emulator serves each account its own VPNs, logs
   and metrics by those credentials). An alarm event of an account outside the
   organization (999988887777) and a forged one (payments' envelope around retail's
-  alarm) are refused and counted, touching nothing. payments-prod recovers and its
-  incident resolves in #payments; retail's stays open.
+  alarm) are refused and counted, touching nothing. A third member, logistics-prod
+  (777788889999), was enrolled by a StackSet whose roles trust another central account:
+  its incident opens (in #ops: no team rule matches it) and its diagnosis is a finding,
+  "cannot assume ... in 777788889999: AccessDenied", not a failed runbook (the emulator
+  checks the roles' trust, which moto does not). payments-prod recovers and its incident
+  resolves in #payments; retail's stays open.
 
     python3 local/story.py --story org [--backend OpsCenter|IncidentManager|both]
 """
@@ -36,6 +40,9 @@ from story import (ACCOUNT, PSK_FAILURE, REGION, TUNNEL_1, TUNNEL_2, VPN, Story,
 ORGANIZATION = "o-a1b2c3d4e5"
 DIAGNOSIS_ROLE = "incident-pipeline-diagnosis"
 PAYMENTS, RETAIL, FOREIGN = "111122223333", "444455556666", "999988887777"
+# A member whose member stack trusts another central account (a staging stack's).
+LOGISTICS, STAGING_CENTRAL = "777788889999", "210987654321"
+LOGISTICS_VPN = "vpn-0d4d5e6f708192a3b"
 MEMBERS = {
     PAYMENTS: {"name": "payments-prod", "ou": "payments", "team": "payments", "region": "eu-west-1",
                "vpn": "vpn-0a1a2b3c4d5e6f701", "channel": "C0PAYMENTS"},
@@ -43,8 +50,10 @@ MEMBERS = {
              "vpn": "vpn-0b2b3c4d5e6f70812", "channel": "C0RETAIL"},
 }
 DIRECTORY = {
-    "accounts": {a: {"name": m["name"], "ou": m["ou"]} for a, m in MEMBERS.items()},
-    "ous": {m["ou"]: {"tags": {"team": m["team"]}} for m in MEMBERS.values()},
+    "accounts": {**{a: {"name": m["name"], "ou": m["ou"]} for a, m in MEMBERS.items()},
+                 LOGISTICS: {"name": "logistics-prod", "ou": "logistics"}},
+    "ous": {**{m["ou"]: {"tags": {"team": m["team"]}} for m in MEMBERS.values()},
+            "logistics": {"tags": {"team": "logistics"}}},
 }
 # Each team's channel by the account's OU tag; anything else (the central account's own
 # incidents) to #ops.
@@ -83,10 +92,13 @@ class OrgStory(Story):
 
     def extend_setup(self, common: dict[str, str], env: dict[str, dict[str, str]],
                      timeouts: dict[str, float]) -> None:
-        org = {"ORGANIZATION_ID": ORGANIZATION, "HOME_ACCOUNT_ID": ACCOUNT, "ALLOWED_ACCOUNTS": ",".join(MEMBERS),
-               "ACCOUNT_DIRECTORY": json.dumps(DIRECTORY)}
+        org = {"ORGANIZATION_ID": ORGANIZATION, "HOME_ACCOUNT_ID": ACCOUNT,
+               "ALLOWED_ACCOUNTS": ",".join([*MEMBERS, LOGISTICS]), "ACCOUNT_DIRECTORY": json.dumps(DIRECTORY)}
         env["alarm-to-incident"].update(org)
-        env["vpn-troubleshoot"].update(org, MEMBER_DIAGNOSIS_ROLE_NAME=DIAGNOSIS_ROLE)
+        # STS through the emulator: it checks the member roles' trust, then lets moto issue
+        # the credentials (which act in the member account).
+        env["vpn-troubleshoot"].update(org, MEMBER_DIAGNOSIS_ROLE_NAME=DIAGNOSIS_ROLE,
+                                       AWS_ENDPOINT_URL_STS=self.emulator.url)
         # The central stack's Slack settings: one bot destination per team channel.
         for m in MEMBERS.values():
             self.slack.channels[m["channel"]] = m["team"]
@@ -97,6 +109,13 @@ class OrgStory(Story):
             SecretId=self.secret_arn, SecretString=json.dumps({"destinations": destinations, "routing": ROUTING}))
         # The member accounts' own VPNs, served to credentials that act in them.
         self.emulator.resolve_accounts_with(self.moto.url)
+        # The roles member.yaml created: trusting this central account, or (logistics) another.
+        self.emulator.apply_scenario({"roles": [
+            *({"account": a, "name": DIAGNOSIS_ROLE, "trusted_account": ACCOUNT} for a in MEMBERS),
+            {"account": LOGISTICS, "name": DIAGNOSIS_ROLE, "trusted_account": STAGING_CENTRAL}]})
+        self.emulator.apply_scenario({"account": LOGISTICS, "vpn_connections": [{
+            "id": LOGISTICS_VPN, "history_minutes": 90, "routes": [],
+            "tunnels": [{"outside_ip": TUNNEL_1}, {"outside_ip": TUNNEL_2}]}]})
         for account, m in MEMBERS.items():
             self.emulator.apply_scenario({"account": account, "vpn_connections": [{
                 "id": m["vpn"], "region": m["region"], "customer_gateway_ip": "198.51.100.7",
@@ -108,18 +127,19 @@ class OrgStory(Story):
 
     def member_calls(self) -> dict[str, list[str]]:
         """What each member account was asked (served through its assumed-role credentials)."""
-        return {a: [f"{c['service']}:{c['op']}" for c in self.emulator.member(a).calls] for a in MEMBERS}
+        return {a: [f"{c['service']}:{c['op']}" for c in self.emulator.member(a).calls] for a in [*MEMBERS, LOGISTICS]}
 
     def report_aws_calls(self) -> None:
         super().report_aws_calls()
         marks = getattr(self, "_member_marks", {})
-        for account in MEMBERS:
+        for account in [*MEMBERS, LOGISTICS]:
             calls = self.emulator.member(account).calls
             new = calls[marks.get(account, 0):]
             marks[account] = len(calls)
             if new:
                 ops = ", ".join(f"{c['service']}:{c['op']}" for c in new)
-                self.say(f"      AWS in {account} ({MEMBERS[account]['name']}, through the assumed role): {ops}")
+                name = MEMBERS.get(account, {}).get("name", "logistics-prod")
+                self.say(f"      AWS in {account} ({name}, through the assumed role): {ops}")
         self._member_marks = marks
 
     def deliver_refused(self, event: dict, how: str) -> None:
@@ -156,6 +176,8 @@ class OrgStory(Story):
             vpns = self.emulator.member(account).vpns
             self.say(f"    {account} {m['name']} (OU {m['ou']}, team={m['team']}, {m['region']}): VPN "
                      f"{', '.join(vpns)}; alarms forwarded to the central bus; routed to #{m['team']}")
+        self.say(f"    {LOGISTICS} logistics-prod (OU logistics): VPN {LOGISTICS_VPN}; its member stack's roles trust "
+                 f"{STAGING_CENTRAL} (a staging central stack), not {ACCOUNT}; no team channel: #ops")
         self.say(f"    {FOREIGN}: not a member (not in ALLOWED_ACCOUNTS)")
 
         pay, ret = MEMBERS[PAYMENTS], MEMBERS[RETAIL]
@@ -180,6 +202,15 @@ class OrgStory(Story):
         self.alarm_times["retail_alarm"] = t_ret
         self.deliver_alarm(in_account(eventbridge_both_tunnels("ALARM", "OK", t_ret, t_ret - 86400),
                                       RETAIL, ret["region"], ret["vpn"]), f"EventBridge, account {RETAIL}")
+        self.pump()
+        self.wait()
+
+        self.step(f"logistics-prod: tunnel 1 of {LOGISTICS_VPN} goes DOWN; its diagnosis role trusts another stack")
+        t_log = time.time()
+        self.emulator.apply_scenario({"account": LOGISTICS, "tunnels": [
+            {"vpn_connection_id": LOGISTICS_VPN, "outside_ip": TUNNEL_1, "status": "DOWN", "at": t_log}]})
+        self.deliver_alarm(in_account(eventbridge_any_tunnel("ALARM", "OK", t_log, t_log - 86400),
+                                      LOGISTICS, REGION, LOGISTICS_VPN), f"EventBridge, account {LOGISTICS}")
         self.pump()
         self.wait()
 

@@ -9,6 +9,8 @@ backend, asserted: a central stack, two member accounts, two team channels.
   emulator served the EC2, Logs and CloudWatch calls, the central account served none;
 - the foreign account's event and the forged one were refused and counted (EMF lines),
   and opened nothing;
+- a member whose role trusts another central account: its incident opens (#ops) and its
+  diagnosis is the finding "cannot assume ... AccessDenied", the runbook succeeds;
 - payments resolved, retail still open.
 """
 
@@ -47,7 +49,7 @@ def test_org_story_had_no_problems(s):
 
 def test_each_member_has_its_own_incident_with_its_account(s):
     items = ops_items(s)
-    assert sorted(items) == sorted(org.MEMBERS), "one OpsItem per member account, none for the foreign one"
+    assert sorted(items) == sorted([*org.MEMBERS, org.LOGISTICS]), "one OpsItem per member, none for the foreign one"
     for account, m in org.MEMBERS.items():
         data = {k: v["Value"] for k, v in items[account]["OperationalData"].items()}
         assert data["incidentKey"] == f"{account}/VPN connection {m['vpn']} is DOWN"
@@ -65,7 +67,8 @@ def test_each_team_channel_gets_only_its_accounts_incident(s):
         others = [o["vpn"] for a, o in org.MEMBERS.items() if a != account]
         thread = [top] + s.slack.replies(top["ts"])
         assert not any(v in text_of(x) for x in thread for v in others)
-    assert s.slack.top_level("ops") == []
+    (ops,) = s.slack.top_level("ops")
+    assert org.LOGISTICS_VPN in text_of(ops), "no team rule matches logistics: the default channel"
     payments = s.slack.top_level("payments")[0]
     events = [d.event for d in s.deliveries if d.notification and d.notification["account"] == org.PAYMENTS]
     assert events == ["opened", "diagnosed", "resolved"]
@@ -80,6 +83,7 @@ def test_the_diagnosis_ran_in_each_member_account_through_the_assumed_role(s):
         assert "cloudwatch:GetMetricData" in calls[account]
     central = [f"{c['service']}:{c['op']}" for c in s.emulator.calls]
     assert not [c for c in central if c.startswith(("ec2:", "logs:", "cloudwatch:"))], central
+    assert central.count("sts:AssumeRole") == 3
     log = (s.out_dir / "logs" / "vpn-troubleshoot.log").read_text()
     for account in org.MEMBERS:
         assert f'"role":"arn:aws:iam::{account}:role/{org.DIAGNOSIS_ROLE}"' in log
@@ -90,7 +94,7 @@ def test_the_diagnosis_ran_in_each_member_account_through_the_assumed_role(s):
     assert any("pre-shared key" in f["title"] for f in diagnosed[org.PAYMENTS]["findings"])
     # Runbook parameters carried the member's account and region.
     params = [r["parameters"] for r in s.runbook_runs]
-    assert sorted(p["AccountId"][0] for p in params) == sorted(org.MEMBERS)
+    assert sorted(p["AccountId"][0] for p in params) == sorted([*org.MEMBERS, org.LOGISTICS])
     assert {p["AccountId"][0]: p["Region"][0] for p in params}[org.RETAIL] == "eu-central-1"
 
 
@@ -103,4 +107,20 @@ def test_foreign_and_forged_events_are_refused_counted_and_open_nothing(s):
         assert line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "IncidentPipeline"
     # The forged OK did not resolve retail's incident, and nothing was published for either.
     assert ops_items(s)[org.RETAIL]["Status"] == "Open"
-    assert all(d.notification["account"] in org.MEMBERS for d in s.deliveries if d.notification)
+    assert all(d.notification["account"] in [*org.MEMBERS, org.LOGISTICS] for d in s.deliveries if d.notification)
+
+
+def test_a_refusing_member_role_is_a_finding_on_the_incident_not_a_failed_runbook(s):
+    headline = f"cannot assume arn:aws:iam::{org.LOGISTICS}:role/{org.DIAGNOSIS_ROLE} in {org.LOGISTICS}: AccessDenied"
+    run = next(r for r in s.runbook_runs if r["parameters"]["AccountId"] == [org.LOGISTICS])
+    assert run["status"] == "Success"
+    assert s.member_calls()[org.LOGISTICS] == [], "nothing was read in the account"
+    denied = [c for c in s.emulator.calls if c["op"] == "AssumeRole" and c.get("error") == "AccessDenied"]
+    assert [c["request"]["RoleArn"] for c in denied] == [f"arn:aws:iam::{org.LOGISTICS}:role/{org.DIAGNOSIS_ROLE}"]
+    (d,) = [d for d in s.deliveries if d.event == "diagnosed" and d.notification["account"] == org.LOGISTICS]
+    assert d.notification["findings"][0]["title"] == headline[0].upper() + headline[1:]
+    item = ops_items(s)[org.LOGISTICS]
+    notes = [v["Value"] for k, v in item["OperationalData"].items() if k.startswith("note ")]
+    assert any(headline in n for n in notes), notes
+    (ops,) = s.slack.top_level("ops")
+    assert any(headline in text_of(r) for r in s.slack.replies(ops["ts"]))

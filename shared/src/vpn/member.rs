@@ -79,8 +79,8 @@ pub fn member_unreachable(
         generated_at: at,
         lookback_minutes,
         headline: format!("VPN connection {vpn} was not diagnosed: {headline}"),
-        // Nothing is known about the tunnels: the alarm's impact stands.
-        impact: Impact::new(3).unwrap_or(Impact::CRITICAL),
+        // Nothing is known about the tunnels: medium, as for a failed describe.
+        impact: Impact::MEDIUM,
         complete: false,
         findings: vec![finding],
         tunnels: vec![],
