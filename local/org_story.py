@@ -34,7 +34,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from story import (ACCOUNT, PSK_FAILURE, REGION, TUNNEL_1, TUNNEL_2, VPN, Story,  # noqa: E402
+from story import (ACCOUNT, AUTOMATION_ROLE, PSK_FAILURE, REGION, RESPONSE_PLAN, RUNBOOK,  # noqa: E402
+                   TUNNEL_1, TUNNEL_2, VPN, Story,
                    StoryError, eventbridge_both_tunnels, iso_alarm, load_event, short, tunnel_log, _retime_reason)
 
 ORGANIZATION = "o-a1b2c3d4e5"
@@ -107,6 +108,17 @@ class OrgStory(Story):
         destinations["ops"] = {"type": "bot", "token": self.slack.token, "channel": "C0LOCALOPS"}
         self.moto.client("secretsmanager").put_secret_value(
             SecretId=self.secret_arn, SecretString=json.dumps({"destinations": destinations, "routing": ROUTING}))
+        if self.backend == "IncidentManager":
+            # template.yaml's plan in organization mode: no static VPN id, no plan-wide
+            # dedupe string (it would merge every member's incidents); the runbook reads the
+            # VPN, its account and region from the involved resources.
+            self.emulator.apply_scenario({"response_plans": [{
+                "arn": RESPONSE_PLAN, "title": "VPN connection is DOWN", "impact": 3,
+                "summary": "The VPN connection to the remote site is not working.", "chatbot_sns": [self.topic],
+                "automation": {"document": RUNBOOK, "parameters": {
+                    "AutomationAssumeRole": [AUTOMATION_ROLE], "LookbackMinutes": ["60"]},
+                    "dynamic": {"IncidentRecordArn": "INCIDENT_RECORD_ARN",
+                                "InvolvedResources": "INVOLVED_RESOURCES"}}}]})
         # The member accounts' own VPNs, served to credentials that act in them.
         self.emulator.resolve_accounts_with(self.moto.url)
         # The roles member.yaml created: trusting this central account, or (logistics) another.

@@ -1,5 +1,6 @@
-"""End to end: the organization story (issue 19) with the REAL function binaries, OpsCenter
-backend, asserted: a central stack, two member accounts, two team channels.
+"""End to end: the organization story (issue 19) with the REAL function binaries, asserted
+in detail on the OpsCenter backend and for its essentials on Incident Manager: a central
+stack, member accounts, a channel per team.
 
 - each member's alarm opens its own incident, keyed by its account, with the account on
   the OpsItem (accountId, accountName, OU) and on the Slack card;
@@ -26,12 +27,16 @@ import story
 
 
 @pytest.fixture(scope="module")
-def s(tmp_path_factory) -> org.OrgStory:
+def stories(tmp_path_factory) -> dict[str, org.OrgStory]:
     out = tmp_path_factory.mktemp("org")
     try:
-        stories = story.run_stories(["OpsCenter"], out, pace=float(os.environ.get("STORY_PACE", "0")), kind="org")
+        return story.run_stories(list(story.BACKENDS), out, pace=float(os.environ.get("STORY_PACE", "0")), kind="org")
     except story.PlaceholderBinary as e:
         pytest.skip(f"needs the function binaries: {e}")
+
+
+@pytest.fixture(scope="module")
+def s(stories) -> org.OrgStory:
     return stories["OpsCenter"]
 
 
@@ -124,3 +129,22 @@ def test_a_refusing_member_role_is_a_finding_on_the_incident_not_a_failed_runboo
     assert any(headline in n for n in notes), notes
     (ops,) = s.slack.top_level("ops")
     assert any(headline in text_of(r) for r in s.slack.replies(ops["ts"]))
+
+
+def test_incident_manager_keeps_member_incidents_apart_and_diagnoses_them_in_their_accounts(stories):
+    im = stories["IncidentManager"]
+    assert im.problems == []
+    records = sorted(im.emulator.incidents.values(), key=lambda r: r["title"])
+    titles = [(r["title"], r["status"]) for r in records]
+    assert titles == [(f"VPN connection {org.MEMBERS[org.PAYMENTS]['vpn']} is DOWN", "RESOLVED"),
+                      (f"VPN connection {org.MEMBERS[org.RETAIL]['vpn']} is DOWN", "OPEN"),
+                      (f"VPN connection {org.LOGISTICS_VPN} is DOWN", "OPEN")]
+    # The response plan's runbook found each VPN's account and region in the incident's
+    # involved resources (the VPN connection ARN) and diagnosed it there.
+    for account, m in org.MEMBERS.items():
+        assert "ec2:DescribeVpnConnections" in im.member_calls()[account]
+        (top,) = im.slack.top_level(m["team"])
+        assert len(im.slack.replies(top["ts"])) >= 1
+    params = {r["parameters"]["IncidentRecordArn"][0]: r for r in im.runbook_runs}
+    assert len(params) == 3, "one runbook per incident"
+    assert [(line["Reason"]) for line in im.emf_lines()] == ["ForeignAccount", "AccountMismatch"]

@@ -177,15 +177,15 @@ pub async fn handle(
     event: Value,
     inv: Invocation,
 ) -> Result<RunbookOutput, HandlerError> {
-    let input = match input::parse(&event) {
+    let org = deps.config.org.as_ref();
+    let home = org.map_or(inv.account.as_str(), |o| o.home_account.as_str());
+    let input = match input::parse(&event).and_then(|i| allowed(org, home, i)) {
         Ok(i) => i,
         Err(e) => {
             refused(deps, &event, &e, inv.now).await;
             return Err(e.into());
         }
     };
-    let org = deps.config.org.as_ref();
-    let home = org.map_or(inv.account.as_str(), |o| o.home_account.as_str());
     let region = input.region.clone().unwrap_or_else(|| inv.region.clone());
     let place = match &input.account {
         Some(account) if account != home => Place::Member {
@@ -213,6 +213,22 @@ pub async fn handle(
     Ok(diagnose(deps, input, key, inv, place)
         .instrument(span)
         .await)
+}
+
+/// In organization mode with an allow-list, the input's account must be the home
+/// account or an allowed member (the same list alarm-to-incident admits).
+fn allowed(
+    org: Option<&shared::org::OrgPolicy>,
+    home: &str,
+    input: RunbookInput,
+) -> Result<RunbookInput, InputError> {
+    let allowed = org.and_then(|o| o.allowed.as_ref());
+    match (&input.account, allowed) {
+        (Some(a), Some(list)) if a != home && !list.contains(a) => {
+            Err(InputError::AccountNotAllowed { account: a.clone() })
+        }
+        _ => Ok(input),
+    }
 }
 
 /// Records a refused input on its incident when the input names one.

@@ -53,6 +53,10 @@ pub enum InputError {
         key_account: String,
         account: String,
     },
+    #[error(
+        "AccountId {account} is not a member account this stack may diagnose (ALLOWED_ACCOUNTS)"
+    )]
+    AccountNotAllowed { account: String },
     #[error("{field} {value:?} is invalid: {reason}")]
     InvalidField {
         field: &'static str,

@@ -1501,6 +1501,21 @@ async fn member_vpn_without_organization_mode_says_so_and_never_reads_the_home_a
 }
 
 #[tokio::test]
+async fn an_account_outside_the_allow_list_is_refused_and_recorded_on_the_incident() {
+    let mut world = World::new(vec![]);
+    let mut org = org_policy();
+    org.allowed = Some(["444455556666".to_string()].into());
+    world.org = Some(org);
+    let out = world.run(member_event()).await;
+    let e = out.result.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "AccountId 111122223333 is not a member account this stack may diagnose (ALLOWED_ACCOUNTS)"
+    );
+    assert_eq!(out.notes.len(), 1, "the refusal is on the incident");
+}
+
+#[tokio::test]
 async fn input_naming_another_accounts_incident_is_refused() {
     let mut world = World::new(vec![]);
     world.org = Some(org_policy());
