@@ -98,7 +98,8 @@ def test_diagnosis_role_grants_exactly_what_vpn_troubleshoot_calls_in_a_member(m
 
 def test_remediation_role_only_replaces_tunnels_of_tagged_vpns(member):
     role = member["Resources"]["RemediationRole"]
-    assert role["Condition"] == "RemediationOn"
+    assert role["Condition"] == "RemediationRoleHere"
+    assert member["Conditions"]["RemediationRoleHere"]["Fn::And"][0] == {"Condition": "RolesHere"}
     assert member["Parameters"]["RemediationEnabled"]["Default"] == "false"
     (stmt,) = statements(role)
     assert tw.actions_of(stmt) == ["ec2:ReplaceVpnTunnel"]
@@ -112,6 +113,13 @@ def test_member_roles_trust_only_the_central_function_inside_the_organization(me
     assert trust["Principal"] == {"AWS": {"Ref": "CentralDiagnosisPrincipalArn"}}
     assert trust["Action"] == "sts:AssumeRole"
     assert trust["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+
+def test_roles_are_created_in_one_region_per_account(member):
+    # IAM is global: a second region's instance with the same role name would fail.
+    assert member["Parameters"]["CreateRoles"]["Default"] == "true"
+    assert member["Resources"]["DiagnosisRole"]["Condition"] == "RolesHere"
+    assert "Condition" not in member["Resources"]["ForwardAlarmEventsRule"], "every region forwards its alarms"
 
 
 def test_member_role_names_match_what_the_central_stack_assumes(member, central):
