@@ -13,11 +13,12 @@ build:
 	cargo build $(CARGO_FLAGS)
 
 ## All tests: Rust unit and integration tests, the template checks (cfn-lint,
-## sam validate, wiring test) and the local end-to-end story with the real binaries.
+## sam validate, wiring test), the local end-to-end story with the real binaries and
+## the benchmark's own pieces (bench/test_*.py: latency proxy, critical path; seconds).
 test: build local-tools
 	cargo test --workspace --all-targets --locked
 	bash tests/template/run_checks.sh
-	$(PYTHON) -m pytest -q local/
+	$(PYTHON) -m pytest -q local/ bench/
 
 ## The local emulator, Slack sink, Runtime API, story harness and the end-to-end story
 ## with the real binaries (local/test_story.py).
@@ -43,8 +44,13 @@ local-tools:
 
 ## Benchmarks (issue 9): release build, criterion benches of the pure parts, then cold
 ## start, warm latency, peak RSS and size of each function next to the Python references
-## (bench/reference/), through the local Runtime API and endpoints; writes bench/RESULTS.md.
+## (bench/reference/), through the local Runtime API and endpoints; then (issue 18) the
+## time from an alarm to its first Slack message through both functions, cold and warm,
+## both backends, with the latency profiles aws-us-east-1 and none, and its critical
+## path (bench/time_to_slack.py), and notify-fanout against a minimal Rust function
+## (bench/floor.py); writes bench/RESULTS.md.
 ## BENCH_ARGS="--cold-runs 20 --warm-events 1000 --no-build --no-criterion --only notify-fanout".
+## BENCH_ARGS="--only time-to-slack --tts-profiles aws-us-east-1 --tts-cold-runs 10".
 bench: local-tools bench-tools
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 

@@ -6,6 +6,11 @@ the same local Lambda Runtime API against the same local endpoints and events.
 
     python3 bench/run.py [--cold-runs 20] [--warm-events 1000] [--no-build] [--no-criterion]
 
+After the per-function figures it runs issue 18's benches (each also runnable alone, and
+selected with `--only time-to-slack floor`): the time from an alarm to its first Slack
+message with its critical path (bench/time_to_slack.py) and notify-fanout against a
+minimal Rust function (bench/floor.py); each writes its own section of RESULTS.md.
+
 What runs (everything from local/, reused, not copied): moto_server (SNS, DynamoDB,
 Secrets Manager), the project's AWS emulator (SSM OpsCenter/Automation, EC2 VPN, Logs
 Insights, TunnelState metrics), the local Slack (incoming webhooks), and one
@@ -111,6 +116,19 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def on_cpu_ms(pid: int) -> float | None:
+    """The time the process's threads have spent on a CPU so far (ns counters of
+    /proc/<pid>/task/*/schedstat): its own work, whatever the load of the machine, where
+    wall-clock init and first-invocation times also hold the wait for a CPU."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e6
 
 
 class Process:
@@ -636,6 +654,14 @@ def write_results(path: Path, data: dict) -> None:
               f"{ratio(pw['cpu_ms_per_event'] or 0, rw['cpu_ms_per_event'] or 0)} | "
               f"{ratio(pw['peak_rss_mib'], rw['peak_rss_mib'])} |")
     a("")
+    if data.get("time_to_slack"):
+        import time_to_slack  # noqa: E402  (bench/time_to_slack.py)
+        L.extend(time_to_slack.render_section(data["time_to_slack"]))
+        a("")
+    if data.get("floor"):
+        import floor  # noqa: E402  (bench/floor.py)
+        L.extend(floor.render_section(data["floor"]))
+        a("")
     a("## Size (x86_64 stand-in for arm64)")
     a("")
     a("This machine has no aarch64 standard library and rustup cannot download one, so "
@@ -681,6 +707,19 @@ def write_results(path: Path, data: dict) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+def update_results(out: Path, key: str, value: dict) -> None:
+    """Puts `value` under `key` in bench/results.json and rewrites RESULTS.md from it:
+    a bench of its own (time to Slack, the floor) replaces its section and keeps every
+    other one as it was."""
+    path = out.parent / "results.json"
+    if not path.exists():
+        raise BenchError(f"{path} is missing: run `make bench` once first")
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_results(out, data)
+
+
 def merge_previous(data: dict, prev: dict, measured: list[str]) -> dict:
     """A `--only` run: the subjects it measured replace theirs in the previous results,
     the others keep their figures, and the report says which rows come from which run."""
@@ -707,7 +746,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-events", type=int, default=1000)
     ap.add_argument("--no-build", action="store_true", help="use the existing release binaries")
     ap.add_argument("--no-criterion", action="store_true")
-    ap.add_argument("--only", nargs="*", help="subjects to measure (default: all)")
+    ap.add_argument("--only", nargs="*", help="subjects to measure (default: all): notify-fanout py-slack-notify "
+                    "alarm-to-incident py-opsitem vpn-troubleshoot time-to-slack floor")
+    ap.add_argument("--tts-profiles", nargs="+", default=None,
+                    help="latency profiles of the time-to-Slack bench (default: aws-us-east-1 none)")
+    ap.add_argument("--tts-cold-runs", type=int, default=20, help="time to Slack: cold runs per backend and profile")
+    ap.add_argument("--tts-warm-events", type=int, default=100,
+                    help="time to Slack: warm runs per backend and profile")
+    ap.add_argument("--floor-warm-events", type=int, default=500,
+                    help="notify-fanout against the minimal function: warm events each (cold: --cold-runs)")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--bin-dir", type=Path, help="function binaries (default $CARGO_TARGET_DIR/release)")
     ap.add_argument("--keep-nagle", action="store_true",
@@ -732,10 +779,23 @@ def main(argv: list[str] | None = None) -> int:
         nodelay.install()
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     release = args.bin_dir or target / "release"
+    benches = [b for b in ("time-to-slack", "floor") if not args.only or b in args.only]
+    per_function = not args.only or any(k not in ("time-to-slack", "floor") for k in args.only)
     if not args.no_build:
-        cmd = ["cargo", "build", "--release", "--workspace", "--bins", "--locked"]
+        # Only what this run measures: the fat-LTO release build takes long.
+        picked = ["--workspace", "--bins"] if per_function else \
+            ["-p", "notify-fanout"] + (["-p", "alarm-to-incident"] if "time-to-slack" in benches else [])
+        cmd = ["cargo", "build", "--release", *picked, "--locked"]
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
+    minimal_bin = None
+    if "floor" in benches:
+        import floor  # noqa: E402  (bench/floor.py)
+        minimal_bin = floor.minimal_target(target) / "release" / floor.MINIMAL_BIN
+        if not args.no_build:
+            minimal_bin = floor.build_minimal(floor.minimal_target(target))
+    if not per_function:
+        return run_benches(args, benches, release, minimal_bin)
     crit = {} if args.no_criterion else run_criterion(target)
 
     ids = VpnIds()
@@ -763,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.only:
         subjects = [s for s in subjects if s.key in args.only]
+    keep = {}
+    previous = args.out.parent / "results.json"
+    if previous.exists():
+        prev = json.loads(previous.read_text())
+        keep = {k: prev[k] for k in ("time_to_slack", "floor") if k in prev}
     out = Path(tempfile.mkdtemp(prefix="incident-bench-"))
     pycache = out / "pycache"
     world = World(out, nodelay_servers=not args.keep_nagle, full_gc=args.full_gc)
@@ -794,13 +859,45 @@ def main(argv: list[str] | None = None) -> int:
             "size": sizes(release), "features": feature_notes(), "criterion": crit,
             "labels": {s.key: s.label for s in subjects},
             "pairs": [("notify-fanout", "py-slack-notify"), ("alarm-to-incident", "py-opsitem")]}
-    previous = args.out.parent / "results.json"
     if args.only and previous.exists():
         data = merge_previous(data, json.loads(previous.read_text()), [s.key for s in subjects])
+    data.update(keep)  # the benches of their own are re-measured below (or kept as they were)
     args.out.write_text("")  # make sure the path is writable before the JSON goes next to it
     (args.out.parent / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     write_results(args.out, data)
     print(f"wrote {args.out} (logs of the run in {out})")
+    return run_benches(args, benches, release, minimal_bin)
+
+
+def run_benches(args: argparse.Namespace, benches: list[str], release: Path, minimal_bin: Path | None) -> int:
+    """The benches of their own after the per-function one: time to Slack
+    (bench/time_to_slack.py) and notify-fanout against the floor (bench/floor.py);
+    each replaces its section of RESULTS.md."""
+    for bench in benches:
+        out = Path(tempfile.mkdtemp(prefix=f"incident-{bench}-"))
+        try:
+            if bench == "time-to-slack":
+                import time_to_slack  # noqa: E402  (bench/time_to_slack.py)
+                key = "time_to_slack"
+                result = time_to_slack.measure(args.tts_profiles or list(time_to_slack.DEFAULT_PROFILES),
+                                               list(time_to_slack.BACKENDS), args.tts_cold_runs,
+                                               args.tts_warm_events, release, out)
+            else:
+                import floor  # noqa: E402  (bench/floor.py)
+                key = "floor"
+                assert minimal_bin is not None
+                result = floor.measure(release / "notify-fanout", minimal_bin, args.cold_runs,
+                                       args.floor_warm_events, out)
+            result["machine"] = machine()
+            update_results(args.out, key, result)
+        except BenchError as e:
+            print(f"{bench} bench failed: {e}\nlogs in {out}", file=sys.stderr)
+            return 1
+        if bench == "time-to-slack":
+            time_to_slack.print_report(result)
+        else:
+            print("\n".join(floor.render_section(result)))
+        print(f"wrote {args.out} ({bench}; logs in {out})")
     return 0
 
 
