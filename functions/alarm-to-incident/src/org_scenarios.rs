@@ -6,9 +6,11 @@ use aws_sdk_ssm::operation::create_ops_item::CreateOpsItemOutput;
 use aws_sdk_ssm::operation::describe_ops_items::DescribeOpsItemsOutput;
 use aws_sdk_ssm::operation::start_automation_execution::StartAutomationExecutionOutput;
 use aws_sdk_ssm::operation::update_ops_item::UpdateOpsItemOutput;
+use aws_sdk_ssmincidents::operation::start_incident::StartIncidentOutput;
+use aws_sdk_ssmincidents::types::{ItemType, ItemValue};
 use aws_smithy_mocks::{mock, RuleMode};
 use serde_json::Value;
-use shared::backend::OpsCenterBackend;
+use shared::backend::{IncidentManagerBackend, OpsCenterBackend};
 use shared::config::Env;
 use shared::mock_client;
 use shared::notification::{EventType, IncidentStatus};
@@ -16,8 +18,8 @@ use shared::org::OrgPolicy;
 use shared::state::StateStore;
 
 use crate::scenarios::{
-    alarm_arn, data, direct, eventbridge, permissive_opscenter, sns, Harness, ANY, DOC, KEY, OI,
-    VPN,
+    alarm_arn, data, direct, eventbridge, permissive_opscenter, sns, Harness, ANY, DOC, IR, KEY,
+    OI, PLAN, VPN,
 };
 
 const MEMBER_A: &str = "111122223333";
@@ -320,4 +322,52 @@ async fn single_account_mode_keeps_plain_keys_and_no_account_info() {
         .unwrap();
     assert_eq!(r.results[0].action, "update");
     assert!(h.refused.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn incident_manager_incident_of_a_member_names_its_vpn_and_account_in_related_items() {
+    let start = mock!(aws_sdk_ssmincidents::Client::start_incident)
+        .match_requests(|r| {
+            assert_eq!(r.response_plan_arn(), Some(PLAN));
+            let items: Vec<(ItemType, Option<&ItemValue>, Option<&str>)> = r
+                .related_items()
+                .iter()
+                .map(|i| {
+                    let id = i.identifier().unwrap();
+                    (id.r#type().clone(), id.value(), i.title())
+                })
+                .collect();
+            // The runbook reads the VPN's account and region from this involved resource.
+            assert!(items
+                .iter()
+                .any(|(t, v, _)| *t == ItemType::InvolvedResource
+                    && *v
+                        == Some(&ItemValue::Arn(format!(
+                            "arn:aws:ec2:eu-west-1:{MEMBER_A}:vpn-connection/{VPN}"
+                        )))));
+            assert!(items.iter().any(|(t, v, title)| *t == ItemType::Other
+                && *title == Some("AWS account 111122223333 (payments-prod)")
+                && matches!(v, Some(ItemValue::Url(u)) if u.ends_with("/accounts/111122223333"))));
+            true
+        })
+        .then_output(|| {
+            StartIncidentOutput::builder()
+                .incident_record_arn(IR)
+                .build()
+                .unwrap()
+        });
+    let mut h = Harness::new(Box::new(IncidentManagerBackend::new(
+        mock_client!(aws_sdk_ssmincidents, RuleMode::MatchAny, [&start]),
+        Some(PLAN.into()),
+    )));
+    h.org = Some(org(""));
+    let r = h
+        .run(in_account(
+            eventbridge(ANY, "ALARM", "10:01:00.490"),
+            MEMBER_A,
+            MEMBER_A,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.results[0].action, start.num_calls()), ("open", 1));
 }

@@ -43,8 +43,8 @@ pub(crate) const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
 pub(crate) const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
 pub(crate) const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
 pub(crate) const OI: &str = "oi-0123456789ab";
-const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
-const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
+pub(crate) const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
+pub(crate) const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
 pub(crate) const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
 pub(crate) const DOC: &str = "VpnDiagnosis";
 
