@@ -11,7 +11,7 @@ the unmodified Rust SDK clients talk to it through `AWS_ENDPOINT_URL_<SERVICE>`:
 | Incident Manager (`SSM_INCIDENTS`) | restJson1                    | StartIncident, UpdateIncidentRecord, GetIncidentRecord, ListIncidentRecords, CreateTimelineEvent, ListTimelineEvents, GetTimelineEvent, UpdateRelatedItems, ListRelatedItems |
 | EC2 (`EC2`)                   | ec2Query (form in, XML out)       | DescribeVpnConnections (with VgwTelemetry and tunnel LogOptions), DescribeCustomerGateways, DescribeVpnGateways, DescribeTransitGatewayAttachments, ReplaceVpnTunnel (DryRun), GetVpnTunnelReplacementStatus |
 | CloudWatch Logs (`CLOUDWATCH_LOGS`) | awsJson1_1, `Logs_20140328.<Op>` | StartQuery, GetQueryResults, StopQuery (a Logs Insights subset, see insights.py) |
-| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history |
+| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history; DescribeAlarms of the alarms a scenario sets (`alarms`) |
 
 Inputs are checked against the botocore service models (required members, lengths,
 ranges, enums: awsmodel.py) and against the service rules of DESIGN.md section 4:
@@ -168,6 +168,7 @@ class Emulator:
             self.log_groups: dict[str, dict] = {}
             self.queries: dict[str, dict] = {}
             self.query_running_polls = 1
+            self.alarms: dict[str, dict] = {}
             self.calls: list[dict] = []
             self.faults: list[dict] = []
             self.region = DEFAULT_REGION
@@ -198,6 +199,11 @@ class Emulator:
           Integer|Boolean}, patterns?: {name: allowedPattern}}] Automation runbooks.
         - `response_plans`: [{arn | name, title?, impact?, dedupe_string?, summary?,
           chatbot_sns?, automation?: {document, parameters: {k: [v]}, dynamic: {k: INCIDENT_RECORD_ARN|INVOLVED_RESOURCES}}}]
+        - `alarms`: [{name, state: OK|ALARM|INSUFFICIENT_DATA, at (epoch seconds of the state
+          change, as the alarm events carry it), reason?, namespace?, metric?, dimensions? {name: value},
+          statistic?, period?, threshold?, comparison?, description?}]: metric alarms as
+          DescribeAlarms returns them; setting one again changes its state (the story moves alarms
+          without delivering their actions, as a mute rule does).
         - `faults`: [{service?, op, code, status?, message?, times?}] errors injected on the next calls.
         """
         account = spec.get("account")
@@ -239,6 +245,8 @@ class Emulator:
                     "impact": int(p.get("impact", 3)), "dedupeString": p.get("dedupe_string", ""),
                     "summary": p.get("summary"), "chatbotSns": p.get("chatbot_sns", []),
                     "automation": p.get("automation")}
+            for a in spec.get("alarms", []):
+                self._set_alarm(a)
             for f in spec.get("faults", []):
                 self.faults.append({"service": f.get("service"), "op": f["op"], "code": f["code"],
                                     "status": int(f.get("status", 400)),
@@ -247,6 +255,28 @@ class Emulator:
             self.changed.notify_all()
             return {"ok": True, "vpn_connections": sorted(self.vpns),
                     "response_plans": sorted(self.response_plans)}
+
+    def _set_alarm(self, a: dict) -> None:
+        name = a["name"]
+        if a["state"] not in ("OK", "ALARM", "INSUFFICIENT_DATA"):
+            raise ValueError(f"alarm {name}: state {a['state']!r} is not OK, ALARM or INSUFFICIENT_DATA")
+        old = self.alarms.get(name, {})
+        # CloudWatch keeps milliseconds.
+        at = int(round(float(a["at"]) * 1000)) / 1000
+        self.alarms[name] = {
+            **old,
+            "name": name, "state": a["state"], "at": at,
+            "reason": a.get("reason", f"Set by the local scenario: {a['state']}"),
+            "namespace": a.get("namespace", old.get("namespace", "AWS/VPN")),
+            "metric": a.get("metric", old.get("metric", "TunnelState")),
+            "dimensions": a.get("dimensions", old.get("dimensions", {})),
+            "statistic": a.get("statistic", old.get("statistic", "Minimum")),
+            "period": int(a.get("period", old.get("period", 60))),
+            "threshold": float(a.get("threshold", old.get("threshold", 1.0))),
+            "comparison": a.get("comparison", old.get("comparison", "LessThanThreshold")),
+            "description": a.get("description", old.get("description")),
+            "created": old.get("created", at),
+        }
 
     def _add_vpn(self, v: dict) -> None:
         vid = v["id"]
@@ -1349,7 +1379,56 @@ class Emulator:
                                **{s: float(self._stat(s, vals)) for s in stats}})
         return {"Label": p.get("MetricName", ""), "Datapoints": points}
 
-    METRICS = {"GetMetricData": cw_get_metric_data, "GetMetricStatistics": cw_get_metric_statistics}
+    def _metric_alarm(self, a: dict, region: str) -> dict:
+        out = {
+            "AlarmName": a["name"],
+            "AlarmArn": f"arn:aws:cloudwatch:{region}:{self.account}:alarm:{a['name']}",
+            "AlarmConfigurationUpdatedTimestamp": cbor.Timestamp(a["created"]),
+            "ActionsEnabled": True, "OKActions": [], "AlarmActions": [], "InsufficientDataActions": [],
+            "StateValue": a["state"], "StateReason": a["reason"],
+            # The alarm events' state.timestamp of the same transition.
+            "StateUpdatedTimestamp": cbor.Timestamp(a["at"]),
+            "StateTransitionedTimestamp": cbor.Timestamp(a["at"]),
+            "MetricName": a["metric"], "Namespace": a["namespace"], "Statistic": a["statistic"],
+            "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(a["dimensions"].items())],
+            "Period": a["period"], "EvaluationPeriods": 1, "Threshold": a["threshold"],
+            "ComparisonOperator": a["comparison"], "TreatMissingData": "missing",
+        }
+        if a.get("description"):
+            out["AlarmDescription"] = a["description"]
+        return out
+
+    def cw_describe_alarms(self, p: dict) -> dict:
+        """Metric alarms by name (at most 100, the model's limit) or name prefix, in name order,
+        `MaxRecords` per page (default 50) with an opaque `NextToken` (emulator choice: the next
+        name). Asking for composite or log alarms only returns none: the scenario sets metric alarms."""
+        if p.get("AlarmNames") and p.get("AlarmNamePrefix"):
+            raise ApiError("InvalidParameterCombination",
+                           "AlarmNames and AlarmNamePrefix cannot be specified together.")
+        types = p.get("AlarmTypes") or ["MetricAlarm"]
+        names = sorted(self.alarms)
+        if p.get("AlarmNames"):
+            names = [n for n in names if n in set(p["AlarmNames"])]
+        if p.get("AlarmNamePrefix"):
+            names = [n for n in names if n.startswith(p["AlarmNamePrefix"])]
+        if p.get("StateValue"):
+            names = [n for n in names if self.alarms[n]["state"] == p["StateValue"]]
+        if "MetricAlarm" not in types:
+            names = []
+        token = p.get("NextToken")
+        if token is not None:
+            if token not in names:
+                raise ApiError("InvalidNextToken", "The service returned an invalid NextToken.")
+            names = names[names.index(token):]
+        page = int(p.get("MaxRecords", 50))
+        out = {"MetricAlarms": [self._metric_alarm(self.alarms[n], self.region) for n in names[:page]],
+               "CompositeAlarms": []}
+        if len(names) > page:
+            out["NextToken"] = names[page]
+        return out
+
+    METRICS = {"GetMetricData": cw_get_metric_data, "GetMetricStatistics": cw_get_metric_statistics,
+               "DescribeAlarms": cw_describe_alarms}
 
 
 def endpoint_env(url: str) -> dict[str, str]:

@@ -182,20 +182,24 @@ class RespondStory(Story):
             self.say(f"      ephemeral to {r['user']}: {short(readable(r['text']), 140)}")
         return res
 
-    def fire_due(self, jump_s: float) -> list[Invocation]:
+    def fire_due(self, jump_s: float, group: str | None = None) -> list[Invocation]:
+        """Fires the schedules of `group` (the escalation group by default) due `jump_s` from
+        now, invoking the function each targets, as EventBridge Scheduler would."""
+        group = group or self.group
         scheduler = self.moto.client("scheduler")
         now = time.time() + jump_s
-        pending = sa.schedules(scheduler, self.group)
-        self.say(f"    schedules in {self.group}: " + (", ".join(
+        pending = sa.schedules(scheduler, group)
+        self.say(f"    schedules in {group}: " + (", ".join(
             f"{s['name']} at {s['expression']} {s['timezone'] or ''}".strip() for s in pending) or "none"))
         fired = []
-        for s in sa.due_schedules(scheduler, self.group, now):
-            inv = sa.fire(scheduler, self.group, s, lambda ev: self.functions["slack-actions"].invoke(ev, timeout_s=30))
+        for s in sa.due_schedules(scheduler, group, now):
+            target = s["target"]["Arn"].rsplit(":", 1)[-1]
+            inv = sa.fire(scheduler, group, s, lambda ev: self.functions[target].invoke(ev, timeout_s=60))
             self.fired.append({"name": s["name"], "input": json.loads(s["target"]["Input"]), "ok": inv.ok,
-                               "result": inv.result})
+                               "result": inv.result, "target": s["target"]["Arn"]})
             self.show_invocation(inv, f" <- schedule {s['name']}")
             if not inv.ok:
-                self.problems.append(f"escalation schedule {s['name']} failed: {short(inv.result, 300)}")
+                self.problems.append(f"schedule {s['name']} failed: {short(inv.result, 300)}")
             fired.append(inv)
         if not fired:
             self.say("    nothing due")

@@ -14,6 +14,11 @@ pub mod effects;
 pub mod error;
 #[cfg(feature = "aws")]
 pub mod escalation;
+pub mod hold;
+#[cfg(feature = "aws")]
+pub mod hold_store;
+#[cfg(feature = "aws")]
+pub mod hold_timer;
 pub mod incident;
 pub mod lifecycle;
 pub mod logging;
@@ -24,7 +29,10 @@ pub mod publish;
 #[cfg(feature = "aws")]
 pub mod respond;
 #[cfg(feature = "aws")]
+pub mod schedule;
+#[cfg(feature = "aws")]
 pub mod secrets;
+pub mod silence;
 pub mod slack;
 #[cfg(feature = "aws")]
 pub mod state;

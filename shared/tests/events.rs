@@ -311,3 +311,77 @@ fn sns_event_with_several_records_yields_several_alarms() {
     assert_eq!(alarms[0].name, "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788");
     assert_eq!(alarms[1].name, "network-edge-degraded");
 }
+
+const MUTE_RULE: &str =
+    "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance-window";
+
+fn assert_muted_by_the_maintenance_window(a: &Alarm) {
+    let m = a.muted.as_ref().expect("muteDetail");
+    assert_eq!(m.rule_arn.as_deref(), Some(MUTE_RULE));
+    let iso = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    };
+    assert_eq!(
+        iso(m.window_start).as_deref(),
+        Some("2026-11-25T10:00:00.000Z")
+    );
+    assert_eq!(
+        iso(m.window_end).as_deref(),
+        Some("2026-11-25T12:00:00.000Z")
+    );
+}
+
+#[test]
+fn eventbridge_muted_alarm_carries_its_mute_rule_and_window() {
+    let a = one("eventbridge-vpn-tunnel-down-muted-alarm.json");
+    // Everything else is the same transition as the unmuted event.
+    assert_vpn_tunnel_down(&a, EventShape::EventBridge, AlarmState::Alarm);
+    assert_eq!(ts(&a), "2026-11-25T10:01:00.490Z");
+    assert_eq!(a.previous_state, Some(AlarmState::Ok));
+    assert_muted_by_the_maintenance_window(&a);
+    let unmuted = one("eventbridge-vpn-tunnel-down-alarm.json");
+    assert_eq!(a.transition_id(), unmuted.transition_id());
+    assert_eq!(unmuted.muted, None);
+    // Normalized JSON keeps it (the normalize tool shows it); unmuted alarms omit it.
+    let v = serde_json::to_value(&a).unwrap();
+    assert_eq!(v["muted"]["rule_arn"], MUTE_RULE);
+    assert!(serde_json::to_value(&unmuted)
+        .unwrap()
+        .get("muted")
+        .is_none());
+}
+
+#[test]
+fn eventbridge_muted_ok_is_an_ok_inside_the_window() {
+    let a = one("eventbridge-vpn-tunnel-down-muted-ok.json");
+    assert_vpn_tunnel_down(&a, EventShape::EventBridge, AlarmState::Ok);
+    assert_eq!(ts(&a), "2026-11-25T10:40:12.345Z");
+    assert_eq!(a.previous_state, Some(AlarmState::Alarm));
+    assert_muted_by_the_maintenance_window(&a);
+}
+
+#[test]
+fn sns_carrying_a_muted_eventbridge_event_keeps_the_mute() {
+    let a = one("sns-eventbridge-vpn-tunnel-down-muted-alarm.json");
+    assert_vpn_tunnel_down(&a, EventShape::EventBridge, AlarmState::Alarm);
+    assert_muted_by_the_maintenance_window(&a);
+}
+
+#[test]
+fn mute_detail_fields_are_optional_but_typed() {
+    let text =
+        std::fs::read_to_string(events_dir().join("eventbridge-vpn-tunnel-down-muted-alarm.json"))
+            .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["detail"]["muteDetail"] = serde_json::json!({});
+    let a = shared::alarm::normalize(&v).unwrap().remove(0);
+    assert_eq!(a.muted, Some(shared::alarm::MuteDetail::default()));
+    v["detail"]["muteDetail"] = serde_json::json!({"muteWindowEnd": "soon"});
+    let e = shared::alarm::normalize(&v).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "EventBridge event: field `detail.muteDetail.muteWindowEnd` is not a timestamp: \"soon\""
+    );
+    v["detail"]["muteDetail"] = serde_json::json!("yes");
+    assert!(shared::alarm::normalize(&v).is_err());
+}

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use shared::alarm::{Alarm, AlarmState};
 use shared::backend::token_uuid;
 use shared::classify::Classification;
 use shared::closure;
 use shared::escalation::first_escalation;
+use shared::hold::{released_note, Hold};
 use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
 use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
@@ -55,6 +58,35 @@ pub fn complete_record(
     }
 }
 
+/// How a transition reached the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// Delivered by CloudWatch (alarm action, EventBridge, SNS).
+    Delivered,
+    /// Never delivered: the reconciliation sweep found it with `DescribeAlarms`.
+    Sweep,
+    /// Held back (muted, silenced) since `since`; applied at the hold's end.
+    Released { since: DateTime<Utc>, hold: Hold },
+}
+
+impl Origin {
+    /// What the notes and the timeline say about it, if anything.
+    pub fn note(&self, alarm: &Alarm) -> Option<String> {
+        match self {
+            Origin::Delivered => None,
+            Origin::Sweep => Some(format!(
+                "Found by the reconciliation sweep: CloudWatch reports {} {} since {}; the pipeline never received that transition.",
+                alarm.name,
+                alarm.state,
+                alarm.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+            Origin::Released { since, hold } => {
+                Some(format!("{}.", released_note(&alarm.name, alarm.state, *since, hold)))
+            }
+        }
+    }
+}
+
 /// The effects of `action`, which produced `record`, in the order they run.
 pub fn plan(
     deps: &Deps<'_>,
@@ -62,12 +94,18 @@ pub fn plan(
     class: &Classification,
     action: &Action,
     record: &IncidentRecord,
+    origin: &Origin,
 ) -> Vec<Effect> {
     let note = |title: String, text: String| Note {
         title,
         text,
         at: alarm.changed_at,
         data: note_data(alarm),
+    };
+    // A transition the sweep found or a hold released says so wherever it is told.
+    let told = |text: String| match origin.note(alarm) {
+        Some(o) => format!("{text} {o}"),
+        None => text,
     };
     let firing = record.firing().join(", ");
     let mut effects = vec![];
@@ -89,14 +127,21 @@ pub fn plan(
     let mut post_incident = None;
     let (event, summary) = match action {
         Action::IgnoreDuplicate | Action::IgnoreStale { .. } | Action::Record => return vec![],
-        Action::Open => (EventType::Opened, record.summary.clone()),
+        Action::Open => {
+            if let Some(o) = origin.note(alarm) {
+                effects.push(Effect::AddNote {
+                    note: note(format!("{} is {}", alarm.name, alarm.state), o),
+                });
+            }
+            (EventType::Opened, told(record.summary.clone()))
+        }
         Action::Update => {
-            let text = match alarm.state {
+            let text = told(match alarm.state {
                 AlarmState::Ok => {
                     format!("{} is OK. Still not OK: {}.", alarm.name, not_ok(record))
                 }
                 _ => format!("{} is {}: {}", alarm.name, alarm.state, alarm.reason),
-            };
+            });
             effects.push(Effect::AddNote {
                 note: note(format!("{} is {}", alarm.name, alarm.state), text.clone()),
             });
@@ -104,7 +149,7 @@ pub fn plan(
         }
         Action::Escalate { from, to } | Action::Deescalate { from, to } => {
             let raised = to.is_more_severe_than(*from);
-            let text = if raised {
+            let text = told(if raised {
                 format!(
                     "{} is {}: {}. Impact raised from {from} to {to}.",
                     alarm.name, alarm.state, alarm.reason
@@ -116,7 +161,7 @@ pub fn plan(
                     alarm.state,
                     if firing.is_empty() { "none" } else { &firing }
                 )
-            };
+            });
             let verb = if raised { "raised" } else { "lowered" };
             effects.push(Effect::SetImpact {
                 impact: *to,
@@ -133,7 +178,10 @@ pub fn plan(
             (event, text)
         }
         Action::InsufficientData => {
-            let text = format!("{} has insufficient data: {}", alarm.name, alarm.reason);
+            let text = told(format!(
+                "{} has insufficient data: {}",
+                alarm.name, alarm.reason
+            ));
             effects.push(Effect::AddNote {
                 note: note(
                     format!("{} has insufficient data", alarm.name),
@@ -143,12 +191,12 @@ pub fn plan(
             (EventType::InsufficientData, text)
         }
         Action::Resolve { duration_seconds } => {
-            let text = format!(
+            let text = told(format!(
                 "Every alarm is OK; the incident lasted {} ({} is OK: {}).",
                 format_duration(*duration_seconds),
                 alarm.name,
                 alarm.reason
-            );
+            ));
             let by = Actor::Alarm {
                 name: alarm.name.clone(),
             };
@@ -188,7 +236,7 @@ fn not_ok(record: &IncidentRecord) -> String {
     names.join(", ")
 }
 
-fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
+pub fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
     let mut d = BTreeMap::from([
         ("alarmName".to_string(), alarm.name.clone()),
         ("alarmArn".to_string(), alarm.arn.clone()),

@@ -15,9 +15,13 @@ use shared::effects::fakes::{
 use shared::effects::{EffectDeps, RunnerSettings};
 use shared::error::{AwsError, Secret};
 use shared::escalation::{EscalationTimer, Pager};
+use shared::hold_store::memory::MemorySilenceStore;
+use shared::hold_timer::fakes::RecordingHoldTimer;
+use shared::hold_timer::HoldTimer;
 use shared::incident::{Actor, Impact};
 use shared::lifecycle::{EscalationState, IncidentRecord};
 use shared::notification::EventType;
+use shared::silence::SilenceTarget;
 use shared::slack::signature::{sign, SigningSecret};
 use shared::state::memory::MemoryStateStore;
 use shared::state::{IncidentItem, StateError, StateStore};
@@ -36,6 +40,8 @@ const ALICE: &str = "U0ALICE";
 const MALLORY: &str = "U0MALLORY";
 const GROUP: &str = "S0ONCALL";
 const RESPONSE_URL: &str = "https://hooks.slack.com/actions/T0/1/abc";
+const ALARM_TO_INCIDENT: &str = "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident";
+const VPN: &str = "vpn-0f1e2d3c4b5a69788";
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()
@@ -163,6 +169,8 @@ struct Harness {
     settings: RunnerSettings,
     timer: RecordingTimer,
     pager: RecordingPager,
+    silences: MemorySilenceStore,
+    hold_timer: RecordingHoldTimer,
 }
 
 fn policy_env() -> Vec<(&'static str, String)> {
@@ -202,6 +210,12 @@ fn policy_env() -> Vec<(&'static str, String)> {
             "arn:aws:iam::123456789012:role/scheduler".into(),
         ),
         ("ESCALATION_SCHEDULE_GROUP", "escalations".into()),
+        ("HOLD_SCHEDULE_GROUP", "holds".into()),
+        (
+            "HOLD_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/holds".into(),
+        ),
+        ("HOLD_TARGET_ARN", ALARM_TO_INCIDENT.into()),
     ]
 }
 
@@ -220,6 +234,8 @@ impl Harness {
             settings: RunnerSettings::new(None),
             timer: RecordingTimer::default(),
             pager: RecordingPager::default(),
+            silences: MemorySilenceStore::default(),
+            hold_timer: RecordingHoldTimer::default(),
         }
     }
 
@@ -233,6 +249,8 @@ impl Harness {
             queue: &self.queue,
             incidents: &reader,
             groups: &self.groups,
+            silences: &self.silences,
+            hold_timer: Some(&self.hold_timer as &dyn HoldTimer),
             effects: EffectDeps {
                 backend: &self.backend,
                 store: &self.store,
@@ -497,6 +515,7 @@ fn job(action: JobAction, text: Option<&str>) -> Job {
         },
         team: Some("C0OPS".into()),
         text: text.map(str::to_string),
+        silence: None,
         impact: None,
         response_url: Some(Secret::new(RESPONSE_URL.into())),
         requested_at: now(),
@@ -597,4 +616,186 @@ async fn unacknowledged_critical_incident_escalates_and_an_acknowledged_one_does
     assert_eq!(res["escalated"], false);
     assert_eq!(h.publisher.sent().len(), sent_before);
     assert_eq!(h.pager.pages().len(), 1);
+}
+
+// ------------------------------------------------------------------ silences
+
+#[tokio::test]
+async fn silence_is_authorized_queued_stored_and_timed_to_its_end() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(
+            ALICE,
+            &format!("silence {VPN} 2h router firmware upgrade"),
+        )))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: setting the silence"),
+        "{res}"
+    );
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(job.action, JobAction::Silence);
+    let spec = job.silence.clone().unwrap();
+    assert_eq!(spec.target, SilenceTarget::Vpn(VPN.into()));
+    assert_eq!(
+        (spec.minutes, spec.reason.as_deref()),
+        (120, Some("router firmware upgrade"))
+    );
+    // The worker stores it (a retry changes nothing) and sets the timer at its end.
+    h.run(sqs(std::slice::from_ref(&job))).await;
+    h.run(sqs(&[job])).await;
+    let book = h.silences.now();
+    let [s] = book.silences.as_slice() else {
+        panic!("{book:?}")
+    };
+    assert_eq!(s.ends_at, now() + Duration::hours(2));
+    let calls = h.hold_timer.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (op, target, name, at, reason) = &calls[0];
+    assert_eq!(
+        (op.as_str(), target.as_str()),
+        ("sweep_at", ALARM_TO_INCIDENT)
+    );
+    assert!(name.starts_with("silence-end-"));
+    assert_eq!(
+        *at,
+        Some(now() + Duration::hours(2) + Duration::seconds(60))
+    );
+    assert_eq!(reason, &format!("silence {} ended", s.id));
+    let told = h.slack.texts();
+    assert!(
+        told[0].contains(&format!("Silenced VPN {VPN} until 2026-11-25 12:00 UTC")),
+        "{told:?}"
+    );
+    assert!(
+        told[0].contains(&format!("/incident unsilence {}", s.id)),
+        "{told:?}"
+    );
+    // Listed inline with who, until when and why.
+    let list = h.run(signed(&command(ALICE, "silences"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(
+        body.contains(&s.id) && body.contains("router firmware upgrade"),
+        "{body}"
+    );
+    assert!(body.contains("Held back: 0"), "{body}");
+}
+
+#[tokio::test]
+async fn unsilence_ends_it_and_moves_the_timer_to_now() {
+    let h = Harness::new();
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel- 1d")))
+        .await;
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(
+        job.silence.as_ref().unwrap().target,
+        SilenceTarget::AlarmPrefix("vpn-tunnel-".into())
+    );
+    h.run(sqs(&[job])).await;
+    let id = h.silences.now().silences[0].id.clone();
+    let res = h
+        .run(signed(&command(ALICE, &format!("unsilence {id}"))))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: ending the silence"),
+        "{res}"
+    );
+    let jobs = h.jobs();
+    h.clock.set(now() + Duration::minutes(30));
+    h.run(sqs(&jobs[1..])).await;
+    let s = h.silences.now().silences[0].clone();
+    assert_eq!(s.ended_at(), now() + Duration::minutes(30));
+    let names: Vec<(String, String)> = h
+        .hold_timer
+        .calls()
+        .into_iter()
+        .map(|(op, _, name, _, _)| (op, name))
+        .collect();
+    assert!(
+        names[1].0 == "sweep_at" && names[1].1.starts_with("silence-lifted-"),
+        "{names:?}"
+    );
+    assert!(
+        names[2].0 == "cancel" && names[2].1.starts_with("silence-end-"),
+        "{names:?}"
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains(&format!("Silence `{id}`")));
+    // Lifting an unknown id is an answer, not a failure.
+    let mut unknown = jobs[1].clone();
+    unknown.text = Some("s-00000000".into());
+    assert_eq!(
+        h.run(sqs(&[unknown])).await,
+        json!({"batchItemFailures": []})
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains("No active silence has the id `s-00000000`"));
+}
+
+#[tokio::test]
+async fn silence_targets_resolve_to_a_known_incident_a_vpn_or_a_prefix() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    for (text, expected) in [
+        (
+            format!("silence \"{KEY}\" 30m"),
+            SilenceTarget::IncidentKey(KEY.into()),
+        ),
+        (
+            format!("silence vpn:{VPN} 30m"),
+            SilenceTarget::Vpn(VPN.into()),
+        ),
+        (
+            "silence payments- 30m".to_string(),
+            SilenceTarget::AlarmPrefix("payments-".into()),
+        ),
+        (
+            "silence \"incident:other key\" 30m".to_string(),
+            SilenceTarget::IncidentKey("other key".into()),
+        ),
+    ] {
+        h.queue.0.lock().unwrap().clear();
+        let res = h.run(signed(&command(ALICE, &text))).await;
+        let [job] = h
+            .jobs()
+            .try_into()
+            .unwrap_or_else(|_| panic!("{text}: {res}"));
+        assert_eq!(job.silence.unwrap().target, expected, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn bad_silences_and_unauthorised_people_change_nothing() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(ALICE, "silence vpn:vpn-XYZ 1h")))
+        .await;
+    assert!(
+        body_text(&res).contains("is not a VPN connection id"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(ALICE, &format!("silence {VPN} forever"))))
+        .await;
+    assert!(
+        body_text(&res).contains("`forever` is not a duration"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(MALLORY, &format!("silence {VPN} 1h"))))
+        .await;
+    assert_eq!(
+        body_text(&res),
+        "🚫 You are not allowed to silence alarms. Nothing was changed."
+    );
+    assert!(h.jobs().is_empty());
+    assert!(h.silences.now().silences.is_empty());
 }

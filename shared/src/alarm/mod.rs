@@ -62,6 +62,9 @@ pub enum EventShape {
     EventBridge,
     /// An SNS notification with the classic alarm JSON in `Message`.
     Sns,
+    /// Read by alarm-to-incident's reconciliation sweep (`DescribeAlarms`), not
+    /// delivered: the transition was missed, or a held one is applied at its end.
+    DescribeAlarms,
 }
 
 /// A metric: namespace, name and dimensions.
@@ -132,6 +135,18 @@ pub enum AlarmCondition {
     Unknown,
 }
 
+/// The alarm mute rule (`AWS::CloudWatch::AlarmMuteRule`) that muted the alarm's
+/// actions when it changed state: EventBridge events of a muted alarm still come,
+/// with `detail.muteDetail`; its SNS and Lambda actions do not run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MuteDetail {
+    /// `mutedByArn`: the mute rule's ARN.
+    pub rule_arn: Option<String>,
+    /// `muteWindowStart` / `muteWindowEnd`: the current window of the rule.
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+}
+
 /// A CloudWatch alarm state change, normalized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
@@ -148,6 +163,10 @@ pub struct Alarm {
     pub description: Option<String>,
     pub condition: AlarmCondition,
     pub shape: EventShape,
+    /// Set when a mute rule muted the alarm's actions at this transition (EventBridge
+    /// only: the muted actions themselves never reach us).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<MuteDetail>,
 }
 
 impl Alarm {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::time::parse_timestamp;
 use super::{
     Alarm, AlarmCondition, AlarmState, CompositeCondition, EventShape, MathCondition,
-    MetricCondition, MetricIdentity, MetricQuery,
+    MetricCondition, MetricIdentity, MetricQuery, MuteDetail,
 };
 use crate::error::Retryable;
 use crate::text::truncate;
@@ -293,6 +293,21 @@ fn from_detail(
         Some(c) => condition_from_configuration(&c, reason_data.as_ref())?,
         None => AlarmCondition::Unknown,
     };
+    // A muted alarm's EventBridge event (alarm mute rules): every field optional.
+    let muted = match detail.opt_obj("muteDetail")? {
+        Some(m) => Some(MuteDetail {
+            rule_arn: non_empty(m.opt_str("mutedByArn")?),
+            window_start: m
+                .opt_str("muteWindowStart")?
+                .map(|ts| m.timestamp("muteWindowStart", ts))
+                .transpose()?,
+            window_end: m
+                .opt_str("muteWindowEnd")?
+                .map(|ts| m.timestamp("muteWindowEnd", ts))
+                .transpose()?,
+        }),
+        None => None,
+    };
     Ok(Alarm {
         name,
         arn,
@@ -305,6 +320,7 @@ fn from_detail(
         description,
         condition,
         shape,
+        muted,
     })
 }
 
@@ -570,6 +586,7 @@ fn sns_message(root: Obj) -> Result<Alarm> {
         description,
         condition,
         shape: EventShape::Sns,
+        muted: None,
     })
 }
 

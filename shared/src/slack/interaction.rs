@@ -11,8 +11,10 @@
 //!
 //! Command syntax (`/incident help` prints it):
 //! `list` · `show <key>` · `declare [--impact N] <title>` · `note <key> <text>` (a
-//! key with spaces in double quotes) · `help`. Keys are the incident dedupe keys as
-//! `list` shows them.
+//! key with spaces in double quotes) · `silence <target> <duration> [reason]` ·
+//! `silences` · `unsilence <id>` · `help`. Keys are the incident dedupe keys as `list`
+//! shows them. A silence's target is an incident key, a VPN id (`vpn-…`) or an
+//! alarm-name prefix; `incident:`, `vpn:` or `alarm:` before it says which.
 
 use std::borrow::Cow;
 
@@ -51,6 +53,9 @@ pub const USAGE: &str = "Usage:\n\
 • `/incident show <key>`: one incident\n\
 • `/incident declare [--impact 1-5] <title>`: open an incident yourself, as its reporter\n\
 • `/incident note <key> <text>`: add a note (put a key with spaces in \"double quotes\")\n\
+• `/incident silence <incident key | vpn-id | alarm-name prefix> <duration> [reason]`: alarms that match page nobody for a while (`30m`, `2h`, `1d`; at most `7d`)\n\
+• `/incident silences`: the silences, who set them, until when, why, what they held back\n\
+• `/incident unsilence <id>`: end a silence now\n\
 • `/incident help`: this text";
 
 /// One request from Slack.
@@ -138,13 +143,31 @@ pub enum Request {
         key: String,
         text: String,
     },
+    /// Hold back alarms matching `target` for `duration`.
+    Silence {
+        /// As typed: an incident key, a VPN id or an alarm-name prefix, optionally
+        /// with `incident:`, `vpn:` or `alarm:` before it (resolved by the function,
+        /// which can look incidents up).
+        target: String,
+        duration: chrono::Duration,
+        reason: Option<String>,
+    },
+    /// The silences.
+    Silences,
+    /// End silence `id` now.
+    Unsilence {
+        id: String,
+    },
 }
 
 impl Request {
     /// The permission it needs ([`super::authz::ActionPolicy`]).
     pub fn action(&self) -> Action {
         match self {
-            Request::Help | Request::List | Request::Show { .. } => Action::Read,
+            Request::Help | Request::List | Request::Show { .. } | Request::Silences => {
+                Action::Read
+            }
+            Request::Silence { .. } | Request::Unsilence { .. } => Action::Silence,
             Request::Declare { .. } => Action::Declare,
             Request::Acknowledge { .. } => Action::Acknowledge,
             Request::Rerun { .. } => Action::Rerun,
@@ -162,7 +185,12 @@ impl Request {
             | Request::Resolve { key }
             | Request::OpenNoteModal { key }
             | Request::AddNote { key, .. } => Some(key),
-            Request::Help | Request::List | Request::Declare { .. } => None,
+            Request::Help
+            | Request::List
+            | Request::Declare { .. }
+            | Request::Silence { .. }
+            | Request::Silences
+            | Request::Unsilence { .. } => None,
         }
     }
 
@@ -175,6 +203,8 @@ impl Request {
                 | Request::Rerun { .. }
                 | Request::Resolve { .. }
                 | Request::AddNote { .. }
+                | Request::Silence { .. }
+                | Request::Unsilence { .. }
         )
     }
 }
@@ -362,6 +392,17 @@ pub fn parse_command_text(raw: &str) -> Result<Request, InteractionError> {
                 text: note_text(note)?,
             })
         }
+        "silence" | "mute" => silence(rest),
+        "silences" => Ok(Request::Silences),
+        "unsilence" | "unmute" => {
+            let id = rest.trim();
+            if id.is_empty() || id.contains(char::is_whitespace) || id.chars().count() > 40 {
+                return Err(InteractionError::usage(
+                    "`unsilence` needs the id of a silence, such as `s-1a2b3c4d` (`/incident silences` lists them).",
+                ));
+            }
+            Ok(Request::Unsilence { id: id.to_string() })
+        }
         other => Err(InteractionError::usage(format!(
             "`{}` is not a subcommand.",
             crate::text::truncate(other, 40)
@@ -427,6 +468,46 @@ fn note_text(text: &str) -> Result<String, InteractionError> {
         )));
     }
     Ok(text.to_string())
+}
+
+/// `silence <target> <duration> [reason]`: a quoted target, or the first word.
+fn silence(rest: &str) -> Result<Request, InteractionError> {
+    use crate::silence::{parse_duration, MAX_REASON_CHARS, MAX_TARGET_CHARS};
+    let example = "e.g. `/incident silence vpn-0123456789abcdef0 2h router firmware upgrade`";
+    if rest.trim().is_empty() {
+        return Err(InteractionError::usage(format!(
+            "`silence` needs what to silence (an incident key, a VPN id or an alarm-name prefix), a duration and an optional reason, {example}."
+        )));
+    }
+    let (target, after) = split_key(rest).map_err(|_| {
+        InteractionError::usage(format!(
+            "That is not something to silence (too long, control characters or a missing quote), {example}."
+        ))
+    })?;
+    if target.chars().count() > MAX_TARGET_CHARS {
+        return Err(InteractionError::usage(format!(
+            "What to silence is longer than {MAX_TARGET_CHARS} characters."
+        )));
+    }
+    let (duration, reason) = after
+        .split_once(char::is_whitespace)
+        .map_or((after, ""), |(d, r)| (d, r.trim()));
+    if duration.is_empty() {
+        return Err(InteractionError::usage(format!(
+            "`silence` needs a duration after what to silence, {example}."
+        )));
+    }
+    let duration = parse_duration(duration).map_err(InteractionError::usage)?;
+    if reason.chars().count() > MAX_REASON_CHARS || reason.contains(['\r', '\n']) {
+        return Err(InteractionError::usage(format!(
+            "The reason must be one line of at most {MAX_REASON_CHARS} characters."
+        )));
+    }
+    Ok(Request::Silence {
+        target,
+        duration,
+        reason: (!reason.is_empty()).then(|| reason.to_string()),
+    })
 }
 
 fn declare(rest: &str) -> Result<Request, InteractionError> {
@@ -662,6 +743,57 @@ mod tests {
         );
         // The response_url never shows in Debug output (logs).
         assert!(!format!("{i:?}").contains("96rGlfmib"));
+    }
+
+    #[test]
+    fn silence_commands_parse_with_clear_errors() {
+        assert_eq!(
+            parse_command_text("silence vpn-0a1b2c3d4e5f67890 2h router firmware upgrade").unwrap(),
+            Request::Silence {
+                target: "vpn-0a1b2c3d4e5f67890".into(),
+                duration: chrono::Duration::hours(2),
+                reason: Some("router firmware upgrade".into()),
+            }
+        );
+        assert_eq!(
+            parse_command_text(&format!("silence \"{KEY}\" 30m")).unwrap(),
+            Request::Silence {
+                target: KEY.into(),
+                duration: chrono::Duration::minutes(30),
+                reason: None,
+            }
+        );
+        assert_eq!(parse_command_text("silences").unwrap(), Request::Silences);
+        assert_eq!(
+            parse_command_text("unsilence s-1a2b3c4d").unwrap(),
+            Request::Unsilence {
+                id: "s-1a2b3c4d".into()
+            }
+        );
+        for (text, expected) in [
+            ("silence", "`silence` needs what to silence"),
+            (
+                "silence vpn-0a1b2c3d",
+                "needs a duration after what to silence",
+            ),
+            ("silence vpn-0a1b2c3d soon", "`soon` is not a duration"),
+            ("silence vpn-0a1b2c3d 9d", "at most 7 days"),
+            ("silence \"unclosed 2h", "missing quote"),
+            ("unsilence", "`unsilence` needs the id"),
+        ] {
+            let e = parse_command_text(text).unwrap_err();
+            assert!(
+                e.user_message().contains(expected),
+                "{text}: {}",
+                e.user_message()
+            );
+            assert_eq!(e.kind(), "BadCommand");
+        }
+        let silence = parse_command_text("silence x 1h").unwrap();
+        assert_eq!(silence.action(), Action::Silence);
+        assert!(silence.changes_state());
+        assert_eq!(Request::Silences.action(), Action::Read);
+        assert!(!Request::Silences.changes_state());
     }
 
     #[test]
