@@ -148,6 +148,10 @@ def test_member_forwards_alarm_events_to_the_central_bus_through_a_role_with_a_d
     assert "EventBusName" not in rule, "the default bus, where CloudWatch puts alarm events"
     assert rule["EventPattern"]["source"] == ["aws.cloudwatch"]
     assert "CloudWatch Alarm State Change" in rule["EventPattern"]["detail-type"]
+    # Only this account's alarms, by name prefix (empty: all of them).
+    (prefix,) = rule["EventPattern"]["resources"]
+    assert prefix["prefix"]["Fn::Sub"].endswith(":${AWS::AccountId}:alarm:${AlarmNamePrefix}")
+    assert member["Parameters"]["AlarmNamePrefix"]["Default"] == ""
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Ref": "CentralEventBusArn"}
     # EventBridge requires a role for an event-bus target in another account or region.
