@@ -99,6 +99,7 @@ struct H {
     silences: MemorySilenceStore,
     alarms: FakeAlarms,
     timer: RecordingHoldTimer,
+    refused: crate::scenarios::RecordingCounter,
 }
 
 impl H {
@@ -115,6 +116,7 @@ impl H {
             silences: MemorySilenceStore::default(),
             alarms: FakeAlarms::default(),
             timer: RecordingHoldTimer::default(),
+            refused: Default::default(),
         }
     }
 
@@ -135,6 +137,9 @@ impl H {
             silences: &self.silences,
             alarms: &self.alarms,
             hold_timer: Some(&self.timer),
+            org: None,
+            diagnosis_document: None,
+            metrics: &self.refused,
         }
     }
 

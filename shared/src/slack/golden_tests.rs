@@ -135,6 +135,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             team: Some("C0123ONCALL".into()),
         },
         post_incident: None,
+        account_info: None,
     }
 }
 
@@ -216,6 +217,7 @@ fn resolved_with_summary() -> Notification {
                 facts: vec!["Align the phase 1 proposals with the customer gateway.".into()],
             },
         ],
+        account: None,
     });
     n
 }
@@ -464,6 +466,7 @@ fn vpn_record() -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: Some(Impact::HIGH),
+        account_info: None,
     }
 }
 
@@ -839,6 +842,7 @@ fn arb_post_incident_unboxed() -> impl Strategy<Value = PostIncidentSummary> {
                 participants,
                 timeline,
                 retrospective,
+                account: None,
             },
         )
 }
@@ -950,6 +954,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                     timeline,
                     roles,
                     post_incident,
+                    account_info: None,
                 }
             },
         )

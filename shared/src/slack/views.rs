@@ -540,6 +540,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: Some(impact),
+            account_info: None,
         }
     }
 
