@@ -937,14 +937,18 @@ class Story:
 # ================================================================ main
 
 def story_class(kind: str) -> type:
-    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack) or
-    `quiet` (quiet_story.py: maintenance windows, silences and the reconciliation sweep)."""
+    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack),
+    `quiet` (quiet_story.py: maintenance windows, silences and the reconciliation sweep), or
+    `org` (org_story.py: one central stack for an AWS Organization's member accounts)."""
     if kind == "respond":
         from respond_story import RespondStory
         return RespondStory
     if kind == "quiet":
         from quiet_story import QuietStory
         return QuietStory
+    if kind == "org":
+        from org_story import OrgStory
+        return OrgStory
     return Story
 
 
@@ -1006,11 +1010,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--story", choices=["alarms", "respond", "quiet", "both", "all"], default="all",
+    ap.add_argument("--story", choices=["alarms", "respond", "quiet", "both", "all", "org"], default="all",
                     help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
                          "escalation, post-incident summary); quiet: a maintenance window mutes the alarms, "
                          "the sweep finds the missed OK, a silence set from Slack holds an alarm back; "
-                         "both: alarms and respond; all (default): the three")
+                         "both: alarms and respond; all (default): the three; org: one central stack for an "
+                         "AWS Organization (member accounts, a channel per team, a foreign event refused)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)

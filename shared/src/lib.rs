@@ -24,6 +24,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod logging;
 pub mod notification;
+pub mod org;
 #[cfg(feature = "aws")]
 pub mod publish;
 #[cfg(feature = "aws")]

@@ -26,6 +26,7 @@ use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::notification::{
     format_duration, FindingSummary, IncidentStatus, Notification, TimelineEntry,
 };
+use crate::org::AccountInfo;
 
 /// Timeline entries kept on the record (the oldest are dropped first).
 pub const TIMELINE_MAX: usize = 50;
@@ -118,6 +119,9 @@ pub struct IncidentRecord {
     /// The most severe impact the incident reached (for the post-incident summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_impact: Option<Impact>,
+    /// The account's name, OU and tags (organization mode only, `shared::org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_info: Option<AccountInfo>,
 }
 
 /// When the response reached each stage of the incident process.
@@ -310,6 +314,7 @@ pub fn decide(
                     runbook: None,
                     escalation: None,
                     peak_impact: Some(t.impact),
+                    account_info: None,
                 };
                 r.push_timeline(
                     t.changed_at,

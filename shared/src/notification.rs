@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::closure::PostIncidentSummary;
 use crate::incident::{Impact, Roles};
+use crate::org::AccountInfo;
 
 /// The key in `additionalContext` holding the full notification as JSON.
 pub const PIPELINE_CONTEXT_KEY: &str = "pipeline";
@@ -148,6 +149,10 @@ pub struct Notification {
     /// For `resolved`: the post-incident summary built from the incident's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_incident: Option<PostIncidentSummary>,
+    /// The account's name, OU and tags (organization mode only, `shared::org`):
+    /// shown on the card, matched by routing rules (`account_tags`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_info: Option<AccountInfo>,
 }
 
 impl Notification {
@@ -305,6 +310,7 @@ mod tests {
             timeline: vec![],
             roles: Roles::default(),
             post_incident: None,
+            account_info: None,
         }
     }
 

@@ -141,6 +141,7 @@ pub fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        account_info: record.account_info.clone(),
     }
 }
 
@@ -410,6 +411,7 @@ pub fn declare(
         runbook: None,
         escalation: None,
         peak_impact: Some(impact),
+        account_info: None,
     };
     r.push_entry(
         at,
@@ -629,6 +631,7 @@ mod tests {
                 schedule_name: "incident-escalation-0123456789abcdef-1".into(),
             }),
             peak_impact: Some(Impact::CRITICAL),
+            account_info: None,
         };
         r.push_entry(
             at(0),

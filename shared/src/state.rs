@@ -654,6 +654,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: None,
+            account_info: None,
         }
     }
 

@@ -14,8 +14,28 @@ use shared::hold::{released_note, Hold};
 use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
 use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
+use shared::org::AccountInfo;
 
 use crate::handler::Deps;
+
+/// A member account's run of the stack's diagnosis runbook is told where to
+/// diagnose: `AccountId` and `Region` of the alarm (vpn-troubleshoot assumes the
+/// member's diagnosis role there). Other documents are left as the rules made them
+/// (their rules can pass `{Account}` and `{Region}` themselves).
+pub fn target_member_account(
+    class: &mut Classification,
+    alarm: &Alarm,
+    diagnosis_document: Option<&str>,
+) {
+    if let Some(plan) = class.runbook.as_mut() {
+        if diagnosis_document.is_some_and(|d| d == plan.document) {
+            plan.parameters
+                .insert("AccountId".into(), vec![alarm.account.clone()]);
+            plan.parameters
+                .insert("Region".into(), vec![alarm.region.clone()]);
+        }
+    }
+}
 
 /// What an alarm knows that the pure lifecycle decision does not: at open, the
 /// account and region, the reporter (the alarm) and the runbook the rules chose (so a
@@ -25,8 +45,10 @@ pub fn complete_record(
     alarm: &Alarm,
     class: &Classification,
     action: &Action,
+    account: Option<&AccountInfo>,
 ) {
     if matches!(action, Action::Open) {
+        record.account_info = account.cloned();
         record.account = alarm.account.clone();
         record.region = alarm.region.clone();
         record.roles.reporter = Some(Actor::Alarm {
@@ -307,6 +329,24 @@ fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) 
         details.insert("contributorId".into(), c.id.clone());
         details.insert("contributor".into(), c.describe());
     }
+    // Organization mode: whose incident it is, searchable in OpsCenter (operational
+    // data) and linked from Incident Manager (a related item).
+    if let Some(account) = &record.account_info {
+        details.insert("accountId".into(), account.id.clone());
+        if let Some(name) = &account.name {
+            details.insert("accountName".into(), name.clone());
+        }
+        if let Some(ou) = &account.ou {
+            details.insert("organizationalUnit".into(), ou.clone());
+        }
+        related.push(RelatedItem {
+            title: format!("AWS account {}", account.label()),
+            target: format!(
+                "https://console.aws.amazon.com/organizations/v2/home/accounts/{}",
+                account.id
+            ),
+        });
+    }
     NewIncident {
         key: record.key.clone(),
         title: record.title.clone(),
@@ -376,5 +416,6 @@ fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        account_info: record.account_info.clone(),
     }
 }

@@ -27,7 +27,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use shared::alarm::{normalize, Alarm, AlarmState};
-use shared::classify::Rules;
+use shared::classify::{Classification, Rules};
 use shared::effects::{is_conflict, resume_pending, run_pending, EffectDeps, EffectError, Resume};
 use shared::error::Retryable;
 use shared::escalation::EscalationPolicy;
@@ -36,6 +36,7 @@ use shared::hold_store::{update_silences, HoldStore, SilenceStore};
 use shared::hold_timer::{fire_at, mute_end_name, HoldTimer, SweepRequest};
 use shared::incident::Note;
 use shared::lifecycle::{decide, Effect, Transition};
+use shared::org::{AccountInfo, OrgPolicy, Refusal};
 use shared::silence::{HeldTransition, SilenceBook};
 use shared::state::{AlarmItem, IncidentItem};
 use tracing::{error, info, info_span, warn, Instrument};
@@ -66,6 +67,40 @@ pub struct Deps<'a> {
     pub alarms: &'a dyn AlarmReader,
     /// The timer at a mute window's end; `None` when `HOLD_SCHEDULE_GROUP` is unset.
     pub hold_timer: Option<&'a dyn HoldTimer>,
+    /// The organization mode (`ORGANIZATION_ID` set): which accounts may report, and
+    /// how their incidents are kept apart. `None`: one account, as before.
+    pub org: Option<&'a OrgPolicy>,
+    /// The stack's diagnosis runbook (`RUNBOOK_DOCUMENT_NAME`): a member account's
+    /// run of it is told the account and region to diagnose in.
+    pub diagnosis_document: Option<&'a str>,
+    /// Where refused events are counted (an EMF line on stdout in Lambda).
+    pub metrics: &'a dyn RefusalCounter,
+}
+
+/// Counts refused events (organization mode). In Lambda: one embedded-metric-format
+/// line on stdout per refusal ([`shared::org::refusal_metric_line`]), which
+/// CloudWatch Logs turns into the `IncidentPipeline` / `RefusedEvents` metric.
+pub trait RefusalCounter: Sync {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm);
+}
+
+/// The Lambda counter: EMF lines on stdout, named after the function.
+pub struct EmfCounter {
+    pub function: String,
+}
+
+impl RefusalCounter for EmfCounter {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm) {
+        let line = shared::org::refusal_metric_line(
+            &self.function,
+            refusal,
+            &alarm.account,
+            &alarm.name,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        // Not through tracing: EMF needs `_aws` as a top-level JSON object.
+        println!("{line}");
+    }
 }
 
 /// What happened to one alarm of the event.
@@ -151,6 +186,10 @@ async fn handle_alarms(
 /// last transition (so a redelivery is a duplicate), logged with why, and nothing
 /// else; its contributors' events carry the incidents.
 async fn record_summary(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
+    // In organization mode a foreign account's summary is refused like its alarms.
+    if let Some(Err(refusal)) = deps.org.map(|org| org.admit(alarm)) {
+        return Ok(refuse(deps, alarm, "", &refusal));
+    }
     let outcome = |action: &'static str| Outcome {
         alarm: alarm.name.clone(),
         state: alarm.state.to_string(),
@@ -201,14 +240,53 @@ pub struct HoldContext {
     pub function_arn: String,
 }
 
-/// Decides and applies one transition exactly once (or holds it back).
+/// The alarm's classification and, in organization mode, its account: checked
+/// (`shared::org`), its incident key prefixed for a member account, the diagnosis
+/// runbook told the account and region. `Err`: the alarm is refused.
+pub(crate) fn classify(
+    deps: &Deps<'_>,
+    alarm: &Alarm,
+) -> Result<(Classification, Option<AccountInfo>), Refusal> {
+    let account = deps.org.map(|org| org.admit(alarm)).transpose()?;
+    let mut class = deps.rules.classify(alarm);
+    if let (Some(org), Some(account)) = (deps.org, account.as_ref()) {
+        class.key = org.incident_key(&account.id, &class.key);
+        if !account.home {
+            crate::effects::target_member_account(&mut class, alarm, deps.diagnosis_document);
+        }
+    }
+    Ok((class, account))
+}
+
+/// Answers a refused alarm: logged, counted, no incident touched, no retry.
+pub(crate) fn refuse(deps: &Deps<'_>, alarm: &Alarm, key: &str, refusal: &Refusal) -> Outcome {
+    warn!(alarm = %alarm.name, account = %alarm.account, alarm_arn = %alarm.arn, reason = refusal.reason(), error = %refusal, "alarm refused");
+    deps.metrics.count(refusal, alarm);
+    Outcome {
+        alarm: alarm.name.clone(),
+        state: alarm.state.to_string(),
+        incident_key: key.to_string(),
+        action: "refused",
+        incident: None,
+        resumed: false,
+        contributor: alarm.contributor.as_ref().map(|c| c.describe()),
+        note: None,
+    }
+}
+
+/// Decides and applies one transition exactly once (or holds it back). In
+/// organization mode the alarm's account is checked first, whatever brought the
+/// transition (an event, the sweep, a hold's end).
 pub(crate) async fn process_with(
     deps: &Deps<'_>,
     alarm: &Alarm,
     origin: &Origin,
     ctx: &HoldContext,
 ) -> Result<Outcome, HandlerError> {
-    let class = deps.rules.classify(alarm);
+    let (class, account) = match classify(deps, alarm) {
+        Ok(c) => c,
+        Err(refusal) => return Ok(refuse(deps, alarm, "", &refusal)),
+    };
     let mut key = class.key.clone();
     let mut resumed = false;
     // The alarm, or this one time series of a multi-time-series alarm.
@@ -227,6 +305,11 @@ pub(crate) async fn process_with(
         };
         tracing::Span::current().record("incident_key", key.as_str());
         let item = deps.effects.store.incident(&key).await?;
+        if let (Some(org), Some(item)) = (deps.org, item.as_ref()) {
+            if let Err(refusal) = org.check_owner(&key, &item.record.account, &alarm.account) {
+                return Ok(refuse(deps, alarm, &key, &refusal));
+            }
+        }
 
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
             if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
@@ -321,7 +404,13 @@ pub(crate) async fn process_with(
                 Err(e) => return Err(e.into()),
             }
         };
-        complete_record(&mut record, alarm, &class, &decision.action);
+        complete_record(
+            &mut record,
+            alarm,
+            &class,
+            &decision.action,
+            account.as_ref(),
+        );
         mark_origin(&mut record, alarm, origin);
         let effects = plan(deps, alarm, &class, &decision.action, &record, origin);
         let new_item = IncidentItem {

@@ -9,6 +9,8 @@ mod effects;
 mod error;
 mod handler;
 #[cfg(test)]
+mod org_scenarios;
+#[cfg(test)]
 mod quiet_tests;
 #[cfg(test)]
 mod scenarios;
@@ -47,6 +49,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Pages are sent by the escalation itself (slack-actions), never at open.
         pager: None,
     };
+    let metrics = handler::EmfCounter {
+        function: config.function_name.clone(),
+    };
     let deps = handler::Deps {
         effects,
         rules: &rules,
@@ -55,6 +60,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         silences: &store,
         alarms: &alarms,
         hold_timer: hold_timer.as_ref().map(|t| t as &dyn HoldTimer),
+        org: config.org.as_ref(),
+        diagnosis_document: config.runbook_document.as_deref(),
+        metrics: &metrics,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = &deps;

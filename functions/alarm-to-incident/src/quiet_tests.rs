@@ -100,6 +100,7 @@ pub(crate) struct H {
     silences: MemorySilenceStore,
     pub(crate) alarms: FakeAlarms,
     timer: RecordingHoldTimer,
+    refused: crate::scenarios::RecordingCounter,
 }
 
 impl H {
@@ -116,6 +117,7 @@ impl H {
             silences: MemorySilenceStore::default(),
             alarms: FakeAlarms::default(),
             timer: RecordingHoldTimer::default(),
+            refused: Default::default(),
         }
     }
 
@@ -136,6 +138,9 @@ impl H {
             silences: &self.silences,
             alarms: &self.alarms,
             hold_timer: Some(&self.timer),
+            org: None,
+            diagnosis_document: None,
+            metrics: &self.refused,
         }
     }
 

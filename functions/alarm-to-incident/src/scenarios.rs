@@ -34,20 +34,22 @@ use shared::effects::{Clock, EffectDeps, Publisher, RunnerSettings as Settings};
 use shared::escalation::EscalationPolicy;
 
 use crate::error::HandlerError;
-use crate::handler::{handle, Deps, Response};
+use crate::handler::{handle, Deps, RefusalCounter, Response};
+use shared::alarm::Alarm;
+use shared::org::{OrgPolicy, Refusal};
 
-const ACCOUNT: &str = "123456789012";
-const VPN: &str = "vpn-0f1e2d3c4b5a69788";
-const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
-const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
-const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
-const OI: &str = "oi-0123456789ab";
-const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
-const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
-const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
-const DOC: &str = "VpnDiagnosis";
+pub(crate) const ACCOUNT: &str = "123456789012";
+pub(crate) const VPN: &str = "vpn-0f1e2d3c4b5a69788";
+pub(crate) const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+pub(crate) const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
+pub(crate) const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
+pub(crate) const OI: &str = "oi-0123456789ab";
+pub(crate) const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
+pub(crate) const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
+pub(crate) const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
+pub(crate) const DOC: &str = "VpnDiagnosis";
 
-fn alarm_arn(name: &str) -> String {
+pub(crate) fn alarm_arn(name: &str) -> String {
     format!("arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:{name}")
 }
 
@@ -68,7 +70,7 @@ fn transition_id(name: &str, hh_mm_ss_ms: &str) -> String {
     format!("{}@2026-11-25T{hh_mm_ss_ms}Z", alarm_arn(name))
 }
 
-fn eventbridge(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn eventbridge(name: &str, state: &str, at: &str) -> Value {
     json!({
         "version": "0", "id": "9a8b7c6d", "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch", "account": ACCOUNT, "time": "2026-11-25T10:00:00Z",
@@ -87,14 +89,14 @@ fn eventbridge(name: &str, state: &str, at: &str) -> Value {
     })
 }
 
-fn direct(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn direct(name: &str, state: &str, at: &str) -> Value {
     let mut e = eventbridge(name, state, at);
     let detail = e["detail"].take();
     json!({"source": "aws.cloudwatch", "alarmArn": alarm_arn(name), "accountId": ACCOUNT,
            "time": ts(at), "region": "eu-west-1", "alarmData": detail})
 }
 
-fn sns(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn sns(name: &str, state: &str, at: &str) -> Value {
     let message = json!({
         "AlarmName": name, "AlarmDescription": null, "AWSAccountId": ACCOUNT,
         "NewStateValue": state, "NewStateReason": format!("Threshold Crossed ({state})"),
@@ -112,7 +114,7 @@ fn sns(name: &str, state: &str, at: &str) -> Value {
 // Fakes.
 
 #[derive(Default)]
-struct RecordingPublisher {
+pub(crate) struct RecordingPublisher {
     sent: Mutex<Vec<Notification>>,
     failures: Mutex<Vec<AwsError>>,
 }
@@ -121,7 +123,7 @@ impl RecordingPublisher {
     fn fail_next(&self, e: AwsError) {
         self.failures.lock().unwrap().push(e);
     }
-    fn sent(&self) -> Vec<Notification> {
+    pub(crate) fn sent(&self) -> Vec<Notification> {
         self.sent.lock().unwrap().clone()
     }
     /// (event, impact, status, incident ref) of each message, for compact assertions.
@@ -163,10 +165,23 @@ fn throttled(service: &'static str, operation: &'static str) -> AwsError {
     }
 }
 
-struct Harness {
-    backend: Box<dyn IncidentBackend>,
-    store: MemoryStateStore,
-    publisher: RecordingPublisher,
+/// Records each refused alarm as (reason, account, alarm name).
+#[derive(Default)]
+pub(crate) struct RecordingCounter(pub(crate) Mutex<Vec<(&'static str, String, String)>>);
+
+impl RefusalCounter for RecordingCounter {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((refusal.reason(), alarm.account.clone(), alarm.name.clone()));
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) backend: Box<dyn IncidentBackend>,
+    pub(crate) store: MemoryStateStore,
+    pub(crate) publisher: RecordingPublisher,
     rules: Rules,
     settings: Settings,
     clock: FixedClock,
@@ -174,10 +189,13 @@ struct Harness {
     escalation: Option<EscalationPolicy>,
     silences: shared::hold_store::memory::MemorySilenceStore,
     alarms: crate::cloudwatch::fakes::FakeAlarms,
+    /// Organization mode (shared::org); `None` in the single-account scenarios.
+    pub(crate) org: Option<OrgPolicy>,
+    pub(crate) refused: RecordingCounter,
 }
 
 impl Harness {
-    fn new(backend: Box<dyn IncidentBackend>) -> Harness {
+    pub(crate) fn new(backend: Box<dyn IncidentBackend>) -> Harness {
         let mut settings = Settings::new(Some(ROLE.into()));
         settings.busy_wait = std::time::Duration::ZERO;
         Harness {
@@ -191,6 +209,8 @@ impl Harness {
             escalation: None,
             silences: Default::default(),
             alarms: Default::default(),
+            org: None,
+            refused: RecordingCounter::default(),
         }
     }
 
@@ -208,7 +228,7 @@ impl Harness {
         )))
     }
 
-    async fn run(&self, event: Value) -> Result<Response, HandlerError> {
+    pub(crate) async fn run(&self, event: Value) -> Result<Response, HandlerError> {
         let deps = Deps {
             effects: EffectDeps {
                 backend: self.backend.as_ref(),
@@ -225,6 +245,9 @@ impl Harness {
             silences: &self.silences,
             alarms: &self.alarms,
             hold_timer: None,
+            org: self.org.as_ref(),
+            diagnosis_document: Some(DOC),
+            metrics: &self.refused,
         };
         handle(&deps, &event).await
     }
@@ -251,7 +274,7 @@ fn all_used(rules: &[&Rule]) {
 // ---------------------------------------------------------------------------
 // OpsCenter request expectations.
 
-fn data<'a>(
+pub(crate) fn data<'a>(
     d: Option<&'a std::collections::HashMap<String, OpsItemDataValue>>,
     k: &str,
 ) -> &'a str {
@@ -1165,7 +1188,7 @@ async fn owned_incident_escalating_schedules_no_timer() {
 // Every sample event.
 
 /// Answers every OpsCenter call with success, for events of any alarm.
-fn permissive_opscenter() -> Box<dyn IncidentBackend> {
+pub(crate) fn permissive_opscenter() -> Box<dyn IncidentBackend> {
     let rules = [
         mock!(aws_sdk_ssm::Client::describe_ops_items)
             .then_output(|| DescribeOpsItemsOutput::builder().build()),

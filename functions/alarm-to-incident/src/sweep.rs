@@ -240,7 +240,13 @@ async fn release(
         return Ok("in_step".into());
     };
     let now = deps.effects.clock.now();
-    let class = deps.rules.classify(current);
+    let (class, account) = match crate::handler::classify(deps, current) {
+        Ok(c) => c,
+        Err(refusal) => {
+            crate::handler::refuse(deps, current, &read.incident_key, &refusal);
+            return Ok("refused".into());
+        }
+    };
     let mut resumed_once = false;
     for attempt in 0..deps.effects.settings.attempts.max(1) {
         // Read again after a conflict: someone may have released it, or delivered newer.
@@ -308,7 +314,13 @@ async fn release(
                 Err(e) => return Err(e.into()),
             }
         };
-        complete_record(&mut record, &applied, &class, &decision.action);
+        complete_record(
+            &mut record,
+            &applied,
+            &class,
+            &decision.action,
+            account.as_ref(),
+        );
         mark_origin(&mut record, &applied, &origin);
         let effects = plan(deps, &applied, &class, &decision.action, &record, &origin);
         let new_item = IncidentItem {

@@ -1076,6 +1076,7 @@ async fn resolution_from_slack_posts_the_post_incident_summary_and_removes_the_b
             heading: "What to improve".into(),
             facts: vec!["Nobody acknowledged within 4 min".into()],
         }],
+        account: None,
     });
     w.run(&incident_event("m-2", &resolved)).await.unwrap();
     let reply = all_text(&w.fake.requests_to(POST)[1].body);

@@ -136,6 +136,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             team: Some("C0123ONCALL".into()),
         },
         post_incident: None,
+        account_info: None,
     }
 }
 
@@ -217,6 +218,7 @@ fn resolved_with_summary() -> Notification {
                 facts: vec!["Align the phase 1 proposals with the customer gateway.".into()],
             },
         ],
+        account: None,
     });
     n
 }
@@ -466,6 +468,7 @@ fn vpn_record() -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: Some(Impact::HIGH),
+        account_info: None,
     }
 }
 
@@ -905,6 +908,7 @@ fn arb_post_incident_unboxed() -> impl Strategy<Value = PostIncidentSummary> {
                 participants,
                 timeline,
                 retrospective,
+                account: None,
             },
         )
 }
@@ -1017,6 +1021,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                     timeline,
                     roles,
                     post_incident,
+                    account_info: None,
                 }
             },
         )

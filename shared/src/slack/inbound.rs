@@ -3,6 +3,8 @@
 //! CloudWatch alarm messages, EventBridge events published to SNS, and anything
 //! else as plain text (never dropped).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -81,6 +83,9 @@ pub struct RouteFacts {
     /// (Chatbot) or `sns` (text).
     pub source: String,
     pub account: Option<String>,
+    /// The account's tags (its OU's and its own) from the pipeline's notifications
+    /// in organization mode (`shared::org`); empty otherwise.
+    pub account_tags: BTreeMap<String, String>,
     /// Known for the pipeline's notifications only.
     pub impact: Option<Impact>,
     /// The incident has an owner (someone acknowledged it): people are no longer
@@ -153,6 +158,11 @@ impl Inbound {
                 account: Some(n.account.clone())
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
+                account_tags: n
+                    .account_info
+                    .as_ref()
+                    .map(|a| a.tags.clone())
+                    .unwrap_or_default(),
                 impact: Some(n.impact),
                 owned: n.roles.owner.is_some(),
             },
@@ -163,6 +173,7 @@ impl Inbound {
                 account: Some(a.account.clone())
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -171,6 +182,7 @@ impl Inbound {
                 event_type: c.event_type.clone().unwrap_or_else(|| "custom".into()),
                 source: "custom".into(),
                 account: topic_account,
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -179,6 +191,7 @@ impl Inbound {
                 event_type: e.detail_type.clone(),
                 source: e.source.clone(),
                 account: e.account.clone().or(topic_account),
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -187,6 +200,7 @@ impl Inbound {
                 event_type: "text".into(),
                 source: "sns".into(),
                 account: topic_account,
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },

@@ -273,7 +273,13 @@ fn incident_fields(n: &Notification, opts: &RenderOptions<'_>) -> Vec<(&'static 
                 IncidentStatus::Resolved => "Resolved".to_string(),
             },
         ),
-        ("Account", n.account.clone()),
+        // Organization mode: the member account's name beside its id.
+        (
+            "Account",
+            n.account_info
+                .as_ref()
+                .map_or_else(|| n.account.clone(), |a| a.label()),
+        ),
         ("Region", n.region.clone()),
     ];
     f.extend(role_fields(&n.roles, n.status == IncidentStatus::Open));
@@ -1242,6 +1248,23 @@ mod tests {
                 section_texts(&msg)
             );
         }
+    }
+
+    #[test]
+    fn member_account_card_names_the_account() {
+        let mut n = crate::slack::golden_tests::vpn_incident(EventType::Opened);
+        let plain = incident_fields(&n, &RenderOptions::default());
+        assert!(plain.contains(&("Account", n.account.clone())));
+        n.account = "111122223333".into();
+        n.account_info = Some(crate::org::AccountInfo {
+            id: "111122223333".into(),
+            name: Some("payments-prod".into()),
+            ..Default::default()
+        });
+        let fields = incident_fields(&n, &RenderOptions::default());
+        assert!(fields.contains(&("Account", "111122223333 (payments-prod)".into())));
+        let msg = render(&Inbound::Incident(Box::new(n)), &RenderOptions::default());
+        assert!(msg.limit_violations().is_empty());
     }
 
     #[test]

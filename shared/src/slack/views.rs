@@ -541,6 +541,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: Some(impact),
+            account_info: None,
         }
     }
 

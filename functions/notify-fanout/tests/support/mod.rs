@@ -566,6 +566,7 @@ pub fn incident(event: EventType, impact: Impact, at: &str) -> Notification {
         timeline: vec![],
         roles: Default::default(),
         post_incident: None,
+        account_info: None,
     }
 }
 
