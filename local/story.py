@@ -29,6 +29,7 @@ wrote to `.aws-sam/build/`, run under qemu-user (arch.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -873,6 +874,10 @@ class Story:
         self.say("    summary measured by the story (alarm time to the Slack post):")
         for k, v in figures.items():
             self.say(f"      {k}: {v}")
+        self.show_slack_and_problems()
+
+    def show_slack_and_problems(self) -> None:
+        """The channels as a person would see them, then what went wrong, if anything."""
         self.say()
         self.say("Slack, as a person would see it:")
         for ln in self.slack.render().splitlines():
@@ -946,11 +951,42 @@ class Story:
 # ================================================================ main
 
 def story_class(kind: str) -> type:
-    """`alarms` (this file) or `respond` (respond_story.py: the responders act from Slack)."""
+    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack),
+    `quiet` (quiet_story.py: maintenance windows, silences and the reconciliation sweep), or
+    `org` (org_story.py: one central stack for an AWS Organization's member accounts)."""
     if kind == "respond":
         from respond_story import RespondStory
         return RespondStory
+    if kind == "quiet":
+        from quiet_story import QuietStory
+        return QuietStory
+    if kind == "org":
+        from org_story import OrgStory
+        return OrgStory
     return Story
+
+
+@contextlib.contextmanager
+def running(backend: str, out_dir: Path, pace: float = 0):
+    """A story's world set up and not played (for tests that drive the functions
+    themselves): moto, the emulator, Slack and the functions; stopped on leaving.
+    Raises PlaceholderBinary when the function binaries are not built."""
+    procs = Processes()
+    moto = Moto(procs, out_dir / "moto_server.log")
+    try:
+        moto.start()
+        s = Story(backend, moto, procs, out_dir, pace=pace)
+        try:
+            s.setup()
+        except PlaceholderBinary:
+            s.close()
+            raise
+        try:
+            yield s
+        finally:
+            s.close()
+    finally:
+        procs.stop_all()
 
 
 def run_stories(backends: list[str], out_root: Path, pace: float, kind: str = "alarms") -> dict[str, Story]:
@@ -988,18 +1024,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--story", choices=["alarms", "respond", "both"], default="both",
+    ap.add_argument("--story", choices=["alarms", "respond", "quiet", "both", "all", "org"], default="all",
                     help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
-                         "escalation, post-incident summary)")
+                         "escalation, post-incident summary); quiet: a maintenance window mutes the alarms, "
+                         "the sweep finds the missed OK, a silence set from Slack holds an alarm back; "
+                         "both: alarms and respond; all (default): the three; org: one central stack for an "
+                         "AWS Organization (member accounts, a channel per team, a foreign event refused)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
-    kinds = ["alarms", "respond"] if args.story == "both" else [args.story]
+    kinds = {"both": ["alarms", "respond"], "all": ["alarms", "respond", "quiet"]}.get(args.story, [args.story])
     try:
         stories = {}
         for kind in kinds:
-            out = args.out if kind == "alarms" else args.out / "respond"
+            out = args.out if kind == "alarms" else args.out / kind
             for backend, st in run_stories(backends, out, args.pace, kind).items():
                 stories[f"{backend} ({kind})"] = st
     except KeyboardInterrupt:

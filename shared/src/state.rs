@@ -3,7 +3,12 @@
 //!
 //! - `alarm#<alarm ARN>`: the state-change time of the last transition applied for
 //!   the alarm (duplicates and late deliveries are at or before it) and the incident
-//!   key it fed.
+//!   key it fed; when that transition was held back (muted, silenced: see
+//!   [`crate::hold`]), the hold (`held`, JSON) and its end (`held_until_ms`). One time
+//!   series (contributor) of a multi-time-series alarm has its own item,
+//!   `alarm#contributor/<id>/<alarm ARN>` ([`crate::alarm::source_id`]): its events
+//!   carry the same time as the alarm-level event and as each other, so one
+//!   watermark per alarm would drop all but the first.
 //! - `incident#<dedupe key>`: the [`IncidentRecord`] (backend reference, alarms
 //!   feeding it with their states and impacts, opened time, timeline), the
 //!   [`Effect`]s decided but not yet done, a lease naming until when one invocation
@@ -24,24 +29,30 @@ use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 
 use crate::alarm::AlarmState;
 use crate::error::{AwsError, Retryable};
+use crate::hold::Hold;
 use crate::lifecycle::{Effect, IncidentRecord};
 use crate::text::truncate;
 
-const SERVICE: &str = "dynamodb";
+pub(crate) const SERVICE: &str = "dynamodb";
 /// How long an alarm's last transition is remembered after it happened.
 pub const ALARM_RETENTION_DAYS: i64 = 400;
 /// How long a resolved incident's record is kept (a re-alarm after that opens anew anyway).
 pub const RESOLVED_RETENTION_DAYS: i64 = 90;
 
-/// The last transition applied for one alarm.
+/// The last transition applied for one alarm, or one time series of one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmItem {
+    /// What changed state ([`crate::alarm::source_id`]): the alarm's ARN, or
+    /// `contributor/<id>/<ARN>` for one time series of a multi-time-series alarm.
     pub arn: String,
     pub changed_at: DateTime<Utc>,
     pub state: AlarmState,
     /// The dedupe key of the incident the alarm fed (so its `OK` finds it even if
     /// the rules changed meanwhile).
     pub incident_key: String,
+    /// Set when this transition was recorded but held back (muted or silenced): it
+    /// is applied when the hold ends if the alarm is still in this state.
+    pub held: Option<Hold>,
 }
 
 /// One incident key's item.
@@ -123,7 +134,8 @@ pub trait StateStore: Send + Sync {
     async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError>;
 }
 
-/// The partition key of an alarm's item.
+/// The partition key of an alarm's item (or of one contributor's: `arn` is then its
+/// source id).
 pub fn alarm_pk(arn: &str) -> String {
     format!("alarm#{arn}")
 }
@@ -140,7 +152,7 @@ pub struct DynamoStateStore {
     table: String,
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 impl DynamoStateStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
@@ -148,6 +160,12 @@ impl DynamoStateStore {
             client,
             table: table.into(),
         }
+    }
+
+    /// The client and table, for the other items of the table kept elsewhere
+    /// (`crate::hold_store`).
+    pub(crate) fn parts(&self) -> (&aws_sdk_dynamodb::Client, &str) {
+        (&self.client, &self.table)
     }
 
     async fn get(&self, pk: &str) -> Result<Option<Item>, StateError> {
@@ -173,7 +191,7 @@ impl DynamoStateStore {
             .map_err(|e| build_error(&alarm_pk(&alarm.arn), e))
     }
 
-    fn incident_put(&self, item: &IncidentItem) -> Result<Put, StateError> {
+    pub(crate) fn incident_put(&self, item: &IncidentItem) -> Result<Put, StateError> {
         let pk = incident_pk(&item.record.key);
         let b = Put::builder()
             .table_name(&self.table)
@@ -188,28 +206,28 @@ impl DynamoStateStore {
     }
 }
 
-fn build_error(pk: &str, e: impl std::fmt::Display) -> StateError {
+pub(crate) fn build_error(pk: &str, e: impl std::fmt::Display) -> StateError {
     StateError::Corrupt {
         pk: pk.to_string(),
         reason: format!("could not build the write: {e}"),
     }
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn iso(t: DateTime<Utc>) -> String {
+pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn alarm_item(a: &AlarmItem) -> Item {
+pub(crate) fn alarm_item(a: &AlarmItem) -> Item {
     let expires = a.changed_at + Duration::days(ALARM_RETENTION_DAYS);
-    HashMap::from([
+    let mut item = HashMap::from([
         ("pk".to_string(), s(alarm_pk(&a.arn))),
         ("changed_at".to_string(), s(iso(a.changed_at))),
         (
@@ -219,7 +237,17 @@ fn alarm_item(a: &AlarmItem) -> Item {
         ("state".to_string(), s(a.state.as_str())),
         ("incident_key".to_string(), s(a.incident_key.clone())),
         ("expires_at".to_string(), n(expires.timestamp())),
-    ])
+    ]);
+    if let Some(h) = &a.held {
+        // A hold is plain data (serializing it cannot fail); its end is a number so a
+        // scan can find held alarms and a release can name it in its condition.
+        item.insert(
+            "held".into(),
+            s(serde_json::to_string(h).unwrap_or_default()),
+        );
+        item.insert("held_until_ms".into(), n(h.until.timestamp_millis()));
+    }
+    item
 }
 
 fn incident_item(i: &IncidentItem) -> Result<Item, StateError> {
@@ -262,7 +290,7 @@ fn incident_item(i: &IncidentItem) -> Result<Item, StateError> {
     Ok(item)
 }
 
-fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateError> {
+pub(crate) fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateError> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v),
         Some(_) => Err(corrupt(pk, format!("attribute {name} is not a string"))),
@@ -270,7 +298,7 @@ fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateErro
     }
 }
 
-fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> {
+pub(crate) fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| {
             corrupt(
@@ -283,14 +311,14 @@ fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> 
     }
 }
 
-fn corrupt(pk: &str, reason: String) -> StateError {
+pub(crate) fn corrupt(pk: &str, reason: String) -> StateError {
     StateError::Corrupt {
         pk: truncate(pk, 200),
         reason,
     }
 }
 
-fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
+pub(crate) fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
     let pk = alarm_pk(arn);
     let ms = attr_n(item, &pk, "changed_at_ms")?
         .ok_or_else(|| corrupt(&pk, "attribute changed_at_ms is missing".into()))?;
@@ -305,15 +333,23 @@ fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
             format!("state {:?} is not an alarm state", truncate(state_text, 40)),
         )
     })?;
+    let held = match item.get("held") {
+        None => None,
+        Some(_) => Some(
+            serde_json::from_str(attr_s(item, &pk, "held")?)
+                .map_err(|e| corrupt(&pk, format!("held is not a hold: {e}")))?,
+        ),
+    };
     Ok(AlarmItem {
         arn: arn.to_string(),
         changed_at,
         state,
         incident_key: attr_s(item, &pk, "incident_key")?.to_string(),
+        held,
     })
 }
 
-fn parse_incident(key: &str, item: &Item) -> Result<IncidentItem, StateError> {
+pub(crate) fn parse_incident(key: &str, item: &Item) -> Result<IncidentItem, StateError> {
     let pk = incident_pk(key);
     let version = attr_n(item, &pk, "version")?
         .ok_or_else(|| corrupt(&pk, "attribute version is missing".into()))?;
@@ -593,6 +629,7 @@ mod tests {
             changed_at: at("2026-11-25T10:01:00.490Z"),
             state: AlarmState::Alarm,
             incident_key: KEY.into(),
+            held: None,
         }
     }
 
@@ -617,6 +654,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: None,
+            account_info: None,
         }
     }
 
