@@ -37,6 +37,9 @@ SIGNING_SECRET = "local-demo-signing-secret-0123456789abcdef"
 ALICE = sa.Person("U0ALICE", "alice")
 BOB = sa.Person("U0BOB", "bob")
 MALLORY = sa.Person("U0MALLORY", "mallory")
+CAROL = sa.Person("U0CAROL", "carol")
+# A button of an older message (or another app): slack-actions does not know it.
+UNKNOWN_ACTION = "incident.escalate_v0"
 ONCALL_GROUP = "S0ONCALL"
 # Who may do what: the on-call group everything; Bob (not on call) may also declare and
 # re-run; anyone else nothing (no "default": deny by default).
@@ -182,20 +185,24 @@ class RespondStory(Story):
             self.say(f"      ephemeral to {r['user']}: {short(readable(r['text']), 140)}")
         return res
 
-    def fire_due(self, jump_s: float) -> list[Invocation]:
+    def fire_due(self, jump_s: float, group: str | None = None) -> list[Invocation]:
+        """Fires the schedules of `group` (the escalation group by default) due `jump_s` from
+        now, invoking the function each targets, as EventBridge Scheduler would."""
+        group = group or self.group
         scheduler = self.moto.client("scheduler")
         now = time.time() + jump_s
-        pending = sa.schedules(scheduler, self.group)
-        self.say(f"    schedules in {self.group}: " + (", ".join(
+        pending = sa.schedules(scheduler, group)
+        self.say(f"    schedules in {group}: " + (", ".join(
             f"{s['name']} at {s['expression']} {s['timezone'] or ''}".strip() for s in pending) or "none"))
         fired = []
-        for s in sa.due_schedules(scheduler, self.group, now):
-            inv = sa.fire(scheduler, self.group, s, lambda ev: self.functions["slack-actions"].invoke(ev, timeout_s=30))
+        for s in sa.due_schedules(scheduler, group, now):
+            target = s["target"]["Arn"].rsplit(":", 1)[-1]
+            inv = sa.fire(scheduler, group, s, lambda ev: self.functions[target].invoke(ev, timeout_s=60))
             self.fired.append({"name": s["name"], "input": json.loads(s["target"]["Input"]), "ok": inv.ok,
-                               "result": inv.result})
+                               "result": inv.result, "target": s["target"]["Arn"]})
             self.show_invocation(inv, f" <- schedule {s['name']}")
             if not inv.ok:
-                self.problems.append(f"escalation schedule {s['name']} failed: {short(inv.result, 300)}")
+                self.problems.append(f"schedule {s['name']} failed: {short(inv.result, 300)}")
             fired.append(inv)
         if not fired:
             self.say("    nothing due")
@@ -266,6 +273,14 @@ class RespondStory(Story):
                  lambda: self.app.post(body, timestamp=old))
         self.act(MALLORY, "Resolve (not allowed)", lambda: self.app.click(MALLORY, self.top(), "resolve", KEY))
         self.act(ALICE, "no Slack headers at all", lambda: self._invoke_url(sa.url_event(body, None, None)))
+        # Verified but not understood: the person is told why (ephemeral, through the
+        # response URL: Slack ignores the HTTP body of a button's answer).
+        unknown = self.app.click_body(CAROL, self.top(), "acknowledge", KEY).replace(
+            sa.ACTION_IDS["acknowledge"].encode(), UNKNOWN_ACTION.encode())
+        self.act(CAROL, "a button slack-actions does not know", lambda: self.app.post(unknown))
+        self.act(CAROL, "a button press without its user", lambda: self.app.interaction(CAROL, {
+            "type": "block_actions", "team": {"id": sa.TEAM},
+            "actions": [{"action_id": sa.ACTION_IDS["resolve"], "value": KEY, "type": "button"}]}))
         after = self.incident_item().get("version")
         self.say(f"    incident item version before {before}, after {after}: "
                  + ("unchanged" if before == after else "CHANGED"))

@@ -22,12 +22,14 @@ It prints a transcript per step and the Slack conversation, leaves every record 
 
 The function binaries come from `$CARGO_TARGET_DIR/debug/` (default `target/debug/`),
 built by `cargo build --workspace --all-targets`, the one feature set the project
-uses everywhere.
+uses everywhere; with `STORY_ARCH=arm64` they are the arm64 bootstraps `sam build`
+wrote to `.aws-sam/build/`, run under qemu-user (arch.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -44,6 +46,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import arch  # noqa: E402
 from dynamo_front import DynamoFront  # noqa: E402
 from emulator import Emulator, endpoint_env  # noqa: E402
 from runtime_api import AsyncInvoker, RuntimeApi  # noqa: E402
@@ -203,9 +206,13 @@ class Function:
 
     def start(self, timeout: float = 20.0) -> None:
         started = time.monotonic()
+        try:
+            argv = arch.command(self.binary)
+        except arch.ArchError as e:
+            raise StoryError(str(e)) from None
         for i in range(self.instances):
-            self.procs_of.append(self.procs.start(self.name, [str(self.binary)], self.env, self.instance_log(i)))
-        if not self.api.wait_ready(timeout, alive=self.alive, instances=self.instances):
+            self.procs_of.append(self.procs.start(self.name, argv, self.env, self.instance_log(i)))
+        if not self.api.wait_ready(timeout * arch.time_scale(), alive=self.alive, instances=self.instances):
             if self.api.init_error:
                 raise StoryError(f"{self.name} failed its init: {short(self.api.init_error, 400)}; see {self.log_path}")
             code = self.proc.poll() if self.proc else None
@@ -250,15 +257,23 @@ class PlaceholderBinary(StoryError):
     """A function binary that is not a Lambda function yet (before its issue merged)."""
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+def backends_under_test() -> tuple[str, ...]:
+    """The backends the end-to-end tests play: `STORY_BACKENDS` (comma separated), else both."""
+    chosen = tuple(b.strip() for b in os.environ.get("STORY_BACKENDS", "").split(",") if b.strip())
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise StoryError(f"STORY_BACKENDS names {unknown}; the backends are {', '.join(BACKENDS)}")
+    return chosen or BACKENDS
 
 
 def binary_path(name: str) -> Path:
-    """The function's executable: `$STORY_FUNCTIONS_DIR/<name>` when set (the harness
-    test's stand-ins), else the debug build of `cargo build --workspace --all-targets`."""
-    override = os.environ.get("STORY_FUNCTIONS_DIR")
-    return Path(override) / name if override else target_dir() / "debug" / name
+    """The function's executable in the build arch.py chose: `$STORY_FUNCTIONS_DIR/<name>`
+    when set (the harness test's stand-ins), else the debug build of `cargo build
+    --workspace --all-targets`, or with `STORY_ARCH=arm64` the bootstrap of `sam build`."""
+    try:
+        return arch.binary_path(name)
+    except arch.ArchError as e:
+        raise StoryError(str(e)) from None
 
 
 # ================================================================ events
@@ -689,7 +704,7 @@ class Story:
         for name in self.FUNCTIONS:
             binary = binary_path(name)
             if not binary.exists():
-                raise StoryError(f"{binary} is missing: run `cargo build --workspace --all-targets` first")
+                raise StoryError(f"{binary} is missing: {arch.build_hint()}")
             self.functions[name] = Function(name, binary, {**common, **env[name]}, self.procs,
                                             self.out_dir / "logs" / f"{name}.log", timeouts[name],
                                             instances=self.instances.get(name, 1))
@@ -913,6 +928,10 @@ class Story:
         self.say("    summary measured by the story (alarm time to the Slack post):")
         for k, v in figures.items():
             self.say(f"      {k}: {v}")
+        self.show_slack_and_problems()
+
+    def show_slack_and_problems(self) -> None:
+        """The channels as a person would see them, then what went wrong, if anything."""
         self.say()
         self.say("Slack, as a person would see it:")
         for ln in self.slack.render().splitlines():
@@ -986,11 +1005,42 @@ class Story:
 # ================================================================ main
 
 def story_class(kind: str) -> type:
-    """`alarms` (this file) or `respond` (respond_story.py: the responders act from Slack)."""
+    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack),
+    `quiet` (quiet_story.py: maintenance windows, silences and the reconciliation sweep), or
+    `org` (org_story.py: one central stack for an AWS Organization's member accounts)."""
     if kind == "respond":
         from respond_story import RespondStory
         return RespondStory
+    if kind == "quiet":
+        from quiet_story import QuietStory
+        return QuietStory
+    if kind == "org":
+        from org_story import OrgStory
+        return OrgStory
     return Story
+
+
+@contextlib.contextmanager
+def running(backend: str, out_dir: Path, pace: float = 0):
+    """A story's world set up and not played (for tests that drive the functions
+    themselves): moto, the emulator, Slack and the functions; stopped on leaving.
+    Raises PlaceholderBinary when the function binaries are not built."""
+    procs = Processes()
+    moto = Moto(procs, out_dir / "moto_server.log")
+    try:
+        moto.start()
+        s = Story(backend, moto, procs, out_dir, pace=pace)
+        try:
+            s.setup()
+        except PlaceholderBinary:
+            s.close()
+            raise
+        try:
+            yield s
+        finally:
+            s.close()
+    finally:
+        procs.stop_all()
 
 
 def run_stories(backends: list[str], out_root: Path, pace: float, kind: str = "alarms") -> dict[str, Story]:
@@ -1028,18 +1078,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--story", choices=["alarms", "respond", "both"], default="both",
+    ap.add_argument("--story", choices=["alarms", "respond", "quiet", "both", "all", "org"], default="all",
                     help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
-                         "escalation, post-incident summary)")
+                         "escalation, post-incident summary); quiet: a maintenance window mutes the alarms, "
+                         "the sweep finds the missed OK, a silence set from Slack holds an alarm back; "
+                         "both: alarms and respond; all (default): the three; org: one central stack for an "
+                         "AWS Organization (member accounts, a channel per team, a foreign event refused)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
-    kinds = ["alarms", "respond"] if args.story == "both" else [args.story]
+    kinds = {"both": ["alarms", "respond"], "all": ["alarms", "respond", "quiet"]}.get(args.story, [args.story])
     try:
         stories = {}
         for kind in kinds:
-            out = args.out if kind == "alarms" else args.out / "respond"
+            out = args.out if kind == "alarms" else args.out / kind
             for backend, st in run_stories(backends, out, args.pace, kind).items():
                 stories[f"{backend} ({kind})"] = st
     except KeyboardInterrupt:

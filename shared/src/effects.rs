@@ -33,9 +33,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
-use crate::backend::token_uuid;
 use crate::error::{AwsError, AwsFailure, Retryable};
 use crate::escalation::{schedule_name, EscalationTimer, Pager};
+use crate::hash::token_uuid;
 use crate::incident::{BackendError, IncidentBackend, IncidentRef};
 use crate::lifecycle::{Effect, EscalationState, IncidentRecord};
 use crate::notification::{EventType, Notification};

@@ -3,7 +3,12 @@
 //!
 //! - `alarm#<alarm ARN>`: the state-change time of the last transition applied for
 //!   the alarm (duplicates and late deliveries are at or before it) and the incident
-//!   key it fed.
+//!   key it fed; when that transition was held back (muted, silenced: see
+//!   [`crate::hold`]), the hold (`held`, JSON) and its end (`held_until_ms`). One time
+//!   series (contributor) of a multi-time-series alarm has its own item,
+//!   `alarm#contributor/<id>/<alarm ARN>` ([`crate::alarm::source_id`]): its events
+//!   carry the same time as the alarm-level event and as each other, so one
+//!   watermark per alarm would drop all but the first.
 //! - `incident#<dedupe key>`: the [`IncidentRecord`] (backend reference, alarms
 //!   feeding it with their states and impacts, opened time, timeline), the
 //!   [`Effect`]s decided but not yet done, a lease naming until when one invocation
@@ -43,10 +48,11 @@ use tracing::{info, warn};
 
 use crate::alarm::AlarmState;
 use crate::error::{is_ambiguous, AwsError, Retryable};
+use crate::hold::Hold;
 use crate::lifecycle::{Effect, IncidentRecord};
 use crate::text::truncate;
 
-const SERVICE: &str = "dynamodb";
+pub(crate) const SERVICE: &str = "dynamodb";
 /// How long an alarm's last transition is remembered after it happened.
 pub const ALARM_RETENTION_DAYS: i64 = 400;
 /// How long a resolved incident's record is kept (a re-alarm after that opens anew anyway).
@@ -119,15 +125,20 @@ impl Owner {
     }
 }
 
-/// The last transition applied for one alarm.
+/// The last transition applied for one alarm, or one time series of one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmItem {
+    /// What changed state ([`crate::alarm::source_id`]): the alarm's ARN, or
+    /// `contributor/<id>/<ARN>` for one time series of a multi-time-series alarm.
     pub arn: String,
     pub changed_at: DateTime<Utc>,
     pub state: AlarmState,
     /// The dedupe key of the incident the alarm fed (so its `OK` finds it even if
     /// the rules changed meanwhile).
     pub incident_key: String,
+    /// Set when this transition was recorded but held back (muted or silenced): it
+    /// is applied when the hold ends if the alarm is still in this state.
+    pub held: Option<Hold>,
     /// The owner token of the invocation that applied the transition (empty on items
     /// written before tokens were kept).
     pub writer: String,
@@ -327,6 +338,9 @@ pub trait StateStore: Send + Sync {
 /// the transition on the alarm's item.
 #[derive(Debug, Clone, Copy)]
 pub enum IncidentWrite<'a> {
+    /// No incident is concerned (the summary of a multi-time-series alarm): the
+    /// alarm's item alone.
+    NotConcerned,
     /// The transition changes no incident, as decided on the item read at `version`
     /// (`None`: there was no item). The item must still be so: a decision made on a
     /// stale read (an `OK` recorded while another invocation opened the incident it
@@ -336,7 +350,8 @@ pub enum IncidentWrite<'a> {
     Put(&'a IncidentItem),
 }
 
-/// The partition key of an alarm's item.
+/// The partition key of an alarm's item (or of one contributor's: `arn` is then its
+/// source id).
 pub fn alarm_pk(arn: &str) -> String {
     format!("alarm#{arn}")
 }
@@ -353,7 +368,7 @@ pub struct DynamoStateStore {
     table: String,
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 impl DynamoStateStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
@@ -361,6 +376,12 @@ impl DynamoStateStore {
             client,
             table: table.into(),
         }
+    }
+
+    /// The client and table, for the other items of the table kept elsewhere
+    /// (`crate::hold_store`).
+    pub(crate) fn parts(&self) -> (&aws_sdk_dynamodb::Client, &str) {
+        (&self.client, &self.table)
     }
 
     async fn get(&self, pk: &str) -> Result<Option<Item>, StateError> {
@@ -390,7 +411,7 @@ impl DynamoStateStore {
     }
 
     /// The check that the incident's item is still at `version` (or absent).
-    fn incident_unchanged(
+    pub(crate) fn incident_unchanged(
         &self,
         key: &str,
         version: Option<u64>,
@@ -409,7 +430,7 @@ impl DynamoStateStore {
         b.build().map_err(|e| build_error(&pk, e))
     }
 
-    fn incident_put(&self, item: &IncidentItem) -> Result<Put, StateError> {
+    pub(crate) fn incident_put(&self, item: &IncidentItem) -> Result<Put, StateError> {
         let pk = incident_pk(&item.record.key);
         let b = Put::builder()
             .table_name(&self.table)
@@ -425,28 +446,28 @@ impl DynamoStateStore {
     }
 }
 
-fn build_error(pk: &str, e: impl std::fmt::Display) -> StateError {
+pub(crate) fn build_error(pk: &str, e: impl std::fmt::Display) -> StateError {
     StateError::Corrupt {
         pk: pk.to_string(),
         reason: format!("could not build the write: {e}"),
     }
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn iso(t: DateTime<Utc>) -> String {
+pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn alarm_item(a: &AlarmItem) -> Item {
+pub(crate) fn alarm_item(a: &AlarmItem) -> Item {
     let expires = a.changed_at + Duration::days(ALARM_RETENTION_DAYS);
-    HashMap::from([
+    let mut item = HashMap::from([
         ("pk".to_string(), s(alarm_pk(&a.arn))),
         ("changed_at".to_string(), s(iso(a.changed_at))),
         (
@@ -457,7 +478,17 @@ fn alarm_item(a: &AlarmItem) -> Item {
         ("incident_key".to_string(), s(a.incident_key.clone())),
         ("writer".to_string(), s(a.writer.clone())),
         ("expires_at".to_string(), n(expires.timestamp())),
-    ])
+    ]);
+    if let Some(h) = &a.held {
+        // A hold is plain data (serializing it cannot fail); its end is a number so a
+        // scan can find held alarms and a release can name it in its condition.
+        item.insert(
+            "held".into(),
+            s(serde_json::to_string(h).unwrap_or_default()),
+        );
+        item.insert("held_until_ms".into(), n(h.until.timestamp_millis()));
+    }
+    item
 }
 
 fn incident_item(i: &IncidentItem) -> Result<Item, StateError> {
@@ -551,7 +582,7 @@ fn parse_writes(item: &Item, pk: &str) -> Result<Vec<WriteMark>, StateError> {
         .collect()
 }
 
-fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateError> {
+pub(crate) fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateError> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v),
         Some(_) => Err(corrupt(pk, format!("attribute {name} is not a string"))),
@@ -559,7 +590,7 @@ fn attr_s<'a>(item: &'a Item, pk: &str, name: &str) -> Result<&'a str, StateErro
     }
 }
 
-fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> {
+pub(crate) fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| {
             corrupt(
@@ -572,14 +603,14 @@ fn attr_n(item: &Item, pk: &str, name: &str) -> Result<Option<i64>, StateError> 
     }
 }
 
-fn corrupt(pk: &str, reason: String) -> StateError {
+pub(crate) fn corrupt(pk: &str, reason: String) -> StateError {
     StateError::Corrupt {
         pk: truncate(pk, 200),
         reason,
     }
 }
 
-fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
+pub(crate) fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
     let pk = alarm_pk(arn);
     let ms = attr_n(item, &pk, "changed_at_ms")?
         .ok_or_else(|| corrupt(&pk, "attribute changed_at_ms is missing".into()))?;
@@ -594,6 +625,13 @@ fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
             format!("state {:?} is not an alarm state", truncate(state_text, 40)),
         )
     })?;
+    let held = match item.get("held") {
+        None => None,
+        Some(_) => Some(
+            serde_json::from_str(attr_s(item, &pk, "held")?)
+                .map_err(|e| corrupt(&pk, format!("held is not a hold: {e}")))?,
+        ),
+    };
     Ok(AlarmItem {
         arn: arn.to_string(),
         changed_at,
@@ -603,10 +641,11 @@ fn parse_alarm(arn: &str, item: &Item) -> Result<AlarmItem, StateError> {
             None => String::new(),
             Some(_) => attr_s(item, &pk, "writer")?.to_string(),
         },
+        held,
     })
 }
 
-fn parse_incident(key: &str, item: &Item) -> Result<IncidentItem, StateError> {
+pub(crate) fn parse_incident(key: &str, item: &Item) -> Result<IncidentItem, StateError> {
     let pk = incident_pk(key);
     let version = attr_n(item, &pk, "version")?
         .ok_or_else(|| corrupt(&pk, "attribute version is missing".into()))?;
@@ -664,6 +703,7 @@ impl StateStore for DynamoStateStore {
             changed_at: iso(alarm.changed_at),
         };
         let (second, key, expected) = match incident {
+            IncidentWrite::NotConcerned => return self.put_alarm_alone(alarm).await,
             IncidentWrite::Unchanged { key, version } => (
                 TransactWriteItem::builder()
                     .condition_check(self.incident_unchanged(key, version)?)
@@ -727,7 +767,7 @@ impl StateStore for DynamoStateStore {
                 self.unless_own_incident_write(item, error, incident_then)
                     .await
             }
-            IncidentWrite::Unchanged { .. } => {
+            IncidentWrite::Unchanged { .. } | IncidentWrite::NotConcerned => {
                 self.unless_own_alarm_write(alarm, error, alarm_then).await
             }
         }
@@ -767,12 +807,45 @@ impl StateStore for DynamoStateStore {
 }
 
 impl DynamoStateStore {
+    /// The alarm's item alone, conditional on its time (no incident concerned).
+    async fn put_alarm_alone(&self, alarm: &AlarmItem) -> Result<(), StateError> {
+        let put = self.alarm_put(alarm)?;
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .set_return_values_on_condition_check_failure(
+                put.return_values_on_condition_check_failure,
+            )
+            .send()
+            .await;
+        let Err(e) = sent else { return Ok(()) };
+        if let Some(PutItemError::ConditionalCheckFailedException(c)) = e.as_service_error() {
+            let refused_by = c.item().cloned();
+            let conflict = StateError::AlarmNotNewer {
+                arn: alarm.arn.clone(),
+                changed_at: iso(alarm.changed_at),
+            };
+            return self
+                .unless_own_alarm_write(alarm, conflict, refused_by)
+                .await;
+        }
+        if is_ambiguous(&e) {
+            let error = AwsError::from_sdk(SERVICE, "PutItem", e).into();
+            return self.unless_own_alarm_write(alarm, error, None).await;
+        }
+        Err(AwsError::from_sdk(SERVICE, "PutItem", e).into())
+    }
+
     /// After a conditional failure or an ambiguous one, looks at the incident item as
     /// it is (`refused_by`: the item the condition failed on, when DynamoDB returned it;
     /// else read back): `Ok` when it holds `written` (its version by its writer), the
     /// lost answer's write; `error` otherwise (also when the read fails: the caller's
     /// retry reads again).
-    async fn unless_own_incident_write(
+    pub(crate) async fn unless_own_incident_write(
         &self,
         written: &IncidentItem,
         error: StateError,
@@ -804,7 +877,7 @@ impl DynamoStateStore {
     }
 
     /// The same for an alarm item: `Ok` when it holds this transition by this writer.
-    async fn unless_own_alarm_write(
+    pub(crate) async fn unless_own_alarm_write(
         &self,
         written: &AlarmItem,
         error: StateError,
@@ -819,7 +892,9 @@ impl DynamoStateStore {
         };
         match now {
             Ok(Some(now))
-                if now.changed_at == written.changed_at && now.writer == written.writer =>
+                if now.changed_at == written.changed_at
+                    && now.writer == written.writer
+                    && now.held == written.held =>
             {
                 info!(error = %error, "own alarm write found committed after its answer was lost; continuing");
                 Ok(())
@@ -902,6 +977,7 @@ pub mod memory {
                 });
             }
             match incident {
+                IncidentWrite::NotConcerned => {}
                 IncidentWrite::Unchanged { key, version } => {
                     if incidents.get(key).map(|c| c.version) != version {
                         return Err(StateError::IncidentChanged {
@@ -978,6 +1054,7 @@ mod tests {
             state: AlarmState::Alarm,
             incident_key: KEY.into(),
             writer: "req-1".into(),
+            held: None,
         }
     }
 
@@ -1002,6 +1079,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: None,
+            account_info: None,
         }
     }
 

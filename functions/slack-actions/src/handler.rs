@@ -7,6 +7,16 @@
 //! Unverified: `401` with a fixed body. Unauthorised: an ephemeral "You are not
 //! allowed to …"; nothing is queued or changed.
 //!
+//! Every verified request the person makes gets an answer they see, also when it is
+//! refused: Slack shows the HTTP body of a slash command's answer, but ignores the
+//! body of an interactivity answer (buttons, dialogs, shortcuts), so those are told
+//! through the payload's `response_url` (ephemeral) and acknowledged with an empty
+//! body: unauthorised, not understood (malformed, a button or dialog that is not
+//! ours), or a check that could not run (user groups, replay guard). A request that
+//! is not verified gets nothing beyond its `401`: its `response_url` may be forged,
+//! and answering it would let anyone make this function post to a URL of their
+//! choosing (or into a channel with a leaked response URL).
+//!
 //! **SQS** (the actions queue): each job goes through `shared::effects::apply_change`
 //! with the matching `shared::respond` decision; the outcome (or the refusal) is
 //! posted to the person's `response_url`. Failures are reported per message (batch
@@ -16,16 +26,26 @@
 //! whose answer was lost is recognized as the job's own.
 //!
 //! **Escalation schedule**: `respond::escalation_fired` for the incident and attempt.
+//!
+//! **Silences** (`/incident silence`, `silences`, `unsilence`): the list is answered at
+//! once from the state table's silence book; setting and lifting one is queued like any
+//! change, and the worker writes the book and sets the timer that runs
+//! alarm-to-incident's sweep when the silence ends (`shared::hold_timer`).
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shared::backend::token_uuid;
 use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError};
 use shared::error::{Retryable, Secret};
+use shared::hash::token_uuid;
+use shared::hold_store::{update_silences, SilenceStore};
+use shared::hold_timer::{fire_at, silence_end_name, silence_lifted_name, HoldTimer, LEAD};
 use shared::incident::Impact;
 use shared::respond;
+use shared::silence::{is_vpn_id, silence_id, Silence, SilenceRefusal, SilenceTarget};
 use shared::slack::authz::Action;
-use shared::slack::interaction::{self, Interaction, NoteModalMetadata, Request, Source};
+use shared::slack::interaction::{
+    self, Interaction, NoteModalMetadata, ReplyRoute, Request, Source,
+};
 use shared::slack::signature::{self, SignedRequest, SigningSecret};
 use shared::slack::views::{self, Reply};
 use shared::state::Owner;
@@ -38,7 +58,7 @@ use crate::event::{
 };
 use crate::groups::GroupCache;
 use crate::incidents::{self, IncidentReader};
-use crate::queue::{Job, JobAction, JobQueue};
+use crate::queue::{Job, JobAction, JobQueue, SilenceSpec};
 use crate::replay::ReplayGuard;
 use crate::secrets::Credentials;
 use crate::slack_web::SlackWeb;
@@ -47,6 +67,10 @@ use crate::slack_web::SlackWeb;
 pub const UNVERIFIED_BODY: &str = "invalid request";
 /// The fixed answer when a dependency needed to check a request is unavailable.
 pub const UNAVAILABLE_BODY: &str = "temporarily unavailable";
+/// What the person is told (through the response URL) when a verified request
+/// could not be checked against replays.
+pub const UNAVAILABLE_TEXT: &str =
+    "The incident app could not check this request right now; nothing was changed. Try again in a moment.";
 /// After this many receives a failed job is given up (the queue's maxReceiveCount)
 /// and the person is told.
 pub const MAX_RECEIVES: u32 = 5;
@@ -62,6 +86,10 @@ pub struct Deps<'a> {
     pub queue: &'a dyn JobQueue,
     pub incidents: &'a dyn IncidentReader,
     pub groups: &'a GroupCache,
+    /// The silences (the state table's silence book).
+    pub silences: &'a dyn SilenceStore,
+    /// The timer at a silence's end; `None` when `HOLD_SCHEDULE_GROUP` is unset.
+    pub hold_timer: Option<&'a dyn HoldTimer>,
     pub effects: EffectDeps<'a>,
 }
 
@@ -215,14 +243,19 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest, invocation: &Owner) -
         }
         Err(e) => {
             error!(error = %e, "replay guard unavailable; request refused");
+            // Verified, so its response URL is Slack's: tell the person why nothing
+            // happened (the 503 alone shows them only a generic failure).
+            if let Some(url) = interaction::response_url_in(&body) {
+                tell(deps, Some(&url), UNAVAILABLE_TEXT).await;
+            }
             return UrlResponse::text(503, UNAVAILABLE_BODY);
         }
     }
     let interaction = match interaction::parse(&body) {
         Ok(i) => i,
         Err(e) => {
-            info!(reason = %e, "request not understood");
-            return UrlResponse::json(200, &ephemeral(&e.user_message()));
+            info!(reason = %e, "request not understood; nothing changes");
+            return answer_unparsed(deps, &body, &e.user_message()).await;
         }
     };
     let span = info_span!(
@@ -294,7 +327,109 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlRes
             }
         },
         Request::OpenNoteModal { key } => open_note_modal(deps, &i, key).await,
+        Request::Silences => match deps.silences.silences().await {
+            Ok(book) => {
+                let now = deps.effects.clock.now();
+                answer(
+                    deps,
+                    &i,
+                    &reply(Reply::ephemeral(views::silence_list(&book, now))),
+                )
+                .await
+            }
+            Err(e) => {
+                error!(error = %e, "reading the silences failed");
+                answer(
+                    deps,
+                    &i,
+                    &ephemeral("Could not read the silences right now; try again in a moment."),
+                )
+                .await
+            }
+        },
+        Request::Silence {
+            target,
+            duration,
+            reason,
+        } => match resolve_target(deps, target).await {
+            Ok(target) => {
+                let spec = SilenceSpec {
+                    target,
+                    minutes: duration.num_minutes(),
+                    reason: reason.clone(),
+                };
+                let now = deps.effects.clock.now();
+                queue_job(deps, &i, silence_job(&i, request_id, spec, now)).await
+            }
+            Err(text) => answer(deps, &i, &ephemeral(&text)).await,
+        },
         _ => queue_change(deps, &i, request_id).await,
+    }
+}
+
+/// What a silence's target means: `vpn:`/`incident:`/`alarm:` say it; else a VPN id,
+/// then the exact key of an incident the pipeline knows, else an alarm-name prefix.
+/// `Err` is the answer for the person.
+async fn resolve_target(deps: &Deps<'_>, raw: &str) -> Result<SilenceTarget, String> {
+    let raw = raw.trim();
+    let lower = raw.to_ascii_lowercase();
+    let after = |p: &str| raw[p.len()..].trim().to_string();
+    if lower.starts_with("vpn:") {
+        let v = after("vpn:");
+        return if is_vpn_id(&v) {
+            Ok(SilenceTarget::Vpn(v))
+        } else {
+            Err(format!(
+                "`{}` is not a VPN connection id (`vpn-` and 8 or 17 hex digits).",
+                shared::text::truncate(&v.replace('`', "'"), 60)
+            ))
+        };
+    }
+    if lower.starts_with("incident:") || lower.starts_with("key:") {
+        let k = if lower.starts_with("key:") {
+            after("key:")
+        } else {
+            after("incident:")
+        };
+        return if k.is_empty() {
+            Err("`incident:` needs an incident key after it.".into())
+        } else {
+            Ok(SilenceTarget::IncidentKey(k))
+        };
+    }
+    if lower.starts_with("alarm:") {
+        let p = after("alarm:");
+        return if p.is_empty() {
+            Err("`alarm:` needs an alarm-name prefix after it.".into())
+        } else {
+            Ok(SilenceTarget::AlarmPrefix(p))
+        };
+    }
+    if is_vpn_id(raw) {
+        return Ok(SilenceTarget::Vpn(raw.to_string()));
+    }
+    match deps.incidents.incident(raw).await {
+        Ok(Some(r)) => Ok(SilenceTarget::IncidentKey(r.key)),
+        Ok(None) => Ok(SilenceTarget::AlarmPrefix(raw.to_string())),
+        Err(e) => {
+            error!(error = %e, "reading the incident failed");
+            Err("Could not check what to silence right now; nothing changed. Try again in a moment.".into())
+        }
+    }
+}
+
+fn silence_job(i: &Interaction, request_id: &str, spec: SilenceSpec, now: DateTime<Utc>) -> Job {
+    Job {
+        id: Some(request_id.to_string()),
+        action: JobAction::Silence,
+        incident_key: None,
+        actor: i.caller.actor(),
+        team: i.caller.channel_id.clone(),
+        text: None,
+        silence: Some(spec),
+        impact: None,
+        response_url: i.caller.response_url.clone(),
+        requested_at: now,
     }
 }
 
@@ -319,6 +454,23 @@ async fn authorized(deps: &Deps<'_>, i: &Interaction, action: Action) -> Result<
             })?
     };
     Ok(policy.allows(action, user, &groups))
+}
+
+/// Answers a verified request that could not be understood (nothing changes): a
+/// slash command in the HTTP body, which Slack shows the person; an interactivity
+/// payload through its `response_url`, since Slack ignores the body of those answers
+/// (and a dialog's submission must be answered empty, which closes it).
+async fn answer_unparsed(deps: &Deps<'_>, body: &[u8], text: &str) -> UrlResponse {
+    match interaction::reply_route(body) {
+        ReplyRoute::Body => UrlResponse::json(200, &ephemeral(text)),
+        ReplyRoute::ResponseUrl(url) => {
+            if url.is_none() {
+                info!("the request carries no response_url; the person cannot be told");
+            }
+            tell(deps, url.as_ref(), text).await;
+            UrlResponse::ack()
+        }
+    }
 }
 
 /// Tells the person `message`: a slash command's answer is the HTTP body; a button's
@@ -393,6 +545,7 @@ fn job_of(i: &Interaction, request_id: &str, now: DateTime<Utc>) -> Option<Job> 
         Request::Declare { title, impact } => {
             (JobAction::Declare, None, Some(title.clone()), *impact)
         }
+        Request::Unsilence { id } => (JobAction::Unsilence, None, Some(id.clone()), None),
         _ => return None,
     };
     Some(Job {
@@ -402,6 +555,7 @@ fn job_of(i: &Interaction, request_id: &str, now: DateTime<Utc>) -> Option<Job> 
         actor: i.caller.actor(),
         team: i.caller.channel_id.clone(),
         text,
+        silence: None,
         impact,
         response_url: i.caller.response_url.clone(),
         requested_at: now,
@@ -413,6 +567,10 @@ async fn queue_change(deps: &Deps<'_>, i: &Interaction, request_id: &str) -> Url
     let Some(job) = job_of(i, request_id, now) else {
         return answer(deps, i, &ephemeral(interaction::USAGE)).await;
     };
+    queue_job(deps, i, job).await
+}
+
+async fn queue_job(deps: &Deps<'_>, i: &Interaction, job: Job) -> UrlResponse {
     match deps.queue.send(&job).await {
         Ok(id) => {
             info!(message_id = %id, job = job.action.as_str(), "change queued");
@@ -440,6 +598,8 @@ fn doing(action: JobAction) -> &'static str {
         JobAction::Rerun => "starting the diagnosis again",
         JobAction::Note => "adding your note",
         JobAction::Declare => "declaring the incident",
+        JobAction::Silence => "setting the silence",
+        JobAction::Unsilence => "ending the silence",
     }
 }
 
@@ -527,6 +687,8 @@ pub async fn run_job(
     let who = job.actor.clone();
     let team = job.team.clone();
     let outcome = match job.action {
+        JobAction::Silence => return set_silence(deps, job).await,
+        JobAction::Unsilence => return lift_silence(deps, job).await,
         JobAction::Declare => {
             let title = job.text.clone().unwrap_or_default();
             // The key comes from the request time, so a retried job finds its incident.
@@ -580,6 +742,115 @@ pub async fn run_job(
             r.message
         }
     })
+}
+
+// ------------------------------------------------------------------ silences
+
+fn silence_state_error(e: shared::state::StateError) -> EffectError {
+    EffectError::State(e)
+}
+
+fn when_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Adds the silence (its id comes from the request, so a retried job finds it) and
+/// sets the timer at its end.
+async fn set_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> {
+    let Some(spec) = &job.silence else {
+        return Ok("That silence request was incomplete; nothing changed.".into());
+    };
+    let now = deps.effects.clock.now();
+    let silence = Silence {
+        id: silence_id(&spec.target, &job.actor, job.requested_at),
+        target: spec.target.clone(),
+        created_by: job.actor.clone(),
+        created_at: job.requested_at.min(now),
+        ends_at: job.requested_at + chrono::Duration::minutes(spec.minutes),
+        reason: spec.reason.clone(),
+        lifted: None,
+        held: vec![],
+        held_count: 0,
+    };
+    let attempts = deps.effects.settings.attempts;
+    let stored = update_silences(deps.silences, now, attempts, |book| {
+        let before = book.clone();
+        let s = book.add(silence.clone(), now)?.clone();
+        Ok::<_, SilenceRefusal>((s, *book != before))
+    })
+    .await
+    .map_err(silence_state_error)?;
+    let s = match stored {
+        Ok(s) => s,
+        Err(refusal) => return Ok(refusal.to_string()),
+    };
+    let timer_note = match (deps.hold_timer, deps.config.hold_timer.as_ref()) {
+        (Some(timer), Some(c)) => {
+            let target = c.target_arn.as_deref().unwrap_or_default();
+            timer
+                .sweep_at(
+                    target,
+                    &silence_end_name(&s.id),
+                    fire_at(s.ends_at, now),
+                    &format!("silence {} ended", s.id),
+                )
+                .await
+                .map_err(EffectError::Timer)?;
+            ""
+        }
+        _ => " (no timer is configured: the scheduled sweep applies what it held back)",
+    };
+    info!(silence = %s.id, target = %s.target.describe(), until = %s.ends_at, "silence set");
+    Ok(format!(
+        "🔕 Silenced {} until {} (`{}`{}). Matching alarms are recorded but page nobody; if one still fires when the silence ends, its incident opens then{}. `/incident unsilence {}` ends it early.",
+        s.target.describe(),
+        when_text(s.ends_at),
+        s.id,
+        s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+        timer_note,
+        s.id
+    ))
+}
+
+/// Ends the silence now; what it held back is applied by the sweep a minute later.
+async fn lift_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> {
+    let id = job.text.clone().unwrap_or_default();
+    let now = deps.effects.clock.now();
+    let attempts = deps.effects.settings.attempts;
+    let lifted = update_silences(deps.silences, now, attempts, |book| {
+        let before = book.clone();
+        let s = book.lift(&id, &job.actor, now)?.clone();
+        Ok::<_, SilenceRefusal>((s, *book != before))
+    })
+    .await
+    .map_err(silence_state_error)?;
+    let s = match lifted {
+        Ok(s) => s,
+        Err(refusal) => return Ok(refusal.to_string()),
+    };
+    if let (Some(timer), Some(c)) = (deps.hold_timer, deps.config.hold_timer.as_ref()) {
+        let target = c.target_arn.as_deref().unwrap_or_default();
+        timer
+            .sweep_at(
+                target,
+                &silence_lifted_name(&s.id),
+                now + LEAD,
+                &format!("silence {} lifted", s.id),
+            )
+            .await
+            .map_err(EffectError::Timer)?;
+        timer
+            .cancel(&silence_end_name(&s.id))
+            .await
+            .map_err(EffectError::Timer)?;
+    }
+    info!(silence = %s.id, "silence lifted");
+    Ok(format!(
+        "🔔 Silence `{}` ({}) ended. What it held back and still fires opens within a couple of minutes ({} transition(s) held back).",
+        s.id,
+        s.target.describe(),
+        s.held_count
+    ))
 }
 
 // ------------------------------------------------------------------ escalation

@@ -15,15 +15,19 @@ use shared::effects::fakes::{
 use shared::effects::{EffectDeps, RunnerSettings};
 use shared::error::{AwsError, Secret};
 use shared::escalation::{EscalationTimer, Pager};
+use shared::hold_store::memory::MemorySilenceStore;
+use shared::hold_timer::fakes::RecordingHoldTimer;
+use shared::hold_timer::HoldTimer;
 use shared::incident::{Actor, Impact};
 use shared::lifecycle::{EscalationState, IncidentRecord};
 use shared::notification::EventType;
+use shared::silence::SilenceTarget;
 use shared::slack::signature::{sign, SigningSecret};
 use shared::state::memory::MemoryStateStore;
 use shared::state::{IncidentItem, Owner, StateError, StateStore};
 use slack_actions::config::Config;
 use slack_actions::groups::GroupCache;
-use slack_actions::handler::{handle, Deps, Place, UNVERIFIED_BODY};
+use slack_actions::handler::{handle, Deps, Place, UNAVAILABLE_TEXT, UNVERIFIED_BODY};
 use slack_actions::incidents::IncidentReader;
 use slack_actions::queue::{Job, JobAction, JobQueue};
 use slack_actions::replay::ReplayGuard;
@@ -36,6 +40,8 @@ const ALICE: &str = "U0ALICE";
 const MALLORY: &str = "U0MALLORY";
 const GROUP: &str = "S0ONCALL";
 const RESPONSE_URL: &str = "https://hooks.slack.com/actions/T0/1/abc";
+const ALARM_TO_INCIDENT: &str = "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident";
+const VPN: &str = "vpn-0f1e2d3c4b5a69788";
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()
@@ -55,8 +61,9 @@ impl Credentials for FakeCredentials {
     }
 }
 
+/// Remembers signatures; answers with `down` (DynamoDB unavailable) while set.
 #[derive(Default)]
-struct FakeReplay(Mutex<HashSet<String>>);
+struct FakeReplay(Mutex<HashSet<String>>, Mutex<Option<AwsError>>);
 
 #[async_trait]
 impl ReplayGuard for FakeReplay {
@@ -66,6 +73,9 @@ impl ReplayGuard for FakeReplay {
         _owner: &str,
         _now: DateTime<Utc>,
     ) -> Result<bool, AwsError> {
+        if let Some(e) = self.1.lock().unwrap().clone() {
+            return Err(e);
+        }
         Ok(self.0.lock().unwrap().insert(signature.to_string()))
     }
 }
@@ -168,6 +178,8 @@ struct Harness {
     settings: RunnerSettings,
     timer: RecordingTimer,
     pager: RecordingPager,
+    silences: MemorySilenceStore,
+    hold_timer: RecordingHoldTimer,
 }
 
 fn policy_env() -> Vec<(&'static str, String)> {
@@ -207,6 +219,12 @@ fn policy_env() -> Vec<(&'static str, String)> {
             "arn:aws:iam::123456789012:role/scheduler".into(),
         ),
         ("ESCALATION_SCHEDULE_GROUP", "escalations".into()),
+        ("HOLD_SCHEDULE_GROUP", "holds".into()),
+        (
+            "HOLD_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/holds".into(),
+        ),
+        ("HOLD_TARGET_ARN", ALARM_TO_INCIDENT.into()),
     ]
 }
 
@@ -225,6 +243,8 @@ impl Harness {
             settings: RunnerSettings::new(None),
             timer: RecordingTimer::default(),
             pager: RecordingPager::default(),
+            silences: MemorySilenceStore::default(),
+            hold_timer: RecordingHoldTimer::default(),
         }
     }
 
@@ -238,6 +258,8 @@ impl Harness {
             queue: &self.queue,
             incidents: &reader,
             groups: &self.groups,
+            silences: &self.silences,
+            hold_timer: Some(&self.hold_timer as &dyn HoldTimer),
             effects: EffectDeps {
                 backend: &self.backend,
                 store: &self.store,
@@ -398,6 +420,8 @@ async fn bad_signature_stale_timestamp_and_missing_headers_get_401_and_change_no
         assert_eq!(res["body"], UNVERIFIED_BODY);
     }
     assert!(h.jobs().is_empty());
+    // Nothing is posted to a response URL an unverified request names.
+    assert!(h.slack.texts().is_empty());
     assert!(
         h.replay.0.lock().unwrap().is_empty(),
         "unverified requests never reach the replay guard"
@@ -434,6 +458,91 @@ async fn unauthorised_button_press_is_told_and_changes_nothing() {
     assert!(h.jobs().is_empty());
     assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
     assert!(h.publisher.sent().is_empty());
+}
+
+fn payload(v: Value) -> String {
+    form(&[("payload", &v.to_string())])
+}
+
+#[tokio::test]
+async fn refused_button_presses_and_payloads_are_told_through_the_response_url() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::CRITICAL)).await;
+    // A button that is not ours (an older message, another app's action id).
+    let res = h.run(signed(&button(ALICE, "incident.escalate_v0"))).await;
+    assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    // Malformed: no user id. A shortcut type we do not handle.
+    let no_user = payload(
+        json!({"type": "block_actions", "response_url": RESPONSE_URL,
+        "team": {"id": "T0LOCAL"}, "actions": [{"action_id": "incident.resolve", "value": KEY}]}),
+    );
+    let shortcut = payload(
+        json!({"type": "message_action", "callback_id": "x", "response_url": RESPONSE_URL,
+        "user": {"id": ALICE}, "team": {"id": "T0LOCAL"}}),
+    );
+    for body in [no_user, shortcut] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    }
+    let told = h.slack.texts();
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(
+        told[0].contains("This button (`incident.escalate_v0`) is not one the incident app knows"),
+        "{}",
+        told[0]
+    );
+    assert_eq!(
+        told[1],
+        "Sorry, that request could not be understood; nothing was changed."
+    );
+    assert!(
+        told[2].contains("does not handle `message_action` requests"),
+        "{}",
+        told[2]
+    );
+    // Ephemeral: only the person sees it.
+    for r in h.slack.responses.lock().unwrap().iter() {
+        assert_eq!(r["response_type"], "ephemeral");
+    }
+    // Nothing else happened.
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty() && h.backend.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_command_that_is_not_understood_is_answered_in_the_body_once() {
+    let h = Harness::new();
+    let res = h.run(signed(&command(ALICE, "frobnicate now"))).await;
+    assert_eq!(status(&res), 200);
+    assert!(
+        body_text(&res).starts_with("`frobnicate` is not a subcommand."),
+        "{res}"
+    );
+    // Slack shows the body; the response URL is not used as well (no double answer).
+    assert!(h.slack.texts().is_empty());
+    assert!(h.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn replay_guard_down_refuses_and_tells_the_verified_person_why() {
+    let h = Harness::new();
+    *h.replay.1.lock().unwrap() = Some(AwsError {
+        service: "dynamodb",
+        operation: "PutItem",
+        failure: shared::error::AwsFailure::Transient,
+        code: None,
+        message: "connection refused".into(),
+    });
+    for body in [
+        command(ALICE, "declare Payments down"),
+        button(ALICE, "incident.resolve"),
+    ] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!(status(&res), 503);
+    }
+    assert_eq!(h.slack.texts(), vec![UNAVAILABLE_TEXT, UNAVAILABLE_TEXT]);
+    assert!(h.jobs().is_empty());
 }
 
 #[tokio::test]
@@ -504,6 +613,7 @@ fn job(action: JobAction, text: Option<&str>) -> Job {
         },
         team: Some("C0OPS".into()),
         text: text.map(str::to_string),
+        silence: None,
         impact: None,
         response_url: Some(Secret::new(RESPONSE_URL.into())),
         requested_at: now(),
@@ -685,4 +795,186 @@ async fn a_redelivered_job_finishes_its_own_interrupted_run() {
     );
     // The notification id was given at the decision and stays with the publication.
     assert!(h.publisher.sent()[0].notification_id.is_some());
+}
+
+// ------------------------------------------------------------------ silences
+
+#[tokio::test]
+async fn silence_is_authorized_queued_stored_and_timed_to_its_end() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(
+            ALICE,
+            &format!("silence {VPN} 2h router firmware upgrade"),
+        )))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: setting the silence"),
+        "{res}"
+    );
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(job.action, JobAction::Silence);
+    let spec = job.silence.clone().unwrap();
+    assert_eq!(spec.target, SilenceTarget::Vpn(VPN.into()));
+    assert_eq!(
+        (spec.minutes, spec.reason.as_deref()),
+        (120, Some("router firmware upgrade"))
+    );
+    // The worker stores it (a retry changes nothing) and sets the timer at its end.
+    h.run(sqs(std::slice::from_ref(&job))).await;
+    h.run(sqs(&[job])).await;
+    let book = h.silences.now();
+    let [s] = book.silences.as_slice() else {
+        panic!("{book:?}")
+    };
+    assert_eq!(s.ends_at, now() + Duration::hours(2));
+    let calls = h.hold_timer.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (op, target, name, at, reason) = &calls[0];
+    assert_eq!(
+        (op.as_str(), target.as_str()),
+        ("sweep_at", ALARM_TO_INCIDENT)
+    );
+    assert!(name.starts_with("silence-end-"));
+    assert_eq!(
+        *at,
+        Some(now() + Duration::hours(2) + Duration::seconds(60))
+    );
+    assert_eq!(reason, &format!("silence {} ended", s.id));
+    let told = h.slack.texts();
+    assert!(
+        told[0].contains(&format!("Silenced VPN {VPN} until 2026-11-25 12:00 UTC")),
+        "{told:?}"
+    );
+    assert!(
+        told[0].contains(&format!("/incident unsilence {}", s.id)),
+        "{told:?}"
+    );
+    // Listed inline with who, until when and why.
+    let list = h.run(signed(&command(ALICE, "silences"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(
+        body.contains(&s.id) && body.contains("router firmware upgrade"),
+        "{body}"
+    );
+    assert!(body.contains("Held back: 0"), "{body}");
+}
+
+#[tokio::test]
+async fn unsilence_ends_it_and_moves_the_timer_to_now() {
+    let h = Harness::new();
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel- 1d")))
+        .await;
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(
+        job.silence.as_ref().unwrap().target,
+        SilenceTarget::AlarmPrefix("vpn-tunnel-".into())
+    );
+    h.run(sqs(&[job])).await;
+    let id = h.silences.now().silences[0].id.clone();
+    let res = h
+        .run(signed(&command(ALICE, &format!("unsilence {id}"))))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: ending the silence"),
+        "{res}"
+    );
+    let jobs = h.jobs();
+    h.clock.set(now() + Duration::minutes(30));
+    h.run(sqs(&jobs[1..])).await;
+    let s = h.silences.now().silences[0].clone();
+    assert_eq!(s.ended_at(), now() + Duration::minutes(30));
+    let names: Vec<(String, String)> = h
+        .hold_timer
+        .calls()
+        .into_iter()
+        .map(|(op, _, name, _, _)| (op, name))
+        .collect();
+    assert!(
+        names[1].0 == "sweep_at" && names[1].1.starts_with("silence-lifted-"),
+        "{names:?}"
+    );
+    assert!(
+        names[2].0 == "cancel" && names[2].1.starts_with("silence-end-"),
+        "{names:?}"
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains(&format!("Silence `{id}`")));
+    // Lifting an unknown id is an answer, not a failure.
+    let mut unknown = jobs[1].clone();
+    unknown.text = Some("s-00000000".into());
+    assert_eq!(
+        h.run(sqs(&[unknown])).await,
+        json!({"batchItemFailures": []})
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains("No active silence has the id `s-00000000`"));
+}
+
+#[tokio::test]
+async fn silence_targets_resolve_to_a_known_incident_a_vpn_or_a_prefix() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    for (text, expected) in [
+        (
+            format!("silence \"{KEY}\" 30m"),
+            SilenceTarget::IncidentKey(KEY.into()),
+        ),
+        (
+            format!("silence vpn:{VPN} 30m"),
+            SilenceTarget::Vpn(VPN.into()),
+        ),
+        (
+            "silence payments- 30m".to_string(),
+            SilenceTarget::AlarmPrefix("payments-".into()),
+        ),
+        (
+            "silence \"incident:other key\" 30m".to_string(),
+            SilenceTarget::IncidentKey("other key".into()),
+        ),
+    ] {
+        h.queue.0.lock().unwrap().clear();
+        let res = h.run(signed(&command(ALICE, &text))).await;
+        let [job] = h
+            .jobs()
+            .try_into()
+            .unwrap_or_else(|_| panic!("{text}: {res}"));
+        assert_eq!(job.silence.unwrap().target, expected, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn bad_silences_and_unauthorised_people_change_nothing() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(ALICE, "silence vpn:vpn-XYZ 1h")))
+        .await;
+    assert!(
+        body_text(&res).contains("is not a VPN connection id"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(ALICE, &format!("silence {VPN} forever"))))
+        .await;
+    assert!(
+        body_text(&res).contains("`forever` is not a duration"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(MALLORY, &format!("silence {VPN} 1h"))))
+        .await;
+    assert_eq!(
+        body_text(&res),
+        "🚫 You are not allowed to silence alarms. Nothing was changed."
+    );
+    assert!(h.jobs().is_empty());
+    assert!(h.silences.now().silences.is_empty());
 }

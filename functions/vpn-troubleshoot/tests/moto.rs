@@ -267,8 +267,11 @@ async fn describes_against_moto_server() {
             },
             lookback_minutes: 60,
             state_table: None,
+            org: None,
+            member_roles: None,
         },
         poll: PollSchedule::fixed(Duration::from_millis(50)),
+        members: None,
     };
     let inv = || Invocation {
         now: Utc::now(),

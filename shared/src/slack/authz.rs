@@ -7,6 +7,7 @@
 //!   "rerun":       {"usergroups": ["S0123ONCALL", "S0456NETOPS"]},
 //!   "note":        {"usergroups": ["S0123ONCALL", "S0456NETOPS"]},
 //!   "declare":     {"usergroups": ["S0123ONCALL"]},
+//!   "silence":     {"usergroups": ["S0123ONCALL"]},
 //!   "read":        {"usergroups": ["S0789ENG"]},
 //!   "default":     {"users": ["U0999LEAD"]}
 //! }
@@ -43,18 +44,21 @@ pub enum Action {
     Note,
     /// Declare a new incident.
     Declare,
-    /// `/incident list`, `show`, `help`.
+    /// `/incident list`, `show`, `silences`, `help`.
     Read,
+    /// `/incident silence` and `unsilence`: hold alarms back for a while.
+    Silence,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Acknowledge,
         Action::Resolve,
         Action::Rerun,
         Action::Note,
         Action::Declare,
         Action::Read,
+        Action::Silence,
     ];
 
     /// The policy key.
@@ -66,6 +70,7 @@ impl Action {
             Action::Note => "note",
             Action::Declare => "declare",
             Action::Read => "read",
+            Action::Silence => "silence",
         }
     }
 
@@ -78,6 +83,7 @@ impl Action {
             Action::Note => "add notes to incidents",
             Action::Declare => "declare incidents",
             Action::Read => "read incidents",
+            Action::Silence => "silence alarms",
         }
     }
 
@@ -119,7 +125,7 @@ pub enum PolicyError {
         column: usize,
         detail: String,
     },
-    #[error("Slack action policy: unknown key {0:?} (expected acknowledge, resolve, rerun, note, declare, read or default)")]
+    #[error("Slack action policy: unknown key {0:?} (expected acknowledge, resolve, rerun, note, declare, read, silence or default)")]
     UnknownKey(String),
     #[error("Slack action policy: {rule}: {id:?} is not a Slack user id (U… or W…)")]
     BadUser { rule: String, id: String },
