@@ -156,6 +156,25 @@ impl AccountDirectory {
     }
 }
 
+/// True when the account's tags have every wanted tag: `"*"` wants the tag with any
+/// value. What routing rules and Slack action scopes match (`account_tags`); an empty
+/// `want` matches every account.
+pub fn tags_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter()
+        .all(|(k, w)| have.get(k).is_some_and(|h| w == "*" || w == h))
+}
+
+impl AccountDirectory {
+    /// The accounts the directory describes whose tags match `want` (OU tags merged).
+    pub fn accounts_tagged(&self, want: &BTreeMap<String, String>) -> BTreeSet<String> {
+        self.accounts
+            .keys()
+            .filter(|id| tags_match(want, &self.lookup(id).tags))
+            .cloned()
+            .collect()
+    }
+}
+
 /// `111122223333`: twelve ASCII digits.
 pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
@@ -287,9 +306,14 @@ impl OrgPolicy {
                 organization: self.organization_id.clone(),
             });
         }
-        let mut info = self.directory.lookup(account);
-        info.home = home;
-        Ok(info)
+        Ok(self.account(account))
+    }
+
+    /// What the directory says about `id`, marked when it is the home account.
+    pub fn account(&self, id: &str) -> AccountInfo {
+        let mut info = self.directory.lookup(id);
+        info.home = id == self.home_account;
+        info
     }
 
     /// The incident key of an alarm of `account` whose rules gave `key`: a member

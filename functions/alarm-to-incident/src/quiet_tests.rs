@@ -181,6 +181,7 @@ impl H {
                 lifted: None,
                 held: vec![],
                 held_count: 0,
+                accounts: None,
             },
             at(0),
         )
