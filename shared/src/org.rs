@@ -39,6 +39,9 @@ pub const ACCOUNT_DIRECTORY_VAR: &str = "ACCOUNT_DIRECTORY";
 pub const METRICS_NAMESPACE: &str = "IncidentPipeline";
 /// The metric counting refused events (one per refused alarm).
 pub const REFUSED_METRIC: &str = "RefusedEvents";
+/// The metric counting member accounts (per region) whose alarms a reconciliation
+/// sweep could not read (their alarm-reader role is missing or refuses).
+pub const UNREACHABLE_METRIC: &str = "SweepUnreachableAccounts";
 
 /// What the pipeline knows about the account an incident belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,6 +394,35 @@ pub fn refusal_metric_line(
     .to_string()
 }
 
+/// One CloudWatch embedded-metric-format line counting a member account (in one
+/// region) whose alarms the sweep could not read: [`UNREACHABLE_METRIC`] by function;
+/// the account, region and error code ride along for Logs Insights.
+pub fn unreachable_metric_line(
+    function: &str,
+    account: &str,
+    region: &str,
+    code: &str,
+    at_millis: i64,
+) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": at_millis,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [{"Name": UNREACHABLE_METRIC, "Unit": "Count"}],
+            }],
+        },
+        "FunctionName": function,
+        UNREACHABLE_METRIC: 1,
+        "account": truncate(account, 40),
+        "region": truncate(region, 40),
+        "code": truncate(code, 80),
+        "message": format!("the sweep could not read the alarms of account {} in {}: {}", truncate(account, 40), truncate(region, 40), truncate(code, 80)),
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +647,22 @@ mod tests {
         assert_eq!(v[REFUSED_METRIC], 1);
         assert_eq!(v["Reason"], "ForeignAccount");
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+
+    #[test]
+    fn unreachable_metric_line_is_embedded_metric_format() {
+        let line = unreachable_metric_line("f", MEMBER_A, "eu-west-1", "AccessDenied", 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            UNREACHABLE_METRIC
+        );
+        assert_eq!(v[UNREACHABLE_METRIC], 1);
+        assert_eq!(
+            (v["FunctionName"].as_str(), v["account"].as_str()),
+            (Some("f"), Some(MEMBER_A))
+        );
+        assert_eq!(v["code"], "AccessDenied");
     }
 
     #[test]

@@ -414,15 +414,19 @@ mod tests {
     #[test]
     fn a_silence_limited_to_accounts_holds_only_their_alarms() {
         let mut book = SilenceBook::default();
-        let mut s = silence("s-00000001", SilenceTarget::Vpn("vpn-12345678".into()), 0, 60);
+        let mut s = silence(
+            "s-00000001",
+            SilenceTarget::Vpn("vpn-12345678".into()),
+            0,
+            60,
+        );
         s.accounts = Some(BTreeSet::from(["444455556666".to_string()]));
         book.add(s, at(0)).unwrap();
         let vpn = Some("vpn-12345678");
-        assert_eq!(
-            book.matching("444455556666", "a", vpn, "k", at(1)).len(),
-            1
-        );
-        assert!(book.matching("111122223333", "a", vpn, "k", at(1)).is_empty());
+        assert_eq!(book.matching("444455556666", "a", vpn, "k", at(1)).len(), 1);
+        assert!(book
+            .matching("111122223333", "a", vpn, "k", at(1))
+            .is_empty());
         // An older book (no accounts) matches every account.
         let json = serde_json::to_value(&book.silences[0]).unwrap();
         let mut old = json.clone();

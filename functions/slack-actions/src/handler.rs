@@ -384,8 +384,7 @@ async fn lift_allowed(deps: &Deps<'_>, reach: &Scope<'_>, id: &str) -> Result<()
     }
     let book = deps.silences.silences().await.map_err(|e| {
         error!(error = %e, "reading the silences failed");
-        "Could not read the silences right now; nothing changed. Try again in a moment."
-            .to_string()
+        "Could not read the silences right now; nothing changed. Try again in a moment.".to_string()
     })?;
     match book.get(id) {
         Some(s) => scope::check_lift(deps.config.org.as_ref(), reach, s),
@@ -746,8 +745,7 @@ async fn set_silence(deps: &Deps<'_>, job: &Job, reach: &Scope<'_>) -> Result<St
         return Ok("That silence request was incomplete; nothing changed.".into());
     };
     let org = deps.config.org.as_ref();
-    if let Err(text) = scope::check_silence_target(org, reach, deps.incidents, &spec.target).await
-    {
+    if let Err(text) = scope::check_silence_target(org, reach, deps.incidents, &spec.target).await {
         return Ok(text);
     }
     let now = deps.effects.clock.now();
@@ -805,10 +803,18 @@ async fn set_silence(deps: &Deps<'_>, job: &Job, reach: &Scope<'_>) -> Result<St
 }
 
 /// Ends the silence now; what it held back is applied by the sweep a minute later.
-async fn lift_silence(deps: &Deps<'_>, job: &Job, reach: &Scope<'_>) -> Result<String, EffectError> {
+async fn lift_silence(
+    deps: &Deps<'_>,
+    job: &Job,
+    reach: &Scope<'_>,
+) -> Result<String, EffectError> {
     let id = job.text.clone().unwrap_or_default();
     if *reach != Scope::All {
-        let book = deps.silences.silences().await.map_err(silence_state_error)?;
+        let book = deps
+            .silences
+            .silences()
+            .await
+            .map_err(silence_state_error)?;
         if let Some(s) = book.get(&id) {
             if let Err(text) = scope::check_lift(deps.config.org.as_ref(), reach, s) {
                 return Ok(text);

@@ -138,7 +138,10 @@ pub async fn check_key(
         Ok(None) => Ok(()),
         Err(e) => {
             error!(error = %e, "reading the incident for the scope check failed");
-            Err("Could not check that incident right now; nothing changed. Try again in a moment.".into())
+            Err(
+                "Could not check that incident right now; nothing changed. Try again in a moment."
+                    .into(),
+            )
         }
     }
 }

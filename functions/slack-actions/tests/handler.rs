@@ -886,7 +886,10 @@ fn refused_as_out_of_scope(text: &str, key: &str) {
         "{text}"
     );
     // Nothing of the other account beyond the key the person gave.
-    assert!(!text.contains("payments-prod") && !text.contains("retail-prod"), "{text}");
+    assert!(
+        !text.contains("payments-prod") && !text.contains("retail-prod"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -920,9 +923,14 @@ async fn a_person_cannot_act_on_another_accounts_incident_from_any_door() {
     assert_eq!(h.store.incident_now(&key).unwrap().version, 1);
     assert!(h.publisher.sent().is_empty());
     // Their own account's incident, and the on-call group on either: queued.
-    h.run(signed(&button_on(SHOPPER, "incident.resolve", &retail_key())))
+    h.run(signed(&button_on(
+        SHOPPER,
+        "incident.resolve",
+        &retail_key(),
+    )))
+    .await;
+    h.run(signed(&button_on(ALICE, "incident.resolve", &key)))
         .await;
-    h.run(signed(&button_on(ALICE, "incident.resolve", &key))).await;
     h.run(signed(&button_on(PAYER, "incident.acknowledge", &key)))
         .await;
     let jobs: Vec<String> = h
@@ -939,20 +947,35 @@ async fn list_and_show_reveal_only_the_persons_accounts() {
     let list = h.run(signed(&command(SHOPPER, "list"))).await;
     let body = list["body"].as_str().unwrap();
     assert!(body.contains(RETAIL_VPN), "{body}");
-    assert!(!body.contains(PAYMENTS_VPN) && !body.contains(PAYMENTS), "{body}");
+    assert!(
+        !body.contains(PAYMENTS_VPN) && !body.contains(PAYMENTS),
+        "{body}"
+    );
     let all = h.run(signed(&command(ALICE, "list"))).await;
     let body = all["body"].as_str().unwrap();
-    assert!(body.contains(RETAIL_VPN) && body.contains(PAYMENTS_VPN), "{body}");
+    assert!(
+        body.contains(RETAIL_VPN) && body.contains(PAYMENTS_VPN),
+        "{body}"
+    );
     // The exact key of another account's incident: refused, not shown.
     let show = h
-        .run(signed(&command(SHOPPER, &format!("show {}", payments_key()))))
+        .run(signed(&command(
+            SHOPPER,
+            &format!("show {}", payments_key()),
+        )))
         .await;
     let text = body_text(&show);
-    assert!(text.contains("outside your Slack scope, so it is not shown"), "{text}");
+    assert!(
+        text.contains("outside your Slack scope, so it is not shown"),
+        "{text}"
+    );
     assert!(!text.contains("Tunnel 1 is down"), "{text}");
     // A partial match looks among their own incidents only.
     let show = h.run(signed(&command(SHOPPER, "show vpn-0aaaa"))).await;
-    assert!(body_text(&show).starts_with("No incident matches"), "{show}");
+    assert!(
+        body_text(&show).starts_with("No incident matches"),
+        "{show}"
+    );
     let show = h.run(signed(&command(SHOPPER, "show vpn-0"))).await;
     assert!(
         show["body"].as_str().unwrap().contains(RETAIL_VPN),
@@ -976,8 +999,18 @@ async fn worker_refuses_a_queued_change_outside_the_persons_scope() {
     assert_eq!(res, json!({"batchItemFailures": []}));
     let told = h.slack.texts();
     refused_as_out_of_scope(&told[0], &payments_key());
-    assert!(h.store.incident_now(&payments_key()).unwrap().record.is_open());
-    assert!(!h.store.incident_now(&retail_key()).unwrap().record.is_open());
+    assert!(h
+        .store
+        .incident_now(&payments_key())
+        .unwrap()
+        .record
+        .is_open());
+    assert!(!h
+        .store
+        .incident_now(&retail_key())
+        .unwrap()
+        .record
+        .is_open());
     assert_eq!(h.publisher.sent().len(), 1, "only retail's resolve");
 }
 
@@ -990,12 +1023,18 @@ async fn scoped_silences_stay_within_the_persons_accounts() {
             .run(signed(&command(SHOPPER, &format!("silence {target} 1h"))))
             .await;
         let text = body_text(&res);
-        assert!(text.contains("outside your Slack scope"), "{target}: {text}");
+        assert!(
+            text.contains("outside your Slack scope"),
+            "{target}: {text}"
+        );
     }
     assert!(h.jobs().is_empty());
     // A prefix is allowed, and limited to their accounts (the directory's retail ones).
-    h.run(signed(&command(SHOPPER, "silence alarm:vpn- 1h maintenance")))
-        .await;
+    h.run(signed(&command(
+        SHOPPER,
+        "silence alarm:vpn- 1h maintenance",
+    )))
+    .await;
     let [job] = h.jobs().try_into().unwrap();
     h.run(sqs(&[job])).await;
     let book = h.silences.now();
@@ -1008,7 +1047,8 @@ async fn scoped_silences_stay_within_the_persons_accounts() {
     );
     // The on-call group's silence reaches every account: retail cannot lift it, and
     // payments does not see retail's.
-    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel 2h"))).await;
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel 2h")))
+        .await;
     let job = h.jobs().pop().unwrap();
     h.run(sqs(&[job])).await;
     let global = h

@@ -303,20 +303,19 @@ impl ActionPolicy {
 
     /// Parses and checks the policy JSON.
     pub fn from_json(json: &str) -> Result<ActionPolicy, PolicyError> {
-        let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(|e| {
-                let detail = e.to_string();
-                // serde appends " at line L column C": said once, in our own words.
-                let detail = detail
-                    .rsplit_once(" at line ")
-                    .map_or(detail.as_str(), |(d, _)| d)
-                    .to_string();
-                PolicyError::Json {
-                    line: e.line(),
-                    column: e.column(),
-                    detail,
-                }
-            })?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+            let detail = e.to_string();
+            // serde appends " at line L column C": said once, in our own words.
+            let detail = detail
+                .rsplit_once(" at line ")
+                .map_or(detail.as_str(), |(d, _)| d)
+                .to_string();
+            PolicyError::Json {
+                line: e.line(),
+                column: e.column(),
+                detail,
+            }
+        })?;
         let mut policy = ActionPolicy::default();
         for (key, value) in raw {
             if key == "scopes" {
@@ -404,7 +403,12 @@ impl ActionPolicy {
             }
             _ => BTreeSet::new(),
         };
-        for e in self.scopes.iter().flatten().filter(|e| e.applies_to(action)) {
+        for e in self
+            .scopes
+            .iter()
+            .flatten()
+            .filter(|e| e.applies_to(action))
+        {
             if !e.who.users.contains(user_id) {
                 out.extend(e.who.usergroups.iter().map(String::as_str));
             }
