@@ -25,9 +25,13 @@ test: build local-tools
 test-local: build local-tools
 	$(PYTHON) -m pytest -q local/
 
-## Feed every sample event through the alarm normalizer and print what the pipeline sees.
+## Feed every sample event through the alarm normalizer and print what the pipeline sees,
+## classified by the built-in rules. Your own: make normalize EVENTS=my-event.json RULES=rules.json
+## (JSON: $(CARGO_TARGET_DIR)/debug/examples/normalize --json --rules rules.json FILE...).
+EVENTS ?= events
+RULES ?= -
 normalize: build
-	$(CARGO_TARGET_DIR)/debug/examples/normalize events
+	$(CARGO_TARGET_DIR)/debug/examples/normalize --rules $(RULES) $(EVENTS)
 
 ## The whole incident story on this machine, no AWS account: moto, the project's AWS
 ## emulator, a local Slack and the real function binaries, both backends, first by the

@@ -37,6 +37,9 @@ SIGNING_SECRET = "local-demo-signing-secret-0123456789abcdef"
 ALICE = sa.Person("U0ALICE", "alice")
 BOB = sa.Person("U0BOB", "bob")
 MALLORY = sa.Person("U0MALLORY", "mallory")
+CAROL = sa.Person("U0CAROL", "carol")
+# A button of an older message (or another app): slack-actions does not know it.
+UNKNOWN_ACTION = "incident.escalate_v0"
 ONCALL_GROUP = "S0ONCALL"
 # Who may do what: the on-call group everything; Bob (not on call) may also declare and
 # re-run; anyone else nothing (no "default": deny by default).
@@ -270,6 +273,14 @@ class RespondStory(Story):
                  lambda: self.app.post(body, timestamp=old))
         self.act(MALLORY, "Resolve (not allowed)", lambda: self.app.click(MALLORY, self.top(), "resolve", KEY))
         self.act(ALICE, "no Slack headers at all", lambda: self._invoke_url(sa.url_event(body, None, None)))
+        # Verified but not understood: the person is told why (ephemeral, through the
+        # response URL: Slack ignores the HTTP body of a button's answer).
+        unknown = self.app.click_body(CAROL, self.top(), "acknowledge", KEY).replace(
+            sa.ACTION_IDS["acknowledge"].encode(), UNKNOWN_ACTION.encode())
+        self.act(CAROL, "a button slack-actions does not know", lambda: self.app.post(unknown))
+        self.act(CAROL, "a button press without its user", lambda: self.app.interaction(CAROL, {
+            "type": "block_actions", "team": {"id": sa.TEAM},
+            "actions": [{"action_id": sa.ACTION_IDS["resolve"], "value": KEY, "type": "button"}]}))
         after = self.incident_item().get("version")
         self.say(f"    incident item version before {before}, after {after}: "
                  + ("unchanged" if before == after else "CHANGED"))

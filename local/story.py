@@ -28,6 +28,7 @@ uses everywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -949,6 +950,29 @@ def story_class(kind: str) -> type:
         from org_story import OrgStory
         return OrgStory
     return Story
+
+
+@contextlib.contextmanager
+def running(backend: str, out_dir: Path, pace: float = 0):
+    """A story's world set up and not played (for tests that drive the functions
+    themselves): moto, the emulator, Slack and the functions; stopped on leaving.
+    Raises PlaceholderBinary when the function binaries are not built."""
+    procs = Processes()
+    moto = Moto(procs, out_dir / "moto_server.log")
+    try:
+        moto.start()
+        s = Story(backend, moto, procs, out_dir, pace=pace)
+        try:
+            s.setup()
+        except PlaceholderBinary:
+            s.close()
+            raise
+        try:
+            yield s
+        finally:
+            s.close()
+    finally:
+        procs.stop_all()
 
 
 def run_stories(backends: list[str], out_root: Path, pace: float, kind: str = "alarms") -> dict[str, Story]:

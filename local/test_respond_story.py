@@ -68,6 +68,17 @@ def test_unverified_requests_get_401_and_a_fixed_body(s, label):
     assert (a["status"], a["body"]) == (401, "invalid request")
 
 
+def test_refused_button_presses_are_told_to_the_person_and_change_nothing(s):
+    for label in ["a button slack-actions does not know", "a button press without its user"]:
+        [a] = answers(s, label)
+        # Acknowledged with an empty body; the answer went to the response URL.
+        assert (a["status"], a["body"]) == (200, ""), a
+    told = s.slack.ephemeral_to(rs.CAROL.id)
+    assert len(told) == 2, told
+    assert f"This button (`{rs.UNKNOWN_ACTION}`) is not one the incident app knows" in told[0]
+    assert told[1] == "Sorry, that request could not be understood; nothing was changed."
+
+
 def test_unauthorised_user_is_told_and_nothing_changes(s):
     [a] = answers(s, "Resolve (not allowed)")
     assert a["status"] == 200

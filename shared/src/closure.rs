@@ -330,6 +330,7 @@ mod tests {
                     state: AlarmState::Ok,
                     impact: Impact::MEDIUM,
                     changed_at: t(1860),
+                    contributor: None,
                 },
             )]),
             runbook_execution: Some("exec-1".into()),

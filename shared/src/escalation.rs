@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::stable_hash;
 use crate::config::{ConfigError, Env};
 use crate::error::AwsError;
+use crate::hash::stable_hash;
 use crate::incident::Impact;
 use crate::lifecycle::{Effect, IncidentRecord};
 

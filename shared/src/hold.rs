@@ -9,6 +9,10 @@
 //! reconciliation reads the alarm (`DescribeAlarms`), sees the same transition still
 //! current, and applies it as if it arrived at that moment (Alertmanager semantics).
 //! The hold is stored on the alarm's state item ([`crate::state::AlarmItem::held`]).
+//! One time series (contributor) of a multi-time-series alarm cannot be read that way
+//! (`DescribeAlarms` has only the alarm as a whole): its hold keeps the held event
+//! ([`Hold::series`]), which is applied at the hold's end unless a newer event of the
+//! series came meanwhile.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,10 +48,16 @@ pub enum HoldCause {
 }
 
 /// A transition held back until `until` (or until its silence is lifted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
     pub cause: HoldCause,
     pub until: DateTime<Utc>,
+    /// For one time series (contributor) of a multi-time-series alarm: the held
+    /// transition as it arrived. `DescribeAlarms` knows only the alarm as a whole, so
+    /// at the hold's end the sweep applies this (unless a newer event of the series
+    /// came meanwhile: an `OK` is never held) instead of reading CloudWatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Box<Alarm>>,
 }
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -115,6 +125,7 @@ fn mute_hold(m: &MuteDetail, changed_at: DateTime<Utc>) -> Hold {
             window_end: m.window_end,
         },
         until: m.window_end.unwrap_or(changed_at + UNKNOWN_MUTE_WINDOW),
+        series: None,
     }
 }
 
@@ -140,11 +151,17 @@ pub fn hold_for(alarm: &Alarm, key: &str, book: &SilenceBook, now: DateTime<Utc>
                 reason: s.reason.clone(),
             },
             until: s.ended_at(),
+            series: None,
         });
-    match (mute, silence) {
+    let hold = match (mute, silence) {
         (Some(m), Some(s)) => Some(if s.until > m.until { s } else { m }),
         (m, s) => m.or(s),
-    }
+    };
+    // A contributor's transition keeps its event: see `Hold::series`.
+    hold.map(|h| Hold {
+        series: alarm.contributor.is_some().then(|| Box::new(alarm.clone())),
+        ..h
+    })
 }
 
 /// The timeline note for a held transition on an open incident.

@@ -453,6 +453,7 @@ mod tests {
                     window_end: Some(at("2026-11-25T11:00:00Z")),
                 },
                 until: at("2026-11-25T11:00:00Z"),
+                series: None,
             }),
         }
     }

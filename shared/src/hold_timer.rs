@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::stable_hash;
 use crate::config::{ConfigError, Env};
 use crate::error::AwsError;
+use crate::hash::stable_hash;
 use crate::schedule::{create_one_time, delete_one_time, OneTime};
 
 pub const HOLD_GROUP_VAR: &str = "HOLD_SCHEDULE_GROUP";

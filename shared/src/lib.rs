@@ -14,6 +14,7 @@ pub mod effects;
 pub mod error;
 #[cfg(feature = "aws")]
 pub mod escalation;
+pub mod hash;
 pub mod hold;
 #[cfg(feature = "aws")]
 pub mod hold_store;

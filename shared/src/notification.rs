@@ -76,11 +76,16 @@ pub enum IncidentStatus {
 /// The alarm behind the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmSummary {
+    /// The alarm's name, with the time series for one contributor of a
+    /// multi-time-series alarm ([`crate::alarm::Alarm::label`]).
     pub name: String,
     pub arn: String,
     pub state: String,
     pub reason: String,
     pub url: String,
+    /// What the alarm watches, in one line ([`crate::alarm::AlarmCondition::summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A labelled link a responder clicks.
@@ -292,6 +297,7 @@ mod tests {
                 state: "ALARM".into(),
                 reason: "Threshold Crossed".into(),
                 url: "https://example.invalid/alarm".into(),
+                condition: None,
             }),
             vpn_id: Some("vpn-0a1b2c3d4e5f67890".into()),
             tunnel_ip: None,

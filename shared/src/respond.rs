@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::backend::token_uuid;
 use crate::closure;
 pub use crate::effects::{Change, Refusal, RefusalKind};
 use crate::escalation::{first_escalation, EscalationPolicy};
+use crate::hash::token_uuid;
 use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::lifecycle::{Effect, IncidentRecord, Milestones};
 use crate::notification::{

@@ -11,9 +11,9 @@ use aws_sdk_scheduler::types::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::backend::token_uuid;
 use crate::config::ConfigError;
 use crate::error::{AwsError, AwsFailure};
+use crate::hash::token_uuid;
 
 /// Checks a schedule group name read from `var`: 1 to 64 characters `[0-9A-Za-z-_.]`,
 /// as the scheduler requires.

@@ -268,7 +268,7 @@ impl SilenceBook {
 
 /// A silence id for a request: stable for the same person, target and request time.
 pub fn silence_id(target: &SilenceTarget, by: &Actor, requested_at: DateTime<Utc>) -> String {
-    let h = crate::backend::stable_hash(&[
+    let h = crate::hash::stable_hash(&[
         target.value(),
         &by.label(),
         &requested_at.timestamp_millis().to_string(),

@@ -4,7 +4,11 @@
 //! - `alarm#<alarm ARN>`: the state-change time of the last transition applied for
 //!   the alarm (duplicates and late deliveries are at or before it) and the incident
 //!   key it fed; when that transition was held back (muted, silenced: see
-//!   [`crate::hold`]), the hold (`held`, JSON) and its end (`held_until_ms`).
+//!   [`crate::hold`]), the hold (`held`, JSON) and its end (`held_until_ms`). One time
+//!   series (contributor) of a multi-time-series alarm has its own item,
+//!   `alarm#contributor/<id>/<alarm ARN>` ([`crate::alarm::source_id`]): its events
+//!   carry the same time as the alarm-level event and as each other, so one
+//!   watermark per alarm would drop all but the first.
 //! - `incident#<dedupe key>`: the [`IncidentRecord`] (backend reference, alarms
 //!   feeding it with their states and impacts, opened time, timeline), the
 //!   [`Effect`]s decided but not yet done, a lease naming until when one invocation
@@ -35,9 +39,11 @@ pub const ALARM_RETENTION_DAYS: i64 = 400;
 /// How long a resolved incident's record is kept (a re-alarm after that opens anew anyway).
 pub const RESOLVED_RETENTION_DAYS: i64 = 90;
 
-/// The last transition applied for one alarm.
+/// The last transition applied for one alarm, or one time series of one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmItem {
+    /// What changed state ([`crate::alarm::source_id`]): the alarm's ARN, or
+    /// `contributor/<id>/<ARN>` for one time series of a multi-time-series alarm.
     pub arn: String,
     pub changed_at: DateTime<Utc>,
     pub state: AlarmState,
@@ -128,7 +134,8 @@ pub trait StateStore: Send + Sync {
     async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError>;
 }
 
-/// The partition key of an alarm's item.
+/// The partition key of an alarm's item (or of one contributor's: `arn` is then its
+/// source id).
 pub fn alarm_pk(arn: &str) -> String {
     format!("alarm#{arn}")
 }

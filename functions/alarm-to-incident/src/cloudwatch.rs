@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use chrono::{DateTime, TimeZone, Utc};
 use shared::alarm::{
-    Alarm, AlarmCondition, AlarmState, EventShape, MathCondition, MetricCondition, MetricIdentity,
-    MetricQuery,
+    condition_from_queries, Alarm, AlarmCondition, AlarmState, ArnOrigin, ConditionFacts,
+    EventShape, MetricCondition, MetricIdentity, MetricQuery,
 };
 use shared::error::{AwsError, Retryable};
 use shared::member_access::{AssumedRoles, MemberAccessFailure};
@@ -239,37 +239,19 @@ pub fn normalize_described(m: &MetricAlarm) -> Option<Alarm> {
                 }
             })
             .collect();
-        let single = queries.len() == 1
-            && queries[0].expression.is_none()
-            && queries[0].metric.is_some()
-            && m.threshold_metric_id().is_none();
-        if single {
-            // The same condition the EventBridge event of a one-metric alarm gives.
-            let q = queries.into_iter().next()?;
-            AlarmCondition::Metric(MetricCondition {
-                metric: q.metric?,
-                statistic: q.statistic,
-                period_seconds: q.period_seconds,
-                threshold: m.threshold(),
-                comparison,
-                evaluation_periods: positive(m.evaluation_periods()),
-                unit: None,
-                treat_missing_data: m.treat_missing_data().map(str::to_string),
-            })
-        } else {
-            let expression = queries
-                .iter()
-                .find(|q| q.return_data && q.expression.is_some())
-                .and_then(|q| q.expression.clone());
-            AlarmCondition::Math(MathCondition {
-                expression,
-                queries,
+        // The same kinds (metric, math, anomaly band, Metrics Insights) as the events'.
+        condition_from_queries(
+            queries,
+            ConditionFacts {
                 threshold: m.threshold(),
                 threshold_metric_id: m.threshold_metric_id().map(str::to_string),
                 comparison,
                 evaluation_periods: positive(m.evaluation_periods()),
-            })
-        }
+                treat_missing_data: m.treat_missing_data().map(str::to_string),
+                period_seconds: positive(m.period()),
+                ..ConditionFacts::default()
+            },
+        )
     } else if let Some(name) = m.metric_name() {
         AlarmCondition::Metric(MetricCondition {
             metric: MetricIdentity {
@@ -310,6 +292,9 @@ pub fn normalize_described(m: &MetricAlarm) -> Option<Alarm> {
         condition,
         shape: EventShape::DescribeAlarms,
         muted: None,
+        // DescribeAlarms describes the alarm as a whole.
+        contributor: None,
+        arn_origin: ArnOrigin::Event,
     })
 }
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use shared::alarm::{Alarm, AlarmState};
-use shared::backend::token_uuid;
 use shared::classify::Classification;
 use shared::closure;
 use shared::escalation::first_escalation;
+use shared::hash::token_uuid;
 use shared::hold::{released_note, Hold};
 use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
@@ -52,7 +52,7 @@ pub fn complete_record(
         record.account = alarm.account.clone();
         record.region = alarm.region.clone();
         record.roles.reporter = Some(Actor::Alarm {
-            name: alarm.name.clone(),
+            name: alarm.label(),
         });
         record.runbook = class.runbook.clone();
     }
@@ -76,12 +76,12 @@ impl Origin {
             Origin::Delivered => None,
             Origin::Sweep => Some(format!(
                 "Found by the reconciliation sweep: CloudWatch reports {} {} since {}; the pipeline never received that transition.",
-                alarm.name,
+                alarm.label(),
                 alarm.state,
                 alarm.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
             Origin::Released { since, hold } => {
-                Some(format!("{}.", released_note(&alarm.name, alarm.state, *since, hold)))
+                Some(format!("{}.", released_note(&alarm.label(), alarm.state, *since, hold)))
             }
         }
     }
@@ -130,7 +130,7 @@ pub fn plan(
         Action::Open => {
             if let Some(o) = origin.note(alarm) {
                 effects.push(Effect::AddNote {
-                    note: note(format!("{} is {}", alarm.name, alarm.state), o),
+                    note: note(format!("{} is {}", alarm.label(), alarm.state), o),
                 });
             }
             (EventType::Opened, told(record.summary.clone()))
@@ -138,12 +138,15 @@ pub fn plan(
         Action::Update => {
             let text = told(match alarm.state {
                 AlarmState::Ok => {
-                    format!("{} is OK. Still not OK: {}.", alarm.name, not_ok(record))
+                    format!("{} is OK. Still not OK: {}.", alarm.label(), not_ok(record))
                 }
-                _ => format!("{} is {}: {}", alarm.name, alarm.state, alarm.reason),
+                _ => format!("{} is {}: {}", alarm.label(), alarm.state, alarm.reason),
             });
             effects.push(Effect::AddNote {
-                note: note(format!("{} is {}", alarm.name, alarm.state), text.clone()),
+                note: note(
+                    format!("{} is {}", alarm.label(), alarm.state),
+                    text.clone(),
+                ),
             });
             (EventType::Updated, text)
         }
@@ -152,12 +155,14 @@ pub fn plan(
             let text = told(if raised {
                 format!(
                     "{} is {}: {}. Impact raised from {from} to {to}.",
-                    alarm.name, alarm.state, alarm.reason
+                    alarm.label(),
+                    alarm.state,
+                    alarm.reason
                 )
             } else {
                 format!(
                     "{} is {}. Impact lowered from {from} to {to}; still firing: {}.",
-                    alarm.name,
+                    alarm.label(),
                     alarm.state,
                     if firing.is_empty() { "none" } else { &firing }
                 )
@@ -180,11 +185,12 @@ pub fn plan(
         Action::InsufficientData => {
             let text = told(format!(
                 "{} has insufficient data: {}",
-                alarm.name, alarm.reason
+                alarm.label(),
+                alarm.reason
             ));
             effects.push(Effect::AddNote {
                 note: note(
-                    format!("{} has insufficient data", alarm.name),
+                    format!("{} has insufficient data", alarm.label()),
                     text.clone(),
                 ),
             });
@@ -194,11 +200,11 @@ pub fn plan(
             let text = told(format!(
                 "Every alarm is OK; the incident lasted {} ({} is OK: {}).",
                 format_duration(*duration_seconds),
-                alarm.name,
+                alarm.label(),
                 alarm.reason
             ));
             let by = Actor::Alarm {
-                name: alarm.name.clone(),
+                name: alarm.label(),
             };
             let summary = closure::build(record, &by, alarm.changed_at);
             let mut n = note(
@@ -255,6 +261,10 @@ pub fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
     if let Some(v) = alarm.vpn_id() {
         d.insert("vpnId".into(), v.into());
     }
+    if let Some(c) = &alarm.contributor {
+        d.insert("contributorId".into(), c.id.clone());
+        d.insert("contributor".into(), c.describe());
+    }
     d
 }
 
@@ -287,7 +297,7 @@ fn vpn_links(alarm: &Alarm) -> Vec<Link> {
 
 fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) -> NewIncident {
     let mut related = vec![RelatedItem {
-        title: format!("CloudWatch alarm {}", alarm.name),
+        title: format!("CloudWatch alarm {}", alarm.label()),
         target: alarm.arn.clone(),
     }];
     if let Some(vpn) = alarm.vpn_id() {
@@ -314,6 +324,10 @@ fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) 
     }
     if let Some(ip) = alarm.dimension("TunnelIpAddress") {
         details.insert("tunnelIpAddress".into(), ip.into());
+    }
+    if let Some(c) = &alarm.contributor {
+        details.insert("contributorId".into(), c.id.clone());
+        details.insert("contributor".into(), c.describe());
     }
     // Organization mode: whose incident it is, searchable in OpsCenter (operational
     // data) and linked from Incident Manager (a related item).
@@ -373,11 +387,12 @@ fn notification(
         account: alarm.account.clone(),
         region: alarm.region.clone(),
         alarm: Some(AlarmSummary {
-            name: alarm.name.clone(),
+            name: alarm.label(),
             arn: alarm.arn.clone(),
             state: alarm.state.to_string(),
             reason: alarm.reason.clone(),
             url: alarm.console_url(),
+            condition: alarm.condition.summary(),
         }),
         vpn_id: alarm.vpn_id().map(str::to_string),
         tunnel_ip: alarm.dimension("TunnelIpAddress").map(str::to_string),

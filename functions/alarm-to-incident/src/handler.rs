@@ -11,6 +11,13 @@
 //! key) completes them instead of deciding twice: an incident opened before a failed
 //! publish is not opened again, and the notification still goes out.
 //!
+//! A multi-time-series (Metrics Insights `GROUP BY`) alarm changes state per time
+//! series: each contributor event is its own transition and opens or resolves the
+//! incident of its series. The alarm-level event of such an alarm ("6 out of 6 time
+//! series evaluated to ALARM") summarizes them: it is recorded under the alarm's own
+//! watermark and logged, and opens nothing, so the per-series incidents are not
+//! joined by an aggregate one ([`SUMMARY_NOTE`]).
+//!
 //! A transition that is muted (an alarm mute rule's window) or silenced (from Slack)
 //! is held back ([`shared::hold`]): its watermark is recorded, an open incident gets
 //! a timeline note, nothing opens and nobody is paged; the reconciliation sweep
@@ -37,6 +44,13 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::cloudwatch::AlarmReader;
 use crate::effects::{complete_record, note_data, plan, Origin};
 use crate::error::HandlerError;
+
+/// Why the alarm-level event of a multi-time-series alarm changes no incident (in the
+/// log line and the function's response).
+pub const SUMMARY_NOTE: &str = "alarm-level state of a multi-time-series alarm: each time series \
+     changes state in its own \"CloudWatch Alarm Contributor State Change\" event, which opens or \
+     resolves that series' incident; this summary is recorded and opens nothing (an EventBridge \
+     rule routes the contributor events here: docs/DEPLOY.md)";
 
 /// Everything the handler uses, built once per container.
 pub struct Deps<'a> {
@@ -113,6 +127,12 @@ pub struct Outcome {
     pub incident: Option<String>,
     /// True when steps left pending by an earlier invocation were finished first.
     pub resumed: bool,
+    /// The time series, for one contributor of a multi-time-series alarm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contributor: Option<String>,
+    /// Why nothing changed, when that needs saying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 /// The function's response.
@@ -158,16 +178,72 @@ async fn handle_alarms(
     let alarms = normalize(event).inspect_err(|e| error!(error = %e, "event rejected"))?;
     let mut results = Vec::with_capacity(alarms.len());
     for alarm in &alarms {
-        let span = info_span!("alarm", alarm = %alarm.name, state = %alarm.state, incident_key = tracing::field::Empty);
-        let outcome = process_with(deps, alarm, &Origin::Delivered, ctx)
-            .instrument(span)
-            .await
-            .inspect_err(|e| {
-                error!(alarm = %alarm.name, error = %e, error_type = %e.lambda_error_type(), "alarm not handled")
-            })?;
+        let contributor = alarm.contributor.as_ref().map(|c| c.describe());
+        let span = info_span!("alarm", alarm = %alarm.name, state = %alarm.state, contributor = contributor.as_deref(), incident_key = tracing::field::Empty);
+        let work = async {
+            if alarm.is_multi_series_summary() {
+                record_summary(deps, alarm).await
+            } else {
+                process_with(deps, alarm, &Origin::Delivered, ctx).await
+            }
+        };
+        let outcome = work.instrument(span).await.inspect_err(|e| {
+            error!(alarm = %alarm.name, error = %e, error_type = %e.lambda_error_type(), "alarm not handled")
+        })?;
         results.push(outcome);
     }
     Ok(Response { results })
+}
+
+/// The alarm-level event of a multi-time-series alarm: recorded as the alarm's own
+/// last transition (so a redelivery is a duplicate), logged with why, and nothing
+/// else; its contributors' events carry the incidents.
+async fn record_summary(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
+    // In organization mode a foreign account's summary is refused like its alarms.
+    if let Some(Err(refusal)) = deps.org.map(|org| org.admit(alarm)) {
+        return Ok(refuse(deps, alarm, "", &refusal));
+    }
+    let outcome = |action: &'static str| Outcome {
+        alarm: alarm.name.clone(),
+        state: alarm.state.to_string(),
+        incident_key: String::new(),
+        action,
+        incident: None,
+        resumed: false,
+        contributor: None,
+        note: Some(SUMMARY_NOTE),
+    };
+    for _ in 0..deps.effects.settings.attempts.max(1) {
+        let last = deps.effects.store.alarm(&alarm.arn).await?;
+        if let Some(last) = last.filter(|l| alarm.changed_at <= l.changed_at) {
+            let action = if alarm.changed_at == last.changed_at {
+                "ignore_duplicate"
+            } else {
+                "ignore_stale"
+            };
+            info!(action, transition = %alarm.transition_id(), "transition already applied or superseded; ignored");
+            return Ok(outcome(action));
+        }
+        let item = AlarmItem {
+            arn: alarm.arn.clone(),
+            changed_at: alarm.changed_at,
+            state: alarm.state,
+            incident_key: String::new(),
+            held: None,
+        };
+        match deps.effects.store.apply(&item, None).await {
+            Ok(()) => {
+                info!(action = "record_summary", reason = %shared::text::truncate(&alarm.reason, 200), why = SUMMARY_NOTE, "multi-time-series alarm summary recorded; no incident change");
+                return Ok(outcome("record_summary"));
+            }
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EffectError::Busy {
+        key: alarm.arn.clone(),
+    }
+    .into())
 }
 
 /// What a held transition needs besides the alarm: this function's ARN (the timer's
@@ -206,6 +282,8 @@ pub(crate) fn refuse(deps: &Deps<'_>, alarm: &Alarm, key: &str, refusal: &Refusa
         action: "refused",
         incident: None,
         resumed: false,
+        contributor: alarm.contributor.as_ref().map(|c| c.describe()),
+        note: None,
     }
 }
 
@@ -224,8 +302,10 @@ pub(crate) async fn process_with(
     };
     let mut key = class.key.clone();
     let mut resumed = false;
+    // The alarm, or this one time series of a multi-time-series alarm.
+    let source = alarm.source_id();
     for attempt in 0..deps.effects.settings.attempts.max(1) {
-        let last = deps.effects.store.alarm(&alarm.arn).await?;
+        let last = deps.effects.store.alarm(&source).await?;
         // OK and INSUFFICIENT_DATA go to the incident the alarm fed, even if the
         // rules changed since its ALARM.
         key = match (&last, alarm.state) {
@@ -254,7 +334,8 @@ pub(crate) async fn process_with(
         let transition = Transition {
             key: key.clone(),
             alarm_arn: alarm.arn.clone(),
-            alarm_name: alarm.name.clone(),
+            contributor: alarm.contributor.as_ref().map(|c| c.id.clone()),
+            alarm_name: alarm.label(),
             state: alarm.state,
             changed_at: alarm.changed_at,
             impact: class.impact,
@@ -274,6 +355,8 @@ pub(crate) async fn process_with(
             action: decision.action.as_str(),
             incident,
             resumed,
+            contributor: alarm.contributor.as_ref().map(|c| c.describe()),
+            note: None,
         };
         let current_ref = item
             .as_ref()
@@ -315,7 +398,7 @@ pub(crate) async fn process_with(
             });
         }
         let new_alarm = AlarmItem {
-            arn: alarm.arn.clone(),
+            arn: source.clone(),
             changed_at: alarm.changed_at,
             state: alarm.state,
             incident_key: key.clone(),
@@ -413,7 +496,8 @@ async fn hold_transition(
     hold: &Hold,
 ) -> Result<(), HandlerError> {
     let new_alarm = AlarmItem {
-        arn: alarm.arn.clone(),
+        // The alarm, or this one time series of a multi-time-series alarm.
+        arn: alarm.source_id(),
         changed_at: alarm.changed_at,
         state: alarm.state,
         incident_key: key.to_string(),
@@ -423,7 +507,7 @@ async fn hold_transition(
         deps.effects.store.apply(&new_alarm, None).await?;
         return Ok(());
     };
-    let text = held_note(&alarm.name, alarm.state, hold);
+    let text = held_note(&alarm.label(), alarm.state, hold);
     let mut record = open.record.clone();
     record.push_entry(alarm.changed_at, text.clone(), None);
     let mut data = note_data(alarm);
@@ -434,7 +518,7 @@ async fn hold_transition(
         record,
         pending: vec![Effect::AddNote {
             note: Note {
-                title: format!("{} is {} (held back)", alarm.name, alarm.state),
+                title: format!("{} is {} (held back)", alarm.label(), alarm.state),
                 text,
                 at: alarm.changed_at,
                 data,
@@ -462,7 +546,7 @@ async fn after_hold(
     let now = deps.effects.clock.now();
     if let Some(id) = hold.silence_id() {
         let held = HeldTransition {
-            alarm_name: alarm.name.clone(),
+            alarm_name: alarm.label(),
             alarm_arn: alarm.arn.clone(),
             state: alarm.state,
             changed_at: alarm.changed_at,

@@ -89,22 +89,23 @@ fn throttled() -> AwsError {
     }
 }
 
-struct H {
-    backend: RecordingBackend,
-    store: MemoryStateStore,
-    publisher: RecordingPublisher,
-    clock: FixedClock,
+/// The handler with recording fakes (also used by `scenarios::real_world`).
+pub(crate) struct H {
+    pub(crate) backend: RecordingBackend,
+    pub(crate) store: MemoryStateStore,
+    pub(crate) publisher: RecordingPublisher,
+    pub(crate) clock: FixedClock,
     settings: RunnerSettings,
-    rules: Rules,
+    pub(crate) rules: Rules,
     silences: MemorySilenceStore,
-    alarms: FakeAlarms,
+    pub(crate) alarms: FakeAlarms,
     timer: RecordingHoldTimer,
     refused: crate::scenarios::RecordingCounter,
     org: Option<shared::org::OrgPolicy>,
 }
 
 impl H {
-    fn new() -> H {
+    pub(crate) fn new() -> H {
         let mut settings = RunnerSettings::new(None);
         settings.busy_wait = std::time::Duration::ZERO;
         H {
@@ -155,6 +156,11 @@ impl H {
             diagnosis_document: None,
             metrics: &self.refused,
         }
+    }
+
+    /// One invocation, at the clock as it is.
+    pub(crate) async fn invoke(&self, event: &Value) -> Result<Value, crate::error::HandlerError> {
+        handle_invocation(&self.deps(), event, SELF).await
     }
 
     async fn deliver(&self, event: Value, m: i64) -> String {

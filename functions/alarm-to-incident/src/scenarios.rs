@@ -19,9 +19,10 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shared::backend::{token_uuid, IncidentManagerBackend, OpsCenterBackend};
+use shared::backend::{IncidentManagerBackend, OpsCenterBackend};
 use shared::classify::Rules;
 use shared::error::{AwsError, AwsFailure, Retryable};
+use shared::hash::token_uuid;
 use shared::incident::{Impact, IncidentBackend, IncidentRef};
 use shared::lifecycle::Effect;
 use shared::mock_client;
@@ -1244,10 +1245,16 @@ async fn every_file_in_events_goes_through_the_handler() {
             Ok(alarms) => {
                 let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(r.results.len(), alarms.len(), "{name}");
-                // A muted ALARM (inside its mute window at the harness's clock) pages no one.
+                // The alarm-level event of a multi-time-series alarm opens nothing (its
+                // contributors' events do); a muted ALARM (inside its mute window at the
+                // harness's clock) pages no one.
                 let firing = alarms
                     .iter()
-                    .filter(|a| a.state == shared::alarm::AlarmState::Alarm && a.muted.is_none())
+                    .filter(|a| {
+                        a.state == shared::alarm::AlarmState::Alarm
+                            && a.muted.is_none()
+                            && !a.is_multi_series_summary()
+                    })
                     .count();
                 assert_eq!(
                     h.publisher.sent().len(),
@@ -1255,6 +1262,11 @@ async fn every_file_in_events_goes_through_the_handler() {
                     "{name}: one notification per ALARM that is not muted"
                 );
                 for (o, a) in r.results.iter().zip(&alarms) {
+                    if a.is_multi_series_summary() {
+                        assert_eq!(o.action, "record_summary", "{name}");
+                        assert_eq!(o.note, Some(crate::handler::SUMMARY_NOTE), "{name}");
+                        continue;
+                    }
                     let expected = match (a.state, &a.muted) {
                         (shared::alarm::AlarmState::Alarm, Some(_)) => ["held_muted"].as_slice(),
                         (shared::alarm::AlarmState::Alarm, None) => ["open", "update"].as_slice(),
@@ -1284,4 +1296,293 @@ async fn every_file_in_events_goes_through_the_handler() {
         }
     }
     eprintln!("{handled:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Real-world alarm shapes (events/): Metrics Insights contributors, SNS messages
+// without AlarmArn. A recording backend: what matters here is which incidents open
+// and resolve, not the backend's requests (pinned above).
+
+mod real_world {
+    use shared::notification::EventType;
+
+    use super::*;
+    use crate::handler::SUMMARY_NOTE;
+
+    /// One alarm's result in the function's response.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Got {
+        action: String,
+        incident_key: String,
+        contributor: Option<String>,
+        note: Option<String>,
+    }
+
+    fn event(file: &str) -> Value {
+        let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The handler with recording fakes (`quiet_tests::H`), the built-in rules with the
+    /// diagnosis runbook.
+    struct World(crate::quiet_tests::H);
+
+    impl std::ops::Deref for World {
+        type Target = crate::quiet_tests::H;
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut h = crate::quiet_tests::H::new();
+            h.rules = Rules::builtin(Some(DOC));
+            h.clock.set("2026-11-25T10:40:00Z".parse().unwrap());
+            World(h)
+        }
+
+        async fn deliver(&self, file: &str) -> Got {
+            let mut r = self
+                .invoke(&event(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let mut results: Vec<Got> = serde_json::from_value(r["results"].take()).unwrap();
+            assert_eq!(results.len(), 1, "{file}");
+            results.remove(0)
+        }
+
+        async fn open_keys(&self) -> Vec<String> {
+            let mut open = vec![];
+            for key in [KEY_VPN1, KEY_VPN2] {
+                if let Some(item) = shared::state::StateStore::incident(&self.store, key)
+                    .await
+                    .unwrap()
+                {
+                    if item.record.is_open() {
+                        open.push(key.to_string());
+                    }
+                }
+            }
+            open
+        }
+    }
+
+    const KEY_VPN1: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+    const KEY_VPN2: &str = "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN";
+
+    #[tokio::test]
+    async fn one_insights_alarm_opens_one_incident_per_vpn_and_each_ok_resolves_its_own() {
+        let w = World::new();
+        let a = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!(
+            (a.action.as_str(), a.incident_key.as_str()),
+            ("open", KEY_VPN1)
+        );
+        assert_eq!(
+            a.contributor.as_deref(),
+            Some("VpnId=vpn-0f1e2d3c4b5a69788")
+        );
+        let b = w
+            .deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        assert_eq!(
+            (b.action.as_str(), b.incident_key.as_str()),
+            ("open", KEY_VPN2)
+        );
+        // The alarm-level event of the same evaluation: recorded, nothing opened.
+        let s = w.deliver("eventbridge-metrics-insights-alarm.json").await;
+        assert_eq!(
+            (s.action.as_str(), s.incident_key.as_str()),
+            ("record_summary", "")
+        );
+        assert_eq!(s.note.as_deref(), Some(SUMMARY_NOTE));
+        // Redeliveries of each are duplicates.
+        for f in [
+            "eventbridge-insights-contributor-vpn1-alarm.json",
+            "eventbridge-insights-contributor-vpn2-alarm.json",
+            "eventbridge-metrics-insights-alarm.json",
+        ] {
+            assert_eq!(w.deliver(f).await.action, "ignore_duplicate", "{f}");
+        }
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // The first VPN's series returns to OK: its incident only.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!(
+            (ok.action.as_str(), ok.incident_key.as_str()),
+            ("resolve", KEY_VPN1)
+        );
+        assert_eq!(w.open_keys().await, vec![KEY_VPN2]);
+
+        let calls = w.backend.calls();
+        let opens: Vec<&String> = calls.iter().filter(|c| c.starts_with("open ")).collect();
+        assert_eq!(
+            opens,
+            vec![&format!("open {KEY_VPN1}"), &format!("open {KEY_VPN2}")]
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("runbook ")).count(),
+            2
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("resolve ")).count(),
+            1
+        );
+        let sent = w.publisher.sent();
+        let events: Vec<(EventType, &str)> = sent
+            .iter()
+            .map(|n| (n.event, n.incident_key.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (EventType::Opened, KEY_VPN1),
+                (EventType::Opened, KEY_VPN2),
+                (EventType::Resolved, KEY_VPN1)
+            ]
+        );
+        let alarm = sent[0].alarm.as_ref().unwrap();
+        assert_eq!(
+            alarm.name,
+            "vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)"
+        );
+        assert!(alarm
+            .condition
+            .as_deref()
+            .unwrap()
+            .starts_with("Metrics Insights SELECT MIN(TunnelState)"));
+        assert_eq!(sent[1].vpn_id.as_deref(), Some("vpn-0a1b2c3d4e5f67890"));
+        // Each contributor has its own watermark; the summary the alarm's.
+        let arn = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections";
+        for source in [
+            format!("contributor/3f9a1c7e5b2d8046/{arn}"),
+            format!("contributor/a41d6e0b97c3f258/{arn}"),
+            arn.to_string(),
+        ] {
+            assert!(
+                shared::state::StateStore::alarm(&w.store, &source)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{source}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_muted_contributor_alarm_is_held_and_applied_from_its_kept_event_at_the_windows_end()
+    {
+        let w = World::new();
+        // VPN 1's series goes down inside a maintenance window (mute rule).
+        let mut muted = event("eventbridge-insights-contributor-vpn1-alarm.json");
+        muted["detail"]["muteDetail"] = json!({
+            "mutedByArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance",
+            "muteWindowStart": "2026-11-25T10:00:00.000+0000",
+            "muteWindowEnd": "2026-11-25T10:30:00.000+0000"});
+        w.clock.set("2026-11-25T10:05:00Z".parse().unwrap());
+        let r = w.invoke(&muted).await.unwrap();
+        assert_eq!(r["results"][0]["action"], "held_muted");
+        assert!(w.open_keys().await.is_empty());
+        // VPN 2's series, not muted, opens its incident meanwhile.
+        w.deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        // Before the window's end the sweep leaves it held; it reads no contributor.
+        let early = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(early["changed"], json!({}), "{early}");
+        assert_eq!(
+            early["contributorsNotRead"],
+            json!([format!("contributor/a41d6e0b97c3f258/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections")])
+        );
+        assert!(
+            w.alarms.requests.lock().unwrap().is_empty(),
+            "no DescribeAlarms for contributors"
+        );
+        // After it, the held transition applies as it was kept: VPN 1's incident opens.
+        w.clock.set("2026-11-25T10:31:00Z".parse().unwrap());
+        let report = w
+            .invoke(&json!({"sweep": {"reason": "hold ended"}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "released:open"}),
+            "{report}"
+        );
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // Released once: the next sweep finds it in step.
+        let again = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(again["changed"], json!({}), "{again}");
+        let opens = w
+            .backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("open "))
+            .count();
+        assert_eq!(opens, 2);
+    }
+
+    #[tokio::test]
+    async fn contributor_and_single_vpn_alarm_feed_the_same_incident() {
+        let w = World::new();
+        assert_eq!(
+            w.deliver("eventbridge-vpn-tunnel-down-alarm.json")
+                .await
+                .action,
+            "open"
+        );
+        // The Metrics Insights series of the same VPN joins that incident.
+        let c = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!(
+            (c.action.as_str(), c.incident_key.as_str()),
+            ("update", KEY_VPN1)
+        );
+        // Its OK leaves the incident open while the other alarm fires.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!(ok.action, "update");
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1]);
+    }
+
+    #[tokio::test]
+    async fn sns_message_without_alarm_arn_opens_its_incident() {
+        let w = World::new();
+        let o = w.deliver("sns-no-alarm-arn-old-region-alarm.json").await;
+        assert_eq!(o.action, "open");
+        assert_eq!(
+            o.incident_key,
+            "VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        assert_eq!(
+            w.backend.calls()[0],
+            "open VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        let n = &w.publisher.sent()[0];
+        assert_eq!(n.region, "us-east-1");
+        assert_eq!(
+            n.alarm.as_ref().unwrap().arn,
+            "arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0"
+        );
+        // Delivered again: a duplicate.
+        assert_eq!(
+            w.deliver("sns-no-alarm-arn-old-region-alarm.json")
+                .await
+                .action,
+            "ignore_duplicate"
+        );
+    }
 }

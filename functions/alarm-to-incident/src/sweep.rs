@@ -16,6 +16,13 @@
 //!   another hold covers it (held anew).
 //! - otherwise the alarm is in step: nothing happens.
 //!
+//! One time series (contributor) of a multi-time-series alarm is not read:
+//! `DescribeAlarms` has only the alarm as a whole. Its ended hold is released from the
+//! event the hold kept ([`shared::hold::Hold::series`]), the transition still being
+//! the series' latest (an `OK` is never held and would have moved the watermark);
+//! the other contributors feeding open incidents are listed in the report and follow
+//! their own events.
+//!
 //! `DescribeAlarms` is read before anything is applied, so a throttled or failing
 //! read applies nothing (retryable error; the next sweep does it all). An alarm that
 //! fails to apply does not stop the others; the sweep then fails (retryable) after
@@ -31,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use shared::alarm::{Alarm, AlarmState};
+use shared::alarm::{split_source_id, Alarm, AlarmState};
 use shared::effects::{is_conflict, resume_pending, run_pending, EffectError, Resume};
 use shared::error::Retryable;
 use shared::hold::hold_for;
@@ -64,6 +71,10 @@ pub struct SweepReport {
     /// Alarms behind open incidents or holds that CloudWatch does not return (deleted,
     /// another Region, or outside the role's scope).
     pub missing: Vec<String>,
+    /// Time series of multi-time-series alarms feeding open incidents, not read
+    /// (`DescribeAlarms` has only the alarm as a whole): their own events move them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contributors_not_read: Vec<String>,
     /// Member accounts (and regions) whose alarms could not be read: their role is
     /// missing or refuses. Their alarms wait for the next sweep.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -124,24 +135,55 @@ pub async fn sweep(
         let book = deps.silences.silences().await?;
         // Alarm ARN -> stored item, for every alarm worth reading.
         let mut wanted: BTreeMap<String, ()> = BTreeMap::new();
+        let mut contributors_not_read = vec![];
+        let mut series_released = vec![];
         for r in &candidates.open {
-            for arn in r.alarms.keys() {
-                wanted.insert(arn.clone(), ());
+            for source in r.alarms.keys() {
+                if split_source_id(source).1.is_some() {
+                    contributors_not_read.push(source.clone());
+                } else {
+                    wanted.insert(source.clone(), ());
+                }
             }
         }
         for a in &candidates.held {
-            if a.held.as_ref().is_some_and(|h| h.has_ended(&book, now)) {
+            if !a.held.as_ref().is_some_and(|h| h.has_ended(&book, now)) {
+                continue;
+            }
+            if split_source_id(&a.arn).1.is_some() {
+                series_released.push(a.clone());
+            } else {
                 wanted.insert(a.arn.clone(), ());
             }
         }
+        contributors_not_read.sort();
+        contributors_not_read.dedup();
         let mut report = SweepReport {
             reason: reason.to_string(),
+            contributors_not_read,
             ..SweepReport::default()
         };
+        let mut failures: Vec<HandlerError> = vec![];
+        for read in &series_released {
+            let Some(series) = read.held.as_ref().and_then(|h| h.series.as_deref()) else {
+                warn!(source = %read.arn, "held contributor transition without its event (held by an older version); left held");
+                continue;
+            };
+            let span = info_span!("alarm", alarm = %series.label(), state = %series.state, incident_key = tracing::field::Empty);
+            match release(deps, read, series, &book).instrument(span).await {
+                Ok(what) => {
+                    report.changed.insert(series.label(), what);
+                }
+                Err(e) => {
+                    error!(alarm = %series.label(), error = %e, error_type = %e.lambda_error_type(), "held contributor transition not released; the next sweep tries again");
+                    failures.push(e);
+                }
+            }
+        }
         let places = by_place(wanted.keys(), deps.org.is_some());
         if places.is_empty() {
-            info!("nothing to reconcile");
-            return Ok(report);
+            info!(changed = report.changed.len(), "nothing (else) to reconcile");
+            return finish(report, failures);
         }
         // Everything is read first: a failed read of the stack's own account applies
         // nothing; a member account that cannot be read is reported and skipped.
@@ -169,7 +211,6 @@ pub async fn sweep(
         }
         report.checked = described.len();
         let by_arn: BTreeMap<&str, &Alarm> = described.iter().map(|a| (a.arn.as_str(), a)).collect();
-        let mut failures: Vec<HandlerError> = vec![];
         for arn in wanted.keys().filter(|a| !skipped.contains(a.as_str())) {
             let Some(current) = by_arn.get(arn.as_str()) else {
                 warn!(alarm = %arn, "alarm not returned by DescribeAlarms (deleted, another Region, or outside the role's scope); left as it is");
@@ -188,17 +229,25 @@ pub async fn sweep(
                 }
             }
         }
-        info!(checked = report.checked, changed = report.changed.len(), missing = report.missing.len(), unreachable = report.unreachable.len(), failed = failures.len(), "sweep done");
-        match failures.len() {
-            0 => Ok(report),
-            n => Err(HandlerError::SweepIncomplete {
-                failed: n,
-                first: Box::new(failures.remove(0)),
-            }),
-        }
+        info!(checked = report.checked, changed = report.changed.len(), missing = report.missing.len(), unreachable = report.unreachable.len(), contributors_not_read = report.contributors_not_read.len(), failed = failures.len(), "sweep done");
+        finish(report, failures)
     }
     .instrument(span)
     .await
+}
+
+/// The report, or the first failure when any alarm failed (after trying them all).
+fn finish(
+    report: SweepReport,
+    mut failures: Vec<HandlerError>,
+) -> Result<SweepReport, HandlerError> {
+    match failures.len() {
+        0 => Ok(report),
+        n => Err(HandlerError::SweepIncomplete {
+            failed: n,
+            first: Box::new(failures.remove(0)),
+        }),
+    }
 }
 
 /// Brings one alarm in step with what CloudWatch says; `Some(what)` when something
@@ -302,7 +351,8 @@ async fn release(
         let transition = shared::lifecycle::Transition {
             key: key.clone(),
             alarm_arn: current.arn.clone(),
-            alarm_name: current.name.clone(),
+            contributor: current.contributor.as_ref().map(|c| c.id.clone()),
+            alarm_name: current.label(),
             state: current.state,
             changed_at: at,
             impact: class.impact,

@@ -688,6 +688,40 @@ async fn raw_alarm_threads_by_arn_and_ok_resolves_with_duration() {
 }
 
 #[tokio::test]
+async fn old_alarm_message_without_arn_is_posted_as_an_alarm_not_text() {
+    // events/sns-no-alarm-arn-old-region-alarm.json: CloudWatch's SNS message from
+    // before `AlarmArn` existed, Region "US - N. Virginia".
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/sns-no-alarm-arn-old-region-alarm.json"
+    );
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let w = World::bot_only().await;
+    let summary = w.run(&event).await.unwrap();
+    assert_eq!(summary.threads_started, 1, "an alarm starts its thread");
+    let posts = w.fake.requests_to(POST);
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        header(&posts[0].body),
+        "🔴 ALARM · vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0"
+    );
+    let text = all_text(&posts[0].body);
+    assert!(text.contains("us-east-1"), "{text}");
+    assert!(
+        text.contains(
+            "arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0"
+        ),
+        "{text}"
+    );
+    // Threaded by the rebuilt ARN.
+    let key = thread_key(
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0",
+        "oncall",
+    );
+    assert!(w.store.thread(&key).is_some());
+}
+
+#[tokio::test]
 async fn eventbridge_event_and_plain_text_are_posted_without_threads() {
     let w = World::bot_only().await;
     let event = json!({"version": "0", "id": "e-1", "detail-type": "AWS Health Event", "source": "aws.health",

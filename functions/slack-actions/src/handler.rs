@@ -7,6 +7,16 @@
 //! Unverified: `401` with a fixed body. Unauthorised: an ephemeral "You are not
 //! allowed to …"; nothing is queued or changed.
 //!
+//! Every verified request the person makes gets an answer they see, also when it is
+//! refused: Slack shows the HTTP body of a slash command's answer, but ignores the
+//! body of an interactivity answer (buttons, dialogs, shortcuts), so those are told
+//! through the payload's `response_url` (ephemeral) and acknowledged with an empty
+//! body: unauthorised, not understood (malformed, a button or dialog that is not
+//! ours), or a check that could not run (user groups, replay guard). A request that
+//! is not verified gets nothing beyond its `401`: its `response_url` may be forged,
+//! and answering it would let anyone make this function post to a URL of their
+//! choosing (or into a channel with a leaked response URL).
+//!
 //! **SQS** (the actions queue): each job goes through `shared::effects::apply_change`
 //! with the matching `shared::respond` decision; the outcome (or the refusal) is
 //! posted to the person's `response_url`. Failures are reported per message (batch
@@ -30,7 +40,9 @@ use shared::incident::{Actor, Impact};
 use shared::respond;
 use shared::silence::{is_vpn_id, silence_id, Silence, SilenceRefusal, SilenceTarget};
 use shared::slack::authz::{Action, Scope};
-use shared::slack::interaction::{self, Interaction, NoteModalMetadata, Request, Source};
+use shared::slack::interaction::{
+    self, Interaction, NoteModalMetadata, ReplyRoute, Request, Source,
+};
 use shared::slack::signature::{self, SignedRequest, SigningSecret};
 use shared::slack::views::{self, Reply};
 use tracing::{error, info, info_span, warn, Instrument};
@@ -52,6 +64,10 @@ use crate::slack_web::SlackWeb;
 pub const UNVERIFIED_BODY: &str = "invalid request";
 /// The fixed answer when a dependency needed to check a request is unavailable.
 pub const UNAVAILABLE_BODY: &str = "temporarily unavailable";
+/// What the person is told (through the response URL) when a verified request
+/// could not be checked against replays.
+pub const UNAVAILABLE_TEXT: &str =
+    "The incident app could not check this request right now; nothing was changed. Try again in a moment.";
 /// After this many receives a failed job is given up (the queue's maxReceiveCount)
 /// and the person is told.
 pub const MAX_RECEIVES: u32 = 5;
@@ -214,14 +230,19 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
         }
         Err(e) => {
             error!(error = %e, "replay guard unavailable; request refused");
+            // Verified, so its response URL is Slack's: tell the person why nothing
+            // happened (the 503 alone shows them only a generic failure).
+            if let Some(url) = interaction::response_url_in(&body) {
+                tell(deps, Some(&url), UNAVAILABLE_TEXT).await;
+            }
             return UrlResponse::text(503, UNAVAILABLE_BODY);
         }
     }
     let interaction = match interaction::parse(&body) {
         Ok(i) => i,
         Err(e) => {
-            info!(reason = %e, "request not understood");
-            return UrlResponse::json(200, &ephemeral(&e.user_message()));
+            info!(reason = %e, "request not understood; nothing changes");
+            return answer_unparsed(deps, &body, &e.user_message()).await;
         }
     };
     let span = info_span!(
@@ -454,6 +475,23 @@ fn silence_job(i: &Interaction, spec: SilenceSpec, now: DateTime<Utc>) -> Job {
         impact: None,
         response_url: i.caller.response_url.clone(),
         requested_at: now,
+    }
+}
+
+/// Answers a verified request that could not be understood (nothing changes): a
+/// slash command in the HTTP body, which Slack shows the person; an interactivity
+/// payload through its `response_url`, since Slack ignores the body of those answers
+/// (and a dialog's submission must be answered empty, which closes it).
+async fn answer_unparsed(deps: &Deps<'_>, body: &[u8], text: &str) -> UrlResponse {
+    match interaction::reply_route(body) {
+        ReplyRoute::Body => UrlResponse::json(200, &ephemeral(text)),
+        ReplyRoute::ResponseUrl(url) => {
+            if url.is_none() {
+                info!("the request carries no response_url; the person cannot be told");
+            }
+            tell(deps, url.as_ref(), text).await;
+            UrlResponse::ack()
+        }
     }
 }
 

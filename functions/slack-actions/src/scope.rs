@@ -94,7 +94,7 @@ pub fn key_owner(org: Option<&OrgPolicy>, key: &str) -> AccountInfo {
 /// The refusal for an incident outside the person's scope.
 pub fn out_of_scope(key: &str) -> String {
     format!(
-        "Incident `{}` belongs to an account outside your Slack scope; nothing changed. `/incident list` shows the incidents you can act on.",
+        "🚫 Incident `{}` belongs to an account outside your Slack scope. Nothing was changed; `/incident list` shows the incidents you can act on.",
         truncate(&key.replace('`', "'"), 200)
     )
 }
@@ -102,7 +102,7 @@ pub fn out_of_scope(key: &str) -> String {
 /// The answer to `show` of an incident outside the person's scope.
 pub fn not_shown(key: &str) -> String {
     format!(
-        "Incident `{}` belongs to an account outside your Slack scope, so it is not shown. `/incident list` shows the incidents you can see.",
+        "🚫 Incident `{}` belongs to an account outside your Slack scope, so it is not shown. `/incident list` shows the incidents you can see.",
         truncate(&key.replace('`', "'"), 200)
     )
 }
@@ -166,7 +166,7 @@ pub async fn check_silence_target(
     }
     if silence_accounts(org, scope).is_some_and(|a| a.is_empty()) {
         return Err(
-            "Your Slack scope names no account whose alarms you could silence; nothing changed."
+            "🚫 Your Slack scope names no account whose alarms you could silence. Nothing was changed."
                 .into(),
         );
     }
@@ -195,7 +195,7 @@ pub async fn check_silence_target(
                 .any(|r| !scope.covers(&incident_account(org, r)));
             if foreign {
                 Err(format!(
-                    "VPN `{v}` belongs to an account outside your Slack scope; nothing was silenced."
+                    "🚫 VPN `{v}` belongs to an account outside your Slack scope. Nothing was silenced."
                 ))
             } else {
                 Ok(())
@@ -237,7 +237,7 @@ pub fn check_lift(org: Option<&OrgPolicy>, scope: &Scope<'_>, s: &Silence) -> Re
     match silence_reach(org, s) {
         Some(accounts) if accounts.iter().all(|a| scope.covers(a)) => Ok(()),
         _ => Err(format!(
-            "Silence `{}` holds alarms of accounts outside your Slack scope; only someone who reaches them can end it. Nothing changed.",
+            "🚫 Silence `{}` holds alarms of accounts outside your Slack scope; only someone who reaches them can end it. Nothing was changed.",
             s.id
         )),
     }

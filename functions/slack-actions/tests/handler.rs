@@ -27,7 +27,7 @@ use shared::state::memory::MemoryStateStore;
 use shared::state::{IncidentItem, StateError, StateStore};
 use slack_actions::config::Config;
 use slack_actions::groups::GroupCache;
-use slack_actions::handler::{handle, Deps, Place, UNVERIFIED_BODY};
+use slack_actions::handler::{handle, Deps, Place, UNAVAILABLE_TEXT, UNVERIFIED_BODY};
 use slack_actions::incidents::IncidentReader;
 use slack_actions::queue::{Job, JobAction, JobQueue};
 use slack_actions::replay::ReplayGuard;
@@ -61,12 +61,16 @@ impl Credentials for FakeCredentials {
     }
 }
 
+/// Remembers signatures; answers with `down` (DynamoDB unavailable) while set.
 #[derive(Default)]
-struct FakeReplay(Mutex<HashSet<String>>);
+struct FakeReplay(Mutex<HashSet<String>>, Mutex<Option<AwsError>>);
 
 #[async_trait]
 impl ReplayGuard for FakeReplay {
     async fn first_use(&self, signature: &str, _now: DateTime<Utc>) -> Result<bool, AwsError> {
+        if let Some(e) = self.1.lock().unwrap().clone() {
+            return Err(e);
+        }
         Ok(self.0.lock().unwrap().insert(signature.to_string()))
     }
 }
@@ -423,6 +427,8 @@ async fn bad_signature_stale_timestamp_and_missing_headers_get_401_and_change_no
         assert_eq!(res["body"], UNVERIFIED_BODY);
     }
     assert!(h.jobs().is_empty());
+    // Nothing is posted to a response URL an unverified request names.
+    assert!(h.slack.texts().is_empty());
     assert!(
         h.replay.0.lock().unwrap().is_empty(),
         "unverified requests never reach the replay guard"
@@ -459,6 +465,91 @@ async fn unauthorised_button_press_is_told_and_changes_nothing() {
     assert!(h.jobs().is_empty());
     assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
     assert!(h.publisher.sent().is_empty());
+}
+
+fn payload(v: Value) -> String {
+    form(&[("payload", &v.to_string())])
+}
+
+#[tokio::test]
+async fn refused_button_presses_and_payloads_are_told_through_the_response_url() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::CRITICAL)).await;
+    // A button that is not ours (an older message, another app's action id).
+    let res = h.run(signed(&button(ALICE, "incident.escalate_v0"))).await;
+    assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    // Malformed: no user id. A shortcut type we do not handle.
+    let no_user = payload(
+        json!({"type": "block_actions", "response_url": RESPONSE_URL,
+        "team": {"id": "T0LOCAL"}, "actions": [{"action_id": "incident.resolve", "value": KEY}]}),
+    );
+    let shortcut = payload(
+        json!({"type": "message_action", "callback_id": "x", "response_url": RESPONSE_URL,
+        "user": {"id": ALICE}, "team": {"id": "T0LOCAL"}}),
+    );
+    for body in [no_user, shortcut] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    }
+    let told = h.slack.texts();
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(
+        told[0].contains("This button (`incident.escalate_v0`) is not one the incident app knows"),
+        "{}",
+        told[0]
+    );
+    assert_eq!(
+        told[1],
+        "Sorry, that request could not be understood; nothing was changed."
+    );
+    assert!(
+        told[2].contains("does not handle `message_action` requests"),
+        "{}",
+        told[2]
+    );
+    // Ephemeral: only the person sees it.
+    for r in h.slack.responses.lock().unwrap().iter() {
+        assert_eq!(r["response_type"], "ephemeral");
+    }
+    // Nothing else happened.
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty() && h.backend.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_command_that_is_not_understood_is_answered_in_the_body_once() {
+    let h = Harness::new();
+    let res = h.run(signed(&command(ALICE, "frobnicate now"))).await;
+    assert_eq!(status(&res), 200);
+    assert!(
+        body_text(&res).starts_with("`frobnicate` is not a subcommand."),
+        "{res}"
+    );
+    // Slack shows the body; the response URL is not used as well (no double answer).
+    assert!(h.slack.texts().is_empty());
+    assert!(h.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn replay_guard_down_refuses_and_tells_the_verified_person_why() {
+    let h = Harness::new();
+    *h.replay.1.lock().unwrap() = Some(AwsError {
+        service: "dynamodb",
+        operation: "PutItem",
+        failure: shared::error::AwsFailure::Transient,
+        code: None,
+        message: "connection refused".into(),
+    });
+    for body in [
+        command(ALICE, "declare Payments down"),
+        button(ALICE, "incident.resolve"),
+    ] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!(status(&res), 503);
+    }
+    assert_eq!(h.slack.texts(), vec![UNAVAILABLE_TEXT, UNAVAILABLE_TEXT]);
+    assert!(h.jobs().is_empty());
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::alarm::{normalize, Alarm, AlarmState};
+use crate::alarm::{normalize_sns_message, Alarm, AlarmState};
 use crate::incident::Impact;
 use crate::notification::{EventType, IncidentStatus, Notification};
 
@@ -96,7 +96,8 @@ pub struct RouteFacts {
 /// How a message relates to a Slack thread (bot-token destinations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadIntent {
-    /// The incident key (our notifications) or the alarm ARN (raw alarms).
+    /// The incident key (our notifications) or the alarm's source id (raw alarms:
+    /// the ARN, with the contributor for one time series of a multi-time-series alarm).
     pub key: String,
     /// The message opens an incident: after a resolved one it starts a new thread.
     pub starts: bool,
@@ -131,7 +132,8 @@ impl Inbound {
             };
         }
         // The classic alarm JSON or an alarm EventBridge event; one alarm per message.
-        if let Ok(mut alarms) = normalize(&value) {
+        // The topic stands in for the Region of an old message without `AlarmArn`.
+        if let Ok(mut alarms) = normalize_sns_message(&value, sns.topic_arn) {
             if alarms.len() == 1 {
                 if let Some(alarm) = alarms.pop() {
                     return Inbound::Alarm(Box::new(alarm));
@@ -215,8 +217,9 @@ impl Inbound {
                 resolves: n.status == IncidentStatus::Resolved,
                 at: n.occurred_at,
             }),
+            // One thread per alarm, or per time series of a multi-time-series alarm.
             Inbound::Alarm(a) => Some(ThreadIntent {
-                key: a.arn.clone(),
+                key: a.source_id(),
                 starts: a.state == AlarmState::Alarm,
                 resolves: a.state == AlarmState::Ok,
                 at: a.changed_at,
@@ -422,6 +425,54 @@ mod tests {
             ("alarm", "ok", "aws.cloudwatch")
         );
         assert_eq!(f.account.as_deref(), Some("123456789012"));
+    }
+
+    #[test]
+    fn old_alarm_message_without_arn_is_an_alarm_not_text() {
+        // Older CloudWatch messages: no AlarmArn, Region as an old display name.
+        let msg = r#"{"AlarmName":"edge cpu (eu)","AlarmDescription":null,"AWSAccountId":"123456789012",
+            "NewStateValue":"ALARM","NewStateReason":"Threshold Crossed","StateChangeTime":"2015-07-17T15:18:01.441+0000",
+            "Region":"EU - Ireland","OldStateValue":"OK","Trigger":{"MetricName":"CPUUtilization",
+            "Namespace":"AWS/EC2","Statistic":"AVERAGE","Unit":null,"Dimensions":[],"Period":300,
+            "EvaluationPeriods":1,"ComparisonOperator":"GreaterThanThreshold","Threshold":90.0}}"#;
+        let i = parse(Some("ALARM: \"edge cpu (eu)\" in EU - Ireland"), msg);
+        let Inbound::Alarm(a) = &i else {
+            panic!("{i:?}")
+        };
+        assert_eq!(
+            a.arn,
+            "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:edge cpu (eu)"
+        );
+        assert_eq!(i.thread().unwrap().key, a.arn);
+        // A Region name nobody knows: the topic's Region (TOPIC is in eu-west-1).
+        let unknown = msg.replace("EU - Ireland", "Atlantis (North)");
+        let Inbound::Alarm(b) = parse(None, &unknown) else {
+            panic!("not an alarm")
+        };
+        assert_eq!(b.region, "eu-west-1");
+        assert_eq!(b.arn_origin, crate::alarm::ArnOrigin::TopicRegion);
+    }
+
+    #[test]
+    fn contributor_alarm_event_threads_per_time_series() {
+        let event = |id: &str, vpn: &str| {
+            serde_json::json!({"version": "0", "id": "e", "detail-type": "CloudWatch Alarm Contributor State Change",
+                "source": "aws.cloudwatch", "account": "123456789012", "time": "2026-11-25T10:00:00Z",
+                "region": "eu-west-1", "resources": ["arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnels"],
+                "detail": {"alarmName": "vpn-tunnels", "alarmContributor": {"id": id, "attributes": {"VpnId": vpn}},
+                    "state": {"value": "ALARM", "reason": "Threshold Crossed", "timestamp": "2026-11-25T10:00:00.000+0000"},
+                    "configuration": {"metrics": [{"id": "m1", "expression": "SELECT MIN(TunnelState) FROM \"AWS/VPN\" GROUP BY VpnId",
+                        "returnData": true, "period": 60}]}}})
+            .to_string()
+        };
+        let a = parse(None, &event("1a2b3c4d5e6f7a8b", "vpn-1"));
+        let b = parse(None, &event("8b7a6f5e4d3c2b1a", "vpn-2"));
+        let (ka, kb) = (a.thread().unwrap().key, b.thread().unwrap().key);
+        assert_ne!(ka, kb);
+        assert_eq!(
+            ka,
+            "contributor/1a2b3c4d5e6f7a8b/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnels"
+        );
     }
 
     #[test]

@@ -254,12 +254,23 @@ impl InteractionError {
         InteractionError::Usage(problem.into())
     }
 
-    /// The text to show the person (ephemeral): specific for a usage problem,
-    /// generic otherwise.
+    /// The text to show the person (ephemeral): what happened (nothing changed) and,
+    /// for a usage problem, how to ask.
     pub fn user_message(&self) -> String {
         match self {
             InteractionError::Usage(problem) => format!("{problem}\n{USAGE}"),
-            _ => "Sorry, that request could not be understood.".to_string(),
+            InteractionError::UnknownAction(action) => format!(
+                "This button (`{}`) is not one the incident app knows, perhaps from an older message; nothing was changed. `/incident help` lists what you can do.",
+                action.replace('`', "'")
+            ),
+            InteractionError::UnknownModal(_) => {
+                "This dialog is not one the incident app knows; nothing was changed.".to_string()
+            }
+            InteractionError::UnsupportedType(kind) => format!(
+                "The incident app does not handle `{}` requests; nothing was changed.",
+                kind.replace('`', "'")
+            ),
+            _ => "Sorry, that request could not be understood; nothing was changed.".to_string(),
         }
     }
 }
@@ -274,6 +285,63 @@ impl Retryable for InteractionError {
             _ => "BadInput",
         }
     }
+}
+
+/// Where the answer to a verified request goes when its content could not be parsed
+/// into an [`Interaction`] (read leniently, for the route only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyRoute {
+    /// A slash command (or a body that is not an interactivity payload): Slack shows
+    /// the HTTP answer's body to the person.
+    Body,
+    /// An interactivity payload (button, dialog, shortcut): Slack ignores the answer's
+    /// body, so the person is told through the payload's `response_url`, if any.
+    ResponseUrl(Option<Secret<String>>),
+}
+
+/// Finds where to answer a verified request that [`parse`] refused: the `payload`'s
+/// `response_url` (buttons and message shortcuts carry one; an Add-note submission
+/// has ours in its private metadata; a modal opened with `response_url_enabled`
+/// lists them in `response_urls`), or the body for anything else.
+pub fn reply_route(body: &[u8]) -> ReplyRoute {
+    let Some(payload) = form_field(body, "payload") else {
+        return ReplyRoute::Body;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&payload) else {
+        return ReplyRoute::ResponseUrl(None);
+    };
+    let from_metadata = || {
+        let meta = str_at(&v, &["view", "private_metadata"])?;
+        let meta: NoteModalMetadata = serde_json::from_str(meta).ok()?;
+        meta.response_url
+    };
+    let url = str_at(&v, &["response_url"])
+        .map(str::to_string)
+        .or_else(|| {
+            v.get("response_urls")
+                .and_then(Value::as_array)
+                .and_then(|urls| urls.first())
+                .and_then(|u| str_at(u, &["response_url"]))
+                .map(str::to_string)
+        })
+        .or_else(from_metadata);
+    ReplyRoute::ResponseUrl(response_url(url.as_deref()))
+}
+
+/// The `response_url` of a verified request, whatever it is: a slash command's form
+/// field or an interactivity payload's (see [`reply_route`]).
+pub fn response_url_in(body: &[u8]) -> Option<Secret<String>> {
+    match reply_route(body) {
+        ReplyRoute::ResponseUrl(url) => url,
+        ReplyRoute::Body => response_url(form_field(body, "response_url").as_deref()),
+    }
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    form_urlencoded::parse(text.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Parses a verified request body (form-encoded) into an [`Interaction`].
@@ -977,6 +1045,96 @@ mod tests {
             parse(&payload(empty)),
             Err(InteractionError::MissingField("actions"))
         );
+    }
+
+    #[test]
+    fn a_refused_payload_is_answered_where_the_person_sees_it() {
+        let url = "https://hooks.slack.com/actions/T0001/1/secretpart";
+        let url_of = |r: ReplyRoute| match r {
+            ReplyRoute::ResponseUrl(u) => u.map(|u| u.expose().clone()),
+            ReplyRoute::Body => panic!("expected a response_url route"),
+        };
+        // An unknown button: parse refuses it, its response_url is still found.
+        let unknown = payload(button("someone.elses.button", KEY));
+        assert!(parse(&unknown).is_err());
+        assert_eq!(url_of(reply_route(&unknown)).as_deref(), Some(url));
+        // A payload whose shape we do not know, with a response_url (message shortcut).
+        let shortcut =
+            payload(json!({"type": "message_action", "response_url": url, "user": {"id": "U1"}}));
+        assert_eq!(
+            parse(&shortcut),
+            Err(InteractionError::UnsupportedType("message_action".into()))
+        );
+        assert_eq!(url_of(reply_route(&shortcut)).as_deref(), Some(url));
+        // A modal opened with response_url_enabled lists its URLs.
+        let listed = payload(
+            json!({"type": "view_submission", "response_urls": [{"response_url": url, "channel_id": "C1"}],
+                                    "view": {"callback_id": "x"}}),
+        );
+        assert_eq!(url_of(reply_route(&listed)).as_deref(), Some(url));
+        // Our Add-note modal kept the button's URL in its metadata.
+        let meta = NoteModalMetadata {
+            key: KEY.into(),
+            channel_id: None,
+            message_ts: None,
+            response_url: Some(url.into()),
+        };
+        let empty_note = payload(submission(&meta, " "));
+        assert_eq!(url_of(reply_route(&empty_note)).as_deref(), Some(url));
+        // Nothing to answer through.
+        assert_eq!(
+            reply_route(&form(&[("payload", "{not json")])),
+            ReplyRoute::ResponseUrl(None)
+        );
+        assert_eq!(
+            reply_route(&payload(json!({"type": "view_closed"}))),
+            ReplyRoute::ResponseUrl(None)
+        );
+        assert_eq!(
+            reply_route(&payload(
+                json!({"type": "block_actions", "response_url": "javascript:alert(1)"})
+            )),
+            ReplyRoute::ResponseUrl(None)
+        );
+        // Slash commands (and anything that is not a payload) are answered in the body.
+        assert_eq!(reply_route(&command("frobnicate")), ReplyRoute::Body);
+        assert_eq!(reply_route(&[0xff, 0xfe]), ReplyRoute::Body);
+        // Their response_url still serves when the body cannot carry the answer.
+        assert_eq!(
+            response_url_in(&command("list"))
+                .map(|u| u.expose().clone())
+                .as_deref(),
+            Some("https://hooks.slack.com/commands/T0001/1/secretpart")
+        );
+        assert_eq!(
+            response_url_in(&unknown)
+                .map(|u| u.expose().clone())
+                .as_deref(),
+            Some(url)
+        );
+        assert_eq!(response_url_in(b"text=x"), None);
+    }
+
+    #[test]
+    fn refusals_say_what_happened_and_that_nothing_changed() {
+        let m = InteractionError::UnknownAction("old.button".into()).user_message();
+        assert!(
+            m.contains("`old.button`") && m.contains("nothing was changed"),
+            "{m}"
+        );
+        assert!(InteractionError::UnsupportedType("shortcut".into())
+            .user_message()
+            .contains("does not handle `shortcut` requests; nothing was changed"));
+        assert!(InteractionError::UnknownModal("x".into())
+            .user_message()
+            .contains("nothing was changed"));
+        assert_eq!(
+            InteractionError::MissingField("user.id").user_message(),
+            "Sorry, that request could not be understood; nothing was changed."
+        );
+        assert!(InteractionError::Usage("The note is empty.".into())
+            .user_message()
+            .starts_with("The note is empty.\nUsage:"));
     }
 
     #[test]

@@ -509,6 +509,7 @@ mod tests {
                 state: crate::alarm::AlarmState::Alarm,
                 impact,
                 changed_at: t(opened),
+                contributor: None,
             },
         );
         IncidentRecord {

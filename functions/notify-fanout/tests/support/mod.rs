@@ -553,6 +553,7 @@ pub fn incident(event: EventType, impact: Impact, at: &str) -> Notification {
             state: if resolved { "OK" } else { "ALARM" }.into(),
             reason: "Threshold Crossed".into(),
             url: "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#alarmsV2:alarm/vpn-tunnel-down".into(),
+            condition: None,
         }),
         vpn_id: Some("vpn-0a1b2c3d4e5f67890".into()),
         tunnel_ip: None,
