@@ -22,7 +22,8 @@ It prints a transcript per step and the Slack conversation, leaves every record 
 
 The function binaries come from `$CARGO_TARGET_DIR/debug/` (default `target/debug/`),
 built by `cargo build --workspace --all-targets`, the one feature set the project
-uses everywhere.
+uses everywhere; with `STORY_ARCH=arm64` they are the arm64 bootstraps `sam build`
+wrote to `.aws-sam/build/`, run under qemu-user (arch.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import arch  # noqa: E402
 from emulator import Emulator, endpoint_env  # noqa: E402
 from runtime_api import RuntimeApi  # noqa: E402
 from slack_sink import SlackSink, readable  # noqa: E402
@@ -192,8 +194,12 @@ class Function:
 
     def start(self, timeout: float = 20.0) -> None:
         started = time.monotonic()
-        self.proc = self.procs.start(self.name, [str(self.binary)], self.env, self.log_path)
-        if not self.api.wait_ready(timeout, alive=self.alive):
+        try:
+            argv = arch.command(self.binary)
+        except arch.ArchError as e:
+            raise StoryError(str(e)) from None
+        self.proc = self.procs.start(self.name, argv, self.env, self.log_path)
+        if not self.api.wait_ready(timeout * arch.time_scale(), alive=self.alive):
             if self.api.init_error:
                 raise StoryError(f"{self.name} failed its init: {short(self.api.init_error, 400)}; see {self.log_path}")
             code = self.proc.poll()
@@ -229,15 +235,23 @@ class PlaceholderBinary(StoryError):
     """A function binary that is not a Lambda function yet (before its issue merged)."""
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+def backends_under_test() -> tuple[str, ...]:
+    """The backends the end-to-end tests play: `STORY_BACKENDS` (comma separated), else both."""
+    chosen = tuple(b.strip() for b in os.environ.get("STORY_BACKENDS", "").split(",") if b.strip())
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise StoryError(f"STORY_BACKENDS names {unknown}; the backends are {', '.join(BACKENDS)}")
+    return chosen or BACKENDS
 
 
 def binary_path(name: str) -> Path:
-    """The function's executable: `$STORY_FUNCTIONS_DIR/<name>` when set (the harness
-    test's stand-ins), else the debug build of `cargo build --workspace --all-targets`."""
-    override = os.environ.get("STORY_FUNCTIONS_DIR")
-    return Path(override) / name if override else target_dir() / "debug" / name
+    """The function's executable in the build arch.py chose: `$STORY_FUNCTIONS_DIR/<name>`
+    when set (the harness test's stand-ins), else the debug build of `cargo build
+    --workspace --all-targets`, or with `STORY_ARCH=arm64` the bootstrap of `sam build`."""
+    try:
+        return arch.binary_path(name)
+    except arch.ArchError as e:
+        raise StoryError(str(e)) from None
 
 
 # ================================================================ events
@@ -661,7 +675,7 @@ class Story:
         for name in self.FUNCTIONS:
             binary = binary_path(name)
             if not binary.exists():
-                raise StoryError(f"{binary} is missing: run `cargo build --workspace --all-targets` first")
+                raise StoryError(f"{binary} is missing: {arch.build_hint()}")
             self.functions[name] = Function(name, binary, {**common, **env[name]}, self.procs,
                                             self.out_dir / "logs" / f"{name}.log", timeouts[name])
         for f in self.functions.values():

@@ -27,13 +27,13 @@ import story
 def stories(tmp_path_factory):
     out = tmp_path_factory.mktemp("respond")
     try:
-        return story.run_stories(list(story.BACKENDS), out, pace=float(os.environ.get("STORY_PACE", "0")),
+        return story.run_stories(list(story.backends_under_test()), out, pace=float(os.environ.get("STORY_PACE", "0")),
                                  kind="respond")
     except story.PlaceholderBinary as e:
         pytest.skip(f"needs the function binaries: {e}")
 
 
-@pytest.fixture(params=story.BACKENDS)
+@pytest.fixture(params=story.backends_under_test())
 def s(request, stories) -> rs.RespondStory:
     return stories[request.param]
 
