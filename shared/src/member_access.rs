@@ -201,10 +201,9 @@ mod assumed {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use aws_sdk_sts::operation::assume_role::{AssumeRoleError, AssumeRoleOutput};
+        use aws_sdk_sts::operation::assume_role::AssumeRoleError;
         use aws_smithy_mocks::{mock, Rule, RuleMode};
         use aws_smithy_types::error::ErrorMetadata;
-        use aws_smithy_types::DateTime as SmithyTime;
 
         const A: &str = "111122223333";
         const B: &str = "444455556666";
@@ -227,24 +226,7 @@ mod assumed {
         }
 
         fn assumed(account: &'static str, key: &'static str) -> Rule {
-            mock!(aws_sdk_sts::Client::assume_role)
-                .match_requests(move |r| {
-                    r.role_arn() == Some(&format!("arn:aws:iam::{account}:role/{ROLE}"))
-                        && r.role_session_name() == Some(SESSION)
-                })
-                .then_output(move || {
-                    AssumeRoleOutput::builder()
-                        .credentials(
-                            aws_sdk_sts::types::Credentials::builder()
-                                .access_key_id(key)
-                                .secret_access_key("secret")
-                                .session_token("token")
-                                .expiration(SmithyTime::from_secs((T0 + 3600) as i64))
-                                .build()
-                                .unwrap(),
-                        )
-                        .build()
-                })
+            crate::testing::assumed_role_rule(account, ROLE, SESSION, key, (T0 + 3600) as i64)
         }
 
         fn roles(rules: &[&Rule], now: fn() -> SystemTime) -> AssumedRoles {

@@ -375,23 +375,18 @@ pub fn refusal_metric_line(
     alarm: &str,
     at_millis: i64,
 ) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": at_millis,
-            "CloudWatchMetrics": [{
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["FunctionName"], ["FunctionName", "Reason"]],
-                "Metrics": [{"Name": REFUSED_METRIC, "Unit": "Count"}],
-            }],
-        },
-        "FunctionName": function,
-        "Reason": refusal.reason(),
-        REFUSED_METRIC: 1,
-        "account": truncate(account, 40),
-        "alarm": truncate(alarm, 255),
-        "message": refusal.to_string(),
-    })
-    .to_string()
+    emf_line(
+        at_millis,
+        REFUSED_METRIC,
+        &[&["FunctionName"], &["FunctionName", "Reason"]],
+        serde_json::json!({
+            "FunctionName": function,
+            "Reason": refusal.reason(),
+            "account": truncate(account, 40),
+            "alarm": truncate(alarm, 255),
+            "message": refusal.to_string(),
+        }),
+    )
 }
 
 /// One CloudWatch embedded-metric-format line counting a member account (in one
@@ -404,23 +399,48 @@ pub fn unreachable_metric_line(
     code: &str,
     at_millis: i64,
 ) -> String {
-    serde_json::json!({
+    let (account, region, code) = (
+        truncate(account, 40),
+        truncate(region, 40),
+        truncate(code, 80),
+    );
+    emf_line(
+        at_millis,
+        UNREACHABLE_METRIC,
+        &[&["FunctionName"]],
+        serde_json::json!({
+            "FunctionName": function,
+            "message": format!("the sweep could not read the alarms of account {account} in {region}: {code}"),
+            "account": account,
+            "region": region,
+            "code": code,
+        }),
+    )
+}
+
+/// One EMF line: `metric` = 1 (a count) in [`METRICS_NAMESPACE`] by `dimensions`, with
+/// `members` (the dimensions' values and properties) at the top level, as EMF requires.
+fn emf_line(
+    at_millis: i64,
+    metric: &str,
+    dimensions: &[&[&str]],
+    members: serde_json::Value,
+) -> String {
+    let mut line = serde_json::json!({
         "_aws": {
             "Timestamp": at_millis,
             "CloudWatchMetrics": [{
                 "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [{"Name": UNREACHABLE_METRIC, "Unit": "Count"}],
+                "Dimensions": dimensions,
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
         },
-        "FunctionName": function,
-        UNREACHABLE_METRIC: 1,
-        "account": truncate(account, 40),
-        "region": truncate(region, 40),
-        "code": truncate(code, 80),
-        "message": format!("the sweep could not read the alarms of account {} in {}: {}", truncate(account, 40), truncate(region, 40), truncate(code, 80)),
-    })
-    .to_string()
+        metric: 1,
+    });
+    if let (Some(out), serde_json::Value::Object(members)) = (line.as_object_mut(), members) {
+        out.extend(members);
+    }
+    line.to_string()
 }
 
 #[cfg(test)]

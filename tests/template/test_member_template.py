@@ -191,7 +191,7 @@ def test_refusal_metric_names_match_the_code():
     src = (tw.REPO / "shared" / "src" / "org.rs").read_text()
     assert 'METRICS_NAMESPACE: &str = "IncidentPipeline"' in src
     assert 'REFUSED_METRIC: &str = "RefusedEvents"' in src
-    assert '"Dimensions": [["FunctionName"], ["FunctionName", "Reason"]]' in src
+    assert '&[&["FunctionName"], &["FunctionName", "Reason"]]' in src
 
 
 def test_organization_mode_is_off_by_default(central, resources):

@@ -107,9 +107,7 @@ impl MemberAccess for StsMemberAccess {
 mod tests {
     use super::*;
     use aws_config::{Region, SdkConfig};
-    use aws_sdk_sts::operation::assume_role::AssumeRoleOutput;
-    use aws_smithy_mocks::{mock, Rule, RuleMode};
-    use aws_smithy_types::DateTime as SmithyTime;
+    use aws_smithy_mocks::{Rule, RuleMode};
 
     const A: &str = "111122223333";
     /// 2026-11-25T10:00:00Z
@@ -120,24 +118,7 @@ mod tests {
     }
 
     fn assumed(account: &'static str, role: &'static str, key: &'static str) -> Rule {
-        mock!(aws_sdk_sts::Client::assume_role)
-            .match_requests(move |r| {
-                r.role_arn() == Some(&format!("arn:aws:iam::{account}:role/{role}"))
-                    && r.role_session_name() == Some(SESSION_NAME)
-            })
-            .then_output(move || {
-                AssumeRoleOutput::builder()
-                    .credentials(
-                        aws_sdk_sts::types::Credentials::builder()
-                            .access_key_id(key)
-                            .secret_access_key("secret")
-                            .session_token("token")
-                            .expiration(SmithyTime::from_secs((T0 + 3600) as i64))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-            })
+        shared::testing::assumed_role_rule(account, role, SESSION_NAME, key, (T0 + 3600) as i64)
     }
 
     fn access(rules: &[&Rule], remediation: Option<&str>) -> StsMemberAccess {
