@@ -19,8 +19,14 @@ the central bus (member.yaml):
   (777788889999), was enrolled by a StackSet whose roles trust another central account:
   its incident opens (in #ops: no team rule matches it) and its diagnosis is a finding,
   "cannot assume ... in 777788889999: AccessDenied", not a failed runbook (the emulator
-  checks the roles' trust, which moto does not). payments-prod recovers and its incident
-  resolves in #payments; retail's stays open.
+  checks the roles' trust, which moto does not). Someone of #retail presses Resolve on
+  payments' incident: refused (it belongs to an account outside their Slack scope), nothing
+  changes; their `/incident list` shows retail's incident only. payments-prod recovers and
+  its incident resolves in #payments. retail-prod recovers too, but its OK never reaches
+  the central bus (lost on the way): the reconciliation sweep reads retail's alarm in
+  retail's account and region through the member's alarm-reader role (STS, trust checked
+  by the emulator) and resolves the incident; logistics' alarm-reader role is missing, so
+  the sweep reports and counts it and goes on.
 
     python3 local/story.py --story org [--backend OpsCenter|IncidentManager|both]
 """
@@ -34,8 +40,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import slack_actions as sa  # noqa: E402
+from respond_story import RespondStory  # noqa: E402
 from story import (ACCOUNT, AUTOMATION_ROLE, PSK_FAILURE, REGION, RESPONSE_PLAN, RUNBOOK,  # noqa: E402
-                   TUNNEL_1, TUNNEL_2, VPN, Story,
+                   TUNNEL_1, TUNNEL_2, VPN,
                    StoryError, eventbridge_both_tunnels, iso_alarm, load_event, short, tunnel_log, _retime_reason)
 
 ORGANIZATION = "o-a1b2c3d4e5"
@@ -61,6 +69,14 @@ DIRECTORY = {
 ROUTING = {"rules": [{"name": f"{m['team']}-team", "account_tags": {"team": m["team"]},
                       "destinations": [m["team"]], "stop": True} for m in MEMBERS.values()],
            "default": ["ops"]}
+# The member roles the sweep reads alarms through (member.yaml's AlarmReaderRole).
+ALARM_READER_ROLE = "incident-pipeline-alarm-reader"
+# One person per team; each team's Slack user group may act on its own accounts' incidents.
+PAYER = sa.Person("U0PAYER", "pat")
+SHOPPER = sa.Person("U0SHOPPER", "sam")
+TEAM_GROUPS = {"payments": "S0PAYMENTS", "retail": "S0RETAIL"}
+POLICY = {"default": {"usergroups": list(TEAM_GROUPS.values())},
+          "scopes": [{"usergroups": [g], "account_tags": {"team": team}} for team, g in TEAM_GROUPS.items()]}
 
 
 def in_account(event: dict, account: str, region: str, vpn: str) -> dict:
@@ -86,7 +102,7 @@ def eventbridge_any_tunnel(state: str, previous: str, at: float, prev_at: float)
     return ev
 
 
-class OrgStory(Story):
+class OrgStory(RespondStory):
     """The organization story: two member accounts, two teams, one central stack."""
 
     TITLE = "Organization story"
@@ -95,7 +111,14 @@ class OrgStory(Story):
                      timeouts: dict[str, float]) -> None:
         org = {"ORGANIZATION_ID": ORGANIZATION, "HOME_ACCOUNT_ID": ACCOUNT,
                "ALLOWED_ACCOUNTS": ",".join([*MEMBERS, LOGISTICS]), "ACCOUNT_DIRECTORY": json.dumps(DIRECTORY)}
-        env["alarm-to-incident"].update(org)
+        # The sweep reads member alarms through their alarm-reader role (STS through the
+        # emulator, which checks the roles' trust).
+        env["alarm-to-incident"].update(org, MEMBER_ALARM_READER_ROLE_NAME=ALARM_READER_ROLE,
+                                        AWS_ENDPOINT_URL_STS=self.emulator.url)
+        # slack-actions with account scopes: each team acts on its own accounts' incidents.
+        self.add_slack_actions(env, timeouts, POLICY, org)
+        self.slack.usergroups = {TEAM_GROUPS["payments"]: [PAYER.id], TEAM_GROUPS["retail"]: [SHOPPER.id]}
+        self.marks: dict = {}
         # STS through the emulator: it checks the member roles' trust, then lets moto issue
         # the credentials (which act in the member account).
         env["vpn-troubleshoot"].update(org, MEMBER_DIAGNOSIS_ROLE_NAME=DIAGNOSIS_ROLE,
@@ -103,7 +126,7 @@ class OrgStory(Story):
         # The central stack's Slack settings: one bot destination per team channel.
         for m in MEMBERS.values():
             self.slack.channels[m["channel"]] = m["team"]
-        destinations = {m["team"]: {"type": "bot", "token": self.slack.token, "channel": m["channel"]}
+        destinations = {m["team"]: {"type": "bot", "token": self.slack.token, "channel": m["channel"], "actions": True}
                         for m in MEMBERS.values()}
         destinations["ops"] = {"type": "bot", "token": self.slack.token, "channel": "C0LOCALOPS"}
         self.moto.client("secretsmanager").put_secret_value(
@@ -124,6 +147,8 @@ class OrgStory(Story):
         # The roles member.yaml created: trusting this central account, or (logistics) another.
         self.emulator.apply_scenario({"roles": [
             *({"account": a, "name": DIAGNOSIS_ROLE, "trusted_account": ACCOUNT} for a in MEMBERS),
+            # logistics' member stack predates the alarm-reader role: it has none.
+            *({"account": a, "name": ALARM_READER_ROLE, "trusted_account": ACCOUNT} for a in MEMBERS),
             {"account": LOGISTICS, "name": DIAGNOSIS_ROLE, "trusted_account": STAGING_CENTRAL}]})
         self.emulator.apply_scenario({"account": LOGISTICS, "vpn_connections": [{
             "id": LOGISTICS_VPN, "history_minutes": 90, "routes": [],
@@ -162,17 +187,39 @@ class OrgStory(Story):
             raise StoryError(f"the {how} event was not refused: {short(inv.result, 300)}")
         self.refused.append({"how": how, "account": event.get("account"), "result": inv.result})
 
-    def emf_lines(self) -> list[dict]:
-        """The refusal metric lines alarm-to-incident wrote (CloudWatch embedded metric format)."""
+    def emf_lines(self, metric: str = "RefusedEvents") -> list[dict]:
+        """The metric lines of `metric` alarm-to-incident wrote (CloudWatch embedded metric
+        format): refused events, or (SweepUnreachableAccounts) members the sweep could not read."""
         path = self.out_dir / "logs" / "alarm-to-incident.log"
         out = []
         for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
             if '"_aws"' in line:
                 try:
-                    out.append(json.loads(line))
+                    parsed = json.loads(line)
                 except ValueError:
                     continue
+                if metric in parsed:
+                    out.append(parsed)
         return out
+
+    def incident_item_of(self, key: str) -> dict:
+        return self.moto.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": f"incident#{key}"}},
+                                                     ConsistentRead=True).get("Item") or {}
+
+    def top_in(self, team: str) -> dict:
+        """The first top-level message in a team's channel (its incident's card)."""
+        tops = self.slack.top_level(team)
+        if not tops:
+            raise StoryError(f"no top-level message in #{team}")
+        return tops[0]
+
+    def sweep(self, reason: str) -> dict:
+        inv = self.functions["alarm-to-incident"].invoke({"sweep": {"reason": reason}}, retries=0)
+        self.show_invocation(inv, f" <- sweep ({reason})")
+        if not inv.ok:
+            raise StoryError(f"the sweep failed: {short(inv.result, 300)}")
+        self.sweep_result = inv.result
+        return inv.result
 
     # ------------------------------------------------------------ the story
 
@@ -239,6 +286,21 @@ class OrgStory(Story):
         self.deliver_refused(forged, f"EventBridge, envelope {PAYMENTS}, alarm ARN {RETAIL}")
         self.pump()
 
+        self.step(f"Someone of #retail ({SHOPPER.name}) presses Resolve on {pay['name']}'s incident")
+        pay_key = f"{PAYMENTS}/VPN connection {pay['vpn']} is DOWN"
+        before = self.incident_item_of(pay_key).get("version")
+        self.act(SHOPPER, f"Resolve on {pay['name']}'s card", lambda: self.app.click(
+            SHOPPER, self.top_in("payments"), "resolve", pay_key))
+        self.act(SHOPPER, "/incident list", lambda: self.app.command(SHOPPER, "list"))
+        after = self.incident_item_of(pay_key).get("version")
+        self.marks["refused_resolve"] = {"before": before, "after": after,
+                                         "told": [r["text"] for r in self.slack.responses if r["user"] == SHOPPER.id]}
+        self.say(f"    {pay['name']}'s incident item version before {before}, after {after}: "
+                 + ("unchanged" if before == after else "CHANGED"))
+        if before != after:
+            self.problems.append("a person outside the account's scope changed its incident")
+        self.wait()
+
         self.step(f"{pay['name']} recovers: its alarm returns to OK")
         t_ok = time.time()
         self.emulator.apply_scenario({"account": PAYMENTS, "tunnels": [
@@ -247,10 +309,34 @@ class OrgStory(Story):
                                       pay["vpn"]), f"EventBridge, account {PAYMENTS}")
         self.pump()
 
+        self.step(f"{ret['name']} recovers, but its OK is lost on the way (never reaches the central bus)")
+        t_ret_ok = time.time()
+        self.emulator.apply_scenario({"account": RETAIL, "tunnels": [
+            {"vpn_connection_id": ret["vpn"], "outside_ip": ip, "status": "UP", "at": t_ret_ok}
+            for ip in (TUNNEL_1, TUNNEL_2)]})
+        both = in_account(eventbridge_both_tunnels("OK", "ALARM", t_ret_ok, t_ret), RETAIL, ret["region"], ret["vpn"])
+        self.emulator.apply_scenario({"account": RETAIL, "alarms": [{
+            "name": both["detail"]["alarmName"], "state": "OK", "at": t_ret_ok, "statistic": "Maximum",
+            "dimensions": {"VpnId": ret["vpn"]}, "reason": both["detail"]["state"]["reason"]}]})
+        ret_key = f"{RETAIL}/VPN connection {ret['vpn']} is DOWN"
+        self.marks["retail_before_sweep"] = json.loads(self.incident_item_of(ret_key)["record"]["S"])["status"]
+        self.say(f"    CloudWatch in {RETAIL} ({ret['region']}): {both['detail']['alarmName']} is OK; "
+                 f"the incident is still {self.marks['retail_before_sweep']}")
+
+        self.step("The scheduled reconciliation sweep reads each open incident's alarms where they live")
+        result = self.sweep("scheduled")
+        self.pump()
+        self.say(f"    changed: {result.get('changed')}; unreachable: "
+                 + "; ".join(f"{u['account']} {u['region']}: {u['reason']}" for u in result.get("unreachable", [])))
+        self.wait()
+
         self.step("Where things stand")
         self.show_incidents()
         self.say("    refused events, counted by alarm-to-incident (CloudWatch embedded metric format on stdout):")
         for line in self.emf_lines():
+            self.say(f"      {json.dumps(line, separators=(',', ':'))}")
+        self.say("    member accounts the sweep could not read, counted the same way:")
+        for line in self.emf_lines("SweepUnreachableAccounts"):
             self.say(f"      {json.dumps(line, separators=(',', ':'))}")
         self.say()
         for name in ("payments", "retail", "ops"):
@@ -264,8 +350,17 @@ class OrgStory(Story):
             for p in self.problems:
                 self.say(f"  - {p}")
 
+    def save(self) -> None:
+        # The alarm story's records, and what people were answered (no post-incident
+        # summary of its own: RespondStory's files are about its single incident).
+        super(RespondStory, self).save()
+        (self.out_dir / "slack-actions.json").write_text(json.dumps(
+            {"answers": self.answers, "ephemeral": self.slack.responses}, indent=2, default=str))
+
     def figures(self) -> dict:
-        return {"notifications": [d.event for d in self.deliveries],
+        return {"refused_resolve": self.marks.get("refused_resolve"),
+                "sweep": getattr(self, "sweep_result", None),
+                "notifications": [d.event for d in self.deliveries],
                 "incident_keys": sorted({(d.notification or {}).get("incident_key", "") for d in self.deliveries}),
                 "refused": [r["how"] for r in getattr(self, "refused", [])],
                 "slack_top_level": {n: len(self.slack.top_level(n)) for n in ("payments", "retail", "ops")}}

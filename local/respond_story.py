@@ -72,14 +72,6 @@ class RespondStory(Story):
     def extend_setup(self, common, env, timeouts) -> None:
         sqs, sns, sm, scheduler = (self.moto.client(s) for s in ("sqs", "sns", "secretsmanager", "scheduler"))
         n = f"{STACK}-{self.backend.lower()}"
-        dlq = sqs.create_queue(QueueName=f"{n}-actions-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.actions_url = sqs.create_queue(QueueName=f"{n}-actions", Attributes={
-            "VisibilityTimeout": "180",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})["QueueUrl"]
-        self.actions_dlq = dlq
-        self.actions_arn = sqs.get_queue_attributes(QueueUrl=self.actions_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
         self.escalation_topic = sns.create_topic(Name=f"{n}-escalation")["TopicArn"]
         self.pager_url = sqs.create_queue(QueueName=f"{n}-pager")["QueueUrl"]
         pager_arn = sqs.get_queue_attributes(QueueUrl=self.pager_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -92,8 +84,6 @@ class RespondStory(Story):
         slack_secret = json.loads(sm.get_secret_value(SecretId=self.secret_arn)["SecretString"])
         slack_secret["destinations"]["ops"].update({"actions": True, "escalation_mention": f"subteam^{ONCALL_GROUP}"})
         sm.put_secret_value(SecretId=self.secret_arn, SecretString=json.dumps(slack_secret))
-        self.signing_arn = sm.create_secret(Name=f"{n}-slack-signing",
-                                            SecretString=json.dumps({"signing_secret": SIGNING_SECRET}))["ARN"]
         # The on-call user group; Mallory is in the workspace but not in it.
         self.slack.usergroups = {ONCALL_GROUP: [ALICE.id, "U0CAROL"]}
         escalation = {**ESCALATION, "ESCALATION_TOPIC_ARN": self.escalation_topic,
@@ -101,15 +91,33 @@ class RespondStory(Story):
                       "ESCALATION_SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/{STACK}-escalation-scheduler",
                       "ESCALATION_SCHEDULE_GROUP": self.group}
         env["alarm-to-incident"].update(escalation)
+        self.add_slack_actions(env, timeouts, POLICY, escalation)
+
+    def add_slack_actions(self, env, timeouts, policy: dict, extra: dict) -> None:
+        """slack-actions behind its Function URL: the actions queue (and its dead-letter
+        queue), the signing secret, its environment (`policy`, then `extra` on top) and
+        the Slack app that signs what people do."""
+        sqs, sm = (self.moto.client(s) for s in ("sqs", "secretsmanager"))
+        n = f"{STACK}-{self.backend.lower()}"
+        dlq = sqs.create_queue(QueueName=f"{n}-actions-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.actions_url = sqs.create_queue(QueueName=f"{n}-actions", Attributes={
+            "VisibilityTimeout": "180",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})["QueueUrl"]
+        self.actions_dlq = dlq
+        self.actions_arn = sqs.get_queue_attributes(QueueUrl=self.actions_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        self.signing_arn = sm.create_secret(Name=f"{n}-slack-signing",
+                                            SecretString=json.dumps({"signing_secret": SIGNING_SECRET}))["ARN"]
         env["slack-actions"] = {
             "SLACK_SIGNING_SECRET_ARN": self.signing_arn, "SLACK_SECRET_ARN": self.secret_arn,
-            "SLACK_ACTION_POLICY": json.dumps(POLICY), "SLACK_API_URL": self.slack.url + "/api",
+            "SLACK_ACTION_POLICY": json.dumps(policy), "SLACK_API_URL": self.slack.url + "/api",
             "SLACK_RESPONSE_URL_PREFIXES": self.slack.url + "/actions/", "SLACK_SECRET_CACHE_SECONDS": "300",
             "STATE_TABLE_NAME": self.table, "ACTIONS_QUEUE_URL": self.actions_url,
             "NOTIFICATION_TOPIC_ARN": self.topic, "INCIDENT_BACKEND": self.backend,
             "AUTOMATION_ROLE_ARN": AUTOMATION_ROLE,
             **({"RESPONSE_PLAN_ARN": RESPONSE_PLAN} if self.backend == "IncidentManager" else {}),
-            **escalation}
+            **extra}
         timeouts["slack-actions"] = 30.0
         self.app = sa.SlackApp(SIGNING_SECRET, self.slack, self._invoke_url)
 
@@ -128,8 +136,9 @@ class RespondStory(Story):
             self.show_invocation(inv, f" <- actions queue ({len(inv.payload['Records'])} change(s))")
             if not inv.ok or failed:
                 self.problems.append(f"slack-actions failed queued changes: {short(inv.result, 300)}")
-        for m in sqs.receive_message(QueueUrl=self.pager_url, MaxNumberOfMessages=10,
-                                     WaitTimeSeconds=0).get("Messages", []):
+        pager = getattr(self, "pager_url", None)
+        for m in (sqs.receive_message(QueueUrl=pager, MaxNumberOfMessages=10,
+                                      WaitTimeSeconds=0).get("Messages", []) if pager else []):
             body = json.loads(m["Body"])
             self.pages.append({"subject": body.get("Subject"), "message": body.get("Message"), "at": time.time()})
             self.say(f"      PAGE (escalation topic): {body.get('Subject')}")

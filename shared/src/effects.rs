@@ -582,6 +582,8 @@ pub enum RefusalKind {
     Invalid,
     /// An incident with that key is open already.
     AlreadyExists,
+    /// The incident belongs to an account outside the person's Slack scope.
+    OutOfScope,
 }
 
 impl Refusal {

@@ -142,7 +142,7 @@ pub fn hold_for(alarm: &Alarm, key: &str, book: &SilenceBook, now: DateTime<Utc>
         .map(|m| mute_hold(m, alarm.changed_at))
         .filter(|h| h.until > now);
     let silence = book
-        .matching(&alarm.name, alarm.vpn_id(), key, now)
+        .matching(&alarm.account, &alarm.name, alarm.vpn_id(), key, now)
         .first()
         .map(|s| Hold {
             cause: HoldCause::Silence {
@@ -235,6 +235,7 @@ mod tests {
                 lifted: None,
                 held: vec![],
                 held_count: 0,
+                accounts: None,
             },
             at(-10),
         )

@@ -23,6 +23,7 @@ pub mod hold_timer;
 pub mod incident;
 pub mod lifecycle;
 pub mod logging;
+pub mod member_access;
 pub mod notification;
 pub mod org;
 #[cfg(feature = "aws")]

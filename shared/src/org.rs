@@ -39,6 +39,9 @@ pub const ACCOUNT_DIRECTORY_VAR: &str = "ACCOUNT_DIRECTORY";
 pub const METRICS_NAMESPACE: &str = "IncidentPipeline";
 /// The metric counting refused events (one per refused alarm).
 pub const REFUSED_METRIC: &str = "RefusedEvents";
+/// The metric counting member accounts (per region) whose alarms a reconciliation
+/// sweep could not read (their alarm-reader role is missing or refuses).
+pub const UNREACHABLE_METRIC: &str = "SweepUnreachableAccounts";
 
 /// What the pipeline knows about the account an incident belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,25 @@ impl AccountDirectory {
                 .extend(entry.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         info
+    }
+}
+
+/// True when the account's tags have every wanted tag: `"*"` wants the tag with any
+/// value. What routing rules and Slack action scopes match (`account_tags`); an empty
+/// `want` matches every account.
+pub fn tags_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter()
+        .all(|(k, w)| have.get(k).is_some_and(|h| w == "*" || w == h))
+}
+
+impl AccountDirectory {
+    /// The accounts the directory describes whose tags match `want` (OU tags merged).
+    pub fn accounts_tagged(&self, want: &BTreeMap<String, String>) -> BTreeSet<String> {
+        self.accounts
+            .keys()
+            .filter(|id| tags_match(want, &self.lookup(id).tags))
+            .cloned()
+            .collect()
     }
 }
 
@@ -287,9 +309,14 @@ impl OrgPolicy {
                 organization: self.organization_id.clone(),
             });
         }
-        let mut info = self.directory.lookup(account);
-        info.home = home;
-        Ok(info)
+        Ok(self.account(account))
+    }
+
+    /// What the directory says about `id`, marked when it is the home account.
+    pub fn account(&self, id: &str) -> AccountInfo {
+        let mut info = self.directory.lookup(id);
+        info.home = id == self.home_account;
+        info
     }
 
     /// The incident key of an alarm of `account` whose rules gave `key`: a member
@@ -348,23 +375,72 @@ pub fn refusal_metric_line(
     alarm: &str,
     at_millis: i64,
 ) -> String {
-    serde_json::json!({
+    emf_line(
+        at_millis,
+        REFUSED_METRIC,
+        &[&["FunctionName"], &["FunctionName", "Reason"]],
+        serde_json::json!({
+            "FunctionName": function,
+            "Reason": refusal.reason(),
+            "account": truncate(account, 40),
+            "alarm": truncate(alarm, 255),
+            "message": refusal.to_string(),
+        }),
+    )
+}
+
+/// One CloudWatch embedded-metric-format line counting a member account (in one
+/// region) whose alarms the sweep could not read: [`UNREACHABLE_METRIC`] by function;
+/// the account, region and error code ride along for Logs Insights.
+pub fn unreachable_metric_line(
+    function: &str,
+    account: &str,
+    region: &str,
+    code: &str,
+    at_millis: i64,
+) -> String {
+    let (account, region, code) = (
+        truncate(account, 40),
+        truncate(region, 40),
+        truncate(code, 80),
+    );
+    emf_line(
+        at_millis,
+        UNREACHABLE_METRIC,
+        &[&["FunctionName"]],
+        serde_json::json!({
+            "FunctionName": function,
+            "message": format!("the sweep could not read the alarms of account {account} in {region}: {code}"),
+            "account": account,
+            "region": region,
+            "code": code,
+        }),
+    )
+}
+
+/// One EMF line: `metric` = 1 (a count) in [`METRICS_NAMESPACE`] by `dimensions`, with
+/// `members` (the dimensions' values and properties) at the top level, as EMF requires.
+fn emf_line(
+    at_millis: i64,
+    metric: &str,
+    dimensions: &[&[&str]],
+    members: serde_json::Value,
+) -> String {
+    let mut line = serde_json::json!({
         "_aws": {
             "Timestamp": at_millis,
             "CloudWatchMetrics": [{
                 "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["FunctionName"], ["FunctionName", "Reason"]],
-                "Metrics": [{"Name": REFUSED_METRIC, "Unit": "Count"}],
+                "Dimensions": dimensions,
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
         },
-        "FunctionName": function,
-        "Reason": refusal.reason(),
-        REFUSED_METRIC: 1,
-        "account": truncate(account, 40),
-        "alarm": truncate(alarm, 255),
-        "message": refusal.to_string(),
-    })
-    .to_string()
+        metric: 1,
+    });
+    if let (Some(out), serde_json::Value::Object(members)) = (line.as_object_mut(), members) {
+        out.extend(members);
+    }
+    line.to_string()
 }
 
 #[cfg(test)]
@@ -591,6 +667,22 @@ mod tests {
         assert_eq!(v[REFUSED_METRIC], 1);
         assert_eq!(v["Reason"], "ForeignAccount");
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+
+    #[test]
+    fn unreachable_metric_line_is_embedded_metric_format() {
+        let line = unreachable_metric_line("f", MEMBER_A, "eu-west-1", "AccessDenied", 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            UNREACHABLE_METRIC
+        );
+        assert_eq!(v[UNREACHABLE_METRIC], 1);
+        assert_eq!(
+            (v["FunctionName"].as_str(), v["account"].as_str()),
+            (Some("f"), Some(MEMBER_A))
+        );
+        assert_eq!(v["code"], "AccessDenied");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! the command's target and duration syntax, matching, and what a silence held back.
 //! The store and the timers live in `crate::hold_store` and `crate::hold_timer`.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +111,10 @@ pub struct Silence {
     /// How many transitions it held back in all.
     #[serde(default)]
     pub held_count: u32,
+    /// Only alarms of these accounts (a silence set by someone whose Slack action
+    /// scope covers some accounts only, `shared::slack::authz`); `None`: every account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<BTreeSet<String>>,
 }
 
 impl Silence {
@@ -121,6 +127,11 @@ impl Silence {
 
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.created_at <= now && now < self.ended_at()
+    }
+
+    /// True when alarms of `account` are within the silence's accounts.
+    pub fn covers_account(&self, account: &str) -> bool {
+        self.accounts.as_ref().is_none_or(|a| a.contains(account))
     }
 }
 
@@ -152,9 +163,11 @@ impl SilenceBook {
         self.silences.iter().find(|s| s.id == id)
     }
 
-    /// The active silences whose target matches, the one that ends last first.
+    /// The active silences whose target (and accounts) match an alarm of `account`,
+    /// the one that ends last first.
     pub fn matching(
         &self,
+        account: &str,
         alarm_name: &str,
         vpn_id: Option<&str>,
         key: &str,
@@ -163,7 +176,11 @@ impl SilenceBook {
         let mut out: Vec<&Silence> = self
             .silences
             .iter()
-            .filter(|s| s.is_active(now) && s.target.matches(alarm_name, vpn_id, key))
+            .filter(|s| {
+                s.is_active(now)
+                    && s.covers_account(account)
+                    && s.target.matches(alarm_name, vpn_id, key)
+            })
             .collect();
         out.sort_by(|a, b| b.ended_at().cmp(&a.ended_at()).then(a.id.cmp(&b.id)));
         out
@@ -339,6 +356,7 @@ mod tests {
             lifted: None,
             held: vec![],
             held_count: 0,
+            accounts: None,
         }
     }
 
@@ -383,7 +401,7 @@ mod tests {
         book.add(silence("s-2", p(), 0, 120), at(0)).unwrap();
         book.add(silence("s-3", p(), 0, 10), at(0)).unwrap();
         let ids = |m: i64| -> Vec<String> {
-            book.matching("vpn-x", None, "k", at(m))
+            book.matching("123456789012", "vpn-x", None, "k", at(m))
                 .iter()
                 .map(|s| s.id.clone())
                 .collect()
@@ -391,6 +409,31 @@ mod tests {
         assert_eq!(ids(5), ["s-2", "s-1", "s-3"]);
         assert_eq!(ids(30), ["s-2", "s-1"]);
         assert_eq!(ids(200), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_silence_limited_to_accounts_holds_only_their_alarms() {
+        let mut book = SilenceBook::default();
+        let mut s = silence(
+            "s-00000001",
+            SilenceTarget::Vpn("vpn-12345678".into()),
+            0,
+            60,
+        );
+        s.accounts = Some(BTreeSet::from(["444455556666".to_string()]));
+        book.add(s, at(0)).unwrap();
+        let vpn = Some("vpn-12345678");
+        assert_eq!(book.matching("444455556666", "a", vpn, "k", at(1)).len(), 1);
+        assert!(book
+            .matching("111122223333", "a", vpn, "k", at(1))
+            .is_empty());
+        // An older book (no accounts) matches every account.
+        let json = serde_json::to_value(&book.silences[0]).unwrap();
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("accounts");
+        let old: Silence = serde_json::from_value(old).unwrap();
+        assert!(old.covers_account("111122223333"));
+        assert_eq!(json["accounts"], serde_json::json!(["444455556666"]));
     }
 
     #[test]

@@ -132,3 +132,32 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for LoseAnswers {
         Ok(())
     }
 }
+
+/// A rule answering `sts:AssumeRole` of `account`'s role `role` (session `session`) with
+/// credentials whose access key is `key`, expiring at `expires_secs` (epoch seconds).
+pub fn assumed_role_rule(
+    account: &'static str,
+    role: &'static str,
+    session: &'static str,
+    key: &'static str,
+    expires_secs: i64,
+) -> aws_smithy_mocks::Rule {
+    aws_smithy_mocks::mock!(aws_sdk_sts::Client::assume_role)
+        .match_requests(move |r| {
+            r.role_arn() == Some(&format!("arn:aws:iam::{account}:role/{role}"))
+                && r.role_session_name() == Some(session)
+        })
+        .then_output(move || {
+            aws_sdk_sts::operation::assume_role::AssumeRoleOutput::builder()
+                .credentials(
+                    aws_sdk_sts::types::Credentials::builder()
+                        .access_key_id(key)
+                        .secret_access_key("secret")
+                        .session_token("token")
+                        .expiration(aws_smithy_types::DateTime::from_secs(expires_secs))
+                        .build()
+                        .expect("every required field is set"),
+                )
+                .build()
+        })
+}

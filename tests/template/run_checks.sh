@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Template checks for CI and for developers: cfn-lint (template.yaml and member.yaml), `sam
-# validate --lint`, and the wiring test (both templates against the Rust sources). Installs
+# validate --lint`, and the template tests (both templates against the Rust sources; the
+# template expanded and its conditions evaluated with VpnConnectionIds empty). Installs
 # its Python tools into a venv outside the clone the first time (about 30 s from PyPI), then
 # reuses it.
 #

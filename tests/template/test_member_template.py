@@ -7,6 +7,10 @@ central template and the Rust sources.
 * Both roles trust only the central stack's vpn-troubleshoot role, pinned to the
   organization; the central role may assume only those role names, only inside the
   organization.
+* The alarm-reader role (the reconciliation sweep) holds exactly DescribeAlarms, on the
+  forwarded alarms only, and trusts only the central alarm-to-incident role, pinned to the
+  organization; that role may assume only it, only inside the organization, only in
+  organization mode.
 * Alarm events go to the central bus through a role, with a dead-letter queue; the central
   bus admits only the organization, and its rule reaches alarm-to-incident.
 * Organization mode is off by default: a single-account deployment creates none of it.
@@ -187,7 +191,7 @@ def test_refusal_metric_names_match_the_code():
     src = (tw.REPO / "shared" / "src" / "org.rs").read_text()
     assert 'METRICS_NAMESPACE: &str = "IncidentPipeline"' in src
     assert 'REFUSED_METRIC: &str = "RefusedEvents"' in src
-    assert '"Dimensions": [["FunctionName"], ["FunctionName", "Reason"]]' in src
+    assert '&[&["FunctionName"], &["FunctionName", "Reason"]]' in src
 
 
 def test_organization_mode_is_off_by_default(central, resources):
@@ -239,3 +243,50 @@ def test_runbook_passes_account_and_region_to_the_diagnosis(resources):
         namespace["build_input"]({"VpnConnectionId": "vpn-0a1b2c3d", "OpsItemId": "oi-01", "LookbackMinutes": "60"}, None)["Payload"]
     )
     assert "AccountId" not in single and "Region" not in single, "single account: input unchanged"
+
+
+def test_alarm_reader_role_grants_only_describe_alarms_on_the_forwarded_alarms(member, resources, workspace):
+    role = member["Resources"]["AlarmReaderRole"]
+    assert role["Condition"] == "AlarmReaderRoleHere"
+    assert member["Conditions"]["AlarmReaderRoleHere"]["Fn::And"][0] == {"Condition": "RolesHere"}
+    assert member["Parameters"]["CentralSweepPrincipalArn"]["Default"] == "", "existing StackSets update without it"
+    (stmt,) = statements(role)
+    assert tw.actions_of(stmt) == ["cloudwatch:DescribeAlarms"]
+    assert stmt["Resource"]["Fn::Sub"] == "arn:${AWS::Partition}:cloudwatch:*:${AWS::AccountId}:alarm:${AlarmNamePrefix}*"
+    # What the sweep calls (the same reader in every account).
+    called = tw.function_analysis("AlarmToIncidentFunction", resources, workspace).actions
+    assert {a for a in called if a.startswith("cloudwatch:")} == {"cloudwatch:DescribeAlarms"}
+    assert "sts:AssumeRole" in called
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"AWS": {"Ref": "CentralSweepPrincipalArn"}}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+
+def test_alarm_to_incident_assumes_only_the_alarm_reader_inside_the_organization(member, central, resources):
+    assert (
+        member["Parameters"]["AlarmReaderRoleName"]["Default"]
+        == central["Parameters"]["MemberAlarmReaderRoleName"]["Default"]
+    )
+    assert member["Resources"]["AlarmReaderRole"]["Properties"]["RoleName"] == {"Ref": "AlarmReaderRoleName"}
+    role = resources["AlarmToIncidentRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    conditional = [s for s in role if isinstance(s, dict) and "Fn::If" in s and s["Fn::If"][0] == "OrgSweepOn"]
+    (stmt,) = [c["Fn::If"][1] for c in conditional]
+    assert tw.actions_of(stmt) == ["sts:AssumeRole"]
+    assert stmt["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberAlarmReaderRoleName}"}
+    assert stmt["Condition"] == {"StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}}
+    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert central["Conditions"]["OrgSweepOn"]["Fn::And"][0] == {"Condition": "OrgOn"}
+    # Everywhere else, alarm-to-incident assumes nothing.
+    plain = [s for s in role if isinstance(s, dict) and "Fn::If" not in s]
+    assert not [s for s in plain if "sts:AssumeRole" in tw.actions_of(s)]
+    variables = resources["AlarmToIncidentFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["MEMBER_ALARM_READER_ROLE_NAME"] == {"Fn::If": ["OrgSweepOn", {"Ref": "MemberAlarmReaderRoleName"}, ""]}
+    out = central["Outputs"]["CentralSweepPrincipalArn"]
+    assert (out["Condition"], out["Value"]) == ("OrgOn", {"Fn::GetAtt": ["AlarmToIncidentRole", "Arn"]})
+
+
+def test_unreachable_metric_name_matches_the_docs():
+    src = (tw.REPO / "shared" / "src" / "org.rs").read_text()
+    assert 'UNREACHABLE_METRIC: &str = "SweepUnreachableAccounts"' in src
+    assert "SweepUnreachableAccounts" in (tw.REPO / "docs" / "DEPLOY.md").read_text()

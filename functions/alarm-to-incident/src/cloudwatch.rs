@@ -15,7 +15,8 @@ use shared::alarm::{
     condition_from_queries, Alarm, AlarmCondition, AlarmState, ArnOrigin, ConditionFacts,
     EventShape, MetricCondition, MetricIdentity, MetricQuery,
 };
-use shared::error::AwsError;
+use shared::error::{AwsError, Retryable};
+use shared::member_access::{AssumedRoles, MemberAccessFailure};
 
 /// `AlarmNames` per `DescribeAlarms` request at most (API limit).
 pub const NAMES_PER_REQUEST: usize = 100;
@@ -24,59 +25,172 @@ pub const MAX_RECORDS: i32 = 100;
 /// Pages followed per batch of names at most (a batch of 100 names fits one page).
 pub const PAGES_MAX: usize = 20;
 
-/// Reads alarms by name.
+/// Why alarms could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The stack's own account: nothing is applied, the sweep fails (and is retried
+    /// or runs again on schedule).
+    #[error(transparent)]
+    Home(#[from] AwsError),
+    /// A member account: its alarm-reader role is missing, refuses, or may not
+    /// `DescribeAlarms`. The sweep reports and counts it and goes on with the others.
+    #[error("{}: {}", .0.headline(), .0.message)]
+    Member(MemberAccessFailure),
+}
+
+/// Reads alarms by name, in the account and region they live in.
 #[async_trait]
 pub trait AlarmReader: Send + Sync {
-    /// The metric alarms of these names that exist, normalized; any failed request
-    /// fails the whole read (nothing is applied from a partial one).
-    async fn describe(&self, names: &[String]) -> Result<Vec<Alarm>, AwsError>;
+    /// The metric alarms of these names that exist in `account` and `region`,
+    /// normalized; any failed request fails the whole read (nothing is applied from a
+    /// partial one).
+    async fn describe(
+        &self,
+        account: &str,
+        region: &str,
+        names: &[String],
+    ) -> Result<Vec<Alarm>, ReadError>;
+}
+
+/// The session name a member's CloudTrail shows for the sweep's reads.
+pub const SESSION_NAME: &str = "incident-pipeline-alarm-to-incident";
+
+/// Member accounts' alarms (organization mode): read through each member's
+/// alarm-reader role (`member.yaml`), assumed with STS, credentials cached per role.
+pub struct MemberAlarms {
+    pub assumed: AssumedRoles,
+    pub home_account: String,
+    /// `MEMBER_ALARM_READER_ROLE_NAME`; `None`: member alarms are not read (each
+    /// sweep reports them).
+    pub role: Option<String>,
 }
 
 /// [`AlarmReader`] on CloudWatch.
-#[derive(Debug, Clone)]
 pub struct CloudWatchAlarms {
+    /// The function's own account and region.
     client: aws_sdk_cloudwatch::Client,
+    members: Option<MemberAlarms>,
 }
 
 impl CloudWatchAlarms {
     pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
-        CloudWatchAlarms { client }
+        CloudWatchAlarms {
+            client,
+            members: None,
+        }
+    }
+
+    /// The reader of the function's account; in organization mode also of the member
+    /// accounts, through their alarm-reader role (`MEMBER_ALARM_READER_ROLE_NAME`).
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, config: &crate::config::Config) -> Self {
+        let reader = CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk));
+        let Some(org) = &config.org else {
+            return reader;
+        };
+        let partition = shared::member_access::partition_of(&config.topic_arn);
+        let sts = aws_sdk_sts::Client::new(sdk);
+        reader.with_members(MemberAlarms {
+            assumed: AssumedRoles::new(sts, sdk.clone(), &partition, SESSION_NAME),
+            home_account: org.home_account.clone(),
+            role: config.member_alarm_role.clone(),
+        })
+    }
+
+    /// Organization mode: member accounts' alarms through their role.
+    pub fn with_members(mut self, members: MemberAlarms) -> Self {
+        self.members = Some(members);
+        self
     }
 }
 
 #[async_trait]
 impl AlarmReader for CloudWatchAlarms {
-    async fn describe(&self, names: &[String]) -> Result<Vec<Alarm>, AwsError> {
-        let mut out = Vec::new();
-        for batch in names.chunks(NAMES_PER_REQUEST) {
-            let mut token: Option<String> = None;
-            for _ in 0..PAGES_MAX {
-                let page = self
-                    .client
-                    .describe_alarms()
-                    .set_alarm_names(Some(batch.to_vec()))
-                    .max_records(MAX_RECORDS)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("cloudwatch", "DescribeAlarms", e))?;
-                for m in page.metric_alarms() {
-                    match normalize_described(m) {
-                        Some(a) => out.push(a),
-                        None => tracing::warn!(
-                            alarm = m.alarm_name().unwrap_or_default(),
-                            "DescribeAlarms answered an alarm without name, ARN, state or time; skipped"
-                        ),
-                    }
-                }
-                match page.next_token() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
+    async fn describe(
+        &self,
+        account: &str,
+        region: &str,
+        names: &[String],
+    ) -> Result<Vec<Alarm>, ReadError> {
+        let Some(members) = self.members.as_ref() else {
+            // One account: every alarm is the function's own.
+            return Ok(describe_with(&self.client, names).await?);
+        };
+        if account == members.home_account {
+            // The function's own credentials and region, as in one account (its role may
+            // read its Region's alarms only: others come back missing).
+            return Ok(describe_with(&self.client, names).await?);
+        }
+        let failure = |role_arn: String, code: String, message: String, retryable: bool| {
+            ReadError::Member(MemberAccessFailure {
+                account: account.to_string(),
+                region: region.to_string(),
+                role_arn,
+                code,
+                message,
+                retryable,
+            })
+        };
+        let Some(role) = members.role.as_deref() else {
+            return Err(failure(
+                String::new(),
+                "NotConfigured".into(),
+                "MEMBER_ALARM_READER_ROLE_NAME is not set: member accounts' alarms are not read"
+                    .into(),
+                false,
+            ));
+        };
+        let config = members
+            .assumed
+            .config(account, region, role)
+            .await
+            .map_err(ReadError::Member)?;
+        let client = aws_sdk_cloudwatch::Client::new(&config);
+        describe_with(&client, names).await.map_err(|e| {
+            let code = e.code.clone().unwrap_or_else(|| e.kind().to_string());
+            failure(
+                members.assumed.role_arn(account, role),
+                code,
+                e.to_string(),
+                e.retryable(),
+            )
+        })
+    }
+}
+
+/// `DescribeAlarms` of `names` on `client`: batches of [`NAMES_PER_REQUEST`], pages
+/// followed.
+async fn describe_with(
+    client: &aws_sdk_cloudwatch::Client,
+    names: &[String],
+) -> Result<Vec<Alarm>, AwsError> {
+    let mut out = Vec::new();
+    for batch in names.chunks(NAMES_PER_REQUEST) {
+        let mut token: Option<String> = None;
+        for _ in 0..PAGES_MAX {
+            let page = client
+                .describe_alarms()
+                .set_alarm_names(Some(batch.to_vec()))
+                .max_records(MAX_RECORDS)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("cloudwatch", "DescribeAlarms", e))?;
+            for m in page.metric_alarms() {
+                match normalize_described(m) {
+                    Some(a) => out.push(a),
+                    None => tracing::warn!(
+                        alarm = m.alarm_name().unwrap_or_default(),
+                        "DescribeAlarms answered an alarm without name, ARN, state or time; skipped"
+                    ),
                 }
             }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 fn time(t: &aws_sdk_cloudwatch::primitives::DateTime) -> Option<DateTime<Utc>> {
@@ -187,6 +301,7 @@ pub fn normalize_described(m: &MetricAlarm) -> Option<Alarm> {
 /// An [`AlarmReader`] answering from a list (or failing), for handler tests.
 #[cfg(test)]
 pub(crate) mod fakes {
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use super::*;
@@ -195,7 +310,12 @@ pub(crate) mod fakes {
     pub struct FakeAlarms {
         pub alarms: Mutex<Vec<Alarm>>,
         pub fail_next: Mutex<Option<AwsError>>,
+        /// Accounts whose reads fail like a member role that is missing or refuses.
+        pub unreachable: Mutex<BTreeMap<String, MemberAccessFailure>>,
+        /// The names asked for, per request.
         pub requests: Mutex<Vec<Vec<String>>>,
+        /// (account, region) of each request.
+        pub places: Mutex<Vec<(String, String)>>,
     }
 
     impl FakeAlarms {
@@ -206,10 +326,22 @@ pub(crate) mod fakes {
 
     #[async_trait]
     impl AlarmReader for FakeAlarms {
-        async fn describe(&self, names: &[String]) -> Result<Vec<Alarm>, AwsError> {
+        async fn describe(
+            &self,
+            account: &str,
+            region: &str,
+            names: &[String],
+        ) -> Result<Vec<Alarm>, ReadError> {
             self.requests.lock().unwrap().push(names.to_vec());
+            self.places
+                .lock()
+                .unwrap()
+                .push((account.to_string(), region.to_string()));
+            if let Some(f) = self.unreachable.lock().unwrap().get(account) {
+                return Err(ReadError::Member(f.clone()));
+            }
             if let Some(e) = self.fail_next.lock().unwrap().take() {
-                return Err(e);
+                return Err(ReadError::Home(e));
             }
             Ok(self
                 .alarms
@@ -217,6 +349,7 @@ pub(crate) mod fakes {
                 .unwrap()
                 .iter()
                 .filter(|a| names.contains(&a.name))
+                .filter(|a| account.is_empty() || a.account == account)
                 .cloned()
                 .collect())
         }
@@ -305,7 +438,7 @@ mod tests {
             aws_sdk_cloudwatch,
             [&first, &second, &third]
         ));
-        let got = reader.describe(&names).await.unwrap();
+        let got = reader.describe("", "", &names).await.unwrap();
         let got: Vec<&str> = got.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(got, ["alarm-000", "alarm-001"]);
         assert_eq!(third.num_calls(), 1);
@@ -322,8 +455,96 @@ mod tests {
             )
         });
         let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
-        let e = reader.describe(&["a".to_string()]).await.unwrap_err();
+        let ReadError::Home(e) = reader
+            .describe("", "", &["a".to_string()])
+            .await
+            .unwrap_err()
+        else {
+            panic!("the home account's error")
+        };
         assert!(e.retryable());
         assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+    }
+
+    fn org_reader(
+        sts_rules: &[&aws_smithy_mocks::Rule],
+        role: Option<&str>,
+        home: &[&aws_smithy_mocks::Rule],
+    ) -> CloudWatchAlarms {
+        let sts = shared::mock_client!(aws_sdk_sts, sts_rules.iter().copied());
+        let base = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        CloudWatchAlarms::new(shared::mock_client!(
+            aws_sdk_cloudwatch,
+            home.iter().copied()
+        ))
+        .with_members(MemberAlarms {
+            assumed: AssumedRoles::new(sts, base, "aws", SESSION_NAME),
+            home_account: "123456789012".into(),
+            role: role.map(str::to_string),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_role_refuses_or_is_not_configured_is_a_member_failure() {
+        let denied = mock!(aws_sdk_sts::Client::assume_role)
+            .match_requests(|r| {
+                r.role_arn()
+                    == Some("arn:aws:iam::111122223333:role/incident-pipeline-alarm-reader")
+                    && r.role_session_name() == Some(SESSION_NAME)
+            })
+            .then_error(|| {
+                aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDenied")
+                        .message("not authorized to perform: sts:AssumeRole")
+                        .build(),
+                )
+            });
+        let reader = org_reader(&[&denied], Some("incident-pipeline-alarm-reader"), &[]);
+        let names = ["vpn-tunnel-down".to_string()];
+        let ReadError::Member(f) = reader
+            .describe("111122223333", "eu-central-1", &names)
+            .await
+            .unwrap_err()
+        else {
+            panic!("a member failure")
+        };
+        assert_eq!(
+            (f.code.as_str(), f.region.as_str()),
+            ("AccessDenied", "eu-central-1")
+        );
+        assert_eq!(denied.num_calls(), 1);
+        let reader = org_reader(&[], None, &[]);
+        let ReadError::Member(f) = reader
+            .describe("111122223333", "eu-west-1", &names)
+            .await
+            .unwrap_err()
+        else {
+            panic!("a member failure")
+        };
+        assert_eq!(f.code, "NotConfigured");
+    }
+
+    #[tokio::test]
+    async fn the_home_account_is_read_with_the_functions_own_credentials() {
+        let home = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_output(|| {
+            DescribeAlarmsOutput::builder()
+                .metric_alarms(metric_alarm("vpn-tunnel-down", StateValue::Ok, 1_000))
+                .build()
+        });
+        let reader = org_reader(&[], Some("incident-pipeline-alarm-reader"), &[&home]);
+        let got = reader
+            .describe(
+                "123456789012",
+                "eu-west-1",
+                &["vpn-tunnel-down".to_string()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(home.num_calls(), 1, "no role assumed for the home account");
     }
 }

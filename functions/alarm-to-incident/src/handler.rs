@@ -92,6 +92,8 @@ pub struct Deps<'a> {
 /// CloudWatch Logs turns into the `IncidentPipeline` / `RefusedEvents` metric.
 pub trait RefusalCounter: Sync {
     fn count(&self, refusal: &Refusal, alarm: &Alarm);
+    /// A member account whose alarms the sweep could not read (`code`: why).
+    fn count_unreachable(&self, account: &str, region: &str, code: &str);
 }
 
 /// The Lambda counter: EMF lines on stdout, named after the function.
@@ -109,6 +111,17 @@ impl RefusalCounter for EmfCounter {
             chrono::Utc::now().timestamp_millis(),
         );
         // Not through tracing: EMF needs `_aws` as a top-level JSON object.
+        println!("{line}");
+    }
+
+    fn count_unreachable(&self, account: &str, region: &str, code: &str) {
+        let line = shared::org::unreachable_metric_line(
+            &self.function,
+            account,
+            region,
+            code,
+            chrono::Utc::now().timestamp_millis(),
+        );
         println!("{line}");
     }
 }

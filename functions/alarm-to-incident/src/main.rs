@@ -36,7 +36,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let scheduler = aws_sdk_scheduler::Client::new(&sdk);
     let timer = (config.escalation.as_ref()).map(|p| SchedulerTimer::new(scheduler.clone(), p));
     let hold_timer = (config.hold_timer.as_ref()).map(|c| SchedulerHoldTimer::new(scheduler, c));
-    let alarms = cloudwatch::CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(&sdk));
+    let alarms = cloudwatch::CloudWatchAlarms::from_sdk(&sdk, &config);
     let settings = RunnerSettings::new(config.automation_role_arn.clone());
     tracing::info!(backend = %config.backend, rules = ?rules.names(), escalation = config.escalation.is_some(), "alarm-to-incident ready");
     let effects = EffectDeps {

@@ -102,6 +102,7 @@ pub(crate) struct H {
     pub(crate) alarms: FakeAlarms,
     timer: RecordingHoldTimer,
     refused: crate::scenarios::RecordingCounter,
+    org: Option<shared::org::OrgPolicy>,
 }
 
 impl H {
@@ -119,6 +120,19 @@ impl H {
             alarms: FakeAlarms::default(),
             timer: RecordingHoldTimer::default(),
             refused: Default::default(),
+            org: None,
+        }
+    }
+
+    /// Organization mode: this account is the home of two members.
+    fn in_org() -> H {
+        let env = shared::config::Env::from_pairs([
+            ("ORGANIZATION_ID", "o-a1b2c3d4e5"),
+            ("HOME_ACCOUNT_ID", ACCOUNT),
+        ]);
+        H {
+            org: shared::org::OrgPolicy::from_env(&env).unwrap(),
+            ..H::new()
         }
     }
 
@@ -139,7 +153,7 @@ impl H {
             silences: &self.silences,
             alarms: &self.alarms,
             hold_timer: Some(&self.timer),
-            org: None,
+            org: self.org.as_ref(),
             diagnosis_document: None,
             metrics: &self.refused,
         }
@@ -196,6 +210,7 @@ impl H {
                 lifted: None,
                 held: vec![],
                 held_count: 0,
+                accounts: None,
             },
             at(0),
         )
@@ -480,4 +495,113 @@ async fn a_described_time_one_millisecond_short_is_the_same_transition() {
         at(1),
         "the watermark keeps the event's time"
     );
+}
+
+const PAYMENTS: &str = "111122223333";
+const RETAIL: &str = "444455556666";
+
+/// `value` (an event or a described alarm) of `account` in `region`.
+fn moved<T: serde::Serialize + serde::de::DeserializeOwned>(
+    value: T,
+    account: &str,
+    region: &str,
+) -> T {
+    let text = serde_json::to_string(&value)
+        .unwrap()
+        .replace(ACCOUNT, account)
+        .replace("eu-west-1", region);
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn the_sweep_reads_member_alarms_where_they_live_and_skips_an_unreachable_member() {
+    let h = H::in_org();
+    h.deliver(moved(direct(ANY, "ALARM", 1), PAYMENTS, "eu-west-1"), 1)
+        .await;
+    h.deliver(moved(direct(ANY, "ALARM", 2), RETAIL, "eu-central-1"), 2)
+        .await;
+    h.deliver(direct(BOTH, "ALARM", 3), 3).await;
+    let payments_key = format!("{PAYMENTS}/{KEY}");
+    let retail_key = format!("{RETAIL}/{KEY}");
+    // Every OK was lost; retail's alarm-reader role refuses this stack.
+    h.alarms.set(vec![
+        moved(described(ANY, "OK", 20), PAYMENTS, "eu-west-1"),
+        moved(described(ANY, "OK", 20), RETAIL, "eu-central-1"),
+        described(BOTH, "OK", 20),
+    ]);
+    h.alarms.unreachable.lock().unwrap().insert(
+        RETAIL.into(),
+        shared::member_access::MemberAccessFailure {
+            account: RETAIL.into(),
+            region: "eu-central-1".into(),
+            role_arn: format!("arn:aws:iam::{RETAIL}:role/incident-pipeline-alarm-reader"),
+            code: "AccessDenied".into(),
+            message: "not authorized to perform: sts:AssumeRole".into(),
+            retryable: false,
+        },
+    );
+    let report = h.sweep(25).await.unwrap();
+    // One read per account and region, each in its own place.
+    let mut places = h.alarms.places.lock().unwrap().clone();
+    places.sort();
+    assert_eq!(
+        places,
+        [
+            (PAYMENTS.to_string(), "eu-west-1".to_string()),
+            (ACCOUNT.to_string(), "eu-west-1".to_string()),
+            (RETAIL.to_string(), "eu-central-1".to_string()),
+        ]
+    );
+    assert!(!h
+        .store
+        .incident_now(&payments_key)
+        .unwrap()
+        .record
+        .is_open());
+    assert!(!h.store.incident_now(KEY).unwrap().record.is_open());
+    assert!(
+        h.store.incident_now(&retail_key).unwrap().record.is_open(),
+        "left for the next sweep"
+    );
+    assert_eq!(
+        report["unreachable"],
+        json!([{"account": RETAIL, "region": "eu-central-1", "alarms": 1,
+                "reason": format!("cannot assume arn:aws:iam::{RETAIL}:role/incident-pipeline-alarm-reader in {RETAIL}: AccessDenied")}])
+    );
+    assert_eq!(report["missing"], json!([]));
+    assert_eq!(
+        *h.refused.0.lock().unwrap(),
+        [(
+            "SweepUnreachable",
+            RETAIL.to_string(),
+            "AccessDenied".to_string()
+        )]
+    );
+    // Once retail's role trusts the stack, the next sweep resolves it.
+    h.alarms.unreachable.lock().unwrap().clear();
+    h.sweep(30).await.unwrap();
+    assert!(!h.store.incident_now(&retail_key).unwrap().record.is_open());
+}
+
+#[tokio::test]
+async fn a_failed_read_of_the_home_account_still_applies_nothing_in_organization_mode() {
+    let h = H::in_org();
+    h.deliver(moved(direct(ANY, "ALARM", 1), PAYMENTS, "eu-west-1"), 1)
+        .await;
+    h.deliver(direct(BOTH, "ALARM", 3), 3).await;
+    h.alarms.set(vec![
+        moved(described(ANY, "OK", 20), PAYMENTS, "eu-west-1"),
+        described(BOTH, "OK", 20),
+    ]);
+    *h.alarms.fail_next.lock().unwrap() = Some(throttled());
+    // The member is read first (account order), then the home read fails: nothing applied.
+    let e = h.sweep(25).await.unwrap_err();
+    assert!(e.retryable());
+    assert!(h
+        .store
+        .incident_now(&format!("{PAYMENTS}/{KEY}"))
+        .unwrap()
+        .record
+        .is_open());
+    assert!(h.store.incident_now(KEY).unwrap().record.is_open());
 }

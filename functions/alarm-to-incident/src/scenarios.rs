@@ -177,6 +177,12 @@ impl RefusalCounter for RecordingCounter {
             .unwrap()
             .push((refusal.reason(), alarm.account.clone(), alarm.name.clone()));
     }
+    fn count_unreachable(&self, account: &str, _region: &str, code: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("SweepUnreachable", account.to_string(), code.to_string()));
+    }
 }
 
 pub(crate) struct Harness {

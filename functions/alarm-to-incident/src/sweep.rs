@@ -27,8 +27,15 @@
 //! read applies nothing (retryable error; the next sweep does it all). An alarm that
 //! fails to apply does not stop the others; the sweep then fails (retryable) after
 //! trying them all.
+//!
+//! Organization mode: alarms are read where they live, one `DescribeAlarms` batch per
+//! account and region; a member account's through its alarm-reader role
+//! (`member.yaml`, assumed with STS, credentials cached). A member whose role is
+//! missing or refuses (or may not `DescribeAlarms`) is reported (`unreachable`, a
+//! warning, and the `SweepUnreachableAccounts` metric) and its alarms are left for
+//! the next sweep: it does not stop the sweep of the other accounts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use shared::alarm::{split_source_id, Alarm, AlarmState};
@@ -40,6 +47,7 @@ use shared::silence::SilenceBook;
 use shared::state::{AlarmItem, IncidentWrite, Owner};
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::cloudwatch::ReadError;
 use crate::effects::{complete_record, plan, Origin};
 use crate::error::HandlerError;
 use crate::handler::{mark_origin, Deps};
@@ -67,11 +75,51 @@ pub struct SweepReport {
     /// (`DescribeAlarms` has only the alarm as a whole): their own events move them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contributors_not_read: Vec<String>,
+    /// Member accounts (and regions) whose alarms could not be read: their role is
+    /// missing or refuses. Their alarms wait for the next sweep.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
+}
+
+/// A member account whose alarms the sweep could not read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unreachable {
+    pub account: String,
+    pub region: String,
+    /// `cannot assume arn:…:role/… in 111122223333: AccessDenied`.
+    pub reason: String,
+    /// The alarms left unread.
+    pub alarms: usize,
 }
 
 /// The alarm name in an alarm ARN (`arn:…:alarm:<name>`; names may contain `:`).
 fn name_of(arn: &str) -> Option<&str> {
     arn.splitn(7, ':').nth(6).filter(|n| !n.is_empty())
+}
+
+/// Alarm ARNs grouped by the account and region they live in (organization mode), or
+/// all in one group read in the function's own account and region (one account, as
+/// before). ARNs without a name are left out.
+fn by_place<'a>(
+    arns: impl Iterator<Item = &'a String>,
+    per_account: bool,
+) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for arn in arns.filter(|a| name_of(a).is_some()) {
+        let place = if per_account {
+            let parts: Vec<&str> = arn.splitn(7, ':').collect();
+            let (region, account) = (parts.get(3), parts.get(4));
+            (
+                account.copied().unwrap_or_default().to_string(),
+                region.copied().unwrap_or_default().to_string(),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        out.entry(place).or_default().push(arn.clone());
+    }
+    out
 }
 
 /// Runs one sweep, as `owner` (the invocation: its writes carry its token).
@@ -109,9 +157,6 @@ pub async fn sweep(
                 wanted.insert(a.arn.clone(), ());
             }
         }
-        let mut names: Vec<String> = wanted.keys().filter_map(|a| name_of(a)).map(str::to_string).collect();
-        names.sort();
-        names.dedup();
         contributors_not_read.sort();
         contributors_not_read.dedup();
         let mut report = SweepReport {
@@ -139,19 +184,38 @@ pub async fn sweep(
                 }
             }
         }
-        if names.is_empty() {
+        let places = by_place(wanted.keys(), deps.org.is_some());
+        if places.is_empty() {
             info!(changed = report.changed.len(), "nothing (else) to reconcile");
             return finish(report, failures);
         }
-        // Everything is read first: a failed read applies nothing.
-        let described = deps
-            .alarms
-            .describe(&names)
-            .await
-            .map_err(HandlerError::ReadAlarms)?;
+        // Everything is read first: a failed read of the stack's own account applies
+        // nothing; a member account that cannot be read is reported and skipped.
+        let mut described: Vec<Alarm> = vec![];
+        let mut skipped: BTreeSet<&str> = BTreeSet::new();
+        for ((account, region), arns) in &places {
+            let mut names: Vec<String> = arns.iter().filter_map(|a| name_of(a)).map(str::to_string).collect();
+            names.sort();
+            names.dedup();
+            match deps.alarms.describe(account, region, &names).await {
+                Ok(found) => described.extend(found),
+                Err(ReadError::Home(e)) => return Err(HandlerError::ReadAlarms(e)),
+                Err(ReadError::Member(f)) => {
+                    warn!(account = %account, region = %region, role = %f.role_arn, code = %f.code, error = %f.message, alarms = arns.len(), "member account's alarms not readable; they wait for the next sweep");
+                    deps.metrics.count_unreachable(account, region, &f.code);
+                    report.unreachable.push(Unreachable {
+                        account: account.clone(),
+                        region: region.clone(),
+                        reason: f.headline(),
+                        alarms: arns.len(),
+                    });
+                    skipped.extend(arns.iter().map(String::as_str));
+                }
+            }
+        }
         report.checked = described.len();
         let by_arn: BTreeMap<&str, &Alarm> = described.iter().map(|a| (a.arn.as_str(), a)).collect();
-        for arn in wanted.keys() {
+        for arn in wanted.keys().filter(|a| !skipped.contains(a.as_str())) {
             let Some(current) = by_arn.get(arn.as_str()) else {
                 warn!(alarm = %arn, "alarm not returned by DescribeAlarms (deleted, another Region, or outside the role's scope); left as it is");
                 report.missing.push(arn.clone());
@@ -172,7 +236,7 @@ pub async fn sweep(
                 }
             }
         }
-        info!(checked = report.checked, changed = report.changed.len(), missing = report.missing.len(), contributors_not_read = report.contributors_not_read.len(), failed = failures.len(), "sweep done");
+        info!(checked = report.checked, changed = report.changed.len(), missing = report.missing.len(), unreachable = report.unreachable.len(), contributors_not_read = report.contributors_not_read.len(), failed = failures.len(), "sweep done");
         finish(report, failures)
     }
     .instrument(span)
@@ -406,5 +470,29 @@ mod tests {
         );
         assert_eq!(name_of("arn:aws:cloudwatch:eu-west-1:1:alarm:"), None);
         assert_eq!(name_of("nonsense"), None);
+    }
+
+    #[test]
+    fn alarms_are_read_per_account_and_region_in_organization_mode_only() {
+        let arns: Vec<String> = [
+            "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:a",
+            "arn:aws:cloudwatch:eu-central-1:444455556666:alarm:b",
+            "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:c",
+            "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:",
+        ]
+        .map(String::from)
+        .to_vec();
+        let org = by_place(arns.iter(), true);
+        assert_eq!(
+            org.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                ("111122223333".to_string(), "eu-west-1".to_string()),
+                ("444455556666".to_string(), "eu-central-1".to_string())
+            ]
+        );
+        assert_eq!(org[&("111122223333".into(), "eu-west-1".into())].len(), 2);
+        let one = by_place(arns.iter(), false);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[&(String::new(), String::new())].len(), 3);
     }
 }

@@ -34,15 +34,15 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError};
+use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError, Refusal, RefusalKind};
 use shared::error::{Retryable, Secret};
 use shared::hash::token_uuid;
 use shared::hold_store::{update_silences, SilenceStore};
 use shared::hold_timer::{fire_at, silence_end_name, silence_lifted_name, HoldTimer, LEAD};
-use shared::incident::Impact;
+use shared::incident::{Actor, Impact};
 use shared::respond;
 use shared::silence::{is_vpn_id, silence_id, Silence, SilenceRefusal, SilenceTarget};
-use shared::slack::authz::Action;
+use shared::slack::authz::{Action, Scope};
 use shared::slack::interaction::{
     self, Interaction, NoteModalMetadata, ReplyRoute, Request, Source,
 };
@@ -60,6 +60,7 @@ use crate::groups::GroupCache;
 use crate::incidents::{self, IncidentReader};
 use crate::queue::{Job, JobAction, JobQueue, SilenceSpec};
 use crate::replay::ReplayGuard;
+use crate::scope;
 use crate::secrets::Credentials;
 use crate::slack_web::SlackWeb;
 
@@ -273,18 +274,32 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest, invocation: &Owner) -
 /// `request_id` names the verified Slack request (a queued change carries it).
 async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlResponse {
     let action = i.request.action();
-    match authorized(deps, &i, action).await {
-        Ok(true) => {}
-        Ok(false) => {
-            info!("not allowed; nothing changes");
-            return answer(deps, &i, &reply(views::not_allowed(action))).await;
+    let access = match person_access(deps, &i.caller.user_id, action).await {
+        Ok(a) => a,
+        Err(()) => return answer(deps, &i, &ephemeral(scope::CANNOT_CHECK)).await,
+    };
+    if !access.allowed {
+        info!("not allowed; nothing changes");
+        return answer(deps, &i, &reply(views::not_allowed(action))).await;
+    }
+    let org = deps.config.org.as_ref();
+    let reach = &access.scope;
+    // Every action on an existing incident stays within the person's account scope.
+    if let Request::Acknowledge { key }
+    | Request::Resolve { key }
+    | Request::Rerun { key }
+    | Request::OpenNoteModal { key }
+    | Request::AddNote { key, .. } = &i.request
+    {
+        if let Err(text) = scope::check_key(org, reach, deps.incidents, key).await {
+            return answer(deps, &i, &ephemeral(&text)).await;
         }
-        Err(text) => return answer(deps, &i, &ephemeral(&text)).await,
     }
     match &i.request {
         Request::Help => answer(deps, &i, &ephemeral(interaction::USAGE)).await,
         Request::List => match deps.incidents.open_incidents().await {
-            Ok(records) => {
+            Ok(mut records) => {
+                records.retain(|r| reach.covers(&scope::incident_account(org, r)));
                 let now = deps.effects.clock.now();
                 answer(
                     deps,
@@ -303,7 +318,14 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlRes
                 .await
             }
         },
-        Request::Show { key } => match incidents::find(deps.incidents, key).await {
+        Request::Show { key } => match incidents::find_in(deps.incidents, key, |r| {
+            reach.covers(&scope::incident_account(org, r))
+        })
+        .await
+        {
+            Ok(Some(record)) if scope::check_incident(org, reach, &record).is_err() => {
+                answer(deps, &i, &ephemeral(&scope::not_shown(&record.key))).await
+            }
             Ok(Some(record)) => {
                 let now = deps.effects.clock.now();
                 let message = views::incident_show(&record, now, true);
@@ -329,6 +351,7 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlRes
         Request::OpenNoteModal { key } => open_note_modal(deps, &i, key).await,
         Request::Silences => match deps.silences.silences().await {
             Ok(book) => {
+                let book = scope::visible_silences(org, reach, &book);
                 let now = deps.effects.clock.now();
                 answer(
                     deps,
@@ -353,6 +376,11 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlRes
             reason,
         } => match resolve_target(deps, target).await {
             Ok(target) => {
+                if let Err(text) =
+                    scope::check_silence_target(org, reach, deps.incidents, &target).await
+                {
+                    return answer(deps, &i, &ephemeral(&text)).await;
+                }
                 let spec = SilenceSpec {
                     target,
                     minutes: duration.num_minutes(),
@@ -363,7 +391,44 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlRes
             }
             Err(text) => answer(deps, &i, &ephemeral(&text)).await,
         },
+        Request::Unsilence { id } => match lift_allowed(deps, reach, id).await {
+            Ok(()) => queue_change(deps, &i, request_id).await,
+            Err(text) => answer(deps, &i, &ephemeral(&text)).await,
+        },
         _ => queue_change(deps, &i, request_id).await,
+    }
+}
+
+/// What the policy lets `user` do with `action`, and on which accounts' incidents.
+async fn person_access<'d>(
+    deps: &Deps<'d>,
+    user: &str,
+    action: Action,
+) -> Result<scope::Access<'d>, ()> {
+    scope::access(
+        deps.config,
+        deps.credentials,
+        deps.slack,
+        deps.groups,
+        user,
+        action,
+    )
+    .await
+}
+
+/// `Err(answer)` when a scoped person may not end silence `id` (an unknown id passes:
+/// lifting it says so).
+async fn lift_allowed(deps: &Deps<'_>, reach: &Scope<'_>, id: &str) -> Result<(), String> {
+    if *reach == Scope::All {
+        return Ok(());
+    }
+    let book = deps.silences.silences().await.map_err(|e| {
+        error!(error = %e, "reading the silences failed");
+        "Could not read the silences right now; nothing changed. Try again in a moment.".to_string()
+    })?;
+    match book.get(id) {
+        Some(s) => scope::check_lift(deps.config.org.as_ref(), reach, s),
+        None => Ok(()),
     }
 }
 
@@ -431,29 +496,6 @@ fn silence_job(i: &Interaction, request_id: &str, spec: SilenceSpec, now: DateTi
         response_url: i.caller.response_url.clone(),
         requested_at: now,
     }
-}
-
-/// `Ok(allowed)`, or `Err(reply)` when membership could not be checked.
-async fn authorized(deps: &Deps<'_>, i: &Interaction, action: Action) -> Result<bool, String> {
-    let policy = &deps.config.policy;
-    let user = i.caller.user_id.as_str();
-    let to_check = policy.groups_to_check(action, user);
-    let groups = if to_check.is_empty() {
-        vec![]
-    } else {
-        let token = deps.credentials.bot_token().await.map_err(|e| {
-            error!(error = %e, "bot token unavailable for the user-group check");
-            "Could not check your permissions right now; try again in a moment.".to_string()
-        })?;
-        deps.groups
-            .groups_of(deps.slack, &token, user, &to_check)
-            .await
-            .map_err(|e| {
-                warn!(error = %e, "user-group check failed");
-                "Could not check your permissions right now; try again in a moment.".to_string()
-            })?
-    };
-    Ok(policy.allows(action, user, &groups))
 }
 
 /// Answers a verified request that could not be understood (nothing changes): a
@@ -686,9 +728,16 @@ pub async fn run_job(
 ) -> Result<String, EffectError> {
     let who = job.actor.clone();
     let team = job.team.clone();
+    // Defence in depth: the worker works out the person's account scope itself (the
+    // request path checked it too) and checks the incident it is about to change.
+    let reach = match job_scope(deps, job).await {
+        Ok(s) => s,
+        Err(text) => return Ok(text),
+    };
+    let org = deps.config.org.as_ref();
     let outcome = match job.action {
-        JobAction::Silence => return set_silence(deps, job).await,
-        JobAction::Unsilence => return lift_silence(deps, job).await,
+        JobAction::Silence => return set_silence(deps, job, &reach).await,
+        JobAction::Unsilence => return lift_silence(deps, job, &reach).await,
         JobAction::Declare => {
             let title = job.text.clone().unwrap_or_default();
             // The key comes from the request time, so a retried job finds its incident.
@@ -715,6 +764,8 @@ pub async fn run_job(
             let text = job.text.clone().unwrap_or_default();
             apply_change(&deps.effects, owner, &key, |r, now| {
                 let r = respond::existing(r)?;
+                scope::check_incident(org, &reach, r)
+                    .map_err(|m| Refusal::new(RefusalKind::OutOfScope, m))?;
                 match action {
                     JobAction::Acknowledge => respond::acknowledge(r, &who, team.as_deref(), now),
                     JobAction::Resolve => respond::resolve(r, &who, now),
@@ -744,6 +795,32 @@ pub async fn run_job(
     })
 }
 
+/// The account scope of the job's person for its action: every account when the
+/// policy has no `scopes` (nothing is read), else worked out from the policy and the
+/// person's groups now. `Err(answer)`: refused (not a person) or memberships
+/// unreadable; nothing changes and the person is told.
+async fn job_scope<'d>(deps: &Deps<'d>, job: &Job) -> Result<Scope<'d>, String> {
+    let action = match job.action {
+        JobAction::Declare => return Ok(Scope::All),
+        JobAction::Acknowledge => Action::Acknowledge,
+        JobAction::Resolve => Action::Resolve,
+        JobAction::Rerun => Action::Rerun,
+        JobAction::Note => Action::Note,
+        JobAction::Silence | JobAction::Unsilence => Action::Silence,
+    };
+    if !deps.config.policy.is_scoped() {
+        return Ok(Scope::All);
+    }
+    let Actor::Person { id, .. } = &job.actor else {
+        warn!("a queued change without a person under an account-scoped policy; refused");
+        return Err("That change names no Slack user; nothing changed.".into());
+    };
+    match person_access(deps, id, action).await {
+        Ok(a) => Ok(a.scope),
+        Err(()) => Err(format!("{} Nothing changed.", scope::CANNOT_CHECK)),
+    }
+}
+
 // ------------------------------------------------------------------ silences
 
 fn silence_state_error(e: shared::state::StateError) -> EffectError {
@@ -756,10 +833,14 @@ fn when_text(t: DateTime<Utc>) -> String {
 
 /// Adds the silence (its id comes from the request, so a retried job finds it) and
 /// sets the timer at its end.
-async fn set_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> {
+async fn set_silence(deps: &Deps<'_>, job: &Job, reach: &Scope<'_>) -> Result<String, EffectError> {
     let Some(spec) = &job.silence else {
         return Ok("That silence request was incomplete; nothing changed.".into());
     };
+    let org = deps.config.org.as_ref();
+    if let Err(text) = scope::check_silence_target(org, reach, deps.incidents, &spec.target).await {
+        return Ok(text);
+    }
     let now = deps.effects.clock.now();
     let silence = Silence {
         id: silence_id(&spec.target, &job.actor, job.requested_at),
@@ -771,6 +852,8 @@ async fn set_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> 
         lifted: None,
         held: vec![],
         held_count: 0,
+        // A scoped person's silence holds their accounts' alarms only.
+        accounts: scope::silence_accounts(org, reach),
     };
     let attempts = deps.effects.settings.attempts;
     let stored = update_silences(deps.silences, now, attempts, |book| {
@@ -813,8 +896,24 @@ async fn set_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> 
 }
 
 /// Ends the silence now; what it held back is applied by the sweep a minute later.
-async fn lift_silence(deps: &Deps<'_>, job: &Job) -> Result<String, EffectError> {
+async fn lift_silence(
+    deps: &Deps<'_>,
+    job: &Job,
+    reach: &Scope<'_>,
+) -> Result<String, EffectError> {
     let id = job.text.clone().unwrap_or_default();
+    if *reach != Scope::All {
+        let book = deps
+            .silences
+            .silences()
+            .await
+            .map_err(silence_state_error)?;
+        if let Some(s) = book.get(&id) {
+            if let Err(text) = scope::check_lift(deps.config.org.as_ref(), reach, s) {
+                return Ok(text);
+            }
+        }
+    }
     let now = deps.effects.clock.now();
     let attempts = deps.effects.settings.attempts;
     let lifted = update_silences(deps.silences, now, attempts, |book| {

@@ -107,10 +107,11 @@ impl SlackWeb for FakeSlack {
         group: &str,
     ) -> Result<Vec<String>, SlackCallError> {
         self.group_calls.lock().unwrap().push(group.to_string());
-        Ok(if group == GROUP {
-            vec![ALICE.to_string()]
-        } else {
-            vec![]
+        Ok(match group {
+            GROUP => vec![ALICE.to_string()],
+            PAYMENTS_GROUP => vec![PAYER.to_string()],
+            RETAIL_GROUP => vec![SHOPPER.to_string()],
+            _ => vec![],
         })
     }
     async fn respond(
@@ -230,8 +231,12 @@ fn policy_env() -> Vec<(&'static str, String)> {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_env(policy_env())
+    }
+
+    fn with_env(env: Vec<(&'static str, String)>) -> Harness {
         Harness {
-            config: Config::from_env(&Env::from_pairs(policy_env())).unwrap(),
+            config: Config::from_env(&Env::from_pairs(env)).unwrap(),
             replay: FakeReplay::default(),
             slack: FakeSlack::default(),
             queue: FakeQueue::default(),
@@ -338,12 +343,16 @@ fn command(user: &str, text: &str) -> String {
 }
 
 fn button(user: &str, action_id: &str) -> String {
+    button_on(user, action_id, KEY)
+}
+
+fn button_on(user: &str, action_id: &str, key: &str) -> String {
     let payload = json!({
         "type": "block_actions", "user": {"id": user, "username": "someone", "team_id": "T0LOCAL"},
         "team": {"id": "T0LOCAL"}, "channel": {"id": "C0OPS"},
         "container": {"type": "message", "message_ts": "1764064800.000100", "channel_id": "C0OPS"},
         "trigger_id": "9.9.trigger", "response_url": RESPONSE_URL,
-        "actions": [{"action_id": action_id, "value": KEY, "type": "button"}]
+        "actions": [{"action_id": action_id, "value": key, "type": "button"}]
     });
     form(&[("payload", &payload.to_string())])
 }
@@ -977,4 +986,272 @@ async fn bad_silences_and_unauthorised_people_change_nothing() {
     );
     assert!(h.jobs().is_empty());
     assert!(h.silences.now().silences.is_empty());
+}
+
+// ------------------------------------------------------------------ account scopes
+
+const PAYER: &str = "U0PAYER";
+const SHOPPER: &str = "U0SHOPPER";
+const PAYMENTS_GROUP: &str = "S0PAYMENTS";
+const RETAIL_GROUP: &str = "S0RETAIL";
+const PAYMENTS: &str = "111122223333";
+const RETAIL: &str = "444455556666";
+const PAYMENTS_VPN: &str = "vpn-0aaaaaaaaaaaaaaa1";
+const RETAIL_VPN: &str = "vpn-0bbbbbbbbbbbbbbb2";
+
+fn payments_key() -> String {
+    format!("{PAYMENTS}/VPN connection {PAYMENTS_VPN} is DOWN")
+}
+fn retail_key() -> String {
+    format!("{RETAIL}/VPN connection {RETAIL_VPN} is DOWN")
+}
+
+/// Organization mode: the on-call group reaches every account, payments its account
+/// by id, retail every account tagged team=retail (its OU's tag).
+fn scoped() -> Harness {
+    let mut env: Vec<(&'static str, String)> = policy_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "SLACK_ACTION_POLICY")
+        .collect();
+    env.extend([
+        (
+            "SLACK_ACTION_POLICY",
+            json!({
+                "default": {"usergroups": [GROUP, PAYMENTS_GROUP, RETAIL_GROUP]},
+                "scopes": [
+                    {"usergroups": [GROUP], "accounts": ["*"]},
+                    {"usergroups": [PAYMENTS_GROUP], "accounts": [PAYMENTS]},
+                    {"usergroups": [RETAIL_GROUP], "account_tags": {"team": "retail"}}
+                ]
+            })
+            .to_string(),
+        ),
+        ("ORGANIZATION_ID", "o-a1b2c3d4e5".into()),
+        ("HOME_ACCOUNT_ID", "123456789012".into()),
+        (
+            "ACCOUNT_DIRECTORY",
+            json!({"accounts": {PAYMENTS: {"name": "payments-prod", "ou": "payments"},
+                                RETAIL: {"name": "retail-prod", "ou": "retail"}},
+                   "ous": {"payments": {"tags": {"team": "payments"}}, "retail": {"tags": {"team": "retail"}}}})
+            .to_string(),
+        ),
+    ]);
+    Harness::with_env(env)
+}
+
+fn member_record(key: &str, account: &str, vpn: &str, opened_minutes_ago: i64) -> IncidentRecord {
+    let mut r = open_record(Impact::HIGH);
+    r.key = key.to_string();
+    r.title = format!("VPN connection {vpn} is DOWN");
+    r.account = account.to_string();
+    r.opened_at = now() - Duration::minutes(opened_minutes_ago);
+    r
+}
+
+async fn two_members() -> Harness {
+    let h = scoped();
+    h.seed(member_record(&payments_key(), PAYMENTS, PAYMENTS_VPN, 20))
+        .await;
+    h.seed(member_record(&retail_key(), RETAIL, RETAIL_VPN, 10))
+        .await;
+    h
+}
+
+fn refused_as_out_of_scope(text: &str, key: &str) {
+    assert!(
+        text.contains(&format!(
+            "Incident `{key}` belongs to an account outside your Slack scope"
+        )),
+        "{text}"
+    );
+    // Nothing of the other account beyond the key the person gave.
+    assert!(
+        !text.contains("payments-prod") && !text.contains("retail-prod"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_person_cannot_act_on_another_accounts_incident_from_any_door() {
+    let h = two_members().await;
+    let key = payments_key();
+    // Buttons: resolve, acknowledge, re-run, add note (the modal is not even opened).
+    for action in [
+        "incident.resolve",
+        "incident.acknowledge",
+        "incident.rerun",
+        "incident.note",
+    ] {
+        h.run(signed(&button_on(SHOPPER, action, &key))).await;
+    }
+    let told = h.slack.texts();
+    assert_eq!(told.len(), 4, "{told:?}");
+    for t in &told {
+        refused_as_out_of_scope(t, &key);
+    }
+    assert!(h.slack.views.lock().unwrap().is_empty());
+    // The note command (resolve, acknowledge and re-run are buttons only).
+    let res = h
+        .run(signed(&command(
+            SHOPPER,
+            &format!("note \"{key}\" looks like our side"),
+        )))
+        .await;
+    refused_as_out_of_scope(&body_text(&res), &key);
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(&key).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty());
+    // Their own account's incident, and the on-call group on either: queued.
+    h.run(signed(&button_on(
+        SHOPPER,
+        "incident.resolve",
+        &retail_key(),
+    )))
+    .await;
+    h.run(signed(&button_on(ALICE, "incident.resolve", &key)))
+        .await;
+    h.run(signed(&button_on(PAYER, "incident.acknowledge", &key)))
+        .await;
+    let jobs: Vec<String> = h
+        .jobs()
+        .iter()
+        .map(|j| j.incident_key.clone().unwrap())
+        .collect();
+    assert_eq!(jobs, vec![retail_key(), key.clone(), key]);
+}
+
+#[tokio::test]
+async fn list_and_show_reveal_only_the_persons_accounts() {
+    let h = two_members().await;
+    let list = h.run(signed(&command(SHOPPER, "list"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(body.contains(RETAIL_VPN), "{body}");
+    assert!(
+        !body.contains(PAYMENTS_VPN) && !body.contains(PAYMENTS),
+        "{body}"
+    );
+    let all = h.run(signed(&command(ALICE, "list"))).await;
+    let body = all["body"].as_str().unwrap();
+    assert!(
+        body.contains(RETAIL_VPN) && body.contains(PAYMENTS_VPN),
+        "{body}"
+    );
+    // The exact key of another account's incident: refused, not shown.
+    let show = h
+        .run(signed(&command(
+            SHOPPER,
+            &format!("show {}", payments_key()),
+        )))
+        .await;
+    let text = body_text(&show);
+    assert!(
+        text.contains("outside your Slack scope, so it is not shown"),
+        "{text}"
+    );
+    assert!(!text.contains("Tunnel 1 is down"), "{text}");
+    // A partial match looks among their own incidents only.
+    let show = h.run(signed(&command(SHOPPER, "show vpn-0aaaa"))).await;
+    assert!(
+        body_text(&show).starts_with("No incident matches"),
+        "{show}"
+    );
+    let show = h.run(signed(&command(SHOPPER, "show vpn-0"))).await;
+    assert!(
+        show["body"].as_str().unwrap().contains(RETAIL_VPN),
+        "one of theirs matches, the other account's does not make it ambiguous: {show}"
+    );
+}
+
+#[tokio::test]
+async fn worker_refuses_a_queued_change_outside_the_persons_scope() {
+    let h = two_members().await;
+    // A job that reached the queue without the request path's check.
+    let mut resolve = job(JobAction::Resolve, None);
+    resolve.incident_key = Some(payments_key());
+    resolve.actor = Actor::Person {
+        id: SHOPPER.into(),
+        name: "shopper".into(),
+    };
+    let mut own = resolve.clone();
+    own.incident_key = Some(retail_key());
+    let res = h.run(sqs(&[resolve, own])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let told = h.slack.texts();
+    refused_as_out_of_scope(&told[0], &payments_key());
+    assert!(h
+        .store
+        .incident_now(&payments_key())
+        .unwrap()
+        .record
+        .is_open());
+    assert!(!h
+        .store
+        .incident_now(&retail_key())
+        .unwrap()
+        .record
+        .is_open());
+    assert_eq!(h.publisher.sent().len(), 1, "only retail's resolve");
+}
+
+#[tokio::test]
+async fn scoped_silences_stay_within_the_persons_accounts() {
+    let h = two_members().await;
+    // Another account's incident or VPN: refused at once.
+    for target in [format!("\"{}\"", payments_key()), PAYMENTS_VPN.to_string()] {
+        let res = h
+            .run(signed(&command(SHOPPER, &format!("silence {target} 1h"))))
+            .await;
+        let text = body_text(&res);
+        assert!(
+            text.contains("outside your Slack scope"),
+            "{target}: {text}"
+        );
+    }
+    assert!(h.jobs().is_empty());
+    // A prefix is allowed, and limited to their accounts (the directory's retail ones).
+    h.run(signed(&command(
+        SHOPPER,
+        "silence alarm:vpn- 1h maintenance",
+    )))
+    .await;
+    let [job] = h.jobs().try_into().unwrap();
+    h.run(sqs(&[job])).await;
+    let book = h.silences.now();
+    let [mine] = book.silences.as_slice() else {
+        panic!("{book:?}")
+    };
+    assert_eq!(
+        mine.accounts,
+        Some(std::collections::BTreeSet::from([RETAIL.to_string()]))
+    );
+    // The on-call group's silence reaches every account: retail cannot lift it, and
+    // payments does not see retail's.
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel 2h")))
+        .await;
+    let job = h.jobs().pop().unwrap();
+    h.run(sqs(&[job])).await;
+    let global = h
+        .silences
+        .now()
+        .silences
+        .iter()
+        .find(|s| s.accounts.is_none())
+        .unwrap()
+        .id
+        .clone();
+    let res = h
+        .run(signed(&command(SHOPPER, &format!("unsilence {global}"))))
+        .await;
+    assert!(
+        body_text(&res).contains("holds alarms of accounts outside your Slack scope"),
+        "{res}"
+    );
+    let list = h.run(signed(&command(PAYER, "silences"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(body.contains(&global) && !body.contains(&mine.id), "{body}");
+    // Retail may end its own.
+    let res = h
+        .run(signed(&command(SHOPPER, &format!("unsilence {}", mine.id))))
+        .await;
+    assert!(body_text(&res).contains("On it"), "{res}");
 }

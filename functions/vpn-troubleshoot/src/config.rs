@@ -73,12 +73,7 @@ impl Config {
     /// The AWS partition (`aws`, `aws-cn`, `aws-us-gov`) of the stack, from the
     /// topic ARN: member role ARNs are built in it.
     pub fn partition(&self) -> String {
-        self.topic_arn
-            .split(':')
-            .nth(1)
-            .filter(|p| !p.is_empty())
-            .unwrap_or("aws")
-            .to_string()
+        shared::member_access::partition_of(&self.topic_arn)
     }
 }
 

@@ -6,10 +6,11 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::config::Env;
 use shared::effects::SystemClock;
+use shared::member_access::AssumedRoles;
 use shared::state::{DynamoStateStore, StateStore};
 use vpn_troubleshoot::config::Config;
 use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_SCHEDULE};
-use vpn_troubleshoot::member::{MemberAccess, StsMemberAccess};
+use vpn_troubleshoot::member::{MemberAccess, StsMemberAccess, SESSION_NAME};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -20,7 +21,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let members = config.member_roles.clone().map(|roles| {
         let partition = config.partition();
         let sts = aws_sdk_sts::Client::new(&sdk);
-        Box::new(StsMemberAccess::new(sts, sdk.clone(), &partition, roles)) as Box<dyn MemberAccess>
+        let assumed = AssumedRoles::new(sts, sdk.clone(), &partition, SESSION_NAME);
+        Box::new(StsMemberAccess::new(assumed, roles)) as Box<dyn MemberAccess>
     });
     let deps = Deps {
         ec2: aws_sdk_ec2::Client::new(&sdk),

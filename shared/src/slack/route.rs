@@ -181,11 +181,7 @@ impl Rule {
                 || f.account
                     .as_deref()
                     .is_some_and(|a| any_or_empty(&self.accounts, a)))
-            && self.account_tags.iter().all(|(k, want)| {
-                f.account_tags
-                    .get(k)
-                    .is_some_and(|have| want == "*" || want == have)
-            })
+            && crate::org::tags_match(&self.account_tags, &f.account_tags)
     }
 }
 

@@ -442,6 +442,7 @@ mod silence_tests {
             lifted: None,
             held: vec![],
             held_count: 0,
+            accounts: None,
         };
         book.add(s.clone(), now).unwrap();
         book.record_held(

@@ -4,41 +4,12 @@
 //! what happened and what to do, instead of the runbook failing.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::analysis::{Finding, FindingCode, Report, Severity};
 use super::facts::{Gap, LogStatus};
 use super::VpnConnectionId;
 use crate::incident::Impact;
-
-/// Why the member's diagnosis role could not be assumed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberAccessFailure {
-    pub account: String,
-    pub region: String,
-    /// The role that was to be assumed.
-    pub role_arn: String,
-    /// The STS error code (`AccessDenied`, ...) or a short cause.
-    pub code: String,
-    pub message: String,
-    /// True when trying again later may work (throttling, STS unreachable).
-    pub retryable: bool,
-}
-
-impl MemberAccessFailure {
-    /// `cannot assume arn:aws:iam::111122223333:role/x in 111122223333: AccessDenied`.
-    pub fn headline(&self) -> String {
-        if self.role_arn.is_empty() {
-            format!("cannot diagnose in {}: {}", self.account, self.code)
-        } else {
-            format!(
-                "cannot assume {} in {}: {}",
-                self.role_arn, self.account, self.code
-            )
-        }
-    }
-}
+pub use crate::member_access::MemberAccessFailure;
 
 /// The diagnosis report of a VPN whose member account could not be entered: one
 /// critical finding naming the role, the account and the error, and the next step.
