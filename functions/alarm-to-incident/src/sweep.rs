@@ -39,12 +39,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use shared::alarm::{split_source_id, Alarm, AlarmState};
-use shared::effects::{is_conflict, resume_pending, run_pending, EffectError, Resume};
+use shared::effects::{decided_item, is_conflict, resume_pending, run_pending, Patience, Resume};
 use shared::error::Retryable;
 use shared::hold::hold_for;
 use shared::lifecycle::decide;
 use shared::silence::SilenceBook;
-use shared::state::{AlarmItem, IncidentItem};
+use shared::state::{AlarmItem, IncidentWrite, Owner};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::cloudwatch::ReadError;
@@ -122,9 +122,10 @@ fn by_place<'a>(
     out
 }
 
-/// Runs one sweep.
+/// Runs one sweep, as `owner` (the invocation: its writes carry its token).
 pub async fn sweep(
     deps: &Deps<'_>,
+    owner: &Owner,
     reason: &str,
     function_arn: &str,
 ) -> Result<SweepReport, HandlerError> {
@@ -170,7 +171,10 @@ pub async fn sweep(
                 continue;
             };
             let span = info_span!("alarm", alarm = %series.label(), state = %series.state, incident_key = tracing::field::Empty);
-            match release(deps, read, series, &book).instrument(span).await {
+            match release(deps, owner, read, series, &book)
+                .instrument(span)
+                .await
+            {
                 Ok(what) => {
                     report.changed.insert(series.label(), what);
                 }
@@ -218,7 +222,10 @@ pub async fn sweep(
                 continue;
             };
             let span = info_span!("alarm", alarm = %current.name, state = %current.state, incident_key = tracing::field::Empty);
-            match reconcile(deps, current, &book, function_arn).instrument(span).await {
+            match reconcile(deps, owner, current, &book, function_arn)
+                .instrument(span)
+                .await
+            {
                 Ok(Some(what)) => {
                     report.changed.insert(current.name.clone(), what);
                 }
@@ -254,6 +261,7 @@ fn finish(
 /// changed.
 async fn reconcile(
     deps: &Deps<'_>,
+    owner: &Owner,
     current: &Alarm,
     book: &SilenceBook,
     function_arn: &str,
@@ -263,7 +271,9 @@ async fn reconcile(
     match &stored {
         Some(s) if current.changed_at < s.changed_at - SAME_INSTANT => Ok(None),
         Some(s) if current.changed_at <= s.changed_at + SAME_INSTANT => match &s.held {
-            Some(h) if h.has_ended(book, now) => release(deps, s, current, book).await.map(Some),
+            Some(h) if h.has_ended(book, now) => {
+                release(deps, owner, s, current, book).await.map(Some)
+            }
             _ => Ok(None),
         },
         // Newer than anything recorded. Same state as recorded and applied: only a
@@ -272,9 +282,16 @@ async fn reconcile(
         Some(s) if s.state == current.state && s.held.is_none() => {
             let moved = AlarmItem {
                 changed_at: current.changed_at,
+                writer: owner.token().to_string(),
                 ..s.clone()
             };
-            match deps.effects.store.apply(&moved, None).await {
+            // No incident changes, and none was read: the alarm's item alone.
+            match deps
+                .effects
+                .store
+                .apply(&moved, IncidentWrite::NotConcerned)
+                .await
+            {
                 Ok(()) => Ok(Some("watermark".into())),
                 Err(e) if is_conflict(&e) => Ok(None),
                 Err(e) => Err(e.into()),
@@ -284,7 +301,8 @@ async fn reconcile(
             let ctx = crate::handler::HoldContext {
                 function_arn: function_arn.to_string(),
             };
-            let outcome = crate::handler::process_with(deps, current, &Origin::Sweep, &ctx).await?;
+            let outcome =
+                crate::handler::process_with(deps, owner, current, &Origin::Sweep, &ctx).await?;
             info!(action = outcome.action, "missed transition applied");
             Ok(Some(format!("applied:{}", outcome.action)))
         }
@@ -296,6 +314,7 @@ async fn reconcile(
 /// covers it now.
 async fn release(
     deps: &Deps<'_>,
+    owner: &Owner,
     read: &AlarmItem,
     current: &Alarm,
     book: &SilenceBook,
@@ -312,12 +331,15 @@ async fn release(
         }
     };
     let mut resumed_once = false;
-    for attempt in 0..deps.effects.settings.attempts.max(1) {
+    let mut patience = Patience::new(deps.effects.settings, owner, &read.incident_key);
+    let mut attempt = 0;
+    loop {
         // Read again after a conflict: someone may have released it, or delivered newer.
         let stored = deps.effects.store.alarm(&read.arn).await?;
         if stored.as_ref() != Some(read) && attempt > 0 {
             return Ok("released_elsewhere".into());
         }
+        attempt += 1;
         let key = match current.state {
             AlarmState::Alarm => class.key.clone(),
             _ => read.incident_key.clone(),
@@ -330,21 +352,31 @@ async fn release(
         if let Some(again) = hold_for(&applied, &key, book, now) {
             let new = AlarmItem {
                 held: Some(again.clone()),
+                writer: owner.token().to_string(),
                 ..read.clone()
             };
-            match deps.holds.release(read, &new, None).await {
+            match deps
+                .holds
+                .release(read, &new, IncidentWrite::NotConcerned)
+                .await
+            {
                 Ok(()) => {
                     info!(hold = %again.describe(), "hold ended but another covers it; held anew");
                     return Ok("held_again".into());
                 }
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         let item = deps.effects.store.incident(&key).await?;
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
-                resumed_once = true;
+            match resume_pending(&deps.effects, owner, item).await? {
+                Resume::Finished(_) => resumed_once = true,
+                Resume::Busy => patience.wait_for_lease(deps.effects.clock).await?,
+                Resume::Conflict => patience.conflict()?,
             }
             continue;
         }
@@ -365,6 +397,7 @@ async fn release(
         let released = AlarmItem {
             incident_key: key.clone(),
             held: None,
+            writer: owner.token().to_string(),
             ..read.clone()
         };
         let origin = Origin::Released {
@@ -372,9 +405,17 @@ async fn release(
             hold: hold.clone(),
         };
         let Some(mut record) = decision.record.clone() else {
-            match deps.holds.release(read, &released, None).await {
+            // Guarded by the incident item as read (a stale read decides again).
+            let unchanged = IncidentWrite::Unchanged {
+                key: &key,
+                version: item.as_ref().map(|i| i.version),
+            };
+            match deps.holds.release(read, &released, unchanged).await {
                 Ok(()) => return Ok(format!("released:{}", decision.action.as_str())),
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -387,15 +428,24 @@ async fn release(
         );
         mark_origin(&mut record, &applied, &origin);
         let effects = plan(deps, &applied, &class, &decision.action, &record, &origin);
-        let new_item = IncidentItem {
-            version: item.as_ref().map_or(1, |i| i.version + 1),
+        let new_item = decided_item(
+            deps.effects.settings,
+            owner,
+            now,
+            item.as_ref(),
             record,
-            pending: effects,
-            lease_until: Some(now + deps.effects.settings.lease),
-        };
-        match deps.holds.release(read, &released, Some(&new_item)).await {
+            effects,
+        );
+        match deps
+            .holds
+            .release(read, &released, IncidentWrite::Put(&new_item))
+            .await
+        {
             Ok(()) => {}
-            Err(e) if is_conflict(&e) => continue,
+            Err(e) if is_conflict(&e) => {
+                patience.conflict()?;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
         info!(
@@ -403,13 +453,9 @@ async fn release(
             resumed = resumed_once,
             "held transition applied at the end of its hold"
         );
-        run_pending(&deps.effects, new_item).await?;
+        run_pending(&deps.effects, owner, new_item).await?;
         return Ok(format!("released:{}", decision.action.as_str()));
     }
-    Err(EffectError::Busy {
-        key: read.incident_key.clone(),
-    }
-    .into())
 }
 
 #[cfg(test)]
