@@ -24,8 +24,9 @@ Insights, TunnelState metrics), the local Slack (incoming webhooks), and one
 - warm: one process, N events one after the other, per-event latency (event handed over
   to response posted, so it includes the local AWS/Slack round trips of each event);
   peak RSS = VmHWM of /proc/<pid>/status after the run.
-- size: the release binary (already stripped by the release profile) and the zip of it
-  as `bootstrap`, as Lambda deploys it.
+- size: what `sam deploy` ships, the four arm64 bootstraps `sam build` wrote to
+  `.aws-sam/build/` (`make arm64`), and each zipped as `sam deploy` zips it; read with the
+  artifact check (tests/arm64/artifacts.py), which also gives the highest glibc version.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -418,25 +417,41 @@ def measure_warm(world: World, s: Subject, events: int, out: Path, pycache: Path
 
 # ================================================================ sizes, features, criterion
 
-def sizes(release: Path) -> dict[str, dict]:
+def arm64_sizes() -> dict[str, dict]:
+    """The arm64 bootstraps of `.aws-sam/build/` (ARM64_BUILD_DIR), as the artifact check reads them."""
+    sys.path.insert(0, str(ROOT / "tests" / "arm64"))
+    import artifacts
+
+    _, arts = artifacts.check_build()
     out = {}
-    for name in FUNCTIONS:
-        binary = release / name
-        if not binary.exists():
-            out[name] = {"missing": str(binary)}
+    for art in arts:
+        if art.size is None:
+            out[art.binary] = {"missing": "; ".join(art.problems) or str(art.folder)}
             continue
-        with tempfile.TemporaryDirectory() as d:
-            z = Path(d) / "bootstrap.zip"
-            with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-                info = zipfile.ZipInfo("bootstrap")
-                info.external_attr = 0o755 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, binary.read_bytes())
-            zsize = z.stat().st_size
-        stripped = "not stripped" not in subprocess.run(["file", str(binary)], capture_output=True,
-                                                        text=True).stdout if shutil.which("file") else None
-        out[name] = {"binary_bytes": binary.stat().st_size, "zip_bytes": zsize, "stripped": stripped}
+        out[art.binary] = {"binary_bytes": art.size, "zip_bytes": art.zip_size, "arch": "arm64",
+                           "max_glibc": art.elf.max_glibc if art.elf else None, "problems": art.problems}
     return out
+
+
+def measure_sizes(data: dict) -> None:
+    """Puts the arm64 sizes of the current `.aws-sam/build/` into `data` (when built)."""
+    size = arm64_sizes()
+    if all("missing" in s for s in size.values()) and data.get("size"):
+        print("no arm64 build in .aws-sam/build (make arm64): keeping the sizes of results.json", flush=True)
+        return
+    m = machine()
+    data["size"] = size
+    data["size_measured"] = {"date": m["date"], "commit": m["commit"], "profile": m["profile"]}
+
+
+def release_profile() -> str:
+    """[profile.release] of Cargo.toml in a few words, for the report's header."""
+    import tomllib
+
+    prof = tomllib.loads((ROOT / "Cargo.toml").read_text()).get("profile", {}).get("release", {})
+    lto = {True: "fat", "fat": "fat", "thin": "thin", False: "thin-local", "off": "no"}.get(prof.get("lto", False), "?")
+    return (f"opt-level {prof.get('opt-level', 3)}, {lto} LTO, {prof.get('codegen-units', 16)} codegen unit(s), "
+            f"strip {prof.get('strip', 'none')}")
 
 
 def feature_notes() -> dict[str, dict]:
@@ -523,6 +538,7 @@ def machine() -> dict[str, str]:
     except OSError:
         load = "?"
     return {"load": load, "cpu": cpu, "cores": str(os.cpu_count()), "memory": mem, "kernel": platform.release(),
+            "profile": release_profile(),
             "os": platform.platform(), "rustc": cmd("rustc", "-V"), "python": platform.python_version(),
             "awslambdaric": _version("awslambdaric"), "boto3": _version("boto3"), "commit": commit,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -569,8 +585,8 @@ def write_results(path: Path, data: dict) -> None:
         a("")
     a(f"- Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs), {m['memory']} RAM, "
       f"Linux {m['kernel']}, load average at the end of the run {m['load']} (1/5/15 min)")
-    a(f"- Toolchain: {m['rustc']}; release profile: opt-level 3, fat LTO, 1 codegen unit, symbols stripped, "
-      f"x86_64 (see *Size* for why not arm64)")
+    a(f"- Toolchain: {m['rustc']}; release profile of the timed binaries (x86_64, this machine): "
+      f"{m.get('profile') or 'opt-level 3, fat LTO, 1 codegen unit, strip symbols'}")
     a(f"- Python reference: CPython {m['python']}, awslambdaric {m['awslambdaric']}, boto3 {m['boto3']}")
     a(f"- Runs: cold {args['cold_runs']} fresh processes per function (plus one uncounted warm-up run), "
       f"warm {args['warm_events']} events on one process")
@@ -662,20 +678,22 @@ def write_results(path: Path, data: dict) -> None:
         import floor  # noqa: E402  (bench/floor.py)
         L.extend(floor.render_section(data["floor"]))
         a("")
-    a("## Size (x86_64 stand-in for arm64)")
+    a("## Size (arm64, what `sam deploy` ships)")
     a("")
-    a("This machine has no aarch64 standard library and rustup cannot download one, so "
-      "`cargo lambda build --release --arm64` cannot run here. The figures are the x86_64 release build with "
-      "the same profile; the arm64 build of the same code is expected to be of similar size but was not measured.")
+    sized = data.get("size_measured") or {}
+    a("The four bootstraps `sam build` wrote to `.aws-sam/build/` (`make arm64`: aarch64, release profile, "
+      "linked by cargo-lambda with zig), zipped as `sam deploy` zips them; read by the artifact check "
+      f"(`tests/arm64/artifacts.py`){' at commit `' + sized['commit'] + '`, ' + sized['date'] if sized else ''}"
+      f"{', profile: ' + sized['profile'] if sized.get('profile') else ''}.")
     a("")
-    a("| function | stripped binary (MiB) | zip (MiB) |")
-    a("|---|---|---|")
+    a("| function | bootstrap (MiB) | zip (MiB) | zip (bytes) | highest glibc symbol version (AL2023: 2.34) |")
+    a("|---|---|---|---|---|")
     for name, s in size.items():
         if "missing" in s:
-            a(f"| {name} | not built ({s['missing']}) | - |")
+            a(f"| {name} | not built ({s['missing']}) | - | - | - |")
             continue
         a(f"| {name} | {s['binary_bytes'] / 2**20:.2f} | {s['zip_bytes'] / 2**20:.2f} "
-          f"{mark(s['zip_bytes'] / 2**20, BUDGET['zip_mib'])} |")
+          f"{mark(s['zip_bytes'] / 1e6, BUDGET['zip_mib'])} | {s['zip_bytes']:,} | {s.get('max_glibc') or '?'} |")
     a("")
     a("What `cargo tree -e normal,features` says each function links:")
     a("")
@@ -771,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
         data = json.loads((args.out.parent / "results.json").read_text())
         data["criterion"] = read_criterion(target) or data.get("criterion", {})
+        measure_sizes(data)
         (args.out.parent / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         write_results(args.out, data)
         print(f"rewrote {args.out}")
@@ -788,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["cargo", "build", "--release", *picked, "--locked"]
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
+        if per_function:
+            # The sizes are those of what ships: the arm64 bootstraps of `sam build`.
+            print("$ bash scripts/arm64-build.sh", flush=True)
+            subprocess.run(["bash", "scripts/arm64-build.sh"], check=True, cwd=ROOT)
     minimal_bin = None
     if "floor" in benches:
         import floor  # noqa: E402  (bench/floor.py)
@@ -856,12 +879,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         world.stop()
     data = {"machine": machine(), "args": vars(args) | {"out": str(args.out)}, "cold": cold, "warm": warm,
-            "size": sizes(release), "features": feature_notes(), "criterion": crit,
+            "features": feature_notes(), "criterion": crit,
             "labels": {s.key: s.label for s in subjects},
             "pairs": [("notify-fanout", "py-slack-notify"), ("alarm-to-incident", "py-opsitem")]}
     if args.only and previous.exists():
         data = merge_previous(data, json.loads(previous.read_text()), [s.key for s in subjects])
     data.update(keep)  # the benches of their own are re-measured below (or kept as they were)
+    measure_sizes(data)
     args.out.write_text("")  # make sure the path is writable before the JSON goes next to it
     (args.out.parent / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     write_results(args.out, data)

@@ -11,7 +11,7 @@ the unmodified Rust SDK clients talk to it through `AWS_ENDPOINT_URL_<SERVICE>`:
 | Incident Manager (`SSM_INCIDENTS`) | restJson1                    | StartIncident, UpdateIncidentRecord, GetIncidentRecord, ListIncidentRecords, CreateTimelineEvent, ListTimelineEvents, GetTimelineEvent, UpdateRelatedItems, ListRelatedItems |
 | EC2 (`EC2`)                   | ec2Query (form in, XML out)       | DescribeVpnConnections (with VgwTelemetry and tunnel LogOptions), DescribeCustomerGateways, DescribeVpnGateways, DescribeTransitGatewayAttachments, ReplaceVpnTunnel (DryRun), GetVpnTunnelReplacementStatus |
 | CloudWatch Logs (`CLOUDWATCH_LOGS`) | awsJson1_1, `Logs_20140328.<Op>` | StartQuery, GetQueryResults, StopQuery (a Logs Insights subset, see insights.py) |
-| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history |
+| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history; DescribeAlarms of the alarms a scenario sets (`alarms`) |
 
 Inputs are checked against the botocore service models (required members, lengths,
 ranges, enums: awsmodel.py) and against the service rules of DESIGN.md section 4:
@@ -24,6 +24,14 @@ dedup string. Choices where AWS documents no detail are marked "emulator choice"
 
 Control endpoints (JSON): POST /_scenario (see `apply_scenario`), POST /_reset,
 GET /_state, GET /_calls, GET /_automations, POST /_automation/<id> (finish a run).
+
+Several accounts (organization mode): every request is served in the account of its
+credentials, as in AWS. The access key of the request's SigV4 `Authorization` header is
+mapped to an account: keys given in the scenario (`access_keys`), else, once
+`resolve_accounts_with(moto_url)` is set, moto's own answer to `sts:GetCallerIdentity`
+for that key (credentials moto issued with `sts:AssumeRole` act in the role's account),
+else this emulator's own account. Each other account has its own state (VPNs, logs,
+metrics, ...): `apply_scenario({"account": "111122223333", ...})`, `member(account)`.
 
 Run alone: `python3 local/emulator.py` prints its URL and serves until Ctrl-C.
 """
@@ -103,12 +111,20 @@ def _public(d: dict) -> dict:
 class Emulator:
     """In-memory AWS state plus the HTTP front end. Thread-safe (one lock)."""
 
-    def __init__(self, account: str = ACCOUNT, verbose: bool = False):
+    def __init__(self, account: str = ACCOUNT, verbose: bool = False, root: bool = True):
         self.account = account
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.server: Server | None = None
         self.verbose = verbose
+        # The emulator the server answers with: it hands requests made with another
+        # account's credentials to that account's emulator (`members`).
+        self.root = root
+        self.members: dict[str, Emulator] = {}
+        self.access_keys: dict[str, str] = {}
+        self.sts_url: str | None = None
+        # Role ARN -> the account its trust policy names (organization mode, `_sts`).
+        self.roles: dict[str, str] = {}
         self.reset()
 
     # ------------------------------------------------------------ lifecycle
@@ -152,6 +168,7 @@ class Emulator:
             self.log_groups: dict[str, dict] = {}
             self.queries: dict[str, dict] = {}
             self.query_running_polls = 1
+            self.alarms: dict[str, dict] = {}
             self.calls: list[dict] = []
             self.faults: list[dict] = []
             self.region = DEFAULT_REGION
@@ -161,6 +178,11 @@ class Emulator:
     def apply_scenario(self, spec: dict) -> dict:
         """Sets the world a story runs in. Every key is optional:
 
+        - `account`: apply the rest to that account's state (organization mode).
+        - `access_keys`: {access key id: account} for requests signed with those keys.
+        - `roles`: [{account, name, trusted_account}] IAM roles that sts:AssumeRole through
+          this emulator may assume (see `_sts`): a role missing here, or trusting another
+          account, is refused with AccessDenied as IAM would.
         - `reset`: true to start from nothing.
         - `vpn_connections`: [{id, customer_gateway_id?, vpn_gateway_id? | transit_gateway_id?,
           state?, static_routes_only?, log_group_arn?, log_enabled?, history_minutes?,
@@ -177,11 +199,22 @@ class Emulator:
           Integer|Boolean}, patterns?: {name: allowedPattern}}] Automation runbooks.
         - `response_plans`: [{arn | name, title?, impact?, dedupe_string?, summary?,
           chatbot_sns?, automation?: {document, parameters: {k: [v]}, dynamic: {k: INCIDENT_RECORD_ARN|INVOLVED_RESOURCES}}}]
+        - `alarms`: [{name, state: OK|ALARM|INSUFFICIENT_DATA, at (epoch seconds of the state
+          change, as the alarm events carry it), reason?, namespace?, metric?, dimensions? {name: value},
+          statistic?, period?, threshold?, comparison?, description?}]: metric alarms as
+          DescribeAlarms returns them; setting one again changes its state (the story moves alarms
+          without delivering their actions, as a mute rule does).
         - `faults`: [{service?, op, code, status?, message?, times?}] errors injected on the next calls.
         """
+        account = spec.get("account")
+        if account and account != self.account:
+            return self.member(account).apply_scenario({k: v for k, v in spec.items() if k != "account"})
         with self.lock:
             if spec.get("reset"):
                 self.reset()
+            self.access_keys.update(spec.get("access_keys", {}))
+            for r in spec.get("roles", []):
+                self.roles[f"arn:aws:iam::{r['account']}:role/{r['name']}"] = r["trusted_account"]
             for v in spec.get("vpn_connections", []):
                 self._add_vpn(v)
             for g in spec.get("customer_gateways", []):
@@ -212,6 +245,8 @@ class Emulator:
                     "impact": int(p.get("impact", 3)), "dedupeString": p.get("dedupe_string", ""),
                     "summary": p.get("summary"), "chatbotSns": p.get("chatbot_sns", []),
                     "automation": p.get("automation")}
+            for a in spec.get("alarms", []):
+                self._set_alarm(a)
             for f in spec.get("faults", []):
                 self.faults.append({"service": f.get("service"), "op": f["op"], "code": f["code"],
                                     "status": int(f.get("status", 400)),
@@ -220,6 +255,28 @@ class Emulator:
             self.changed.notify_all()
             return {"ok": True, "vpn_connections": sorted(self.vpns),
                     "response_plans": sorted(self.response_plans)}
+
+    def _set_alarm(self, a: dict) -> None:
+        name = a["name"]
+        if a["state"] not in ("OK", "ALARM", "INSUFFICIENT_DATA"):
+            raise ValueError(f"alarm {name}: state {a['state']!r} is not OK, ALARM or INSUFFICIENT_DATA")
+        old = self.alarms.get(name, {})
+        # CloudWatch keeps milliseconds.
+        at = int(round(float(a["at"]) * 1000)) / 1000
+        self.alarms[name] = {
+            **old,
+            "name": name, "state": a["state"], "at": at,
+            "reason": a.get("reason", f"Set by the local scenario: {a['state']}"),
+            "namespace": a.get("namespace", old.get("namespace", "AWS/VPN")),
+            "metric": a.get("metric", old.get("metric", "TunnelState")),
+            "dimensions": a.get("dimensions", old.get("dimensions", {})),
+            "statistic": a.get("statistic", old.get("statistic", "Minimum")),
+            "period": int(a.get("period", old.get("period", 60))),
+            "threshold": float(a.get("threshold", old.get("threshold", 1.0))),
+            "comparison": a.get("comparison", old.get("comparison", "LessThanThreshold")),
+            "description": a.get("description", old.get("description")),
+            "created": old.get("created", at),
+        }
 
     def _add_vpn(self, v: dict) -> None:
         vid = v["id"]
@@ -380,7 +437,53 @@ class Emulator:
                 "log_groups": {k: len(v["events"]) for k, v in self.log_groups.items()},
                 "queries": [{k: v for k, v in q.items() if k != "results"} for q in self.queries.values()],
                 "calls": self.calls,
+                **({"accounts": {a: m.snapshot() for a, m in self.members.items()}} if self.members else {}),
             }, default=str))
+
+    # ------------------------------------------------------------ several accounts
+
+    def member(self, account: str) -> "Emulator":
+        """The emulator of `account` (this one for its own account; created on first use)."""
+        if account == self.account:
+            return self
+        with self.lock:
+            if account not in self.members:
+                self.members[account] = Emulator(account, verbose=self.verbose, root=False)
+            return self.members[account]
+
+    def resolve_accounts_with(self, sts_url: str) -> None:
+        """Maps unknown access keys to accounts by asking moto (`sts:GetCallerIdentity`)."""
+        self.sts_url = sts_url
+
+    def account_of(self, h: Handler) -> str:
+        """The account the request's credentials act in."""
+        m = re.search(r"Credential=([A-Za-z0-9]+)/", h.headers.get("Authorization", ""))
+        key = m.group(1) if m else ""
+        with self.lock:
+            known = self.access_keys.get(key)
+        if known or not key or not self.sts_url:
+            return known or self.account
+        account = self._caller_account(key)
+        with self.lock:
+            self.access_keys[key] = account
+        return account
+
+    def _caller_account(self, key: str) -> str:
+        # moto does not check signatures: a request naming the key is enough for it to
+        # say whose key it is (an assumed role's account, else its default account).
+        import urllib.request
+        req = urllib.request.Request(
+            self.sts_url, data=b"Action=GetCallerIdentity&Version=2011-06-15", method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded",
+                     "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/20260101/{DEFAULT_REGION}/sts/aws4_request, "
+                                      "SignedHeaders=host, Signature=0"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                body = r.read().decode("utf-8", "replace")
+        except OSError:
+            return self.account
+        m = re.search(r"<Account>(\d{12})</Account>", body)
+        return m.group(1) if m else self.account
 
     # ------------------------------------------------------------ HTTP front end
 
@@ -388,7 +491,14 @@ class Emulator:
         url = urlsplit(h.path)
         path = url.path
         if path.startswith("/_"):
+            account = parse_qs(url.query).get("account", [None])[0]
+            if account and self.root:
+                return self.member(account)._control(h, path, parse_qs(url.query))
             return self._control(h, path, parse_qs(url.query))
+        if self.root:
+            account = self.account_of(h)
+            if account != self.account:
+                return self.member(account)._app(h)
         target = h.headers.get("X-Amz-Target", "")
         if target.startswith("AmazonSSM."):
             return self._json_rpc(h, "ssm", target.split(".", 1)[1], self.SSM)
@@ -400,6 +510,8 @@ class Emulator:
         if route in self.INCIDENTS:
             return self._rest_json(h, route, url.query)
         ctype = h.headers.get("Content-Type", "")
+        if h.command == "POST" and "x-www-form-urlencoded" in ctype and b"Action=AssumeRole&" in h.body + b"&":
+            return self._sts(h)
         if h.command == "POST" and "x-www-form-urlencoded" in ctype:
             return self._ec2(h)
         h.send_json(404, {"__type": "UnknownOperationException",
@@ -491,6 +603,37 @@ class Emulator:
         except ApiError as e:
             h.send(e.status, awsmodel.ec2_error_xml(e.code, e.message, request_id),
                    content_type="text/xml;charset=UTF-8")
+
+    def _sts(self, h: Handler) -> None:
+        """sts:AssumeRole with the trust check moto leaves out (it lets anyone assume any
+        role, even one that does not exist): the role must be one of the scenario's `roles`
+        and trust the caller's account. Allowed requests go on to moto, whose credentials
+        then act in the role's account (`account_of`)."""
+        form = {k: v[0] for k, v in parse_qs(h.body.decode("utf-8"), keep_blank_values=True).items()}
+        role = form.get("RoleArn", "")
+        caller = self.account_of(h)
+        trusted = self.roles.get(role)
+        if trusted != caller or not self.sts_url:
+            message = (f"User: arn:aws:sts::{caller}:assumed-role/incident-pipeline-local/function is not authorized "
+                       f"to perform: sts:AssumeRole on resource: {role}")
+            with self.lock:
+                self._record("sts", "AssumeRole", form, ApiError("AccessDenied", message, 403))
+            body = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+                    f'<Code>AccessDenied</Code><Message>{message}</Message></Error>'
+                    f'<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>')
+            return h.send(403, body.encode(), content_type="text/xml")
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(self.sts_url, data=h.body, method="POST", headers={
+            "Content-Type": h.headers.get("Content-Type", ""), "Authorization": h.headers.get("Authorization", "")})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        with self.lock:
+            self._record("sts", "AssumeRole", form, None)
+        h.send(status, body, content_type="text/xml")
 
     def _cbor_rpc(self, h: Handler, op: str) -> None:
         headers = {"smithy-protocol": "rpc-v2-cbor"}
@@ -1236,7 +1379,56 @@ class Emulator:
                                **{s: float(self._stat(s, vals)) for s in stats}})
         return {"Label": p.get("MetricName", ""), "Datapoints": points}
 
-    METRICS = {"GetMetricData": cw_get_metric_data, "GetMetricStatistics": cw_get_metric_statistics}
+    def _metric_alarm(self, a: dict, region: str) -> dict:
+        out = {
+            "AlarmName": a["name"],
+            "AlarmArn": f"arn:aws:cloudwatch:{region}:{self.account}:alarm:{a['name']}",
+            "AlarmConfigurationUpdatedTimestamp": cbor.Timestamp(a["created"]),
+            "ActionsEnabled": True, "OKActions": [], "AlarmActions": [], "InsufficientDataActions": [],
+            "StateValue": a["state"], "StateReason": a["reason"],
+            # The alarm events' state.timestamp of the same transition.
+            "StateUpdatedTimestamp": cbor.Timestamp(a["at"]),
+            "StateTransitionedTimestamp": cbor.Timestamp(a["at"]),
+            "MetricName": a["metric"], "Namespace": a["namespace"], "Statistic": a["statistic"],
+            "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(a["dimensions"].items())],
+            "Period": a["period"], "EvaluationPeriods": 1, "Threshold": a["threshold"],
+            "ComparisonOperator": a["comparison"], "TreatMissingData": "missing",
+        }
+        if a.get("description"):
+            out["AlarmDescription"] = a["description"]
+        return out
+
+    def cw_describe_alarms(self, p: dict) -> dict:
+        """Metric alarms by name (at most 100, the model's limit) or name prefix, in name order,
+        `MaxRecords` per page (default 50) with an opaque `NextToken` (emulator choice: the next
+        name). Asking for composite or log alarms only returns none: the scenario sets metric alarms."""
+        if p.get("AlarmNames") and p.get("AlarmNamePrefix"):
+            raise ApiError("InvalidParameterCombination",
+                           "AlarmNames and AlarmNamePrefix cannot be specified together.")
+        types = p.get("AlarmTypes") or ["MetricAlarm"]
+        names = sorted(self.alarms)
+        if p.get("AlarmNames"):
+            names = [n for n in names if n in set(p["AlarmNames"])]
+        if p.get("AlarmNamePrefix"):
+            names = [n for n in names if n.startswith(p["AlarmNamePrefix"])]
+        if p.get("StateValue"):
+            names = [n for n in names if self.alarms[n]["state"] == p["StateValue"]]
+        if "MetricAlarm" not in types:
+            names = []
+        token = p.get("NextToken")
+        if token is not None:
+            if token not in names:
+                raise ApiError("InvalidNextToken", "The service returned an invalid NextToken.")
+            names = names[names.index(token):]
+        page = int(p.get("MaxRecords", 50))
+        out = {"MetricAlarms": [self._metric_alarm(self.alarms[n], self.region) for n in names[:page]],
+               "CompositeAlarms": []}
+        if len(names) > page:
+            out["NextToken"] = names[page]
+        return out
+
+    METRICS = {"GetMetricData": cw_get_metric_data, "GetMetricStatistics": cw_get_metric_statistics,
+               "DescribeAlarms": cw_describe_alarms}
 
 
 def endpoint_env(url: str) -> dict[str, str]:

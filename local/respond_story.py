@@ -37,6 +37,9 @@ SIGNING_SECRET = "local-demo-signing-secret-0123456789abcdef"
 ALICE = sa.Person("U0ALICE", "alice")
 BOB = sa.Person("U0BOB", "bob")
 MALLORY = sa.Person("U0MALLORY", "mallory")
+CAROL = sa.Person("U0CAROL", "carol")
+# A button of an older message (or another app): slack-actions does not know it.
+UNKNOWN_ACTION = "incident.escalate_v0"
 ONCALL_GROUP = "S0ONCALL"
 # Who may do what: the on-call group everything; Bob (not on call) may also declare and
 # re-run; anyone else nothing (no "default": deny by default).
@@ -69,14 +72,6 @@ class RespondStory(Story):
     def extend_setup(self, common, env, timeouts) -> None:
         sqs, sns, sm, scheduler = (self.moto.client(s) for s in ("sqs", "sns", "secretsmanager", "scheduler"))
         n = f"{STACK}-{self.backend.lower()}"
-        dlq = sqs.create_queue(QueueName=f"{n}-actions-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.actions_url = sqs.create_queue(QueueName=f"{n}-actions", Attributes={
-            "VisibilityTimeout": "180",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})["QueueUrl"]
-        self.actions_dlq = dlq
-        self.actions_arn = sqs.get_queue_attributes(QueueUrl=self.actions_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
         self.escalation_topic = sns.create_topic(Name=f"{n}-escalation")["TopicArn"]
         self.pager_url = sqs.create_queue(QueueName=f"{n}-pager")["QueueUrl"]
         pager_arn = sqs.get_queue_attributes(QueueUrl=self.pager_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -89,8 +84,6 @@ class RespondStory(Story):
         slack_secret = json.loads(sm.get_secret_value(SecretId=self.secret_arn)["SecretString"])
         slack_secret["destinations"]["ops"].update({"actions": True, "escalation_mention": f"subteam^{ONCALL_GROUP}"})
         sm.put_secret_value(SecretId=self.secret_arn, SecretString=json.dumps(slack_secret))
-        self.signing_arn = sm.create_secret(Name=f"{n}-slack-signing",
-                                            SecretString=json.dumps({"signing_secret": SIGNING_SECRET}))["ARN"]
         # The on-call user group; Mallory is in the workspace but not in it.
         self.slack.usergroups = {ONCALL_GROUP: [ALICE.id, "U0CAROL"]}
         escalation = {**ESCALATION, "ESCALATION_TOPIC_ARN": self.escalation_topic,
@@ -98,15 +91,33 @@ class RespondStory(Story):
                       "ESCALATION_SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/{STACK}-escalation-scheduler",
                       "ESCALATION_SCHEDULE_GROUP": self.group}
         env["alarm-to-incident"].update(escalation)
+        self.add_slack_actions(env, timeouts, POLICY, escalation)
+
+    def add_slack_actions(self, env, timeouts, policy: dict, extra: dict) -> None:
+        """slack-actions behind its Function URL: the actions queue (and its dead-letter
+        queue), the signing secret, its environment (`policy`, then `extra` on top) and
+        the Slack app that signs what people do."""
+        sqs, sm = (self.moto.client(s) for s in ("sqs", "secretsmanager"))
+        n = f"{STACK}-{self.backend.lower()}"
+        dlq = sqs.create_queue(QueueName=f"{n}-actions-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.actions_url = sqs.create_queue(QueueName=f"{n}-actions", Attributes={
+            "VisibilityTimeout": "180",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})["QueueUrl"]
+        self.actions_dlq = dlq
+        self.actions_arn = sqs.get_queue_attributes(QueueUrl=self.actions_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        self.signing_arn = sm.create_secret(Name=f"{n}-slack-signing",
+                                            SecretString=json.dumps({"signing_secret": SIGNING_SECRET}))["ARN"]
         env["slack-actions"] = {
             "SLACK_SIGNING_SECRET_ARN": self.signing_arn, "SLACK_SECRET_ARN": self.secret_arn,
-            "SLACK_ACTION_POLICY": json.dumps(POLICY), "SLACK_API_URL": self.slack.url + "/api",
+            "SLACK_ACTION_POLICY": json.dumps(policy), "SLACK_API_URL": self.slack.url + "/api",
             "SLACK_RESPONSE_URL_PREFIXES": self.slack.url + "/actions/", "SLACK_SECRET_CACHE_SECONDS": "300",
             "STATE_TABLE_NAME": self.table, "ACTIONS_QUEUE_URL": self.actions_url,
             "NOTIFICATION_TOPIC_ARN": self.topic, "INCIDENT_BACKEND": self.backend,
             "AUTOMATION_ROLE_ARN": AUTOMATION_ROLE,
             **({"RESPONSE_PLAN_ARN": RESPONSE_PLAN} if self.backend == "IncidentManager" else {}),
-            **escalation}
+            **extra}
         timeouts["slack-actions"] = 30.0
         self.app = sa.SlackApp(SIGNING_SECRET, self.slack, self._invoke_url)
 
@@ -125,8 +136,9 @@ class RespondStory(Story):
             self.show_invocation(inv, f" <- actions queue ({len(inv.payload['Records'])} change(s))")
             if not inv.ok or failed:
                 self.problems.append(f"slack-actions failed queued changes: {short(inv.result, 300)}")
-        for m in sqs.receive_message(QueueUrl=self.pager_url, MaxNumberOfMessages=10,
-                                     WaitTimeSeconds=0).get("Messages", []):
+        pager = getattr(self, "pager_url", None)
+        for m in (sqs.receive_message(QueueUrl=pager, MaxNumberOfMessages=10,
+                                      WaitTimeSeconds=0).get("Messages", []) if pager else []):
             body = json.loads(m["Body"])
             self.pages.append({"subject": body.get("Subject"), "message": body.get("Message"), "at": time.time()})
             self.say(f"      PAGE (escalation topic): {body.get('Subject')}")
@@ -182,20 +194,24 @@ class RespondStory(Story):
             self.say(f"      ephemeral to {r['user']}: {short(readable(r['text']), 140)}")
         return res
 
-    def fire_due(self, jump_s: float) -> list[Invocation]:
+    def fire_due(self, jump_s: float, group: str | None = None) -> list[Invocation]:
+        """Fires the schedules of `group` (the escalation group by default) due `jump_s` from
+        now, invoking the function each targets, as EventBridge Scheduler would."""
+        group = group or self.group
         scheduler = self.moto.client("scheduler")
         now = time.time() + jump_s
-        pending = sa.schedules(scheduler, self.group)
-        self.say(f"    schedules in {self.group}: " + (", ".join(
+        pending = sa.schedules(scheduler, group)
+        self.say(f"    schedules in {group}: " + (", ".join(
             f"{s['name']} at {s['expression']} {s['timezone'] or ''}".strip() for s in pending) or "none"))
         fired = []
-        for s in sa.due_schedules(scheduler, self.group, now):
-            inv = sa.fire(scheduler, self.group, s, lambda ev: self.functions["slack-actions"].invoke(ev, timeout_s=30))
+        for s in sa.due_schedules(scheduler, group, now):
+            target = s["target"]["Arn"].rsplit(":", 1)[-1]
+            inv = sa.fire(scheduler, group, s, lambda ev: self.functions[target].invoke(ev, timeout_s=60))
             self.fired.append({"name": s["name"], "input": json.loads(s["target"]["Input"]), "ok": inv.ok,
-                               "result": inv.result})
+                               "result": inv.result, "target": s["target"]["Arn"]})
             self.show_invocation(inv, f" <- schedule {s['name']}")
             if not inv.ok:
-                self.problems.append(f"escalation schedule {s['name']} failed: {short(inv.result, 300)}")
+                self.problems.append(f"schedule {s['name']} failed: {short(inv.result, 300)}")
             fired.append(inv)
         if not fired:
             self.say("    nothing due")
@@ -203,7 +219,7 @@ class RespondStory(Story):
         return fired
 
     def incident_item(self) -> dict:
-        item = self.moto.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": f"incident#{KEY}"}},
+        item = self.dynamodb().get_item(TableName=self.table, Key={"pk": {"S": f"incident#{KEY}"}},
                                                      ConsistentRead=True).get("Item") or {}
         return item
 
@@ -266,6 +282,14 @@ class RespondStory(Story):
                  lambda: self.app.post(body, timestamp=old))
         self.act(MALLORY, "Resolve (not allowed)", lambda: self.app.click(MALLORY, self.top(), "resolve", KEY))
         self.act(ALICE, "no Slack headers at all", lambda: self._invoke_url(sa.url_event(body, None, None)))
+        # Verified but not understood: the person is told why (ephemeral, through the
+        # response URL: Slack ignores the HTTP body of a button's answer).
+        unknown = self.app.click_body(CAROL, self.top(), "acknowledge", KEY).replace(
+            sa.ACTION_IDS["acknowledge"].encode(), UNKNOWN_ACTION.encode())
+        self.act(CAROL, "a button slack-actions does not know", lambda: self.app.post(unknown))
+        self.act(CAROL, "a button press without its user", lambda: self.app.interaction(CAROL, {
+            "type": "block_actions", "team": {"id": sa.TEAM},
+            "actions": [{"action_id": sa.ACTION_IDS["resolve"], "value": KEY, "type": "button"}]}))
         after = self.incident_item().get("version")
         self.say(f"    incident item version before {before}, after {after}: "
                  + ("unchanged" if before == after else "CHANGED"))

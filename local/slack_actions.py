@@ -126,6 +126,12 @@ class SlackApp:
         """`who` presses a button of the incident's top-level message."""
         return self.post(self.click_body(who, message, action, key_fallback))
 
+    def interaction(self, who: Person, payload: dict) -> Any:
+        """Any interactivity payload (even one slack-actions cannot read), signed, with a
+        response URL issued to `who` so what they are told is recorded."""
+        payload = {**payload, "response_url": self.sink.response_url(who.id)}
+        return self.post(urlencode({"payload": json.dumps(payload)}).encode())
+
     def submit_note(self, who: Person, view: dict, text: str) -> Any:
         """`who` types `text` into the Add-note modal and submits it."""
         block = next((b for b in view.get("blocks", []) if b.get("type") == "input"), {})

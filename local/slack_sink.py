@@ -505,11 +505,14 @@ class SlackSink:
                     return v
                 self.changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
-    def render(self, width: int = 100) -> str:
-        """The channels as a person would read them: threads indented, edits shown."""
+    def render(self, width: int = 100, channel: str | None = None) -> str:
+        """The channels (or one, by id or name) as a person would read them: threads
+        indented, edits shown."""
         with self.lock:
             out: list[str] = []
             for cid in sorted({m["channel"] for m in self.messages}):
+                if channel is not None and channel not in (cid, self.channels.get(cid)):
+                    continue
                 out.append(f"#{self.channels.get(cid, cid)}")
                 for m in [m for m in self.messages if m["channel"] == cid and not m["thread_ts"]]:
                     out.extend(self._render_one(m, "  ", width))

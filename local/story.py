@@ -22,12 +22,14 @@ It prints a transcript per step and the Slack conversation, leaves every record 
 
 The function binaries come from `$CARGO_TARGET_DIR/debug/` (default `target/debug/`),
 built by `cargo build --workspace --all-targets`, the one feature set the project
-uses everywhere.
+uses everywhere; with `STORY_ARCH=arm64` they are the arm64 bootstraps `sam build`
+wrote to `.aws-sam/build/`, run under qemu-user (arch.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -44,8 +46,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import arch  # noqa: E402
+from dynamo_front import DynamoFront  # noqa: E402
 from emulator import Emulator, endpoint_env  # noqa: E402
-from runtime_api import RuntimeApi  # noqa: E402
+from runtime_api import AsyncInvoker, RuntimeApi  # noqa: E402
 from slack_sink import SlackSink, readable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,32 +179,55 @@ class Invocation:
 
 
 class Function:
-    """One function: its Runtime API and its unmodified binary."""
+    """One function: its Runtime API and its unmodified binary, run as `instances`
+    processes (execution environments) that each take the next queued invocation."""
 
     def __init__(self, name: str, binary: Path, env: dict[str, str], procs: Processes, log_path: Path,
-                 timeout_s: float):
+                 timeout_s: float, instances: int = 1):
         self.name, self.binary, self.procs, self.log_path = name, binary, procs, log_path
+        self.instances = instances
         self.api = RuntimeApi(name, REGION, ACCOUNT, timeout_s=timeout_s).start()
         self.env = {**env, **self.api.env()}
-        self.proc: subprocess.Popen | None = None
+        self.procs_of: list[subprocess.Popen] = []
         self.invocations: list[Invocation] = []
         self.cold_start_ms: float | None = None
+        self.async_invoker: AsyncInvoker | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.procs_of[0] if self.procs_of else None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return any(p.poll() is None for p in self.procs_of)
+
+    def instance_log(self, i: int) -> Path:
+        """Instance 1 logs to `<name>.log`, the others to `<name>.<n>.log` (a log stream each, as in Lambda)."""
+        return self.log_path if i == 0 else self.log_path.with_name(f"{self.name}.{i + 1}.log")
 
     def start(self, timeout: float = 20.0) -> None:
         started = time.monotonic()
-        self.proc = self.procs.start(self.name, [str(self.binary)], self.env, self.log_path)
-        if not self.api.wait_ready(timeout, alive=self.alive):
+        try:
+            argv = arch.command(self.binary)
+        except arch.ArchError as e:
+            raise StoryError(str(e)) from None
+        for i in range(self.instances):
+            self.procs_of.append(self.procs.start(self.name, argv, self.env, self.instance_log(i)))
+        if not self.api.wait_ready(timeout * arch.time_scale(), alive=self.alive, instances=self.instances):
             if self.api.init_error:
                 raise StoryError(f"{self.name} failed its init: {short(self.api.init_error, 400)}; see {self.log_path}")
-            code = self.proc.poll()
+            code = self.proc.poll() if self.proc else None
             if code == 0:
                 raise PlaceholderBinary(f"{self.name} exited 0 without asking the Runtime API for an event "
                                         f"({self.binary} is not a Lambda function yet)")
             raise StoryError(f"{self.name} did not reach the Runtime API (exit code {code}); see {self.log_path}")
         self.cold_start_ms = (time.monotonic() - started) * 1000
+
+    def start_async(self, backoff_factor: float, on_failure) -> AsyncInvoker:
+        """Lambda's asynchronous invocation (queue, retries, on-failure destination) over
+        this function's instances, one event at a time per instance."""
+        self.async_invoker = AsyncInvoker(self.api, concurrency=self.instances, backoff_factor=backoff_factor,
+                                          on_failure=on_failure, alive=self.alive).start()
+        return self.async_invoker
 
     def invoke(self, payload: Any, retries: int = 0, timeout_s: float | None = None) -> Invocation:
         """Invokes like Lambda: synchronous when `retries` is 0, else async with retries."""
@@ -219,8 +246,10 @@ class Function:
         return inv
 
     def stop(self) -> None:
-        if self.proc:
-            self.procs.stop(self.proc)
+        if self.async_invoker:
+            self.async_invoker.stop()
+        for p in self.procs_of:
+            self.procs.stop(p)
         self.api.stop()
 
 
@@ -228,15 +257,23 @@ class PlaceholderBinary(StoryError):
     """A function binary that is not a Lambda function yet (before its issue merged)."""
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+def backends_under_test() -> tuple[str, ...]:
+    """The backends the end-to-end tests play: `STORY_BACKENDS` (comma separated), else both."""
+    chosen = tuple(b.strip() for b in os.environ.get("STORY_BACKENDS", "").split(",") if b.strip())
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        raise StoryError(f"STORY_BACKENDS names {unknown}; the backends are {', '.join(BACKENDS)}")
+    return chosen or BACKENDS
 
 
 def binary_path(name: str) -> Path:
-    """The function's executable: `$STORY_FUNCTIONS_DIR/<name>` when set (the harness
-    test's stand-ins), else the debug build of `cargo build --workspace --all-targets`."""
-    override = os.environ.get("STORY_FUNCTIONS_DIR")
-    return Path(override) / name if override else target_dir() / "debug" / name
+    """The function's executable in the build arch.py chose: `$STORY_FUNCTIONS_DIR/<name>`
+    when set (the harness test's stand-ins), else the debug build of `cargo build
+    --workspace --all-targets`, or with `STORY_ARCH=arm64` the bootstrap of `sam build`."""
+    try:
+        return arch.binary_path(name)
+    except arch.ArchError as e:
+        raise StoryError(str(e)) from None
 
 
 # ================================================================ events
@@ -576,7 +613,11 @@ class Story:
         self.lines: list[str] = []
         self.emulator = Emulator().start()
         self.slack = SlackSink().start()
+        # Every function reaches DynamoDB through the front (isolation and tokens as in
+        # DynamoDB; faults when a test sets them), never moto directly.
+        self.dynamo = DynamoFront(moto.url).start()
         self.functions: dict[str, Function] = {}
+        self.instances: dict[str, int] = {}  # function -> processes (default 1)
         self.deliveries: list[Delivery] = []
         self.runbook_runs: list[dict] = []
         self.alarm_times: dict[str, float] = {}
@@ -588,7 +629,7 @@ class Story:
 
     def setup(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        ddb, sns, sqs, sm = (self.moto.client(s) for s in ("dynamodb", "sns", "sqs", "secretsmanager"))
+        ddb, sns, sqs, sm = self.dynamodb(), *(self.moto.client(s) for s in ("sns", "sqs", "secretsmanager"))
         self.table = self.names["state"]
         ddb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -602,6 +643,9 @@ class Story:
         # notify-fanout's SNS subscription, carried through SQS so the story delivers each
         # notification to the function itself, in order, with Lambda's retry policy.
         self.subscription = sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
+        # The stack's failed-events queue: the on-failure destination of asynchronous invocations.
+        self.failed_events_url = sqs.create_queue(QueueName=f"{STACK}-{self.backend.lower()}-failed-events")[
+            "QueueUrl"]
         self.oncall_webhook = self.slack.webhook_url("oncall")
         secret = {"destinations": {
             "ops": {"type": "bot", "token": self.slack.token, "channel": "C0LOCALOPS",
@@ -639,7 +683,7 @@ class Story:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
             "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL": self.moto.url, **endpoint_env(self.emulator.url),
+            "AWS_ENDPOINT_URL": self.moto.url, **endpoint_env(self.emulator.url), **self.dynamo.endpoint_env(),
             "AWS_LAMBDA_LOG_LEVEL": os.environ.get("STORY_LOG_LEVEL", "INFO"), "RUST_BACKTRACE": "1",
         }
         env = {
@@ -660,9 +704,10 @@ class Story:
         for name in self.FUNCTIONS:
             binary = binary_path(name)
             if not binary.exists():
-                raise StoryError(f"{binary} is missing: run `cargo build --workspace --all-targets` first")
+                raise StoryError(f"{binary} is missing: {arch.build_hint()}")
             self.functions[name] = Function(name, binary, {**common, **env[name]}, self.procs,
-                                            self.out_dir / "logs" / f"{name}.log", timeouts[name])
+                                            self.out_dir / "logs" / f"{name}.log", timeouts[name],
+                                            instances=self.instances.get(name, 1))
         for f in self.functions.values():
             f.start()
 
@@ -682,6 +727,30 @@ class Story:
                 pass
         self.slack.stop()
         self.emulator.stop()
+        self.dynamo.stop()
+
+    def dynamodb(self):
+        """A boto3 DynamoDB client through the front, as the functions reach it."""
+        import boto3
+        import botocore.config
+        return boto3.client("dynamodb", endpoint_url=self.dynamo.url, region_name=REGION,
+                            aws_access_key_id="local", aws_secret_access_key="local",
+                            config=botocore.config.Config(retries={"total_max_attempts": 2}))
+
+    def send_to_failed_events(self, record: dict) -> None:
+        """The on-failure destination: the record goes to the failed-events queue."""
+        self.moto.client("sqs").send_message(QueueUrl=self.failed_events_url, MessageBody=json.dumps(record))
+
+    def failed_events(self) -> list[dict]:
+        """The on-failure records in the failed-events queue (read, left in place)."""
+        sqs, out = self.moto.client("sqs"), []
+        for _ in range(100):  # bounded: 10 per receive
+            got = sqs.receive_message(QueueUrl=self.failed_events_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                      VisibilityTimeout=30)
+            if not got.get("Messages"):
+                break
+            out.extend(json.loads(m["Body"]) for m in got["Messages"])
+        return out
 
     # ------------------------------------------------------------ transcript helpers
 
@@ -859,6 +928,10 @@ class Story:
         self.say("    summary measured by the story (alarm time to the Slack post):")
         for k, v in figures.items():
             self.say(f"      {k}: {v}")
+        self.show_slack_and_problems()
+
+    def show_slack_and_problems(self) -> None:
+        """The channels as a person would see them, then what went wrong, if anything."""
         self.say()
         self.say("Slack, as a person would see it:")
         for ln in self.slack.render().splitlines():
@@ -923,7 +996,7 @@ class Story:
             {n: [i.__dict__ for i in f.invocations] for n, f in self.functions.items()}, indent=2, default=str))
         (d / "summary.json").write_text(json.dumps(self.figures(), indent=2, default=str))
         try:
-            items = self.moto.client("dynamodb").scan(TableName=self.table, Limit=1000)["Items"]
+            items = self.dynamodb().scan(TableName=self.table, Limit=1000)["Items"]
             (d / "state-table.json").write_text(json.dumps(items, indent=2))
         except Exception as e:  # the records are a convenience; a failed scan must not hide the story's result
             (d / "state-table.json").write_text(json.dumps({"error": str(e)}))
@@ -932,11 +1005,42 @@ class Story:
 # ================================================================ main
 
 def story_class(kind: str) -> type:
-    """`alarms` (this file) or `respond` (respond_story.py: the responders act from Slack)."""
+    """`alarms` (this file), `respond` (respond_story.py: the responders act from Slack),
+    `quiet` (quiet_story.py: maintenance windows, silences and the reconciliation sweep), or
+    `org` (org_story.py: one central stack for an AWS Organization's member accounts)."""
     if kind == "respond":
         from respond_story import RespondStory
         return RespondStory
+    if kind == "quiet":
+        from quiet_story import QuietStory
+        return QuietStory
+    if kind == "org":
+        from org_story import OrgStory
+        return OrgStory
     return Story
+
+
+@contextlib.contextmanager
+def running(backend: str, out_dir: Path, pace: float = 0):
+    """A story's world set up and not played (for tests that drive the functions
+    themselves): moto, the emulator, Slack and the functions; stopped on leaving.
+    Raises PlaceholderBinary when the function binaries are not built."""
+    procs = Processes()
+    moto = Moto(procs, out_dir / "moto_server.log")
+    try:
+        moto.start()
+        s = Story(backend, moto, procs, out_dir, pace=pace)
+        try:
+            s.setup()
+        except PlaceholderBinary:
+            s.close()
+            raise
+        try:
+            yield s
+        finally:
+            s.close()
+    finally:
+        procs.stop_all()
 
 
 def run_stories(backends: list[str], out_root: Path, pace: float, kind: str = "alarms") -> dict[str, Story]:
@@ -974,18 +1078,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pace", type=float, default=float(os.environ.get("STORY_PACE", "1.5")),
                     help="seconds between the story's steps (durations in the summary come from real time)")
     ap.add_argument("--out", type=Path, default=ROOT / ".demo")
-    ap.add_argument("--story", choices=["alarms", "respond", "both"], default="both",
+    ap.add_argument("--story", choices=["alarms", "respond", "quiet", "both", "all", "org"], default="all",
                     help="alarms: the alarms alone; respond: responders act from Slack (buttons, /incident, "
-                         "escalation, post-incident summary)")
+                         "escalation, post-incident summary); quiet: a maintenance window mutes the alarms, "
+                         "the sweep finds the missed OK, a silence set from Slack holds an alarm back; "
+                         "both: alarms and respond; all (default): the three; org: one central stack for an "
+                         "AWS Organization (member accounts, a channel per team, a foreign event refused)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
-    kinds = ["alarms", "respond"] if args.story == "both" else [args.story]
+    kinds = {"both": ["alarms", "respond"], "all": ["alarms", "respond", "quiet"]}.get(args.story, [args.story])
     try:
         stories = {}
         for kind in kinds:
-            out = args.out if kind == "alarms" else args.out / "respond"
+            out = args.out if kind == "alarms" else args.out / kind
             for backend, st in run_stories(backends, out, args.pace, kind).items():
                 stories[f"{backend} ({kind})"] = st
     except KeyboardInterrupt:

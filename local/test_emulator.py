@@ -458,6 +458,41 @@ def test_cbor_validation_error_is_a_cbor_error(emu):
     assert status == 400 and out["Error"]["Code"] == "InvalidParameterValueException"
 
 
+def test_describe_alarms_over_cbor_by_name_with_pages_and_validation(emu):
+    emu.apply_scenario({"alarms": [
+        {"name": f"vpn-tunnel-down-{i}", "state": "ALARM", "at": 1764064860.123 + i,
+         "dimensions": {"VpnId": VPN}} for i in range(3)]})
+    # The story moves an alarm without delivering anything (a muted action).
+    emu.apply_scenario({"alarms": [{"name": "vpn-tunnel-down-1", "state": "OK", "at": 1764066000.5}]})
+    status, out = cbor_call(emu, "DescribeAlarms", {
+        "AlarmNames": ["vpn-tunnel-down-1", "vpn-tunnel-down-2", "not-there"], "MaxRecords": 1})
+    assert status == 200
+    [first] = out["MetricAlarms"]
+    assert first["AlarmName"] == "vpn-tunnel-down-1" and first["StateValue"] == "OK"
+    assert first["AlarmArn"] == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-1"
+    assert first["StateUpdatedTimestamp"].timestamp() == 1764066000.5
+    assert first["Dimensions"] == [{"Name": "VpnId", "Value": VPN}]
+    status, out = cbor_call(emu, "DescribeAlarms", {
+        "AlarmNames": ["vpn-tunnel-down-1", "vpn-tunnel-down-2"], "MaxRecords": 1, "NextToken": out["NextToken"]})
+    assert [a["AlarmName"] for a in out["MetricAlarms"]] == ["vpn-tunnel-down-2"]
+    assert "NextToken" not in out
+    # The model's limit of 100 names is enforced.
+    status, out = cbor_call(emu, "DescribeAlarms", {"AlarmNames": [f"a{i}" for i in range(101)]})
+    assert status == 400 and out["Error"]["Code"] == "InvalidParameterValueException"
+    status, out = cbor_call(emu, "DescribeAlarms", {"AlarmNames": ["a"], "AlarmNamePrefix": "a"})
+    assert status == 400 and out["Error"]["Code"] == "InvalidParameterCombination"
+
+
+def test_describe_alarms_fault_is_throttling(emu):
+    emu.apply_scenario({"alarms": [{"name": "x", "state": "OK", "at": 1.0}],
+                        "faults": [{"service": "cloudwatch", "op": "DescribeAlarms", "code": "Throttling",
+                                    "status": 400, "message": "Rate exceeded"}]})
+    status, out = cbor_call(emu, "DescribeAlarms", {"AlarmNames": ["x"]})
+    assert status == 400 and out["Error"]["Code"] == "Throttling"
+    status, out = cbor_call(emu, "DescribeAlarms", {"AlarmNames": ["x"]})
+    assert status == 200 and out["MetricAlarms"][0]["StateValue"] == "OK"
+
+
 # ---------------------------------------------------------------- control endpoints
 
 def test_control_endpoints_over_http(emu):

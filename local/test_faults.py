@@ -34,22 +34,11 @@ def closed_port_url() -> str:
 
 @pytest.fixture()
 def world(tmp_path):
-    procs = story.Processes()
-    moto = story.Moto(procs, tmp_path / "moto_server.log")
     try:
-        moto.start()
-        s = story.Story("OpsCenter", moto, procs, tmp_path, pace=0)
-        try:
-            s.setup()
-        except story.PlaceholderBinary as e:
-            s.close()
-            pytest.skip(f"needs the function binaries of issues 4-6: {e}")
-        try:
+        with story.running("OpsCenter", tmp_path) as s:
             yield s
-        finally:
-            s.close()
-    finally:
-        procs.stop_all()
+    except story.PlaceholderBinary as e:
+        pytest.skip(f"needs the function binaries of issues 4-6: {e}")
 
 
 def restart(s: story.Story, name: str, **env) -> story.Function:

@@ -121,6 +121,30 @@ def test_not_an_on_failure_record_is_skipped_and_kept(aws):
     assert count(sqs, url) == 2
 
 
+def test_eventbridge_dead_letters_of_the_organization_bus_replay_the_event_itself(aws):
+    sqs, url = aws
+    event = {"version": "0", "id": "e-1", "detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+             "account": "111122223333", "region": REGION, "resources": [], "detail": {"alarmName": "vpn-tunnel-down"}}
+    attrs = {"TARGET_ARN": FN, "ERROR_CODE": "Lambda.TooManyRequestsException",
+             "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts", "RETRY_ATTEMPTS": "20",
+             "RULE_ARN": "arn:aws:events:eu-west-1:123456789012:rule/stack-org-alarms/OrgAlarmRule"}
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event),
+                     MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()})
+    # Without TARGET_ARN the function is unknown: skipped unless --function names it.
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({**event, "id": "e-2"}))
+    lam, stub = lambda_stub([{"expect": {"FunctionName": FN, "InvocationType": "Event",
+                                         "Payload": json.dumps(event).encode()}}])
+    out = io.StringIO()
+    report = replay_dlq.replay(sqs, lam, url, out=out)
+    stub.assert_no_pending_responses()
+    assert (report.replayed, len(report.skipped)) == (1, 1)
+    text = out.getvalue()
+    assert "replayed request event e-1 (MaximumRetryAttempts, 20 attempts, error Lambda.TooManyRequestsException)" in text
+    assert "without the TARGET_ARN attribute (give --function)" in text
+    assert "111122223333" not in text, "payloads are never printed"
+    assert count(sqs, url) == 1
+
+
 def test_main_dry_run_exit_status(aws, capsys):
     sqs, url = aws
     sqs.send_message(QueueUrl=url, MessageBody=on_failure(ALARM, "r-9"))

@@ -27,13 +27,13 @@ import story
 def stories(tmp_path_factory):
     out = tmp_path_factory.mktemp("respond")
     try:
-        return story.run_stories(list(story.BACKENDS), out, pace=float(os.environ.get("STORY_PACE", "0")),
+        return story.run_stories(list(story.backends_under_test()), out, pace=float(os.environ.get("STORY_PACE", "0")),
                                  kind="respond")
     except story.PlaceholderBinary as e:
         pytest.skip(f"needs the function binaries: {e}")
 
 
-@pytest.fixture(params=story.BACKENDS)
+@pytest.fixture(params=story.backends_under_test())
 def s(request, stories) -> rs.RespondStory:
     return stories[request.param]
 
@@ -66,6 +66,17 @@ def test_list_and_show_answer_inline(s):
 def test_unverified_requests_get_401_and_a_fixed_body(s, label):
     [a] = answers(s, label)
     assert (a["status"], a["body"]) == (401, "invalid request")
+
+
+def test_refused_button_presses_are_told_to_the_person_and_change_nothing(s):
+    for label in ["a button slack-actions does not know", "a button press without its user"]:
+        [a] = answers(s, label)
+        # Acknowledged with an empty body; the answer went to the response URL.
+        assert (a["status"], a["body"]) == (200, ""), a
+    told = s.slack.ephemeral_to(rs.CAROL.id)
+    assert len(told) == 2, told
+    assert f"This button (`{rs.UNKNOWN_ACTION}`) is not one the incident app knows" in told[0]
+    assert told[1] == "Sorry, that request could not be understood; nothing was changed."
 
 
 def test_unauthorised_user_is_told_and_nothing_changes(s):

@@ -41,12 +41,12 @@ def stories(tmp_path_factory):
         pytest.fail(f"the sample events are missing from {story.events_dir()}")
     out = tmp_path_factory.mktemp("demo")
     try:
-        return story.run_stories(list(story.BACKENDS), out, pace=float(os.environ.get("STORY_PACE", "1")))
+        return story.run_stories(list(story.backends_under_test()), out, pace=float(os.environ.get("STORY_PACE", "1")))
     except story.PlaceholderBinary as e:
         pytest.skip(f"needs the function binaries of issues 4-6: {e}")
 
 
-@pytest.fixture(params=story.BACKENDS)
+@pytest.fixture(params=story.backends_under_test())
 def s(request, stories) -> story.Story:
     return stories[request.param]
 

@@ -11,6 +11,11 @@ Every function of template.yaml sends an asynchronous event that failed all its 
      "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
      "responsePayload": {"errorType": "...", "errorMessage": "..."}}
 
+The organization mode's dead-letter queue (`OrgEventsDeadLetterQueueUrl`) holds what
+EventBridge could not deliver to alarm-to-incident: the member's alarm event itself, with
+the message attributes `TARGET_ARN`, `ERROR_CODE`, `EXHAUSTED_RETRY_CONDITION` and
+`RETRY_ATTEMPTS`; it is replayed the same way, the event as the payload.
+
 This script invokes the function named in each record with its `requestPayload`
 (asynchronously by default, as the original invocation; `--sync` waits for the answer)
 and deletes the message once the invocation was accepted (or succeeded, with --sync).
@@ -56,12 +61,27 @@ def function_of(record: dict, override: str | None) -> str:
     return ":".join(parts[:7]) if len(parts) > 7 else arn
 
 
-def parse_record(body: str) -> dict:
-    """The on-failure record, or ValueError saying what is wrong with it."""
+def _attr(attributes: dict, name: str) -> str | None:
+    value = (attributes or {}).get(name, {})
+    return value.get("StringValue") if isinstance(value, dict) else None
+
+
+def parse_record(body: str, attributes: dict | None = None) -> dict:
+    """The on-failure record (an EventBridge dead letter as one), or ValueError saying
+    what is wrong with it."""
     try:
         record = json.loads(body)
     except ValueError as e:
         raise ValueError(f"not JSON ({e.__class__.__name__})") from None
+    if isinstance(record, dict) and "detail-type" in record and "requestPayload" not in record:
+        target = _attr(attributes, "TARGET_ARN")
+        if not target:
+            raise ValueError("an EventBridge dead letter without the TARGET_ARN attribute (give --function)")
+        return {"requestPayload": record,
+                "requestContext": {"requestId": f"event {record.get('id', '?')}", "functionArn": target,
+                                   "condition": _attr(attributes, "EXHAUSTED_RETRY_CONDITION") or "?",
+                                   "approximateInvokeCount": _attr(attributes, "RETRY_ATTEMPTS") or "?"},
+                "responsePayload": {"errorType": _attr(attributes, "ERROR_CODE")}}
     if not isinstance(record, dict) or "requestPayload" not in record:
         raise ValueError("not a Lambda on-failure record (no requestPayload)")
     ctx = record.get("requestContext")
@@ -85,7 +105,8 @@ def replay(sqs: Any, lam: Any, queue_url: str, *, function: str | None = None, d
     seen: set[str] = set()
     while report.read < max_messages:
         got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(10, max_messages - report.read),
-                                  WaitTimeSeconds=0, VisibilityTimeout=60 if not dry_run else 5)
+                                  WaitTimeSeconds=0, VisibilityTimeout=60 if not dry_run else 5,
+                                  MessageAttributeNames=["All"])
         messages = [m for m in got.get("Messages", []) if m["MessageId"] not in seen]
         if not messages:
             break
@@ -93,7 +114,7 @@ def replay(sqs: Any, lam: Any, queue_url: str, *, function: str | None = None, d
             seen.add(m["MessageId"])
             report.read += 1
             try:
-                record = parse_record(m["Body"])
+                record = parse_record(m["Body"], m.get("MessageAttributes"))
             except ValueError as e:
                 report.skipped.append(m["MessageId"])
                 print(f"skip {m['MessageId']}: {e}; left in the queue", file=out)

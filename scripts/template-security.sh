@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Template security: checkov on template.yaml with the justified skips of .checkov.yaml.
+# Template security: checkov on template.yaml and member.yaml (organization mode) with the justified skips of .checkov.yaml.
 # Fails on any finding not listed there. Installs checkov the first time (about a minute
 # from PyPI) into its own venv: checkov pins boto3/botocore/packaging versions that
 # conflict with aws-sam-cli in the template-checks venv (tests/template/run_checks.sh).
@@ -20,6 +20,6 @@ if [[ ! -x "$venv/bin/checkov" ]] || [[ "$("$venv/bin/checkov" --version 2>/dev/
 fi
 
 cd "$repo"
-echo "== checkov $("$venv/bin/checkov" --version) on template.yaml (skips justified in .checkov.yaml)"
+echo "== checkov $("$venv/bin/checkov" --version) on template.yaml and member.yaml (skips justified in .checkov.yaml)"
 # BC_SKIP_MAPPING and --skip-download: no calls to the Prisma Cloud API (offline CI).
-BC_SKIP_MAPPING=TRUE "$venv/bin/checkov" --config-file .checkov.yaml --skip-download --file template.yaml
+BC_SKIP_MAPPING=TRUE "$venv/bin/checkov" --config-file .checkov.yaml --skip-download --file template.yaml --file member.yaml

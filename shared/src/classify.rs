@@ -38,21 +38,28 @@
 //!
 //! A bare JSON list is read as `rules` with the defaults for the rest.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{Alarm, AlarmCondition, MetricIdentity};
-use crate::backend::stable_hash;
+use crate::alarm::{Alarm, AlarmCondition, MetricIdentity, MetricQuery};
 use crate::error::Retryable;
+use crate::hash::stable_hash;
 use crate::incident::{Impact, IncidentRef, RunbookRequest};
 use crate::text::truncate;
 
-/// Placeholders every template may use, filled from the alarm.
+/// Placeholders every template may use, filled from the alarm. `AlarmLabel` is the
+/// name, followed for one time series of a multi-time-series alarm by its attributes
+/// (`vpn-tunnels (VpnId=vpn-1)`); `Contributor` is those attributes and
+/// `ContributorId` CloudWatch's id of the time series (both empty otherwise).
 pub const ALARM_PLACEHOLDERS: &[&str] = &[
     "AlarmName",
+    "AlarmLabel",
+    "Contributor",
+    "ContributorId",
     "AlarmArn",
     "AlarmDescription",
     "AlarmReason",
@@ -472,7 +479,7 @@ impl Rules {
 /// What matching found: the metric that matched and named captures of `alarmName`.
 #[derive(Debug, Default)]
 struct MatchContext<'a> {
-    metric: Option<&'a MetricIdentity>,
+    metric: Option<Cow<'a, MetricIdentity>>,
     statistic: Option<&'a str>,
     captures: BTreeMap<String, String>,
 }
@@ -533,21 +540,44 @@ impl Matcher {
 }
 
 /// Every (metric, statistic) the alarm reads: the metric of a single-metric alarm,
-/// or each metric query of an expression alarm.
-fn metric_candidates(alarm: &Alarm) -> Vec<(&MetricIdentity, Option<&str>)> {
-    match &alarm.condition {
-        AlarmCondition::Metric(m) => vec![(&m.metric, m.statistic.as_deref())],
-        AlarmCondition::Math(m) => m
-            .queries
-            .iter()
+/// each metric query of an expression or anomaly-band alarm, or what a Metrics
+/// Insights query reads. For one time series (contributor) of a multi-time-series
+/// alarm, that series' attributes are its dimensions: rules match them, and
+/// templates read them, like the dimensions of any metric.
+fn metric_candidates(alarm: &Alarm) -> Vec<(Cow<'_, MetricIdentity>, Option<&str>)> {
+    fn queries(qs: &[MetricQuery]) -> Vec<(Cow<'_, MetricIdentity>, Option<&str>)> {
+        qs.iter()
             .filter_map(|q| {
                 q.metric
                     .as_ref()
-                    .map(|metric| (metric, q.statistic.as_deref()))
+                    .map(|metric| (Cow::Borrowed(metric), q.statistic.as_deref()))
             })
-            .collect(),
-        _ => vec![],
+            .collect()
     }
+    let mut candidates = match &alarm.condition {
+        AlarmCondition::Metric(m) => vec![(Cow::Borrowed(&m.metric), m.statistic.as_deref())],
+        AlarmCondition::Math(m) => queries(&m.queries),
+        AlarmCondition::Anomaly(a) => match &a.metric {
+            // The watched metric first: it carries the alarm's dimensions.
+            Some(metric) => vec![(Cow::Borrowed(metric), a.statistic.as_deref())],
+            None => queries(&a.queries),
+        },
+        AlarmCondition::Insights(q) => q
+            .metric
+            .iter()
+            .map(|m| (Cow::Borrowed(m), q.statistic.as_deref()))
+            .collect(),
+        AlarmCondition::Composite(_) | AlarmCondition::Unknown => vec![],
+    };
+    if let Some(c) = &alarm.contributor {
+        for (metric, _) in &mut candidates {
+            let m = metric.to_mut();
+            for (k, v) in &c.attributes {
+                m.dimensions.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    candidates
 }
 
 impl Outcome {
@@ -562,9 +592,9 @@ impl Outcome {
         let summary = self.summary.render(lookup).trim().to_string();
         let summary = if summary.is_empty() {
             if alarm.reason.is_empty() {
-                format!("CloudWatch alarm {} changed state.", alarm.name)
+                format!("CloudWatch alarm {} changed state.", alarm.label())
             } else {
-                format!("CloudWatch alarm {}: {}", alarm.name, alarm.reason)
+                format!("CloudWatch alarm {}: {}", alarm.label(), alarm.reason)
             }
         } else {
             summary
@@ -619,17 +649,37 @@ fn alarm_value(name: &str, alarm: &Alarm, ctx: &MatchContext) -> Option<String> 
     }
     let v = match name {
         "AlarmName" => alarm.name.clone(),
+        "AlarmLabel" => alarm.label(),
+        "Contributor" => alarm
+            .contributor
+            .as_ref()
+            .map(|c| c.describe())
+            .unwrap_or_default(),
+        "ContributorId" => alarm
+            .contributor
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
         "AlarmArn" => alarm.arn.clone(),
         "AlarmDescription" => alarm.description.clone().unwrap_or_default(),
         "AlarmReason" => alarm.reason.clone(),
         "Account" => alarm.account.clone(),
         "Region" => alarm.region.clone(),
-        "Namespace" => ctx.metric.map(|m| m.namespace.clone()).unwrap_or_default(),
-        "MetricName" => ctx.metric.map(|m| m.name.clone()).unwrap_or_default(),
+        "Namespace" => ctx
+            .metric
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default(),
+        "MetricName" => ctx
+            .metric
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
         "Statistic" => ctx.statistic.unwrap_or_default().to_string(),
         dim => {
             return ctx
                 .metric
+                .as_ref()
                 .and_then(|m| m.dimensions.get(dim).cloned())
                 .or_else(|| alarm.dimension(dim).map(str::to_string))
         }
@@ -920,10 +970,11 @@ fn builtin_rules(runbook_document: Option<&str>) -> Vec<Rule> {
 fn builtin_default() -> Outcome {
     Outcome {
         impact: Impact::MEDIUM,
+        // The label: one incident per time series of a multi-time-series alarm.
         title: Template {
             parts: vec![
                 Part::Text("CloudWatch alarm ".into()),
-                Part::Var("AlarmName".into()),
+                Part::Var("AlarmLabel".into()),
             ],
         },
         summary: Template {
@@ -932,7 +983,7 @@ fn builtin_default() -> Outcome {
         dedupe_key: Template {
             parts: vec![
                 Part::Text("CloudWatch alarm ".into()),
-                Part::Var("AlarmName".into()),
+                Part::Var("AlarmLabel".into()),
             ],
         },
         category: None,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::incident::{Actor, Impact, Roles};
 use crate::lifecycle::IncidentRecord;
 use crate::notification::{format_duration, FindingSummary, TimelineEntry};
+use crate::org::AccountInfo;
 
 /// The facts of one incident, from detection to resolution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub struct PostIncidentSummary {
     pub timeline: Vec<TimelineEntry>,
     /// The retrospective checklist: each item a question and what the facts already say.
     pub retrospective: Vec<RetrospectiveItem>,
+    /// The member account the incident happened in (organization mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountInfo>,
 }
 
 /// One item of the retrospective checklist.
@@ -99,6 +103,15 @@ pub fn build(
         format!("{}: {}", record.title, record.summary),
         format!("Detected {} (reported by {reporter}).", hhmm(detected_at)),
     ];
+    if let Some(a) = &record.account_info {
+        happened.push(format!(
+            "In account {}{}, region {}.",
+            a.label(),
+            a.ou.as_ref()
+                .map_or_else(String::new, |ou| format!(" (OU {ou})")),
+            record.region
+        ));
+    }
     let alarms: Vec<&str> = record.alarms.values().map(|a| a.name.as_str()).collect();
     if !alarms.is_empty() {
         happened.push(format!("Alarms involved: {}.", alarms.join(", ")));
@@ -197,6 +210,7 @@ pub fn build(
             item("What to improve", improve),
             item("Follow-up actions", follow_up),
         ],
+        account: record.account_info.clone(),
     }
 }
 
@@ -206,6 +220,9 @@ impl PostIncidentSummary {
     /// retrospective checklist.
     pub fn to_text(&self) -> String {
         let mut out = vec![format!("Post-incident summary: {}", self.title)];
+        if let Some(a) = &self.account {
+            out.push(format!("Account: {}", a.label()));
+        }
         out.push(format!("Peak impact: {}", self.peak_impact));
         out.push(String::new());
         out.push("Milestones:".into());
@@ -313,6 +330,7 @@ mod tests {
                     state: AlarmState::Ok,
                     impact: Impact::MEDIUM,
                     changed_at: t(1860),
+                    contributor: None,
                 },
             )]),
             runbook_execution: Some("exec-1".into()),
@@ -339,6 +357,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: Some(Impact::CRITICAL),
+            account_info: None,
         }
     }
 
@@ -433,6 +452,30 @@ mod tests {
         assert!(
             text.contains("Follow-up actions:\n- (for the team to fill in)"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn member_account_incident_names_its_account() {
+        let mut r = record();
+        assert!(!build(&r, &jane(), t(1860)).to_text().contains("Account:"));
+        r.account_info = Some(crate::org::AccountInfo {
+            id: "111122223333".into(),
+            name: Some("payments-prod".into()),
+            ou: Some("payments".into()),
+            ..Default::default()
+        });
+        let s = build(&r, &jane(), t(1860));
+        let text = s.to_text();
+        assert!(text.starts_with("Post-incident summary: VPN connection vpn-1 is DOWN\nAccount: 111122223333 (payments-prod)\nPeak impact"), "{text}");
+        assert!(
+            s.retrospective[0]
+                .facts
+                .iter()
+                .any(|f| f
+                    == "In account 111122223333 (payments-prod) (OU payments), region eu-west-1."),
+            "{:?}",
+            s.retrospective[0]
         );
     }
 

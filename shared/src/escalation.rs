@@ -20,17 +20,12 @@
 //! | `ESCALATION_SCHEDULE_GROUP` | schedule group (`default`) |
 
 use async_trait::async_trait;
-use aws_sdk_scheduler::operation::create_schedule::CreateScheduleError;
-use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleError;
-use aws_sdk_scheduler::types::{
-    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
-};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{stable_hash, token_uuid};
 use crate::config::{ConfigError, Env};
-use crate::error::{AwsError, AwsFailure};
+use crate::error::AwsError;
+use crate::hash::stable_hash;
 use crate::incident::Impact;
 use crate::lifecycle::{Effect, IncidentRecord};
 
@@ -106,17 +101,7 @@ impl EscalationPolicy {
         let schedule_group = env
             .optional(GROUP_VAR)
             .unwrap_or_else(|| "default".to_string());
-        if schedule_group.len() > 64
-            || !schedule_group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ConfigError::invalid(
-                GROUP_VAR,
-                &schedule_group,
-                "expected a schedule group name of 1 to 64 characters [0-9A-Za-z-_.]",
-            ));
-        }
+        crate::schedule::check_group(GROUP_VAR, &schedule_group)?;
         Ok(Some(EscalationPolicy {
             min_impact,
             after: minutes(env, AFTER_VAR, 15)?,
@@ -225,21 +210,9 @@ impl SchedulerTimer {
     }
 }
 
-fn build_failure(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
-    AwsError {
-        service: "scheduler",
-        operation,
-        failure: AwsFailure::Rejected,
-        code: None,
-        message: format!("could not build the request: {e}"),
-    }
-}
+pub use crate::schedule::at_expression;
 
-/// `at(yyyy-mm-ddThh:mm:ss)`, the one-time schedule expression (read in the
-/// schedule's timezone, which we set to UTC).
-pub fn at_expression(at: DateTime<Utc>) -> String {
-    format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"))
-}
+use crate::schedule::build_failure;
 
 #[async_trait]
 impl EscalationTimer for SchedulerTimer {
@@ -257,68 +230,23 @@ impl EscalationTimer for SchedulerTimer {
             },
         })
         .map_err(|e| build_failure("CreateSchedule", e))?;
-        let target = Target::builder()
-            .arn(&self.target_arn)
-            .role_arn(&self.role_arn)
-            .input(input)
-            .build()
-            .map_err(|e| build_failure("CreateSchedule", e))?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| build_failure("CreateSchedule", e))?;
-        let result = self
-            .client
-            .create_schedule()
-            .name(name)
-            .group_name(&self.group)
-            .schedule_expression(at_expression(at))
-            .schedule_expression_timezone("UTC")
-            .flexible_time_window(window)
-            .action_after_completion(ActionAfterCompletion::Delete)
-            .description(crate::text::truncate(
-                &format!("Escalation {attempt} of incident {key}"),
-                512,
-            ))
-            .client_token(token_uuid(&[name]))
-            .target(target)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Same name = same incident and attempt: a retried step.
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(CreateScheduleError::ConflictException(_))
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(AwsError::from_sdk("scheduler", "CreateSchedule", e)),
-        }
+        crate::schedule::create_one_time(
+            &self.client,
+            crate::schedule::OneTime {
+                group: &self.group,
+                name,
+                at,
+                target_arn: &self.target_arn,
+                role_arn: &self.role_arn,
+                input: &input,
+                description: &format!("Escalation {attempt} of incident {key}"),
+            },
+        )
+        .await
     }
 
     async fn cancel(&self, name: &str) -> Result<(), AwsError> {
-        match self
-            .client
-            .delete_schedule()
-            .name(name)
-            .group_name(&self.group)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(DeleteScheduleError::ResourceNotFoundException(_))
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(AwsError::from_sdk("scheduler", "DeleteSchedule", e)),
-        }
+        crate::schedule::delete_one_time(&self.client, &self.group, name).await
     }
 }
 
@@ -383,10 +311,14 @@ impl Pager for SnsPager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AwsFailure;
     use crate::mock_client;
+    use aws_sdk_scheduler::operation::create_schedule::CreateScheduleError;
     use aws_sdk_scheduler::operation::create_schedule::CreateScheduleOutput;
+    use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleError;
     use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleOutput;
     use aws_sdk_scheduler::types::error::{ConflictException, ResourceNotFoundException};
+    use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode};
     use aws_sdk_sns::operation::publish::PublishOutput;
     use aws_smithy_mocks::mock;
     use aws_smithy_types::error::ErrorMetadata;

@@ -6,8 +6,11 @@
 //! the alarm is more severe than the impact so far); `OK` of one alarm while another
 //! still fires lowers the impact back to what is still firing; the incident
 //! resolves when every alarm feeding it is `OK`. `OK` and `INSUFFICIENT_DATA` never
-//! open anything. A transition is identified by (alarm ARN, state-change time): at
-//! or before the last one applied for that alarm, it is a duplicate or stale.
+//! open anything. A transition is identified by what changed state (the alarm ARN,
+//! or the alarm ARN and contributor id for one time series of a multi-time-series
+//! alarm: [`crate::alarm::source_id`]) and the state-change time: at or before the
+//! last one applied for it, it is a duplicate or stale. Each time series feeds its
+//! incident on its own, so contributors never shadow each other.
 //!
 //! No I/O here: alarm-to-incident turns a [`Decision`] into [`Effect`]s and stores
 //! them with the record before running them, so a retry can finish the work.
@@ -17,12 +20,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::AlarmState;
+use crate::alarm::{source_id, AlarmState};
 use crate::classify::RunbookPlan;
 use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::notification::{
     format_duration, FindingSummary, IncidentStatus, Notification, TimelineEntry,
 };
+use crate::org::AccountInfo;
 
 /// Timeline entries kept on the record (the oldest are dropped first).
 pub const TIMELINE_MAX: usize = 50;
@@ -33,6 +37,11 @@ pub struct Transition {
     /// The dedupe key of the incident the alarm feeds.
     pub key: String,
     pub alarm_arn: String,
+    /// The contributor (time series) of a multi-time-series alarm this transition is
+    /// about; `None` for an alarm as a whole.
+    pub contributor: Option<String>,
+    /// The alarm's name for people, with the contributor's attributes for a
+    /// contributor ([`crate::alarm::Alarm::label`]).
     pub alarm_name: String,
     pub state: AlarmState,
     pub changed_at: DateTime<Utc>,
@@ -44,13 +53,26 @@ pub struct Transition {
     pub reason: String,
 }
 
-/// The last known state of one alarm feeding an incident.
+impl Transition {
+    /// What changed state: the key of its [`AlarmFeed`] and of its last applied time.
+    pub fn source(&self) -> String {
+        source_id(&self.alarm_arn, self.contributor.as_deref())
+    }
+}
+
+/// The last known state of one alarm (or one time series of a multi-time-series
+/// alarm) feeding an incident. [`IncidentRecord::alarms`] keys it by
+/// [`crate::alarm::source_id`]: the ARN, or `contributor/<id>/<ARN>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmFeed {
     pub name: String,
     pub state: AlarmState,
     pub impact: Impact,
     pub changed_at: DateTime<Utc>,
+    /// The contributor id, when this feed is one time series of a multi-time-series
+    /// alarm (its key then holds the alarm's ARN too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributor: Option<String>,
 }
 
 /// What the state table keeps per incident key.
@@ -66,7 +88,8 @@ pub struct IncidentRecord {
     pub impact: Impact,
     pub opened_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
-    /// Alarms feeding the incident, by ARN.
+    /// Alarms feeding the incident, by ARN (or by [`crate::alarm::source_id`] for
+    /// one time series of a multi-time-series alarm).
     pub alarms: BTreeMap<String, AlarmFeed>,
     /// The diagnosis runbook execution, once started.
     pub runbook_execution: Option<String>,
@@ -96,6 +119,9 @@ pub struct IncidentRecord {
     /// The most severe impact the incident reached (for the post-incident summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_impact: Option<Impact>,
+    /// The account's name, OU and tags (organization mode only, `shared::org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_info: Option<AccountInfo>,
 }
 
 /// When the response reached each stage of the incident process.
@@ -240,11 +266,13 @@ fn feed(t: &Transition) -> AlarmFeed {
         state: t.state,
         impact: t.impact,
         changed_at: t.changed_at,
+        contributor: t.contributor.clone(),
     }
 }
 
 /// Decides what `t` does, given the incident record of its key (if any) and the
-/// state-change time of the last transition applied for its alarm (if any).
+/// state-change time of the last transition applied for its alarm or time series
+/// ([`Transition::source`]), if any.
 pub fn decide(
     record: Option<&IncidentRecord>,
     last_applied: Option<DateTime<Utc>>,
@@ -275,7 +303,7 @@ pub fn decide(
                     impact: t.impact,
                     opened_at: t.changed_at,
                     resolved_at: None,
-                    alarms: [(t.alarm_arn.clone(), feed(t))].into(),
+                    alarms: [(t.source(), feed(t))].into(),
                     runbook_execution: None,
                     timeline: vec![],
                     account: String::new(),
@@ -286,6 +314,7 @@ pub fn decide(
                     runbook: None,
                     escalation: None,
                     peak_impact: Some(t.impact),
+                    account_info: None,
                 };
                 r.push_timeline(
                     t.changed_at,
@@ -304,20 +333,21 @@ pub fn decide(
     };
 
     let mut r = current.clone();
-    let feeds_it = r.alarms.contains_key(&t.alarm_arn);
+    let source = t.source();
+    let feeds_it = r.alarms.contains_key(&source);
     let action = match t.state {
         AlarmState::Alarm => {
             let was_firing = r
                 .alarms
-                .get(&t.alarm_arn)
+                .get(&source)
                 .is_some_and(|a| a.state == AlarmState::Alarm);
-            r.alarms.insert(t.alarm_arn.clone(), feed(t));
+            r.alarms.insert(source.clone(), feed(t));
             let text = if was_firing {
                 format!("{} is ALARM again", t.alarm_name)
             } else if feeds_it {
                 format!(
                     "{} is ALARM again after {}",
-                    t.alarm_name, current.alarms[&t.alarm_arn].state
+                    t.alarm_name, current.alarms[&source].state
                 )
             } else {
                 format!("{} joined the incident (impact {})", t.alarm_name, t.impact)
@@ -329,7 +359,7 @@ pub fn decide(
             if !feeds_it {
                 return unchanged(Action::Record);
             }
-            r.alarms.insert(t.alarm_arn.clone(), feed(t));
+            r.alarms.insert(source.clone(), feed(t));
             if r.alarms.values().all(|a| a.state == AlarmState::Ok) {
                 r.status = IncidentStatus::Resolved;
                 r.resolved_at = Some(t.changed_at);
@@ -357,7 +387,7 @@ pub fn decide(
         }
         AlarmState::InsufficientData => {
             if feeds_it {
-                r.alarms.insert(t.alarm_arn.clone(), feed(t));
+                r.alarms.insert(source.clone(), feed(t));
             }
             r.push_timeline(
                 t.changed_at,
@@ -476,6 +506,7 @@ mod tests {
         Transition {
             key: "VPN connection vpn-1 is DOWN".into(),
             alarm_arn: arn.into(),
+            contributor: None,
             alarm_name: name.into(),
             state,
             changed_at: at(minute),
@@ -499,7 +530,7 @@ mod tests {
         fn deliver(&mut self, tr: &Transition) -> Action {
             let d = decide(
                 self.record.as_ref(),
-                self.last.get(&tr.alarm_arn).copied(),
+                self.last.get(&tr.source()).copied(),
                 tr,
             );
             if d.action == Action::Open {
@@ -510,7 +541,7 @@ mod tests {
                 self.opens += 1;
             }
             if !d.action.is_ignored() {
-                self.last.insert(tr.alarm_arn.clone(), tr.changed_at);
+                self.last.insert(tr.source(), tr.changed_at);
             }
             if let Some(r) = d.record {
                 self.record = Some(r);
@@ -680,6 +711,66 @@ mod tests {
         assert_eq!(r.opened_at, at(3));
         assert_eq!(r.timeline.len(), 1);
         assert_eq!(s.opens, 2);
+    }
+
+    fn contributor(id: &str, state: AlarmState, minute: u32) -> Transition {
+        Transition {
+            contributor: Some(id.into()),
+            alarm_name: format!("any-tunnel (VpnId={id})"),
+            ..t(A, state, minute)
+        }
+    }
+
+    #[test]
+    fn contributors_of_one_alarm_feed_separately_and_never_shadow_each_other() {
+        let mut s = Sim::default();
+        assert_eq!(
+            s.deliver(&contributor("c1", AlarmState::Alarm, 1)),
+            Action::Open
+        );
+        // Same alarm, same time, another time series: a change of its own, not a
+        // duplicate of the first.
+        assert_eq!(
+            s.deliver(&contributor("c2", AlarmState::Alarm, 1)),
+            Action::Update
+        );
+        let keys: Vec<&String> = s.open().alarms.keys().collect();
+        assert_eq!(
+            keys,
+            vec![
+                &format!("contributor/c1/{A}"),
+                &format!("contributor/c2/{A}")
+            ]
+        );
+        assert_eq!(
+            s.open().alarms[&format!("contributor/c1/{A}")]
+                .contributor
+                .as_deref(),
+            Some("c1")
+        );
+        // The alarm-level event of the same time is yet another source.
+        assert_eq!(
+            decide(
+                s.record.as_ref(),
+                s.last.get(A).copied(),
+                &t(A, AlarmState::Alarm, 1)
+            )
+            .action,
+            Action::Update
+        );
+        // One series back to OK leaves the incident open for the other.
+        assert_eq!(
+            s.deliver(&contributor("c1", AlarmState::Ok, 2)),
+            Action::Update
+        );
+        assert!(matches!(
+            s.deliver(&contributor("c2", AlarmState::Ok, 3)),
+            Action::Resolve { .. }
+        ));
+        assert_eq!(
+            s.record.as_ref().unwrap().timeline.last().unwrap().text,
+            "any-tunnel (VpnId=c2) is OK: every alarm is OK, incident resolved after 2m 00s"
+        );
     }
 
     #[test]

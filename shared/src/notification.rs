@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::closure::PostIncidentSummary;
 use crate::incident::{Impact, Roles};
+use crate::org::AccountInfo;
 
 /// The key in `additionalContext` holding the full notification as JSON.
 pub const PIPELINE_CONTEXT_KEY: &str = "pipeline";
@@ -75,11 +76,16 @@ pub enum IncidentStatus {
 /// The alarm behind the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmSummary {
+    /// The alarm's name, with the time series for one contributor of a
+    /// multi-time-series alarm ([`crate::alarm::Alarm::label`]).
     pub name: String,
     pub arn: String,
     pub state: String,
     pub reason: String,
     pub url: String,
+    /// What the alarm watches, in one line ([`crate::alarm::AlarmCondition::summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A labelled link a responder clicks.
@@ -143,6 +149,16 @@ pub struct Notification {
     /// For `resolved`: the post-incident summary built from the incident's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_incident: Option<PostIncidentSummary>,
+    /// The same for every publication of this notification (given when its change was
+    /// decided, `shared::effects::decided_item`): a notification published again after a
+    /// lost answer is delivered to Slack once (notify-fanout keys its deliveries on it;
+    /// absent, on the SNS message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<String>,
+    /// The account's name, OU and tags (organization mode only, `shared::org`):
+    /// shown on the card, matched by routing rules (`account_tags`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_info: Option<AccountInfo>,
 }
 
 impl Notification {
@@ -287,6 +303,7 @@ mod tests {
                 state: "ALARM".into(),
                 reason: "Threshold Crossed".into(),
                 url: "https://example.invalid/alarm".into(),
+                condition: None,
             }),
             vpn_id: Some("vpn-0a1b2c3d4e5f67890".into()),
             tunnel_ip: None,
@@ -299,6 +316,8 @@ mod tests {
             timeline: vec![],
             roles: Roles::default(),
             post_incident: None,
+            notification_id: None,
+            account_info: None,
         }
     }
 

@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::backend::token_uuid;
 use crate::closure;
 pub use crate::effects::{Change, Refusal, RefusalKind};
 use crate::escalation::{first_escalation, EscalationPolicy};
+use crate::hash::token_uuid;
 use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::lifecycle::{Effect, IncidentRecord, Milestones};
 use crate::notification::{
@@ -141,6 +141,8 @@ pub fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        notification_id: None,
+        account_info: record.account_info.clone(),
     }
 }
 
@@ -410,6 +412,7 @@ pub fn declare(
         runbook: None,
         escalation: None,
         peak_impact: Some(impact),
+        account_info: None,
     };
     r.push_entry(
         at,
@@ -629,6 +632,7 @@ mod tests {
                 schedule_name: "incident-escalation-0123456789abcdef-1".into(),
             }),
             peak_impact: Some(Impact::CRITICAL),
+            account_info: None,
         };
         r.push_entry(
             at(0),

@@ -161,7 +161,17 @@ fn sns_record_errors_name_the_record() {
     let both = json!({"Records": [good["Records"][0], bad["Records"][0]]});
     assert_eq!(
         err(&both).to_string(),
-        "SNS record 1: SNS alarm message: field `AlarmArn` is missing"
+        "SNS record 1: SNS alarm message has no `AlarmArn` and the ARN cannot be rebuilt from account, \
+         Region and name: `AWSAccountId` is missing"
+    );
+    // With the account, the record's topic gives the Region; the time is still needed.
+    let mut no_time = good.clone();
+    no_time["Records"][0]["Sns"]["Message"] = json!(
+        "{\"AlarmName\":\"x\",\"AWSAccountId\":\"123456789012\",\"NewStateValue\":\"ALARM\"}"
+    );
+    assert_eq!(
+        err(&no_time).to_string(),
+        "SNS record 0: SNS alarm message: field `StateChangeTime` is missing"
     );
     let mut no_msg = good.clone();
     no_msg["Records"][0]["Sns"]
@@ -177,12 +187,11 @@ fn sns_record_errors_name_the_record() {
 #[test]
 fn other_eventbridge_detail_types_are_rejected_explicitly() {
     let mut v = event("eventbridge-vpn-tunnel-down-alarm.json");
-    v["detail-type"] = json!("CloudWatch Alarm Contributor State Change");
-    v["detail"].as_object_mut().unwrap().remove("previousState");
+    v["detail-type"] = json!("CloudWatch Alarm Configuration Change");
     assert_eq!(
         err(&v).to_string(),
-        "unsupported EventBridge detail-type \"CloudWatch Alarm Contributor State Change\" (source \"aws.cloudwatch\"); \
-         expected \"CloudWatch Alarm State Change\""
+        "unsupported EventBridge detail-type \"CloudWatch Alarm Configuration Change\" (source \"aws.cloudwatch\"); \
+         expected \"CloudWatch Alarm State Change\" or \"CloudWatch Alarm Contributor State Change\""
     );
 }
 

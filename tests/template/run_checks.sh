@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Template checks for CI and for developers: cfn-lint, `sam validate --lint`, and the wiring
-# test (template.yaml against the Rust sources). Installs its Python tools into a venv outside
-# the clone the first time (about 30 s from PyPI), then reuses it.
+# Template checks for CI and for developers: cfn-lint (template.yaml and member.yaml), `sam
+# validate --lint`, and the template tests (both templates against the Rust sources; the
+# template expanded and its conditions evaluated with VpnConnectionIds empty). Installs
+# its Python tools into a venv outside the clone the first time (about 30 s from PyPI), then
+# reuses it.
 #
 #   bash tests/template/run_checks.sh
 #
@@ -38,7 +40,7 @@ export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 cd "$repo"
 
 echo "== cfn-lint $("$venv/bin/cfn-lint" --version | awk '{print $2}')"
-"$venv/bin/cfn-lint" template.yaml
+"$venv/bin/cfn-lint" template.yaml member.yaml
 
 echo "== sam validate --lint ($("$venv/bin/sam" --version))"
 "$venv/bin/sam" validate --lint --language-extensions --template-file template.yaml

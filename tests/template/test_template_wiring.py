@@ -462,13 +462,65 @@ def test_scheduler_role_is_passed_only_to_the_scheduler(resources):
         assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}, rid
 
 
+def test_hold_scheduler_role_may_only_invoke_alarm_to_incident_and_is_passed_only_to_the_scheduler(resources):
+    role = resources["HoldSchedulerRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
+    stmts = role_statements("HoldSchedulerRole", resources)
+    assert [(actions_of(s), ref_id(s["Resource"])) for s in stmts] == [
+        (["lambda:InvokeFunction"], "AlarmToIncidentFunction")
+    ]
+    passes = [
+        (rid, s)
+        for rid, s in all_policy_statements(resources)
+        if "iam:PassRole" in actions_of(s) and ref_id(s["Resource"]) == "HoldSchedulerRole"
+    ]
+    assert {rid for rid, _ in passes} == {"AlarmToIncidentRole", "SlackActionsRole"}
+    for rid, s in passes:
+        assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}, rid
+    # Timers only in the hold group, under their own name prefixes.
+    for rid, prefix in (("AlarmToIncidentRole", "mute-end-*"), ("SlackActionsRole", "silence-*")):
+        sched = [s for s in role_statements(rid, resources) if "scheduler:CreateSchedule" in actions_of(s)
+                 and "HoldScheduleGroup" in json.dumps(s["Resource"])]
+        assert len(sched) == 1, rid
+        assert sched[0]["Resource"]["Fn::Sub"].endswith("/${HoldScheduleGroup}/" + prefix), rid
+
+
+def test_alarm_events_and_the_sweep_reach_alarm_to_incident_with_retries_and_a_dead_letter_queue(resources):
+    rule = resources["AlarmEventsRule"]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.cloudwatch"]
+    assert set(pattern["detail-type"]) == {"CloudWatch Alarm State Change", "CloudWatch Alarm Contributor State Change"}
+    prefixes = [p["prefix"]["Fn::Sub"] for p in as_list(pattern["resources"])]
+    assert prefixes[0].endswith(":alarm:${AWS::StackName}-")
+    assert prefixes[1].endswith(":alarm:${ExtraAlarmNamePrefix}")
+    sweep = resources["SweepRule"]["Properties"]
+    assert sweep["ScheduleExpression"] == {"Fn::Sub": "rate(${SweepIntervalMinutes} minutes)"}
+    assert json.loads(sweep["Targets"][0]["Input"]) == {"sweep": {"reason": "scheduled"}}
+    for rid in ("AlarmEventsRule", "SweepRule"):
+        (target,) = resources[rid]["Properties"]["Targets"]
+        assert ref_id(target["Arn"]) == "AlarmToIncidentFunction"
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+        assert ref_id(target["DeadLetterConfig"]["Arn"]) == "FailedEventsQueue"
+        perms = [r["Properties"] for r in resources.values() if r.get("Type") == "AWS::Lambda::Permission"
+                 and ref_id(r["Properties"].get("SourceArn")) == rid]
+        assert [(p["Principal"], ref_id(p["FunctionName"])) for p in perms] == [
+            ("events.amazonaws.com", "AlarmToIncidentFunction")
+        ], rid
+    (stmt,) = resources["FailedEventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
+    assert {ref_id(a) for a in stmt["Condition"]["ArnEquals"]["aws:SourceArn"]} == {"AlarmEventsRule", "SweepRule"}
+
+
 # ------------------------------------------------------------------------------- the article's stack, corrected
 
 
 def test_watched_vpns_are_a_checked_list(template):
     p = template["Parameters"]["VpnConnectionIds"]
     assert p["Type"] == "CommaDelimitedList"
-    assert p["AllowedPattern"] == ARTICLE_VPN_PATTERN
+    # Each id as the article's pattern says, or the whole list empty (tests/template/test_no_own_vpns.py).
+    assert p["AllowedPattern"] == "^(" + ARTICLE_VPN_PATTERN[1:-1] + ")?$"
+    assert p["Default"] == ""
     loops = [v for k, v in template["Resources"].items() if k.startswith("Fn::ForEach::")]
     assert any(loop[1] == {"Ref": "VpnConnectionIds"} for loop in loops)
 

@@ -11,14 +11,20 @@
 //! | `CLASSIFICATION_RULES` | rules JSON (see `shared::classify`); optional |
 //! | `CLASSIFICATION_RULES_PARAMETER` | name of an SSM parameter holding the rules JSON; optional |
 //! | `ESCALATION_*` | escalation when nobody acknowledges (see `shared::escalation`); off unless `ESCALATION_MIN_IMPACT` is set |
+//! | `HOLD_SCHEDULE_GROUP`, `HOLD_SCHEDULER_ROLE_ARN` | the timer at a mute window's end (see `shared::hold_timer`); unset = the scheduled sweep alone |
+//! | `ORGANIZATION_ID`, `HOME_ACCOUNT_ID`, `ALLOWED_ACCOUNTS`, `ACCOUNT_DIRECTORY` | organization mode (see `shared::org`); off unless `ORGANIZATION_ID` is set |
+//! | `MEMBER_ALARM_READER_ROLE_NAME` | organization mode: the role of each member account (`member.yaml`) the sweep reads its alarms through; empty: member alarms are not swept |
 
 use shared::backend::BackendKind;
 use shared::classify::Rules;
 use shared::config::{ConfigError, Env};
 use shared::error::{AwsError, Retryable};
 use shared::escalation::EscalationPolicy;
+use shared::hold_timer::HoldTimerConfig;
+use shared::org::OrgPolicy;
 
 pub const RULES_VAR: &str = "CLASSIFICATION_RULES";
+pub const MEMBER_ALARM_ROLE_VAR: &str = "MEMBER_ALARM_READER_ROLE_NAME";
 pub const RULES_PARAMETER_VAR: &str = "CLASSIFICATION_RULES_PARAMETER";
 
 /// Where the classification rules come from.
@@ -43,6 +49,15 @@ pub struct Config {
     pub rules: RulesSource,
     /// Escalation timers for unacknowledged incidents; `None` = off.
     pub escalation: Option<EscalationPolicy>,
+    /// Timers at the end of mute windows (targeting this function); `None` = off.
+    pub hold_timer: Option<HoldTimerConfig>,
+    /// Alarms of a whole organization; `None` = one account.
+    pub org: Option<OrgPolicy>,
+    /// The member accounts' alarm-reader role (organization mode); `None`: the sweep
+    /// reports member alarms as unreadable.
+    pub member_alarm_role: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the dimension of the refusal metric.
+    pub function_name: String,
 }
 
 /// A start-up failure: configuration, or the rules parameter.
@@ -104,6 +119,12 @@ impl Config {
             automation_role_arn,
             rules,
             escalation: EscalationPolicy::from_env(env)?,
+            hold_timer: HoldTimerConfig::from_env(env)?,
+            org: OrgPolicy::from_env(env)?,
+            member_alarm_role: env.optional(MEMBER_ALARM_ROLE_VAR),
+            function_name: env
+                .optional("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| "alarm-to-incident".into()),
         })
     }
 

@@ -3,16 +3,39 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use shared::alarm::{Alarm, AlarmState};
-use shared::backend::token_uuid;
 use shared::classify::Classification;
 use shared::closure;
 use shared::escalation::first_escalation;
+use shared::hash::token_uuid;
+use shared::hold::{released_note, Hold};
 use shared::incident::{Actor, NewIncident, Note, RelatedItem};
 use shared::lifecycle::{Action, Effect, IncidentRecord};
 use shared::notification::{format_duration, AlarmSummary, EventType, Link, Notification};
+use shared::org::AccountInfo;
 
 use crate::handler::Deps;
+
+/// A member account's run of the stack's diagnosis runbook is told where to
+/// diagnose: `AccountId` and `Region` of the alarm (vpn-troubleshoot assumes the
+/// member's diagnosis role there). Other documents are left as the rules made them
+/// (their rules can pass `{Account}` and `{Region}` themselves).
+pub fn target_member_account(
+    class: &mut Classification,
+    alarm: &Alarm,
+    diagnosis_document: Option<&str>,
+) {
+    if let Some(plan) = class.runbook.as_mut() {
+        if diagnosis_document.is_some_and(|d| d == plan.document) {
+            plan.parameters
+                .insert("AccountId".into(), vec![alarm.account.clone()]);
+            plan.parameters
+                .insert("Region".into(), vec![alarm.region.clone()]);
+        }
+    }
+}
 
 /// What an alarm knows that the pure lifecycle decision does not: at open, the
 /// account and region, the reporter (the alarm) and the runbook the rules chose (so a
@@ -22,14 +45,45 @@ pub fn complete_record(
     alarm: &Alarm,
     class: &Classification,
     action: &Action,
+    account: Option<&AccountInfo>,
 ) {
     if matches!(action, Action::Open) {
+        record.account_info = account.cloned();
         record.account = alarm.account.clone();
         record.region = alarm.region.clone();
         record.roles.reporter = Some(Actor::Alarm {
-            name: alarm.name.clone(),
+            name: alarm.label(),
         });
         record.runbook = class.runbook.clone();
+    }
+}
+
+/// How a transition reached the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// Delivered by CloudWatch (alarm action, EventBridge, SNS).
+    Delivered,
+    /// Never delivered: the reconciliation sweep found it with `DescribeAlarms`.
+    Sweep,
+    /// Held back (muted, silenced) since `since`; applied at the hold's end.
+    Released { since: DateTime<Utc>, hold: Hold },
+}
+
+impl Origin {
+    /// What the notes and the timeline say about it, if anything.
+    pub fn note(&self, alarm: &Alarm) -> Option<String> {
+        match self {
+            Origin::Delivered => None,
+            Origin::Sweep => Some(format!(
+                "Found by the reconciliation sweep: CloudWatch reports {} {} since {}; the pipeline never received that transition.",
+                alarm.label(),
+                alarm.state,
+                alarm.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+            Origin::Released { since, hold } => {
+                Some(format!("{}.", released_note(&alarm.label(), alarm.state, *since, hold)))
+            }
+        }
     }
 }
 
@@ -40,12 +94,18 @@ pub fn plan(
     class: &Classification,
     action: &Action,
     record: &IncidentRecord,
+    origin: &Origin,
 ) -> Vec<Effect> {
     let note = |title: String, text: String| Note {
         title,
         text,
         at: alarm.changed_at,
         data: note_data(alarm),
+    };
+    // A transition the sweep found or a hold released says so wherever it is told.
+    let told = |text: String| match origin.note(alarm) {
+        Some(o) => format!("{text} {o}"),
+        None => text,
     };
     let firing = record.firing().join(", ");
     let mut effects = vec![];
@@ -62,34 +122,46 @@ pub fn plan(
     let mut post_incident = None;
     let (event, summary) = match action {
         Action::IgnoreDuplicate | Action::IgnoreStale { .. } | Action::Record => return vec![],
-        Action::Open => (EventType::Opened, record.summary.clone()),
+        Action::Open => {
+            if let Some(o) = origin.note(alarm) {
+                effects.push(Effect::AddNote {
+                    note: note(format!("{} is {}", alarm.label(), alarm.state), o),
+                });
+            }
+            (EventType::Opened, told(record.summary.clone()))
+        }
         Action::Update => {
-            let text = match alarm.state {
+            let text = told(match alarm.state {
                 AlarmState::Ok => {
-                    format!("{} is OK. Still not OK: {}.", alarm.name, not_ok(record))
+                    format!("{} is OK. Still not OK: {}.", alarm.label(), not_ok(record))
                 }
-                _ => format!("{} is {}: {}", alarm.name, alarm.state, alarm.reason),
-            };
+                _ => format!("{} is {}: {}", alarm.label(), alarm.state, alarm.reason),
+            });
             effects.push(Effect::AddNote {
-                note: note(format!("{} is {}", alarm.name, alarm.state), text.clone()),
+                note: note(
+                    format!("{} is {}", alarm.label(), alarm.state),
+                    text.clone(),
+                ),
             });
             (EventType::Updated, text)
         }
         Action::Escalate { from, to } | Action::Deescalate { from, to } => {
             let raised = to.is_more_severe_than(*from);
-            let text = if raised {
+            let text = told(if raised {
                 format!(
                     "{} is {}: {}. Impact raised from {from} to {to}.",
-                    alarm.name, alarm.state, alarm.reason
+                    alarm.label(),
+                    alarm.state,
+                    alarm.reason
                 )
             } else {
                 format!(
                     "{} is {}. Impact lowered from {from} to {to}; still firing: {}.",
-                    alarm.name,
+                    alarm.label(),
                     alarm.state,
                     if firing.is_empty() { "none" } else { &firing }
                 )
-            };
+            });
             let verb = if raised { "raised" } else { "lowered" };
             effects.push(Effect::SetImpact {
                 impact: *to,
@@ -106,24 +178,28 @@ pub fn plan(
             (event, text)
         }
         Action::InsufficientData => {
-            let text = format!("{} has insufficient data: {}", alarm.name, alarm.reason);
+            let text = told(format!(
+                "{} has insufficient data: {}",
+                alarm.label(),
+                alarm.reason
+            ));
             effects.push(Effect::AddNote {
                 note: note(
-                    format!("{} has insufficient data", alarm.name),
+                    format!("{} has insufficient data", alarm.label()),
                     text.clone(),
                 ),
             });
             (EventType::InsufficientData, text)
         }
         Action::Resolve { duration_seconds } => {
-            let text = format!(
+            let text = told(format!(
                 "Every alarm is OK; the incident lasted {} ({} is OK: {}).",
                 format_duration(*duration_seconds),
-                alarm.name,
+                alarm.label(),
                 alarm.reason
-            );
+            ));
             let by = Actor::Alarm {
-                name: alarm.name.clone(),
+                name: alarm.label(),
             };
             let summary = closure::build(record, &by, alarm.changed_at);
             let mut n = note(
@@ -173,7 +249,7 @@ fn not_ok(record: &IncidentRecord) -> String {
     names.join(", ")
 }
 
-fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
+pub fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
     let mut d = BTreeMap::from([
         ("alarmName".to_string(), alarm.name.clone()),
         ("alarmArn".to_string(), alarm.arn.clone()),
@@ -191,6 +267,10 @@ fn note_data(alarm: &Alarm) -> BTreeMap<String, String> {
     ]);
     if let Some(v) = alarm.vpn_id() {
         d.insert("vpnId".into(), v.into());
+    }
+    if let Some(c) = &alarm.contributor {
+        d.insert("contributorId".into(), c.id.clone());
+        d.insert("contributor".into(), c.describe());
     }
     d
 }
@@ -224,7 +304,7 @@ fn vpn_links(alarm: &Alarm) -> Vec<Link> {
 
 fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) -> NewIncident {
     let mut related = vec![RelatedItem {
-        title: format!("CloudWatch alarm {}", alarm.name),
+        title: format!("CloudWatch alarm {}", alarm.label()),
         target: alarm.arn.clone(),
     }];
     if let Some(vpn) = alarm.vpn_id() {
@@ -251,6 +331,28 @@ fn new_incident(alarm: &Alarm, class: &Classification, record: &IncidentRecord) 
     }
     if let Some(ip) = alarm.dimension("TunnelIpAddress") {
         details.insert("tunnelIpAddress".into(), ip.into());
+    }
+    if let Some(c) = &alarm.contributor {
+        details.insert("contributorId".into(), c.id.clone());
+        details.insert("contributor".into(), c.describe());
+    }
+    // Organization mode: whose incident it is, searchable in OpsCenter (operational
+    // data) and linked from Incident Manager (a related item).
+    if let Some(account) = &record.account_info {
+        details.insert("accountId".into(), account.id.clone());
+        if let Some(name) = &account.name {
+            details.insert("accountName".into(), name.clone());
+        }
+        if let Some(ou) = &account.ou {
+            details.insert("organizationalUnit".into(), ou.clone());
+        }
+        related.push(RelatedItem {
+            title: format!("AWS account {}", account.label()),
+            target: format!(
+                "https://console.aws.amazon.com/organizations/v2/home/accounts/{}",
+                account.id
+            ),
+        });
     }
     NewIncident {
         key: record.key.clone(),
@@ -292,11 +394,12 @@ fn notification(
         account: alarm.account.clone(),
         region: alarm.region.clone(),
         alarm: Some(AlarmSummary {
-            name: alarm.name.clone(),
+            name: alarm.label(),
             arn: alarm.arn.clone(),
             state: alarm.state.to_string(),
             reason: alarm.reason.clone(),
             url: alarm.console_url(),
+            condition: alarm.condition.summary(),
         }),
         vpn_id: alarm.vpn_id().map(str::to_string),
         tunnel_ip: alarm.dimension("TunnelIpAddress").map(str::to_string),
@@ -320,5 +423,7 @@ fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        notification_id: None,
+        account_info: record.account_info.clone(),
     }
 }

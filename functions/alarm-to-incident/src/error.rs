@@ -2,7 +2,7 @@
 
 use shared::alarm::AlarmError;
 use shared::effects::EffectError;
-use shared::error::Retryable;
+use shared::error::{AwsError, Retryable};
 use shared::state::StateError;
 
 /// A failed invocation of alarm-to-incident.
@@ -14,6 +14,18 @@ pub enum HandlerError {
     /// A step of the change (backend, state table, notification, escalation timer).
     #[error(transparent)]
     Effect(#[from] EffectError),
+    /// A `{"sweep": ...}` event of another shape.
+    #[error("bad sweep request: {0}; expected {{\"sweep\": {{\"reason\": \"...\"}}}}")]
+    BadSweep(String),
+    /// The sweep could not read the alarms; it applied nothing.
+    #[error("reconciliation sweep: reading the alarms failed, nothing was applied: {0}")]
+    ReadAlarms(AwsError),
+    /// Some alarms of a sweep failed (the others were reconciled).
+    #[error("reconciliation sweep: {failed} alarm(s) not reconciled; first: {first}")]
+    SweepIncomplete {
+        failed: usize,
+        first: Box<HandlerError>,
+    },
 }
 
 impl From<StateError> for HandlerError {
@@ -27,6 +39,9 @@ impl Retryable for HandlerError {
         match self {
             HandlerError::BadEvent(e) => e.retryable(),
             HandlerError::Effect(e) => e.retryable(),
+            HandlerError::BadSweep(_) => false,
+            HandlerError::ReadAlarms(e) => e.retryable(),
+            HandlerError::SweepIncomplete { first, .. } => first.retryable(),
         }
     }
 
@@ -34,6 +49,9 @@ impl Retryable for HandlerError {
         match self {
             HandlerError::BadEvent(e) => e.kind(),
             HandlerError::Effect(e) => e.kind(),
+            HandlerError::BadSweep(_) => "BadInput",
+            HandlerError::ReadAlarms(e) => e.kind(),
+            HandlerError::SweepIncomplete { first, .. } => first.kind(),
         }
     }
 }

@@ -19,34 +19,38 @@ use aws_smithy_mocks::{mock, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shared::backend::{token_uuid, IncidentManagerBackend, OpsCenterBackend};
+use shared::backend::{IncidentManagerBackend, OpsCenterBackend};
 use shared::classify::Rules;
 use shared::error::{AwsError, AwsFailure, Retryable};
+use shared::hash::token_uuid;
 use shared::incident::{Impact, IncidentBackend, IncidentRef};
 use shared::lifecycle::Effect;
 use shared::mock_client;
 use shared::notification::{EventType, IncidentStatus, Notification};
 use shared::state::memory::MemoryStateStore;
+use shared::state::Owner;
 
 use shared::effects::fakes::{RecordingTimer, TimerCall};
 use shared::effects::{Clock, EffectDeps, Publisher, RunnerSettings as Settings};
 use shared::escalation::EscalationPolicy;
 
 use crate::error::HandlerError;
-use crate::handler::{handle, Deps, Response};
+use crate::handler::{handle, Deps, RefusalCounter, Response};
+use shared::alarm::Alarm;
+use shared::org::{OrgPolicy, Refusal};
 
-const ACCOUNT: &str = "123456789012";
-const VPN: &str = "vpn-0f1e2d3c4b5a69788";
-const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
-const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
-const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
-const OI: &str = "oi-0123456789ab";
-const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
-const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
-const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
-const DOC: &str = "VpnDiagnosis";
+pub(crate) const ACCOUNT: &str = "123456789012";
+pub(crate) const VPN: &str = "vpn-0f1e2d3c4b5a69788";
+pub(crate) const KEY: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+pub(crate) const ANY: &str = "vpn-tunnel-down-vpn-0f1e2d3c4b5a69788";
+pub(crate) const BOTH: &str = "vpn-both-tunnels-down-vpn-0f1e2d3c4b5a69788";
+pub(crate) const OI: &str = "oi-0123456789ab";
+pub(crate) const PLAN: &str = "arn:aws:ssm-incidents::123456789012:response-plan/vpn-incidents";
+pub(crate) const IR: &str = "arn:aws:ssm-incidents::123456789012:incident-record/vpn-incidents/6ec4ba3e-0f5b-4e0a-9d3c-6a3f4c1c9d10";
+pub(crate) const ROLE: &str = "arn:aws:iam::123456789012:role/vpn-diagnosis-automation";
+pub(crate) const DOC: &str = "VpnDiagnosis";
 
-fn alarm_arn(name: &str) -> String {
+pub(crate) fn alarm_arn(name: &str) -> String {
     format!("arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:{name}")
 }
 
@@ -67,7 +71,7 @@ fn transition_id(name: &str, hh_mm_ss_ms: &str) -> String {
     format!("{}@2026-11-25T{hh_mm_ss_ms}Z", alarm_arn(name))
 }
 
-fn eventbridge(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn eventbridge(name: &str, state: &str, at: &str) -> Value {
     json!({
         "version": "0", "id": "9a8b7c6d", "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch", "account": ACCOUNT, "time": "2026-11-25T10:00:00Z",
@@ -86,14 +90,14 @@ fn eventbridge(name: &str, state: &str, at: &str) -> Value {
     })
 }
 
-fn direct(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn direct(name: &str, state: &str, at: &str) -> Value {
     let mut e = eventbridge(name, state, at);
     let detail = e["detail"].take();
     json!({"source": "aws.cloudwatch", "alarmArn": alarm_arn(name), "accountId": ACCOUNT,
            "time": ts(at), "region": "eu-west-1", "alarmData": detail})
 }
 
-fn sns(name: &str, state: &str, at: &str) -> Value {
+pub(crate) fn sns(name: &str, state: &str, at: &str) -> Value {
     let message = json!({
         "AlarmName": name, "AlarmDescription": null, "AWSAccountId": ACCOUNT,
         "NewStateValue": state, "NewStateReason": format!("Threshold Crossed ({state})"),
@@ -111,7 +115,7 @@ fn sns(name: &str, state: &str, at: &str) -> Value {
 // Fakes.
 
 #[derive(Default)]
-struct RecordingPublisher {
+pub(crate) struct RecordingPublisher {
     sent: Mutex<Vec<Notification>>,
     failures: Mutex<Vec<AwsError>>,
 }
@@ -120,7 +124,7 @@ impl RecordingPublisher {
     fn fail_next(&self, e: AwsError) {
         self.failures.lock().unwrap().push(e);
     }
-    fn sent(&self) -> Vec<Notification> {
+    pub(crate) fn sent(&self) -> Vec<Notification> {
         self.sent.lock().unwrap().clone()
     }
     /// (event, impact, status, incident ref) of each message, for compact assertions.
@@ -162,19 +166,43 @@ fn throttled(service: &'static str, operation: &'static str) -> AwsError {
     }
 }
 
-struct Harness {
-    backend: Box<dyn IncidentBackend>,
-    store: MemoryStateStore,
-    publisher: RecordingPublisher,
+/// Records each refused alarm as (reason, account, alarm name).
+#[derive(Default)]
+pub(crate) struct RecordingCounter(pub(crate) Mutex<Vec<(&'static str, String, String)>>);
+
+impl RefusalCounter for RecordingCounter {
+    fn count(&self, refusal: &Refusal, alarm: &Alarm) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((refusal.reason(), alarm.account.clone(), alarm.name.clone()));
+    }
+    fn count_unreachable(&self, account: &str, _region: &str, code: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("SweepUnreachable", account.to_string(), code.to_string()));
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) backend: Box<dyn IncidentBackend>,
+    pub(crate) store: MemoryStateStore,
+    pub(crate) publisher: RecordingPublisher,
     rules: Rules,
     settings: Settings,
     clock: FixedClock,
     timer: RecordingTimer,
     escalation: Option<EscalationPolicy>,
+    silences: shared::hold_store::memory::MemorySilenceStore,
+    alarms: crate::cloudwatch::fakes::FakeAlarms,
+    /// Organization mode (shared::org); `None` in the single-account scenarios.
+    pub(crate) org: Option<OrgPolicy>,
+    pub(crate) refused: RecordingCounter,
 }
 
 impl Harness {
-    fn new(backend: Box<dyn IncidentBackend>) -> Harness {
+    pub(crate) fn new(backend: Box<dyn IncidentBackend>) -> Harness {
         let mut settings = Settings::new(Some(ROLE.into()));
         settings.busy_wait = std::time::Duration::ZERO;
         Harness {
@@ -186,6 +214,10 @@ impl Harness {
             clock: FixedClock(Mutex::new("2026-11-25T10:01:05Z".parse().unwrap())),
             timer: RecordingTimer::default(),
             escalation: None,
+            silences: Default::default(),
+            alarms: Default::default(),
+            org: None,
+            refused: RecordingCounter::default(),
         }
     }
 
@@ -203,11 +235,26 @@ impl Harness {
         )))
     }
 
-    async fn run(&self, event: Value) -> Result<Response, HandlerError> {
-        let deps = Deps {
+    /// One invocation of its own (a new request id).
+    pub(crate) async fn run(&self, event: Value) -> Result<Response, HandlerError> {
+        self.run_as(&Owner::new("", None), event).await
+    }
+
+    /// One invocation of request `owner` (the same owner again: Lambda's retry).
+    pub(crate) async fn run_as(
+        &self,
+        owner: &Owner,
+        event: Value,
+    ) -> Result<Response, HandlerError> {
+        handle(&self.deps_on(&self.store), owner, &event).await
+    }
+
+    /// The handler's dependencies, with `store` as the state table.
+    fn deps_on<'a>(&'a self, store: &'a dyn shared::state::StateStore) -> Deps<'a> {
+        Deps {
             effects: EffectDeps {
                 backend: self.backend.as_ref(),
-                store: &self.store,
+                store,
                 publisher: &self.publisher,
                 clock: &self.clock,
                 settings: &self.settings,
@@ -216,8 +263,14 @@ impl Harness {
             },
             rules: &self.rules,
             escalation: self.escalation.as_ref(),
-        };
-        handle(&deps, &event).await
+            holds: &self.store,
+            silences: &self.silences,
+            alarms: &self.alarms,
+            hold_timer: None,
+            org: self.org.as_ref(),
+            diagnosis_document: Some(DOC),
+            metrics: &self.refused,
+        }
     }
 
     async fn action(&self, event: Value) -> &'static str {
@@ -242,7 +295,7 @@ fn all_used(rules: &[&Rule]) {
 // ---------------------------------------------------------------------------
 // OpsCenter request expectations.
 
-fn data<'a>(
+pub(crate) fn data<'a>(
     d: Option<&'a std::collections::HashMap<String, OpsItemDataValue>>,
     k: &str,
 ) -> &'a str {
@@ -928,6 +981,254 @@ async fn held_lease_makes_the_invocation_wait_then_give_up_retryably() {
 }
 
 #[tokio::test]
+async fn lambda_retry_of_the_same_request_takes_its_own_lease_over_at_once() {
+    // The first attempt opened the incident and died before publishing (its lease,
+    // named by its request id, still runs until its deadline).
+    let first_rules = [im_start()];
+    let first_refs: Vec<&Rule> = first_rules.iter().collect();
+    let first = Harness::incident_manager(&first_refs);
+    let request = Owner::new("req-first", None);
+    first.publisher.fail_next(throttled("sns", "Publish"));
+    assert!(first
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .is_err());
+    let item = first
+        .store
+        .incident_now(KEY)
+        .unwrap()
+        .leased_to(&request, "2026-11-25T10:02:00Z".parse().unwrap());
+
+    let h = Harness::incident_manager(&[]);
+    h.store
+        .incidents
+        .lock()
+        .unwrap()
+        .insert(KEY.into(), item.clone());
+    h.store.alarms.lock().unwrap().insert(
+        alarm_arn(ANY),
+        first.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+    );
+    // Someone else waits for the lease, and gives up retryably ...
+    let e = h
+        .run(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+    assert!(h.publisher.sent().is_empty());
+    // ... Lambda's retry of the same request does not wait: it finishes the step.
+    let r = h
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("ignore_duplicate", true)
+    );
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+    let stored = h.store.incident_now(KEY).unwrap();
+    assert!(
+        stored.pending.is_empty() && stored.lease_until.is_none() && stored.lease_holder.is_none()
+    );
+    assert!(stored.has_write(stored.version, "req-first"));
+}
+
+/// The case against the DynamoDB adapter (every request asserted): the
+/// transaction commits, its answer arrives after the SDK's attempt timeout; the
+/// incident item read back carries this request's write, so the invocation goes on as
+/// if the answer had come: one incident, one notification, the lease released.
+#[tokio::test]
+async fn transaction_answered_too_late_is_recognized_and_the_incident_opens_once() {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use shared::state::DynamoStateStore;
+    use shared::testing::{LoseAnswers, Loss};
+
+    type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+    let written: std::sync::Arc<Mutex<Option<Item>>> = Default::default();
+    let get_none = |pk: String| {
+        mock!(aws_sdk_dynamodb::Client::get_item)
+            .match_requests(move |r| {
+                r.consistent_read() == Some(true) && r.key().unwrap()["pk"].as_s().unwrap() == &pk
+            })
+            .then_output(|| GetItemOutput::builder().build())
+    };
+    let alarm_read = get_none(format!("alarm#{}", alarm_arn(ANY)));
+    let incident_read = get_none(format!("incident#{KEY}"));
+    let capture = written.clone();
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(move |r| {
+            let items = r.transact_items();
+            assert_eq!(items.len(), 2);
+            let alarm = items[0].put().unwrap().item();
+            assert_eq!(alarm["writer"].as_s().unwrap(), "req-storm-1");
+            let incident = items[1].put().unwrap();
+            assert_eq!(
+                incident.condition_expression(),
+                Some("attribute_not_exists(pk)")
+            );
+            assert_eq!(
+                incident.item()["lease_holder"].as_s().unwrap(),
+                "req-storm-1"
+            );
+            *capture.lock().unwrap() = Some(incident.item().clone());
+            true
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let stored = written.clone();
+    let read_back = mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|r| r.key().unwrap()["pk"].as_s().unwrap() == &format!("incident#{KEY}"))
+        .then_output(move || {
+            GetItemOutput::builder()
+                .set_item(stored.lock().unwrap().clone())
+                .build()
+        });
+    // One save per step: open, start the runbook (Incident Manager: its plan does), publish.
+    let saves = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| r.condition_expression() == Some("version = :v"))
+        .sequence()
+        .output(|| PutItemOutput::builder().build())
+        .times(3)
+        .build();
+    let lose = LoseAnswers::new(vec![("TransactWriteItems", 1, Loss::Timeout)]);
+    let store = DynamoStateStore::new(
+        shared::mock_client_losing!(
+            aws_sdk_dynamodb,
+            [&alarm_read, &incident_read, &tx, &read_back, &saves],
+            lose
+        ),
+        "state",
+    );
+    let backend_rules = [im_start()];
+    let refs: Vec<&Rule> = backend_rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let deps = h.deps_on(&store);
+    let owner = Owner::new("req-storm-1", None);
+    let r = handle(&deps, &owner, &eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].action, "open");
+    assert_eq!(r.results[0].incident.as_deref(), Some(IR));
+    all_used(&refs);
+    assert_eq!(
+        (
+            alarm_read.num_calls(),
+            incident_read.num_calls(),
+            tx.num_calls(),
+            read_back.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(saves.num_calls(), 3);
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+}
+
+/// A store where another invocation commits (an opening, prepared beforehand) just
+/// before this invocation's first write: the write was decided on a stale read.
+struct OpensMeanwhile<'a> {
+    inner: &'a MemoryStateStore,
+    meanwhile: Mutex<Option<(shared::state::AlarmItem, shared::state::IncidentItem)>>,
+}
+
+#[async_trait]
+impl shared::state::StateStore for OpensMeanwhile<'_> {
+    async fn alarm(
+        &self,
+        arn: &str,
+    ) -> Result<Option<shared::state::AlarmItem>, shared::state::StateError> {
+        self.inner.alarm(arn).await
+    }
+    async fn incident(
+        &self,
+        key: &str,
+    ) -> Result<Option<shared::state::IncidentItem>, shared::state::StateError> {
+        self.inner.incident(key).await
+    }
+    async fn apply(
+        &self,
+        alarm: &shared::state::AlarmItem,
+        incident: shared::state::IncidentWrite<'_>,
+    ) -> Result<(), shared::state::StateError> {
+        let other = self.meanwhile.lock().unwrap().take();
+        if let Some((a, i)) = other {
+            self.inner.alarms.lock().unwrap().insert(a.arn.clone(), a);
+            self.inner
+                .incidents
+                .lock()
+                .unwrap()
+                .insert(i.record.key.clone(), i);
+        }
+        self.inner.apply(alarm, incident).await
+    }
+    async fn save_incident(
+        &self,
+        item: &shared::state::IncidentItem,
+    ) -> Result<(), shared::state::StateError> {
+        self.inner.save_incident(item).await
+    }
+}
+
+/// The race the concurrent storm found (seed 1113603263, 8 instances): the OK of an
+/// alarm, delivered before its ALARM, is decided on "nothing open" while another
+/// instance opens the incident with that ALARM. Recording the OK alone left the
+/// incident open for good (its only alarm OK on the alarm item, ALARM on the record).
+/// The OK's write is guarded by the incident item as read: refused, read again,
+/// decided again: the incident resolves.
+#[tokio::test]
+async fn ok_decided_on_a_stale_read_is_decided_again_and_resolves() {
+    // What the other instance commits: the incident opened by the ALARM.
+    let opener_rules = [im_start()];
+    let opener_refs: Vec<&Rule> = opener_rules.iter().collect();
+    let opener = Harness::incident_manager(&opener_refs);
+    opener
+        .action(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await;
+    let opened = (
+        opener.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+        opener.store.incident_now(KEY).unwrap(),
+    );
+
+    let rules = [
+        im_timeline("Resolved: every alarm is OK"),
+        im_update(None, Some(IncidentRecordStatus::Resolved)),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let store = OpensMeanwhile {
+        inner: &h.store,
+        meanwhile: Mutex::new(Some(opened)),
+    };
+    let deps = h.deps_on(&store);
+    let r = handle(
+        &deps,
+        &Owner::new("req-ok", None),
+        &eventbridge(ANY, "OK", "10:05:00.000"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.results[0].action, "resolve");
+    all_used(&refs);
+    let item = h.store.incident_now(KEY).unwrap();
+    assert!(!item.record.is_open());
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(
+            EventType::Resolved,
+            3,
+            IncidentStatus::Resolved,
+            Some(IR.into())
+        )]
+    );
+}
+
+#[tokio::test]
 async fn rejected_step_is_dropped_so_the_incident_is_not_blocked() {
     let rules = [
         im_start(),
@@ -1156,7 +1457,7 @@ async fn owned_incident_escalating_schedules_no_timer() {
 // Every sample event.
 
 /// Answers every OpsCenter call with success, for events of any alarm.
-fn permissive_opscenter() -> Box<dyn IncidentBackend> {
+pub(crate) fn permissive_opscenter() -> Box<dyn IncidentBackend> {
     let rules = [
         mock!(aws_sdk_ssm::Client::describe_ops_items)
             .then_output(|| DescribeOpsItemsOutput::builder().build()),
@@ -1207,20 +1508,32 @@ async fn every_file_in_events_goes_through_the_handler() {
             Ok(alarms) => {
                 let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(r.results.len(), alarms.len(), "{name}");
+                // The alarm-level event of a multi-time-series alarm opens nothing (its
+                // contributors' events do); a muted ALARM (inside its mute window at the
+                // harness's clock) pages no one.
                 let firing = alarms
                     .iter()
-                    .filter(|a| a.state == shared::alarm::AlarmState::Alarm)
+                    .filter(|a| {
+                        a.state == shared::alarm::AlarmState::Alarm
+                            && a.muted.is_none()
+                            && !a.is_multi_series_summary()
+                    })
                     .count();
                 assert_eq!(
                     h.publisher.sent().len(),
                     firing,
-                    "{name}: one notification per ALARM"
+                    "{name}: one notification per ALARM that is not muted"
                 );
                 for (o, a) in r.results.iter().zip(&alarms) {
-                    let expected = if a.state == shared::alarm::AlarmState::Alarm {
-                        ["open", "update"].as_slice()
-                    } else {
-                        ["record"].as_slice()
+                    if a.is_multi_series_summary() {
+                        assert_eq!(o.action, "record_summary", "{name}");
+                        assert_eq!(o.note, Some(crate::handler::SUMMARY_NOTE), "{name}");
+                        continue;
+                    }
+                    let expected = match (a.state, &a.muted) {
+                        (shared::alarm::AlarmState::Alarm, Some(_)) => ["held_muted"].as_slice(),
+                        (shared::alarm::AlarmState::Alarm, None) => ["open", "update"].as_slice(),
+                        _ => ["record"].as_slice(),
                     };
                     assert!(
                         expected.contains(&o.action),
@@ -1246,4 +1559,293 @@ async fn every_file_in_events_goes_through_the_handler() {
         }
     }
     eprintln!("{handled:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Real-world alarm shapes (events/): Metrics Insights contributors, SNS messages
+// without AlarmArn. A recording backend: what matters here is which incidents open
+// and resolve, not the backend's requests (pinned above).
+
+mod real_world {
+    use shared::notification::EventType;
+
+    use super::*;
+    use crate::handler::SUMMARY_NOTE;
+
+    /// One alarm's result in the function's response.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Got {
+        action: String,
+        incident_key: String,
+        contributor: Option<String>,
+        note: Option<String>,
+    }
+
+    fn event(file: &str) -> Value {
+        let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The handler with recording fakes (`quiet_tests::H`), the built-in rules with the
+    /// diagnosis runbook.
+    struct World(crate::quiet_tests::H);
+
+    impl std::ops::Deref for World {
+        type Target = crate::quiet_tests::H;
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut h = crate::quiet_tests::H::new();
+            h.rules = Rules::builtin(Some(DOC));
+            h.clock.set("2026-11-25T10:40:00Z".parse().unwrap());
+            World(h)
+        }
+
+        async fn deliver(&self, file: &str) -> Got {
+            let mut r = self
+                .invoke(&event(file))
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let mut results: Vec<Got> = serde_json::from_value(r["results"].take()).unwrap();
+            assert_eq!(results.len(), 1, "{file}");
+            results.remove(0)
+        }
+
+        async fn open_keys(&self) -> Vec<String> {
+            let mut open = vec![];
+            for key in [KEY_VPN1, KEY_VPN2] {
+                if let Some(item) = shared::state::StateStore::incident(&self.store, key)
+                    .await
+                    .unwrap()
+                {
+                    if item.record.is_open() {
+                        open.push(key.to_string());
+                    }
+                }
+            }
+            open
+        }
+    }
+
+    const KEY_VPN1: &str = "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN";
+    const KEY_VPN2: &str = "VPN connection vpn-0a1b2c3d4e5f67890 is DOWN";
+
+    #[tokio::test]
+    async fn one_insights_alarm_opens_one_incident_per_vpn_and_each_ok_resolves_its_own() {
+        let w = World::new();
+        let a = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!(
+            (a.action.as_str(), a.incident_key.as_str()),
+            ("open", KEY_VPN1)
+        );
+        assert_eq!(
+            a.contributor.as_deref(),
+            Some("VpnId=vpn-0f1e2d3c4b5a69788")
+        );
+        let b = w
+            .deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        assert_eq!(
+            (b.action.as_str(), b.incident_key.as_str()),
+            ("open", KEY_VPN2)
+        );
+        // The alarm-level event of the same evaluation: recorded, nothing opened.
+        let s = w.deliver("eventbridge-metrics-insights-alarm.json").await;
+        assert_eq!(
+            (s.action.as_str(), s.incident_key.as_str()),
+            ("record_summary", "")
+        );
+        assert_eq!(s.note.as_deref(), Some(SUMMARY_NOTE));
+        // Redeliveries of each are duplicates.
+        for f in [
+            "eventbridge-insights-contributor-vpn1-alarm.json",
+            "eventbridge-insights-contributor-vpn2-alarm.json",
+            "eventbridge-metrics-insights-alarm.json",
+        ] {
+            assert_eq!(w.deliver(f).await.action, "ignore_duplicate", "{f}");
+        }
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // The first VPN's series returns to OK: its incident only.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!(
+            (ok.action.as_str(), ok.incident_key.as_str()),
+            ("resolve", KEY_VPN1)
+        );
+        assert_eq!(w.open_keys().await, vec![KEY_VPN2]);
+
+        let calls = w.backend.calls();
+        let opens: Vec<&String> = calls.iter().filter(|c| c.starts_with("open ")).collect();
+        assert_eq!(
+            opens,
+            vec![&format!("open {KEY_VPN1}"), &format!("open {KEY_VPN2}")]
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("runbook ")).count(),
+            2
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("resolve ")).count(),
+            1
+        );
+        let sent = w.publisher.sent();
+        let events: Vec<(EventType, &str)> = sent
+            .iter()
+            .map(|n| (n.event, n.incident_key.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (EventType::Opened, KEY_VPN1),
+                (EventType::Opened, KEY_VPN2),
+                (EventType::Resolved, KEY_VPN1)
+            ]
+        );
+        let alarm = sent[0].alarm.as_ref().unwrap();
+        assert_eq!(
+            alarm.name,
+            "vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)"
+        );
+        assert!(alarm
+            .condition
+            .as_deref()
+            .unwrap()
+            .starts_with("Metrics Insights SELECT MIN(TunnelState)"));
+        assert_eq!(sent[1].vpn_id.as_deref(), Some("vpn-0a1b2c3d4e5f67890"));
+        // Each contributor has its own watermark; the summary the alarm's.
+        let arn = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections";
+        for source in [
+            format!("contributor/3f9a1c7e5b2d8046/{arn}"),
+            format!("contributor/a41d6e0b97c3f258/{arn}"),
+            arn.to_string(),
+        ] {
+            assert!(
+                shared::state::StateStore::alarm(&w.store, &source)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{source}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_muted_contributor_alarm_is_held_and_applied_from_its_kept_event_at_the_windows_end()
+    {
+        let w = World::new();
+        // VPN 1's series goes down inside a maintenance window (mute rule).
+        let mut muted = event("eventbridge-insights-contributor-vpn1-alarm.json");
+        muted["detail"]["muteDetail"] = json!({
+            "mutedByArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance",
+            "muteWindowStart": "2026-11-25T10:00:00.000+0000",
+            "muteWindowEnd": "2026-11-25T10:30:00.000+0000"});
+        w.clock.set("2026-11-25T10:05:00Z".parse().unwrap());
+        let r = w.invoke(&muted).await.unwrap();
+        assert_eq!(r["results"][0]["action"], "held_muted");
+        assert!(w.open_keys().await.is_empty());
+        // VPN 2's series, not muted, opens its incident meanwhile.
+        w.deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        // Before the window's end the sweep leaves it held; it reads no contributor.
+        let early = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(early["changed"], json!({}), "{early}");
+        assert_eq!(
+            early["contributorsNotRead"],
+            json!([format!("contributor/a41d6e0b97c3f258/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections")])
+        );
+        assert!(
+            w.alarms.requests.lock().unwrap().is_empty(),
+            "no DescribeAlarms for contributors"
+        );
+        // After it, the held transition applies as it was kept: VPN 1's incident opens.
+        w.clock.set("2026-11-25T10:31:00Z".parse().unwrap());
+        let report = w
+            .invoke(&json!({"sweep": {"reason": "hold ended"}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "released:open"}),
+            "{report}"
+        );
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // Released once: the next sweep finds it in step.
+        let again = w
+            .invoke(&json!({"sweep": {"reason": "scheduled"}}))
+            .await
+            .unwrap();
+        assert_eq!(again["changed"], json!({}), "{again}");
+        let opens = w
+            .backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("open "))
+            .count();
+        assert_eq!(opens, 2);
+    }
+
+    #[tokio::test]
+    async fn contributor_and_single_vpn_alarm_feed_the_same_incident() {
+        let w = World::new();
+        assert_eq!(
+            w.deliver("eventbridge-vpn-tunnel-down-alarm.json")
+                .await
+                .action,
+            "open"
+        );
+        // The Metrics Insights series of the same VPN joins that incident.
+        let c = w
+            .deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        assert_eq!(
+            (c.action.as_str(), c.incident_key.as_str()),
+            ("update", KEY_VPN1)
+        );
+        // Its OK leaves the incident open while the other alarm fires.
+        let ok = w
+            .deliver("eventbridge-insights-contributor-vpn1-ok.json")
+            .await;
+        assert_eq!(ok.action, "update");
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1]);
+    }
+
+    #[tokio::test]
+    async fn sns_message_without_alarm_arn_opens_its_incident() {
+        let w = World::new();
+        let o = w.deliver("sns-no-alarm-arn-old-region-alarm.json").await;
+        assert_eq!(o.action, "open");
+        assert_eq!(
+            o.incident_key,
+            "VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        assert_eq!(
+            w.backend.calls()[0],
+            "open VPN connection vpn-0c3d4e5f6a7b8c9d0 is DOWN"
+        );
+        let n = &w.publisher.sent()[0];
+        assert_eq!(n.region, "us-east-1");
+        assert_eq!(
+            n.alarm.as_ref().unwrap().arn,
+            "arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-vpn-0c3d4e5f6a7b8c9d0"
+        );
+        // Delivered again: a duplicate.
+        assert_eq!(
+            w.deliver("sns-no-alarm-arn-old-region-alarm.json")
+                .await
+                .action,
+            "ignore_duplicate"
+        );
+    }
 }

@@ -15,12 +15,16 @@
 //! | `INCIDENT_BACKEND`, `RESPONSE_PLAN_ARN` | as for alarm-to-incident (declare opens incidents) |
 //! | `AUTOMATION_ROLE_ARN` | the runbook's `AutomationAssumeRole` (re-run diagnosis); optional |
 //! | `ESCALATION_*` | the escalation policy (`shared::escalation`); unset `ESCALATION_MIN_IMPACT` = off |
+//! | `HOLD_SCHEDULE_GROUP`, `HOLD_SCHEDULER_ROLE_ARN`, `HOLD_TARGET_ARN` | the timer at a silence's end (`shared::hold_timer`), which runs alarm-to-incident's sweep; unset group = the scheduled sweep alone |
+//! | `ORGANIZATION_ID`, `HOME_ACCOUNT_ID`, `ACCOUNT_DIRECTORY` | organization mode (`shared::org`): the accounts and tags the policy's `scopes` match |
 
 use std::time::Duration;
 
 use shared::backend::BackendKind;
 use shared::config::{ConfigError, Env};
 use shared::escalation::EscalationPolicy;
+use shared::hold_timer::HoldTimerConfig;
+use shared::org::OrgPolicy;
 use shared::slack;
 use shared::slack::authz::ActionPolicy;
 
@@ -42,6 +46,11 @@ pub struct Config {
     pub response_plan_arn: Option<String>,
     pub automation_role_arn: Option<String>,
     pub escalation: Option<EscalationPolicy>,
+    /// Timers at silences' ends (targeting alarm-to-incident); `None` = off.
+    pub hold_timer: Option<HoldTimerConfig>,
+    /// Organization mode: the home account and the account directory, which the
+    /// policy's `scopes` match incidents' accounts against. `None`: one account.
+    pub org: Option<OrgPolicy>,
 }
 
 impl Config {
@@ -89,6 +98,10 @@ impl Config {
             response_plan_arn,
             automation_role_arn: env.optional_arn("AUTOMATION_ROLE_ARN", "iam")?,
             escalation: EscalationPolicy::from_env(env)?,
+            hold_timer: HoldTimerConfig::from_env(env)?
+                .map(|c| c.with_sweep_target(env))
+                .transpose()?,
+            org: OrgPolicy::from_env(env)?,
         })
     }
 }

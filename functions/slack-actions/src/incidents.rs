@@ -34,6 +34,18 @@ pub async fn find(
     reader: &dyn IncidentReader,
     query: &str,
 ) -> Result<Option<IncidentRecord>, StateError> {
+    find_in(reader, query, |_| true).await
+}
+
+/// [`find`] where a partial match is looked for only among the incidents `visible`
+/// accepts (the person's account scope): others neither match nor make a match
+/// ambiguous. The exact key is returned whatever `visible` says, so the caller can
+/// say why it is not shown.
+pub async fn find_in(
+    reader: &dyn IncidentReader,
+    query: &str,
+    visible: impl Fn(&IncidentRecord) -> bool,
+) -> Result<Option<IncidentRecord>, StateError> {
     let query = query.trim();
     if query.is_empty() {
         return Ok(None);
@@ -46,6 +58,7 @@ pub async fn find(
         .open_incidents()
         .await?
         .into_iter()
+        .filter(|r| visible(r))
         .filter(|r| {
             r.key.to_lowercase().contains(&needle)
                 || r.incident

@@ -11,6 +11,7 @@ pub mod handler;
 pub mod incidents;
 pub mod queue;
 pub mod replay;
+pub mod scope;
 pub mod secrets;
 pub mod slack_web;
 pub mod wiring;

@@ -11,6 +11,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shared::error::{AwsError, Secret};
 use shared::incident::{Actor, Impact};
+use shared::silence::SilenceTarget;
+
+/// The silence asked for (resolved when the request came in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceSpec {
+    pub target: SilenceTarget,
+    pub minutes: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 /// What a person asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +31,10 @@ pub enum JobAction {
     Rerun,
     Note,
     Declare,
+    /// Set a silence ([`Job::silence`]).
+    Silence,
+    /// End silence [`Job::text`] now.
+    Unsilence,
 }
 
 impl JobAction {
@@ -31,6 +45,8 @@ impl JobAction {
             JobAction::Rerun => "rerun",
             JobAction::Note => "note",
             JobAction::Declare => "declare",
+            JobAction::Silence => "silence",
+            JobAction::Unsilence => "unsilence",
         }
     }
 }
@@ -38,6 +54,12 @@ impl JobAction {
 /// One queued change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The Slack request's id (from its verified signature): the same for every copy
+    /// of the message (a redelivery, or a second copy sent when SendMessage's answer
+    /// was lost), so the change is applied once. Absent in jobs queued before it
+    /// existed: the SQS message id stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub action: JobAction,
     /// The incident (every action but `declare`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,9 +69,12 @@ pub struct Job {
     /// The channel (or user group) the person acted from: the incident's team.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
-    /// The note's text, or the declared incident's title.
+    /// The note's text, the declared incident's title, or the silence id to lift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The silence to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilenceSpec>,
     /// The impact asked for when declaring (`--impact N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impact: Option<Impact>,
@@ -131,6 +156,7 @@ mod tests {
 
     fn job() -> Job {
         Job {
+            id: None,
             action: JobAction::Acknowledge,
             incident_key: Some("VPN connection vpn-1 is DOWN".into()),
             actor: Actor::Person {
@@ -139,6 +165,7 @@ mod tests {
             },
             team: Some("C0OPS".into()),
             text: None,
+            silence: None,
             impact: None,
             response_url: Some(Secret::new(
                 "https://hooks.slack.com/actions/T1/1/abc".into(),

@@ -4,6 +4,7 @@
 use shared::backend::from_sdk_config;
 use shared::effects::{EffectDeps, RunnerSettings, SnsPublisher, SystemClock};
 use shared::escalation::{EscalationTimer, Pager, SchedulerTimer, SnsPager};
+use shared::hold_timer::{HoldTimer, SchedulerHoldTimer};
 use shared::incident::IncidentBackend;
 use shared::state::DynamoStateStore;
 
@@ -25,6 +26,7 @@ pub struct Container {
     settings: RunnerSettings,
     timer: Option<SchedulerTimer>,
     pager: Option<SnsPager>,
+    hold_timer: Option<SchedulerHoldTimer>,
     credentials: SecretsCache<aws_sdk_secretsmanager::Client>,
     replay: DynamoReplayGuard,
     incidents: DynamoIncidents,
@@ -37,10 +39,15 @@ impl Container {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<Container, reqwest::Error> {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         let sns = aws_sdk_sns::Client::new(sdk);
+        let scheduler = aws_sdk_scheduler::Client::new(sdk);
         let timer = config
             .escalation
             .as_ref()
-            .map(|p| SchedulerTimer::new(aws_sdk_scheduler::Client::new(sdk), p));
+            .map(|p| SchedulerTimer::new(scheduler.clone(), p));
+        let hold_timer = config
+            .hold_timer
+            .as_ref()
+            .map(|c| SchedulerHoldTimer::new(scheduler, c));
         let pager = config
             .escalation
             .as_ref()
@@ -52,6 +59,7 @@ impl Container {
             settings: RunnerSettings::new(config.automation_role_arn.clone()),
             timer,
             pager,
+            hold_timer,
             credentials: SecretsCache::new(
                 aws_sdk_secretsmanager::Client::new(sdk),
                 &config.signing_secret_arn,
@@ -77,6 +85,8 @@ impl Container {
             queue: &self.queue,
             incidents: &self.incidents,
             groups: &self.groups,
+            silences: &self.store,
+            hold_timer: self.hold_timer.as_ref().map(|t| t as &dyn HoldTimer),
             effects: EffectDeps {
                 backend: self.backend.as_ref(),
                 store: &self.store,

@@ -15,15 +15,19 @@ use shared::effects::fakes::{
 use shared::effects::{EffectDeps, RunnerSettings};
 use shared::error::{AwsError, Secret};
 use shared::escalation::{EscalationTimer, Pager};
+use shared::hold_store::memory::MemorySilenceStore;
+use shared::hold_timer::fakes::RecordingHoldTimer;
+use shared::hold_timer::HoldTimer;
 use shared::incident::{Actor, Impact};
 use shared::lifecycle::{EscalationState, IncidentRecord};
 use shared::notification::EventType;
+use shared::silence::SilenceTarget;
 use shared::slack::signature::{sign, SigningSecret};
 use shared::state::memory::MemoryStateStore;
-use shared::state::{IncidentItem, StateError, StateStore};
+use shared::state::{IncidentItem, Owner, StateError, StateStore};
 use slack_actions::config::Config;
 use slack_actions::groups::GroupCache;
-use slack_actions::handler::{handle, Deps, Place, UNVERIFIED_BODY};
+use slack_actions::handler::{handle, Deps, Place, UNAVAILABLE_TEXT, UNVERIFIED_BODY};
 use slack_actions::incidents::IncidentReader;
 use slack_actions::queue::{Job, JobAction, JobQueue};
 use slack_actions::replay::ReplayGuard;
@@ -36,6 +40,8 @@ const ALICE: &str = "U0ALICE";
 const MALLORY: &str = "U0MALLORY";
 const GROUP: &str = "S0ONCALL";
 const RESPONSE_URL: &str = "https://hooks.slack.com/actions/T0/1/abc";
+const ALARM_TO_INCIDENT: &str = "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident";
+const VPN: &str = "vpn-0f1e2d3c4b5a69788";
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()
@@ -55,12 +61,21 @@ impl Credentials for FakeCredentials {
     }
 }
 
+/// Remembers signatures; answers with `down` (DynamoDB unavailable) while set.
 #[derive(Default)]
-struct FakeReplay(Mutex<HashSet<String>>);
+struct FakeReplay(Mutex<HashSet<String>>, Mutex<Option<AwsError>>);
 
 #[async_trait]
 impl ReplayGuard for FakeReplay {
-    async fn first_use(&self, signature: &str, _now: DateTime<Utc>) -> Result<bool, AwsError> {
+    async fn first_use(
+        &self,
+        signature: &str,
+        _owner: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
+        if let Some(e) = self.1.lock().unwrap().clone() {
+            return Err(e);
+        }
         Ok(self.0.lock().unwrap().insert(signature.to_string()))
     }
 }
@@ -92,10 +107,11 @@ impl SlackWeb for FakeSlack {
         group: &str,
     ) -> Result<Vec<String>, SlackCallError> {
         self.group_calls.lock().unwrap().push(group.to_string());
-        Ok(if group == GROUP {
-            vec![ALICE.to_string()]
-        } else {
-            vec![]
+        Ok(match group {
+            GROUP => vec![ALICE.to_string()],
+            PAYMENTS_GROUP => vec![PAYER.to_string()],
+            RETAIL_GROUP => vec![SHOPPER.to_string()],
+            _ => vec![],
         })
     }
     async fn respond(
@@ -163,6 +179,8 @@ struct Harness {
     settings: RunnerSettings,
     timer: RecordingTimer,
     pager: RecordingPager,
+    silences: MemorySilenceStore,
+    hold_timer: RecordingHoldTimer,
 }
 
 fn policy_env() -> Vec<(&'static str, String)> {
@@ -202,13 +220,23 @@ fn policy_env() -> Vec<(&'static str, String)> {
             "arn:aws:iam::123456789012:role/scheduler".into(),
         ),
         ("ESCALATION_SCHEDULE_GROUP", "escalations".into()),
+        ("HOLD_SCHEDULE_GROUP", "holds".into()),
+        (
+            "HOLD_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/holds".into(),
+        ),
+        ("HOLD_TARGET_ARN", ALARM_TO_INCIDENT.into()),
     ]
 }
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_env(policy_env())
+    }
+
+    fn with_env(env: Vec<(&'static str, String)>) -> Harness {
         Harness {
-            config: Config::from_env(&Env::from_pairs(policy_env())).unwrap(),
+            config: Config::from_env(&Env::from_pairs(env)).unwrap(),
             replay: FakeReplay::default(),
             slack: FakeSlack::default(),
             queue: FakeQueue::default(),
@@ -220,6 +248,8 @@ impl Harness {
             settings: RunnerSettings::new(None),
             timer: RecordingTimer::default(),
             pager: RecordingPager::default(),
+            silences: MemorySilenceStore::default(),
+            hold_timer: RecordingHoldTimer::default(),
         }
     }
 
@@ -233,6 +263,8 @@ impl Harness {
             queue: &self.queue,
             incidents: &reader,
             groups: &self.groups,
+            silences: &self.silences,
+            hold_timer: Some(&self.hold_timer as &dyn HoldTimer),
             effects: EffectDeps {
                 backend: &self.backend,
                 store: &self.store,
@@ -246,7 +278,8 @@ impl Harness {
         let place = Place::from_function_arn(
             "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
         );
-        handle(&deps, event, &place).await.unwrap()
+        let invocation = Owner::new("", Some(now() + Duration::seconds(60)));
+        handle(&deps, event, &place, &invocation).await.unwrap()
     }
 
     fn jobs(&self) -> Vec<Job> {
@@ -254,13 +287,9 @@ impl Harness {
     }
 
     async fn seed(&self, record: IncidentRecord) {
+        let opener = Owner::new("req-alarm", None);
         self.store
-            .save_incident(&IncidentItem {
-                version: 1,
-                record,
-                pending: vec![],
-                lease_until: None,
-            })
+            .save_incident(&IncidentItem::decided(None, record, vec![], &opener, now()))
             .await
             .unwrap();
     }
@@ -314,12 +343,16 @@ fn command(user: &str, text: &str) -> String {
 }
 
 fn button(user: &str, action_id: &str) -> String {
+    button_on(user, action_id, KEY)
+}
+
+fn button_on(user: &str, action_id: &str, key: &str) -> String {
     let payload = json!({
         "type": "block_actions", "user": {"id": user, "username": "someone", "team_id": "T0LOCAL"},
         "team": {"id": "T0LOCAL"}, "channel": {"id": "C0OPS"},
         "container": {"type": "message", "message_ts": "1764064800.000100", "channel_id": "C0OPS"},
         "trigger_id": "9.9.trigger", "response_url": RESPONSE_URL,
-        "actions": [{"action_id": action_id, "value": KEY, "type": "button"}]
+        "actions": [{"action_id": action_id, "value": key, "type": "button"}]
     });
     form(&[("payload", &payload.to_string())])
 }
@@ -396,6 +429,8 @@ async fn bad_signature_stale_timestamp_and_missing_headers_get_401_and_change_no
         assert_eq!(res["body"], UNVERIFIED_BODY);
     }
     assert!(h.jobs().is_empty());
+    // Nothing is posted to a response URL an unverified request names.
+    assert!(h.slack.texts().is_empty());
     assert!(
         h.replay.0.lock().unwrap().is_empty(),
         "unverified requests never reach the replay guard"
@@ -432,6 +467,91 @@ async fn unauthorised_button_press_is_told_and_changes_nothing() {
     assert!(h.jobs().is_empty());
     assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
     assert!(h.publisher.sent().is_empty());
+}
+
+fn payload(v: Value) -> String {
+    form(&[("payload", &v.to_string())])
+}
+
+#[tokio::test]
+async fn refused_button_presses_and_payloads_are_told_through_the_response_url() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::CRITICAL)).await;
+    // A button that is not ours (an older message, another app's action id).
+    let res = h.run(signed(&button(ALICE, "incident.escalate_v0"))).await;
+    assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    // Malformed: no user id. A shortcut type we do not handle.
+    let no_user = payload(
+        json!({"type": "block_actions", "response_url": RESPONSE_URL,
+        "team": {"id": "T0LOCAL"}, "actions": [{"action_id": "incident.resolve", "value": KEY}]}),
+    );
+    let shortcut = payload(
+        json!({"type": "message_action", "callback_id": "x", "response_url": RESPONSE_URL,
+        "user": {"id": ALICE}, "team": {"id": "T0LOCAL"}}),
+    );
+    for body in [no_user, shortcut] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!((status(&res), res["body"].as_str()), (200, Some("")));
+    }
+    let told = h.slack.texts();
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(
+        told[0].contains("This button (`incident.escalate_v0`) is not one the incident app knows"),
+        "{}",
+        told[0]
+    );
+    assert_eq!(
+        told[1],
+        "Sorry, that request could not be understood; nothing was changed."
+    );
+    assert!(
+        told[2].contains("does not handle `message_action` requests"),
+        "{}",
+        told[2]
+    );
+    // Ephemeral: only the person sees it.
+    for r in h.slack.responses.lock().unwrap().iter() {
+        assert_eq!(r["response_type"], "ephemeral");
+    }
+    // Nothing else happened.
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(KEY).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty() && h.backend.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_command_that_is_not_understood_is_answered_in_the_body_once() {
+    let h = Harness::new();
+    let res = h.run(signed(&command(ALICE, "frobnicate now"))).await;
+    assert_eq!(status(&res), 200);
+    assert!(
+        body_text(&res).starts_with("`frobnicate` is not a subcommand."),
+        "{res}"
+    );
+    // Slack shows the body; the response URL is not used as well (no double answer).
+    assert!(h.slack.texts().is_empty());
+    assert!(h.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn replay_guard_down_refuses_and_tells_the_verified_person_why() {
+    let h = Harness::new();
+    *h.replay.1.lock().unwrap() = Some(AwsError {
+        service: "dynamodb",
+        operation: "PutItem",
+        failure: shared::error::AwsFailure::Transient,
+        code: None,
+        message: "connection refused".into(),
+    });
+    for body in [
+        command(ALICE, "declare Payments down"),
+        button(ALICE, "incident.resolve"),
+    ] {
+        let res = h.run(signed(&body)).await;
+        assert_eq!(status(&res), 503);
+    }
+    assert_eq!(h.slack.texts(), vec![UNAVAILABLE_TEXT, UNAVAILABLE_TEXT]);
+    assert!(h.jobs().is_empty());
 }
 
 #[tokio::test]
@@ -489,6 +609,11 @@ fn sqs(jobs: &[Job]) -> Value {
 
 fn job(action: JobAction, text: Option<&str>) -> Job {
     Job {
+        id: Some(format!(
+            "job-{}-{}",
+            action.as_str(),
+            text.unwrap_or_default()
+        )),
         action,
         incident_key: Some(KEY.into()),
         actor: Actor::Person {
@@ -497,6 +622,7 @@ fn job(action: JobAction, text: Option<&str>) -> Job {
         },
         team: Some("C0OPS".into()),
         text: text.map(str::to_string),
+        silence: None,
         impact: None,
         response_url: Some(Secret::new(RESPONSE_URL.into())),
         requested_at: now(),
@@ -597,4 +723,535 @@ async fn unacknowledged_critical_incident_escalates_and_an_acknowledged_one_does
     assert_eq!(res["escalated"], false);
     assert_eq!(h.publisher.sent().len(), sent_before);
     assert_eq!(h.pager.pages().len(), 1);
+}
+
+// ------------------------------------------------------------------ the same job twice
+
+/// SQS delivers a job again (at-least-once; or SendMessage's answer was lost and the
+/// request path sent a second copy): the note is added once, one notification is
+/// published (one Slack message), and the person is told both times.
+#[tokio::test]
+async fn a_job_delivered_twice_adds_the_note_once_and_posts_once() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    let note = job(JobAction::Note, Some("ISP maintenance until 11:00"));
+    let res = h.run(sqs(std::slice::from_ref(&note))).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let res = h.run(sqs(&[note])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let item = h.store.incident_now(KEY).unwrap();
+    let notes = item
+        .record
+        .timeline
+        .iter()
+        .filter(|e| e.text.contains("ISP maintenance"))
+        .count();
+    assert_eq!(notes, 1);
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Note]
+    );
+    assert_eq!(
+        h.backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("note "))
+            .count(),
+        1
+    );
+    let texts = h.slack.texts();
+    assert_eq!(texts.len(), 2);
+    assert!(texts[1].contains("carried out once"), "{texts:?}");
+}
+
+/// The first delivery decided the change and published, then its invocation died
+/// before the run was saved (its lease, named by the job, still runs): the second
+/// delivery takes its own lease over at once, finishes, and decides nothing twice.
+#[tokio::test]
+async fn a_redelivered_job_finishes_its_own_interrupted_run() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    let ack = job(JobAction::Acknowledge, None);
+    let owner = Owner::new(ack.id.clone().unwrap(), None);
+    // What the first delivery wrote before it died: the decision, leased to the job.
+    let item = h.store.incident_now(KEY).unwrap();
+    let change =
+        shared::respond::acknowledge(&item.record, &ack.actor, ack.team.as_deref(), now()).unwrap();
+    let decided = shared::effects::decided_item(
+        &h.settings,
+        &owner,
+        now(),
+        Some(&item),
+        change.record,
+        change.effects,
+    );
+    h.store.save_incident(&decided).await.unwrap();
+    let res = h.run(sqs(&[ack])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let stored = h.store.incident_now(KEY).unwrap();
+    assert!(stored.pending.is_empty() && stored.lease_holder.is_none());
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Acknowledged]
+    );
+    // The notification id was given at the decision and stays with the publication.
+    assert!(h.publisher.sent()[0].notification_id.is_some());
+}
+
+// ------------------------------------------------------------------ silences
+
+#[tokio::test]
+async fn silence_is_authorized_queued_stored_and_timed_to_its_end() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(
+            ALICE,
+            &format!("silence {VPN} 2h router firmware upgrade"),
+        )))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: setting the silence"),
+        "{res}"
+    );
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(job.action, JobAction::Silence);
+    let spec = job.silence.clone().unwrap();
+    assert_eq!(spec.target, SilenceTarget::Vpn(VPN.into()));
+    assert_eq!(
+        (spec.minutes, spec.reason.as_deref()),
+        (120, Some("router firmware upgrade"))
+    );
+    // The worker stores it (a retry changes nothing) and sets the timer at its end.
+    h.run(sqs(std::slice::from_ref(&job))).await;
+    h.run(sqs(&[job])).await;
+    let book = h.silences.now();
+    let [s] = book.silences.as_slice() else {
+        panic!("{book:?}")
+    };
+    assert_eq!(s.ends_at, now() + Duration::hours(2));
+    let calls = h.hold_timer.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (op, target, name, at, reason) = &calls[0];
+    assert_eq!(
+        (op.as_str(), target.as_str()),
+        ("sweep_at", ALARM_TO_INCIDENT)
+    );
+    assert!(name.starts_with("silence-end-"));
+    assert_eq!(
+        *at,
+        Some(now() + Duration::hours(2) + Duration::seconds(60))
+    );
+    assert_eq!(reason, &format!("silence {} ended", s.id));
+    let told = h.slack.texts();
+    assert!(
+        told[0].contains(&format!("Silenced VPN {VPN} until 2026-11-25 12:00 UTC")),
+        "{told:?}"
+    );
+    assert!(
+        told[0].contains(&format!("/incident unsilence {}", s.id)),
+        "{told:?}"
+    );
+    // Listed inline with who, until when and why.
+    let list = h.run(signed(&command(ALICE, "silences"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(
+        body.contains(&s.id) && body.contains("router firmware upgrade"),
+        "{body}"
+    );
+    assert!(body.contains("Held back: 0"), "{body}");
+}
+
+#[tokio::test]
+async fn unsilence_ends_it_and_moves_the_timer_to_now() {
+    let h = Harness::new();
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel- 1d")))
+        .await;
+    let [job] = h.jobs().try_into().unwrap();
+    assert_eq!(
+        job.silence.as_ref().unwrap().target,
+        SilenceTarget::AlarmPrefix("vpn-tunnel-".into())
+    );
+    h.run(sqs(&[job])).await;
+    let id = h.silences.now().silences[0].id.clone();
+    let res = h
+        .run(signed(&command(ALICE, &format!("unsilence {id}"))))
+        .await;
+    assert!(
+        body_text(&res).contains("On it: ending the silence"),
+        "{res}"
+    );
+    let jobs = h.jobs();
+    h.clock.set(now() + Duration::minutes(30));
+    h.run(sqs(&jobs[1..])).await;
+    let s = h.silences.now().silences[0].clone();
+    assert_eq!(s.ended_at(), now() + Duration::minutes(30));
+    let names: Vec<(String, String)> = h
+        .hold_timer
+        .calls()
+        .into_iter()
+        .map(|(op, _, name, _, _)| (op, name))
+        .collect();
+    assert!(
+        names[1].0 == "sweep_at" && names[1].1.starts_with("silence-lifted-"),
+        "{names:?}"
+    );
+    assert!(
+        names[2].0 == "cancel" && names[2].1.starts_with("silence-end-"),
+        "{names:?}"
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains(&format!("Silence `{id}`")));
+    // Lifting an unknown id is an answer, not a failure.
+    let mut unknown = jobs[1].clone();
+    unknown.text = Some("s-00000000".into());
+    assert_eq!(
+        h.run(sqs(&[unknown])).await,
+        json!({"batchItemFailures": []})
+    );
+    assert!(h
+        .slack
+        .texts()
+        .last()
+        .unwrap()
+        .contains("No active silence has the id `s-00000000`"));
+}
+
+#[tokio::test]
+async fn silence_targets_resolve_to_a_known_incident_a_vpn_or_a_prefix() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    for (text, expected) in [
+        (
+            format!("silence \"{KEY}\" 30m"),
+            SilenceTarget::IncidentKey(KEY.into()),
+        ),
+        (
+            format!("silence vpn:{VPN} 30m"),
+            SilenceTarget::Vpn(VPN.into()),
+        ),
+        (
+            "silence payments- 30m".to_string(),
+            SilenceTarget::AlarmPrefix("payments-".into()),
+        ),
+        (
+            "silence \"incident:other key\" 30m".to_string(),
+            SilenceTarget::IncidentKey("other key".into()),
+        ),
+    ] {
+        h.queue.0.lock().unwrap().clear();
+        let res = h.run(signed(&command(ALICE, &text))).await;
+        let [job] = h
+            .jobs()
+            .try_into()
+            .unwrap_or_else(|_| panic!("{text}: {res}"));
+        assert_eq!(job.silence.unwrap().target, expected, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn bad_silences_and_unauthorised_people_change_nothing() {
+    let h = Harness::new();
+    let res = h
+        .run(signed(&command(ALICE, "silence vpn:vpn-XYZ 1h")))
+        .await;
+    assert!(
+        body_text(&res).contains("is not a VPN connection id"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(ALICE, &format!("silence {VPN} forever"))))
+        .await;
+    assert!(
+        body_text(&res).contains("`forever` is not a duration"),
+        "{res}"
+    );
+    let res = h
+        .run(signed(&command(MALLORY, &format!("silence {VPN} 1h"))))
+        .await;
+    assert_eq!(
+        body_text(&res),
+        "🚫 You are not allowed to silence alarms. Nothing was changed."
+    );
+    assert!(h.jobs().is_empty());
+    assert!(h.silences.now().silences.is_empty());
+}
+
+// ------------------------------------------------------------------ account scopes
+
+const PAYER: &str = "U0PAYER";
+const SHOPPER: &str = "U0SHOPPER";
+const PAYMENTS_GROUP: &str = "S0PAYMENTS";
+const RETAIL_GROUP: &str = "S0RETAIL";
+const PAYMENTS: &str = "111122223333";
+const RETAIL: &str = "444455556666";
+const PAYMENTS_VPN: &str = "vpn-0aaaaaaaaaaaaaaa1";
+const RETAIL_VPN: &str = "vpn-0bbbbbbbbbbbbbbb2";
+
+fn payments_key() -> String {
+    format!("{PAYMENTS}/VPN connection {PAYMENTS_VPN} is DOWN")
+}
+fn retail_key() -> String {
+    format!("{RETAIL}/VPN connection {RETAIL_VPN} is DOWN")
+}
+
+/// Organization mode: the on-call group reaches every account, payments its account
+/// by id, retail every account tagged team=retail (its OU's tag).
+fn scoped() -> Harness {
+    let mut env: Vec<(&'static str, String)> = policy_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "SLACK_ACTION_POLICY")
+        .collect();
+    env.extend([
+        (
+            "SLACK_ACTION_POLICY",
+            json!({
+                "default": {"usergroups": [GROUP, PAYMENTS_GROUP, RETAIL_GROUP]},
+                "scopes": [
+                    {"usergroups": [GROUP], "accounts": ["*"]},
+                    {"usergroups": [PAYMENTS_GROUP], "accounts": [PAYMENTS]},
+                    {"usergroups": [RETAIL_GROUP], "account_tags": {"team": "retail"}}
+                ]
+            })
+            .to_string(),
+        ),
+        ("ORGANIZATION_ID", "o-a1b2c3d4e5".into()),
+        ("HOME_ACCOUNT_ID", "123456789012".into()),
+        (
+            "ACCOUNT_DIRECTORY",
+            json!({"accounts": {PAYMENTS: {"name": "payments-prod", "ou": "payments"},
+                                RETAIL: {"name": "retail-prod", "ou": "retail"}},
+                   "ous": {"payments": {"tags": {"team": "payments"}}, "retail": {"tags": {"team": "retail"}}}})
+            .to_string(),
+        ),
+    ]);
+    Harness::with_env(env)
+}
+
+fn member_record(key: &str, account: &str, vpn: &str, opened_minutes_ago: i64) -> IncidentRecord {
+    let mut r = open_record(Impact::HIGH);
+    r.key = key.to_string();
+    r.title = format!("VPN connection {vpn} is DOWN");
+    r.account = account.to_string();
+    r.opened_at = now() - Duration::minutes(opened_minutes_ago);
+    r
+}
+
+async fn two_members() -> Harness {
+    let h = scoped();
+    h.seed(member_record(&payments_key(), PAYMENTS, PAYMENTS_VPN, 20))
+        .await;
+    h.seed(member_record(&retail_key(), RETAIL, RETAIL_VPN, 10))
+        .await;
+    h
+}
+
+fn refused_as_out_of_scope(text: &str, key: &str) {
+    assert!(
+        text.contains(&format!(
+            "Incident `{key}` belongs to an account outside your Slack scope"
+        )),
+        "{text}"
+    );
+    // Nothing of the other account beyond the key the person gave.
+    assert!(
+        !text.contains("payments-prod") && !text.contains("retail-prod"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_person_cannot_act_on_another_accounts_incident_from_any_door() {
+    let h = two_members().await;
+    let key = payments_key();
+    // Buttons: resolve, acknowledge, re-run, add note (the modal is not even opened).
+    for action in [
+        "incident.resolve",
+        "incident.acknowledge",
+        "incident.rerun",
+        "incident.note",
+    ] {
+        h.run(signed(&button_on(SHOPPER, action, &key))).await;
+    }
+    let told = h.slack.texts();
+    assert_eq!(told.len(), 4, "{told:?}");
+    for t in &told {
+        refused_as_out_of_scope(t, &key);
+    }
+    assert!(h.slack.views.lock().unwrap().is_empty());
+    // The note command (resolve, acknowledge and re-run are buttons only).
+    let res = h
+        .run(signed(&command(
+            SHOPPER,
+            &format!("note \"{key}\" looks like our side"),
+        )))
+        .await;
+    refused_as_out_of_scope(&body_text(&res), &key);
+    assert!(h.jobs().is_empty());
+    assert_eq!(h.store.incident_now(&key).unwrap().version, 1);
+    assert!(h.publisher.sent().is_empty());
+    // Their own account's incident, and the on-call group on either: queued.
+    h.run(signed(&button_on(
+        SHOPPER,
+        "incident.resolve",
+        &retail_key(),
+    )))
+    .await;
+    h.run(signed(&button_on(ALICE, "incident.resolve", &key)))
+        .await;
+    h.run(signed(&button_on(PAYER, "incident.acknowledge", &key)))
+        .await;
+    let jobs: Vec<String> = h
+        .jobs()
+        .iter()
+        .map(|j| j.incident_key.clone().unwrap())
+        .collect();
+    assert_eq!(jobs, vec![retail_key(), key.clone(), key]);
+}
+
+#[tokio::test]
+async fn list_and_show_reveal_only_the_persons_accounts() {
+    let h = two_members().await;
+    let list = h.run(signed(&command(SHOPPER, "list"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(body.contains(RETAIL_VPN), "{body}");
+    assert!(
+        !body.contains(PAYMENTS_VPN) && !body.contains(PAYMENTS),
+        "{body}"
+    );
+    let all = h.run(signed(&command(ALICE, "list"))).await;
+    let body = all["body"].as_str().unwrap();
+    assert!(
+        body.contains(RETAIL_VPN) && body.contains(PAYMENTS_VPN),
+        "{body}"
+    );
+    // The exact key of another account's incident: refused, not shown.
+    let show = h
+        .run(signed(&command(
+            SHOPPER,
+            &format!("show {}", payments_key()),
+        )))
+        .await;
+    let text = body_text(&show);
+    assert!(
+        text.contains("outside your Slack scope, so it is not shown"),
+        "{text}"
+    );
+    assert!(!text.contains("Tunnel 1 is down"), "{text}");
+    // A partial match looks among their own incidents only.
+    let show = h.run(signed(&command(SHOPPER, "show vpn-0aaaa"))).await;
+    assert!(
+        body_text(&show).starts_with("No incident matches"),
+        "{show}"
+    );
+    let show = h.run(signed(&command(SHOPPER, "show vpn-0"))).await;
+    assert!(
+        show["body"].as_str().unwrap().contains(RETAIL_VPN),
+        "one of theirs matches, the other account's does not make it ambiguous: {show}"
+    );
+}
+
+#[tokio::test]
+async fn worker_refuses_a_queued_change_outside_the_persons_scope() {
+    let h = two_members().await;
+    // A job that reached the queue without the request path's check.
+    let mut resolve = job(JobAction::Resolve, None);
+    resolve.incident_key = Some(payments_key());
+    resolve.actor = Actor::Person {
+        id: SHOPPER.into(),
+        name: "shopper".into(),
+    };
+    let mut own = resolve.clone();
+    own.incident_key = Some(retail_key());
+    let res = h.run(sqs(&[resolve, own])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let told = h.slack.texts();
+    refused_as_out_of_scope(&told[0], &payments_key());
+    assert!(h
+        .store
+        .incident_now(&payments_key())
+        .unwrap()
+        .record
+        .is_open());
+    assert!(!h
+        .store
+        .incident_now(&retail_key())
+        .unwrap()
+        .record
+        .is_open());
+    assert_eq!(h.publisher.sent().len(), 1, "only retail's resolve");
+}
+
+#[tokio::test]
+async fn scoped_silences_stay_within_the_persons_accounts() {
+    let h = two_members().await;
+    // Another account's incident or VPN: refused at once.
+    for target in [format!("\"{}\"", payments_key()), PAYMENTS_VPN.to_string()] {
+        let res = h
+            .run(signed(&command(SHOPPER, &format!("silence {target} 1h"))))
+            .await;
+        let text = body_text(&res);
+        assert!(
+            text.contains("outside your Slack scope"),
+            "{target}: {text}"
+        );
+    }
+    assert!(h.jobs().is_empty());
+    // A prefix is allowed, and limited to their accounts (the directory's retail ones).
+    h.run(signed(&command(
+        SHOPPER,
+        "silence alarm:vpn- 1h maintenance",
+    )))
+    .await;
+    let [job] = h.jobs().try_into().unwrap();
+    h.run(sqs(&[job])).await;
+    let book = h.silences.now();
+    let [mine] = book.silences.as_slice() else {
+        panic!("{book:?}")
+    };
+    assert_eq!(
+        mine.accounts,
+        Some(std::collections::BTreeSet::from([RETAIL.to_string()]))
+    );
+    // The on-call group's silence reaches every account: retail cannot lift it, and
+    // payments does not see retail's.
+    h.run(signed(&command(ALICE, "silence alarm:vpn-tunnel 2h")))
+        .await;
+    let job = h.jobs().pop().unwrap();
+    h.run(sqs(&[job])).await;
+    let global = h
+        .silences
+        .now()
+        .silences
+        .iter()
+        .find(|s| s.accounts.is_none())
+        .unwrap()
+        .id
+        .clone();
+    let res = h
+        .run(signed(&command(SHOPPER, &format!("unsilence {global}"))))
+        .await;
+    assert!(
+        body_text(&res).contains("holds alarms of accounts outside your Slack scope"),
+        "{res}"
+    );
+    let list = h.run(signed(&command(PAYER, "silences"))).await;
+    let body = list["body"].as_str().unwrap();
+    assert!(body.contains(&global) && !body.contains(&mine.id), "{body}");
+    // Retail may end its own.
+    let res = h
+        .run(signed(&command(SHOPPER, &format!("unsilence {}", mine.id))))
+        .await;
+    assert!(body_text(&res).contains("On it"), "{res}");
 }

@@ -2,7 +2,10 @@
 
 use shared::backend::BackendKind;
 use shared::config::{ConfigError, Env};
+use shared::org::OrgPolicy;
 use shared::vpn::RemediationPolicy;
+
+use crate::member::MemberRoles;
 
 /// Longest look-back window: a day of one-minute datapoints and tunnel logs.
 pub const MAX_LOOKBACK_MINUTES: u32 = 1440;
@@ -22,12 +25,19 @@ pub struct Config {
     /// the post-incident summary); unset, the diagnosis only goes to the incident
     /// backend, the topic and the output, as before.
     pub state_table: Option<String>,
+    /// Organization mode (`ORGANIZATION_ID` and the rest of `shared::org`): account
+    /// names and tags for the notification, member incident keys.
+    pub org: Option<OrgPolicy>,
+    /// The roles to assume in member accounts (`MEMBER_DIAGNOSIS_ROLE_NAME`, required
+    /// in organization mode; `MEMBER_REMEDIATION_ROLE_NAME`, optional).
+    pub member_roles: Option<MemberRoles>,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let lookback_minutes = minutes(env, "LOOKBACK_MINUTES", 60)?;
         let min_down_minutes = minutes(env, "REMEDIATION_MIN_DOWN_MINUTES", 15)?;
+        let org = OrgPolicy::from_env(env)?;
         Ok(Config {
             topic_arn: env.arn("NOTIFICATION_TOPIC_ARN", "sns")?,
             backend: BackendKind::from_env(env)?,
@@ -37,7 +47,50 @@ impl Config {
             },
             lookback_minutes,
             state_table: env.optional("STATE_TABLE_NAME"),
+            member_roles: match &org {
+                None => None,
+                Some(_) => Some(MemberRoles {
+                    diagnosis: role_name(
+                        env,
+                        "MEMBER_DIAGNOSIS_ROLE_NAME",
+                        env.required(
+                            "MEMBER_DIAGNOSIS_ROLE_NAME",
+                            "the name of the diagnosis role member.yaml creates in every member account",
+                        )?,
+                    )?,
+                    remediation: match env.optional("MEMBER_REMEDIATION_ROLE_NAME") {
+                        Some(n) => Some(role_name(env, "MEMBER_REMEDIATION_ROLE_NAME", n)?),
+                        None => None,
+                    },
+                }),
+            },
+            org,
         })
+    }
+}
+
+impl Config {
+    /// The AWS partition (`aws`, `aws-cn`, `aws-us-gov`) of the stack, from the
+    /// topic ARN: member role ARNs are built in it.
+    pub fn partition(&self) -> String {
+        shared::member_access::partition_of(&self.topic_arn)
+    }
+}
+
+/// An IAM role name: 1 to 64 of letters, digits and `+=,.@_-`.
+fn role_name(_env: &Env, var: &str, name: String) -> Result<String, ConfigError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ConfigError::invalid(
+            var,
+            &name,
+            "expected an IAM role name (1 to 64 of letters, digits and +=,.@_-)",
+        ))
     }
 }
 
@@ -74,6 +127,8 @@ mod tests {
                 },
                 lookback_minutes: 60,
                 state_table: None,
+                org: None,
+                member_roles: None,
             }
         );
     }
@@ -94,6 +149,39 @@ mod tests {
         assert!(c.remediation.enabled);
         assert_eq!(c.remediation.min_down_minutes, 30);
         assert_eq!(c.lookback_minutes, 120);
+    }
+
+    #[test]
+    fn organization_mode_needs_the_member_diagnosis_role() {
+        let org = [
+            ("NOTIFICATION_TOPIC_ARN", TOPIC),
+            ("ORGANIZATION_ID", "o-a1b2c3d4e5"),
+            ("HOME_ACCOUNT_ID", "123456789012"),
+        ];
+        let err = Config::from_env(&Env::from_pairs(org))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MEMBER_DIAGNOSIS_ROLE_NAME is not set"),
+            "{err}"
+        );
+        let mut env = org.to_vec();
+        env.push(("MEMBER_DIAGNOSIS_ROLE_NAME", "role/with/slashes"));
+        let err = Config::from_env(&Env::from_pairs(env.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected an IAM role name"), "{err}");
+        env.pop();
+        env.push(("MEMBER_DIAGNOSIS_ROLE_NAME", "incident-pipeline-diagnosis"));
+        let c = Config::from_env(&Env::from_pairs(env)).unwrap();
+        assert_eq!(
+            c.member_roles,
+            Some(MemberRoles {
+                diagnosis: "incident-pipeline-diagnosis".into(),
+                remediation: None
+            })
+        );
+        assert_eq!(c.org.unwrap().home_account, "123456789012");
     }
 
     #[test]

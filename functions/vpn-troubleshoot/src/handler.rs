@@ -18,9 +18,14 @@ use shared::effects::{update_record, Clock, RecordUpdate, RefusalKind, RunnerSet
 use shared::error::{AwsError, Retryable};
 use shared::incident::{IncidentBackend, IncidentRef, Note};
 use shared::notification::{FindingSummary, Notification};
+use shared::org::AccountInfo;
 use shared::respond;
+use shared::state::Owner;
 use shared::state::StateStore;
-use shared::vpn::{analyse, decide_remediation, incident_key, NotificationContext, Report};
+use shared::vpn::{
+    analyse, decide_remediation, incident_key, member_unreachable, MemberAccessFailure,
+    NotificationContext, Report, VpnConnectionId,
+};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
 
@@ -28,6 +33,7 @@ use crate::config::Config;
 use crate::gather::{gather, Readers};
 use crate::input::{self, InputError, RunbookInput};
 use crate::logs_query::{PollSchedule, QueryBudget};
+use crate::member::MemberAccess;
 use crate::remediate::{remediate, RemediationOutcome};
 
 /// Time kept after the log query for the remediation, the note and the notification.
@@ -54,6 +60,18 @@ pub struct Deps {
     pub config: Config,
     /// When to poll the Logs Insights query (`POLL_SCHEDULE` in production).
     pub poll: PollSchedule,
+    /// Entry into member accounts (organization mode); `None`: only the function's
+    /// own account can be diagnosed.
+    pub members: Option<Box<dyn MemberAccess>>,
+}
+
+/// Where the VPN to diagnose is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// The function's own account and region: its own clients.
+    Home,
+    /// A member account (organization mode): its diagnosis role.
+    Member { account: String, region: String },
 }
 
 /// Facts about this invocation.
@@ -64,6 +82,8 @@ pub struct Invocation {
     pub deadline: Instant,
     pub account: String,
     pub region: String,
+    /// The invocation as a writer of the state table (request id and deadline).
+    pub owner: Owner,
 }
 
 impl Invocation {
@@ -89,6 +109,7 @@ impl Invocation {
                 .or(sdk_region)
                 .unwrap_or("unknown")
                 .to_string(),
+            owner: Owner::from_invocation(&ctx.request_id, ctx.deadline()),
         }
     }
 }
@@ -160,24 +181,58 @@ pub async fn handle(
     event: Value,
     inv: Invocation,
 ) -> Result<RunbookOutput, HandlerError> {
-    let input = match input::parse(&event) {
+    let org = deps.config.org.as_ref();
+    let home = org.map_or(inv.account.as_str(), |o| o.home_account.as_str());
+    let input = match input::parse(&event).and_then(|i| allowed(org, home, i)) {
         Ok(i) => i,
         Err(e) => {
             refused(deps, &event, &e, inv.now).await;
             return Err(e.into());
         }
     };
-    let key = input
-        .incident_key
-        .clone()
-        .unwrap_or_else(|| incident_key(&input.vpn_id));
+    let region = input.region.clone().unwrap_or_else(|| inv.region.clone());
+    let place = match &input.account {
+        Some(account) if account != home => Place::Member {
+            account: account.clone(),
+            region: region.clone(),
+        },
+        // The home account's VPNs are diagnosed with the function's own role, in
+        // the stack's region (as in a single-account stack).
+        _ => Place::Home,
+    };
+    let key = input.incident_key.clone().unwrap_or_else(|| {
+        let key = incident_key(&input.vpn_id);
+        match (org, &input.account) {
+            (Some(org), Some(account)) => org.incident_key(account, &key),
+            _ => key,
+        }
+    });
     let span = info_span!(
         "diagnosis",
         incident_key = %key,
         vpn_id = %input.vpn_id,
+        account = input.account.as_deref().unwrap_or(home),
         incident = input.incident.as_ref().map(|i| i.id().to_string()).unwrap_or_default()
     );
-    Ok(diagnose(deps, input, key, inv).instrument(span).await)
+    Ok(diagnose(deps, input, key, inv, place)
+        .instrument(span)
+        .await)
+}
+
+/// In organization mode with an allow-list, the input's account must be the home
+/// account or an allowed member (the same list alarm-to-incident admits).
+fn allowed(
+    org: Option<&shared::org::OrgPolicy>,
+    home: &str,
+    input: RunbookInput,
+) -> Result<RunbookInput, InputError> {
+    let allowed = org.and_then(|o| o.allowed.as_ref());
+    match (&input.account, allowed) {
+        (Some(a), Some(list)) if a != home && !list.contains(a) => {
+            Err(InputError::AccountNotAllowed { account: a.clone() })
+        }
+        _ => Ok(input),
+    }
 }
 
 /// Records a refused input on its incident when the input names one.
@@ -199,7 +254,13 @@ async fn refused(deps: &Deps, event: &Value, e: &InputError, now: DateTime<Utc>)
     }
 }
 
-async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation) -> RunbookOutput {
+async fn diagnose(
+    deps: &Deps,
+    input: RunbookInput,
+    key: String,
+    inv: Invocation,
+    place: Place,
+) -> RunbookOutput {
     let vpn = &input.vpn_id;
     let lookback = input
         .lookback_minutes
@@ -212,22 +273,50 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
             .unwrap_or_else(Instant::now)
             .min(Instant::now() + MAX_LOG_WAIT),
     };
-    let readers = Readers {
-        ec2: &deps.ec2,
-        cloudwatch: &deps.cloudwatch,
-        logs: &deps.logs,
+    let (report, remediation) = match &place {
+        Place::Home => {
+            let readers = Readers {
+                ec2: &deps.ec2,
+                cloudwatch: &deps.cloudwatch,
+                logs: &deps.logs,
+            };
+            let (report, decision) =
+                diagnose_with(deps, readers, vpn, lookback, &inv, budget).await;
+            let remediation = remediate(&deps.ec2, vpn, &decision).await;
+            (report, remediation)
+        }
+        Place::Member { account, region } => match member_readers(deps, account, region).await {
+            Err(failure) => {
+                warn!(account = %account, region = %region, error = %failure.headline(), message = %failure.message, "member account not reachable; reported as a finding");
+                let report = member_unreachable(vpn, inv.now, lookback, &failure);
+                let remediation = RemediationOutcome::NotAttempted {
+                    reason: failure.headline(),
+                };
+                (report, remediation)
+            }
+            Ok(clients) => {
+                let readers = Readers {
+                    ec2: &clients.ec2,
+                    cloudwatch: &clients.cloudwatch,
+                    logs: &clients.logs,
+                };
+                let (report, decision) =
+                    diagnose_with(deps, readers, vpn, lookback, &inv, budget).await;
+                let remediation = match (&decision, deps.members.as_deref()) {
+                    (shared::vpn::RemediationDecision::Replace { .. }, Some(m)) => {
+                        match m.remediator(account, region).await {
+                            Ok(ec2) => remediate(&ec2, vpn, &decision).await,
+                            Err(f) => RemediationOutcome::NotAttempted {
+                                reason: f.headline(),
+                            },
+                        }
+                    }
+                    _ => remediate(&clients.ec2, vpn, &decision).await,
+                };
+                (report, remediation)
+            }
+        },
     };
-    let facts = gather(readers, vpn, lookback, inv.now, budget).await;
-    let report = analyse(&facts);
-    info!(
-        headline = %report.headline,
-        findings = ?report.codes(),
-        complete = report.complete,
-        "diagnosis done"
-    );
-
-    let decision = decide_remediation(&facts, &report, deps.config.remediation);
-    let remediation = remediate(&deps.ec2, vpn, &decision).await;
     let remediation_line = remediation.describe(vpn);
 
     let mut note = report.to_note();
@@ -250,12 +339,27 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
         },
     };
 
+    let (account, region) = match &place {
+        Place::Home => (
+            deps.config
+                .org
+                .as_ref()
+                .map_or_else(|| inv.account.clone(), |o| o.home_account.clone()),
+            inv.region.clone(),
+        ),
+        Place::Member { account, region } => (account.clone(), region.clone()),
+    };
+    let account_info = deps.config.org.as_ref().map(|o| AccountInfo {
+        home: account == o.home_account,
+        ..o.directory.lookup(&account)
+    });
     let ctx = NotificationContext {
         incident_key: key.clone(),
         incident: input.incident.clone(),
-        account: inv.account.clone(),
-        region: inv.region.clone(),
+        account,
+        region,
         occurred_at: inv.now,
+        account_info,
     };
     let mut notification = report.to_notification(&ctx);
     let findings = notification.findings.clone();
@@ -273,7 +377,7 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
             }
         };
 
-    let state_delivery = record_on_state(deps, &key, findings).await;
+    let state_delivery = record_on_state(deps, &inv.owner, &key, findings).await;
 
     RunbookOutput {
         vpn_connection_id: vpn.to_string(),
@@ -289,6 +393,49 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
     }
 }
 
+/// Gathers the facts with `readers`, analyses them and decides the remediation.
+async fn diagnose_with(
+    deps: &Deps,
+    readers: Readers<'_>,
+    vpn: &VpnConnectionId,
+    lookback: u32,
+    inv: &Invocation,
+    budget: QueryBudget,
+) -> (Report, shared::vpn::RemediationDecision) {
+    let facts = gather(readers, vpn, lookback, inv.now, budget).await;
+    let report = analyse(&facts);
+    info!(
+        headline = %report.headline,
+        findings = ?report.codes(),
+        complete = report.complete,
+        "diagnosis done"
+    );
+    let decision = decide_remediation(&facts, &report, deps.config.remediation);
+    (report, decision)
+}
+
+/// The member account's diagnosis clients, or why there are none.
+async fn member_readers(
+    deps: &Deps,
+    account: &str,
+    region: &str,
+) -> Result<crate::member::MemberClients, MemberAccessFailure> {
+    match deps.members.as_deref() {
+        Some(m) => m.readers(account, region).await,
+        None => Err(MemberAccessFailure {
+            account: account.to_string(),
+            region: region.to_string(),
+            role_arn: String::new(),
+            code: "NotConfigured".into(),
+            message:
+                "this stack diagnoses only its own account and region: organization mode is off \
+                      (ORGANIZATION_ID and MEMBER_DIAGNOSIS_ROLE_NAME not set)"
+                    .into(),
+            retryable: false,
+        }),
+    }
+}
+
 /// Records the findings and the diagnosis time on the incident's state item (when
 /// the state table is configured). The report is the product: a missing incident
 /// (a manual run for a VPN without one) or a failed write never fails the run; it is
@@ -297,16 +444,24 @@ async fn diagnose(deps: &Deps, input: RunbookInput, key: String, inv: Invocation
 /// to it, and while it holds the item's lease the write waits (bounded) for it.
 async fn record_on_state(
     deps: &Deps,
+    owner: &Owner,
     key: &str,
     findings: Vec<FindingSummary>,
 ) -> Option<StateDelivery> {
     let store = deps.state.as_deref()?;
     let settings = RunnerSettings::new(None);
     // `record_diagnosis` decides no effects: the record is all there is to write.
-    let outcome = update_record(store, deps.clock.as_ref(), &settings, key, |record, now| {
-        respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
-            .map(|change| change.record)
-    })
+    let outcome = update_record(
+        store,
+        deps.clock.as_ref(),
+        &settings,
+        owner,
+        key,
+        |record, now| {
+            respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
+                .map(|change| change.record)
+        },
+    )
     .await;
     Some(match outcome {
         Ok(RecordUpdate::Updated { record, changed }) => {

@@ -1,5 +1,6 @@
 //! The runbook step's input: `{"VpnConnectionId": "vpn-...", "IncidentRecordArn":
-//! "arn:...", "OpsItemId": "oi-...", "LookbackMinutes": 60}`.
+//! "arn:...", "OpsItemId": "oi-...", "LookbackMinutes": 60}`, and in organization
+//! mode `"AccountId": "111122223333", "Region": "eu-west-1"`: where the VPN is.
 //!
 //! SSM Automation passes parameters as strings and an unset optional parameter as an
 //! empty string, so empty strings count as absent and numbers may come as text.
@@ -21,6 +22,10 @@ pub struct RunbookInput {
     /// The Slack thread key, when the caller's incident key differs from the built-in
     /// "VPN connection {VpnId} is DOWN".
     pub incident_key: Option<String>,
+    /// The account the VPN is in (organization mode); absent: the function's own.
+    pub account: Option<String>,
+    /// The region the VPN is in; absent: the function's own.
+    pub region: Option<String>,
 }
 
 /// Why the input was refused. Never retryable: the caller must change the input.
@@ -42,6 +47,16 @@ pub enum InputError {
         "input has both IncidentRecordArn and OpsItemId; give the one of the incident to report to"
     )]
     BothIncidentRefs,
+    #[error("IncidentKey {key:?} belongs to account {key_account}, but AccountId is {account}: a diagnosis never reports on another account's incident")]
+    AccountMismatch {
+        key: String,
+        key_account: String,
+        account: String,
+    },
+    #[error(
+        "AccountId {account} is not a member account this stack may diagnose (ALLOWED_ACCOUNTS)"
+    )]
+    AccountNotAllowed { account: String },
     #[error("{field} {value:?} is invalid: {reason}")]
     InvalidField {
         field: &'static str,
@@ -74,12 +89,53 @@ pub fn parse(event: &Value) -> Result<RunbookInput, InputError> {
         Some(v) => Some(lookback(v)?),
     };
     let incident_key = text(obj.get("IncidentKey"), "IncidentKey")?.map(|k| truncate(&k, 500));
+    let account = match text(obj.get("AccountId"), "AccountId")? {
+        Some(a) if !shared::org::is_account_id(&a) => {
+            return Err(InputError::InvalidField {
+                field: "AccountId",
+                value: truncate(&a, 40),
+                reason: "expected a 12-digit account id".into(),
+            })
+        }
+        a => a,
+    };
+    let region = match text(obj.get("Region"), "Region")? {
+        Some(r) if !is_region(&r) => {
+            return Err(InputError::InvalidField {
+                field: "Region",
+                value: truncate(&r, 40),
+                reason: "expected a region code like eu-west-1".into(),
+            })
+        }
+        r => r,
+    };
+    if let (Some(key), Some(account)) = (&incident_key, &account) {
+        if let Some(owner) = shared::org::key_account(key).filter(|o| o != account) {
+            return Err(InputError::AccountMismatch {
+                key: truncate(key, 120),
+                key_account: owner.to_string(),
+                account: account.clone(),
+            });
+        }
+    }
     Ok(RunbookInput {
         vpn_id,
         incident,
         lookback_minutes,
         incident_key,
+        account,
+        region,
     })
+}
+
+/// `eu-west-1`, `us-gov-west-1`, `ap-southeast-3`: lowercase words and a number.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
 }
 
 /// The incident reference of an event whose other fields may be invalid, so that a
@@ -228,6 +284,39 @@ mod tests {
             assert!(err.to_string().contains(want), "{event}: {err}");
             assert_eq!(err.lambda_error_type(), "NonRetryable.BadInput");
         }
+    }
+
+    #[test]
+    fn parse_member_account_and_region() {
+        let i = parse(&json!({"VpnConnectionId": "vpn-0a1b2c3d", "AccountId": "111122223333", "Region": "eu-west-1",
+                              "IncidentKey": "111122223333/VPN connection vpn-0a1b2c3d is DOWN"}))
+        .unwrap();
+        assert_eq!(i.account.as_deref(), Some("111122223333"));
+        assert_eq!(i.region.as_deref(), Some("eu-west-1"));
+        let none =
+            parse(&json!({"VpnConnectionId": "vpn-0a1b2c3d", "AccountId": "", "Region": ""}))
+                .unwrap();
+        assert_eq!((none.account, none.region), (None, None));
+        for (event, want) in [
+            (
+                json!({"VpnConnectionId": "vpn-0a1b2c3d", "AccountId": "1111"}),
+                "AccountId \"1111\" is invalid: expected a 12-digit account id",
+            ),
+            (
+                json!({"VpnConnectionId": "vpn-0a1b2c3d", "Region": "EU (Ireland)"}),
+                "Region \"EU (Ireland)\" is invalid",
+            ),
+            (
+                json!({"VpnConnectionId": "vpn-0a1b2c3d", "AccountId": "444455556666",
+                       "IncidentKey": "111122223333/VPN connection vpn-0a1b2c3d is DOWN"}),
+                "belongs to account 111122223333, but AccountId is 444455556666",
+            ),
+        ] {
+            let e = parse(&event).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(!e.retryable());
+        }
+        assert!(is_region("us-gov-west-1") && is_region("ap-southeast-3") && !is_region("eu-west"));
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod gather;
 pub mod handler;
 pub mod input;
 pub mod logs_query;
+pub mod member;
 pub mod metrics;
 pub mod remediate;

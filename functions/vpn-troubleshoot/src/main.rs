@@ -6,9 +6,11 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::config::Env;
 use shared::effects::SystemClock;
+use shared::member_access::AssumedRoles;
 use shared::state::{DynamoStateStore, StateStore};
 use vpn_troubleshoot::config::Config;
 use vpn_troubleshoot::handler::{handle, Deps, Invocation, POLL_SCHEDULE};
+use vpn_troubleshoot::member::{MemberAccess, StsMemberAccess, SESSION_NAME};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,6 +18,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env(&Env::from_process())?;
     let sdk = shared::aws::load_sdk_config().await;
     let region = sdk.region().map(|r| r.to_string());
+    let members = config.member_roles.clone().map(|roles| {
+        let partition = config.partition();
+        let sts = aws_sdk_sts::Client::new(&sdk);
+        let assumed = AssumedRoles::new(sts, sdk.clone(), &partition, SESSION_NAME);
+        Box::new(StsMemberAccess::new(assumed, roles)) as Box<dyn MemberAccess>
+    });
     let deps = Deps {
         ec2: aws_sdk_ec2::Client::new(&sdk),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
@@ -30,6 +38,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: Box::new(SystemClock),
         config,
         poll: POLL_SCHEDULE,
+        members,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (deps, region) = (&deps, region.as_deref());

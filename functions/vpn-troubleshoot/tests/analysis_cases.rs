@@ -211,6 +211,7 @@ fn report_and_rendering_for_both_down_with_phase1_auth_failures() {
         account: "123456789012".into(),
         region: "eu-west-1".into(),
         occurred_at: facts.collected_at,
+        account_info: None,
     });
     assert_eq!(n.event, shared::notification::EventType::Diagnosed);
     assert_eq!(n.findings.len(), 2);

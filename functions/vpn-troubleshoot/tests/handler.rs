@@ -49,7 +49,7 @@ use shared::incident::{
 use shared::lifecycle::{Effect, IncidentRecord, Milestones};
 use shared::mock_client;
 use shared::notification::{IncidentStatus, TimelineEntry};
-use shared::state::{DynamoStateStore, StateStore};
+use shared::state::{DynamoStateStore, Owner, StateStore};
 use shared::testing::aws_smithy_mocks::RuleMode;
 use shared::vpn::RemediationPolicy;
 use tokio::time::Instant;
@@ -438,6 +438,9 @@ struct World {
     time_left: Duration,
     /// `Some`: `STATE_TABLE_NAME` is set and the table answers with these rules, in order.
     state: Option<Vec<Rule>>,
+    /// Organization mode and the entry into member accounts.
+    org: Option<shared::org::OrgPolicy>,
+    members: Option<Box<dyn vpn_troubleshoot::member::MemberAccess>>,
 }
 
 struct Outcome {
@@ -460,10 +463,12 @@ impl World {
             backend_error: None,
             time_left: Duration::from_secs(60),
             state: None,
+            org: None,
+            members: None,
         }
     }
 
-    async fn run(self, event: Value) -> Outcome {
+    async fn run(mut self, event: Value) -> Outcome {
         let notes: Notes = Arc::default();
         let published: Published = Arc::default();
         let sns_rule = publish(published.clone());
@@ -491,14 +496,18 @@ impl World {
                 remediation: self.remediation,
                 lookback_minutes: 60,
                 state_table: self.state.as_ref().map(|_| TABLE.to_string()),
+                org: self.org.clone(),
+                member_roles: None,
             },
             poll: PollSchedule::fixed(Duration::from_millis(20)),
+            members: self.members.take(),
         };
         let inv = Invocation {
             now: now(),
             deadline: Instant::now() + self.time_left,
             account: "123456789012".into(),
             region: "eu-west-1".into(),
+            owner: Owner::new("req-diagnosis", None),
         };
         let started = Instant::now();
         let result = handle(&deps, event, inv).await;
@@ -1003,6 +1012,7 @@ fn incident_record(key: &str) -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: None,
+        account_info: None,
     }
 }
 
@@ -1065,6 +1075,29 @@ fn put_item(log: Puts, conflict: bool) -> Rule {
     } else {
         rule.then_output(|| PutItemOutput::builder().build())
     }
+}
+
+/// A conditional put refused by `current` (returned, as DynamoDB does with ALL_OLD).
+fn put_refused_by(log: Puts, current: Item) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |r| {
+            log.lock().unwrap().push((
+                r.condition_expression().map(str::to_string),
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":v"))
+                    .and_then(|v| v.as_n().ok().cloned()),
+                r.item().cloned().unwrap_or_default(),
+            ));
+            true
+        })
+        .then_error(move || {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .set_item(Some(current.clone()))
+                    .build(),
+            )
+        })
 }
 
 fn written_record(item: &Item) -> IncidentRecord {
@@ -1139,7 +1172,9 @@ async fn a_concurrent_change_is_read_again_and_the_diagnosis_still_recorded() {
     acked.milestones.acknowledged_at = Some(now());
     world.state = Some(vec![
         get_item(KEY, Some(stored(&incident_record(KEY), 3))),
-        put_item(puts.clone(), true),
+        // Refused, with the item that refused it (not this invocation's write) ...
+        put_refused_by(puts.clone(), stored(&acked, 4)),
+        // ... so it reads again and decides again.
         get_item(KEY, Some(stored(&acked, 4))),
         put_item(puts.clone(), false),
     ]);
@@ -1326,4 +1361,198 @@ async fn a_held_lease_is_waited_for_and_never_written_under() {
     assert_eq!(record.runbook_execution.as_deref(), Some("exec-2"));
     assert_eq!(record.milestones.diagnosed_at, Some(diagnosed_at()));
     assert_eq!(output.delivery.state_table.map(|d| d.recorded), Some(true));
+}
+
+// ---------------------------------------------------------------- member accounts (organization mode)
+
+const MEMBER: &str = "111122223333";
+
+/// Member access that hands out mocked clients, or a failure; records who asked.
+struct FakeMembers {
+    ec2: Vec<Rule>,
+    cloudwatch: Vec<Rule>,
+    logs: Vec<Rule>,
+    failure: Option<shared::vpn::MemberAccessFailure>,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait]
+impl vpn_troubleshoot::member::MemberAccess for FakeMembers {
+    async fn readers(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<vpn_troubleshoot::member::MemberClients, shared::vpn::MemberAccessFailure> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((account.to_string(), region.to_string()));
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        Ok(vpn_troubleshoot::member::MemberClients {
+            ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, self.ec2.iter()),
+            cloudwatch: mock_client!(
+                aws_sdk_cloudwatch,
+                RuleMode::MatchAny,
+                self.cloudwatch.iter()
+            ),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, self.logs.iter()),
+        })
+    }
+
+    async fn remediator(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<aws_sdk_ec2::Client, shared::vpn::MemberAccessFailure> {
+        Err(shared::vpn::MemberAccessFailure {
+            account: account.into(),
+            region: region.into(),
+            role_arn: String::new(),
+            code: "NotConfigured".into(),
+            message: "no remediation role".into(),
+            retryable: false,
+        })
+    }
+}
+
+fn org_policy() -> shared::org::OrgPolicy {
+    shared::org::OrgPolicy::from_env(&shared::config::Env::from_pairs([
+        ("ORGANIZATION_ID", "o-a1b2c3d4e5"),
+        ("HOME_ACCOUNT_ID", "123456789012"),
+        (
+            "ACCOUNT_DIRECTORY",
+            r#"{"accounts": {"111122223333": {"name": "payments-prod", "ou": "payments"}}, "ous": {"payments": {"tags": {"team": "payments"}}}}"#,
+        ),
+    ]))
+    .unwrap()
+    .unwrap()
+}
+
+fn member_event() -> Value {
+    json!({"VpnConnectionId": VPN, "OpsItemId": OPS_ITEM, "AccountId": MEMBER, "Region": "eu-central-1", "LookbackMinutes": "60"})
+}
+
+#[tokio::test]
+async fn member_vpn_is_diagnosed_through_the_member_clients_and_reported_as_the_members() {
+    // The function's own clients answer nothing: every call must go to the member's.
+    let mut world = World::new(vec![]);
+    world.org = Some(org_policy());
+    let calls = Arc::new(Mutex::new(vec![]));
+    world.members = Some(Box::new(FakeMembers {
+        ec2: full_ec2(&TUNNEL2_DOWN_NO_LOGS),
+        cloudwatch: vec![metric_data(Some(T2))],
+        logs: vec![],
+        failure: None,
+        calls: calls.clone(),
+    }));
+    let out = world.run(member_event()).await;
+    let output = out.result.expect("diagnosis runs");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [(MEMBER.to_string(), "eu-central-1".to_string())]
+    );
+    assert!(
+        codes(&output).contains(&"one_tunnel_down".to_string()),
+        "{:?}",
+        codes(&output)
+    );
+    // The member's incident key, account and name travel with the diagnosis.
+    assert_eq!(output.incident_key, format!("{MEMBER}/{KEY}"));
+    let (_, message, _) = &out.published[0];
+    assert_eq!(message["metadata"]["threadId"], format!("{MEMBER}/{KEY}"));
+    let n = shared::notification::Notification::from_chatbot(message)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (n.account.as_str(), n.region.as_str()),
+        (MEMBER, "eu-central-1")
+    );
+    let info = n.account_info.unwrap();
+    assert_eq!(info.label(), "111122223333 (payments-prod)");
+    assert_eq!(info.tags["team"], "payments");
+    assert_eq!(out.notes.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refusing_member_role_is_a_finding_on_the_incident_never_a_crash() {
+    let mut world = World::new(vec![]);
+    world.org = Some(org_policy());
+    world.members = Some(Box::new(FakeMembers {
+        ec2: vec![],
+        cloudwatch: vec![],
+        logs: vec![],
+        failure: Some(shared::vpn::MemberAccessFailure {
+            account: MEMBER.into(),
+            region: "eu-central-1".into(),
+            role_arn: format!("arn:aws:iam::{MEMBER}:role/incident-pipeline-diagnosis"),
+            code: "AccessDenied".into(),
+            message: "not authorized to perform: sts:AssumeRole".into(),
+            retryable: false,
+        }),
+        calls: Arc::default(),
+    }));
+    let out = world.run(member_event()).await;
+    let output = out
+        .result
+        .expect("a refused role is a report, not an error");
+    assert_eq!(codes(&output), ["member_access_failed"]);
+    let headline = "cannot assume arn:aws:iam::111122223333:role/incident-pipeline-diagnosis in 111122223333: AccessDenied";
+    assert!(
+        output.report.headline.ends_with(headline),
+        "{}",
+        output.report.headline
+    );
+    let (incident, note) = &out.notes[0];
+    assert_eq!(incident, &IncidentRef::OpsCenter(OPS_ITEM.into()));
+    assert!(
+        note.text.contains(headline) || note.title.contains("cannot assume"),
+        "{note:?}"
+    );
+    assert_eq!(out.published.len(), 1, "the thread hears it too");
+    let json = serde_json::to_value(&output).unwrap();
+    assert_eq!(json["remediation"]["outcome"], "notAttempted");
+}
+
+#[tokio::test]
+async fn member_vpn_without_organization_mode_says_so_and_never_reads_the_home_account() {
+    let world = World::new(vec![]);
+    let out = world.run(member_event()).await;
+    let output = out.result.unwrap();
+    assert_eq!(codes(&output), ["member_access_failed"]);
+    assert!(output.report.findings[0]
+        .title
+        .starts_with("Cannot diagnose in 111122223333: NotConfigured"));
+}
+
+#[tokio::test]
+async fn an_account_outside_the_allow_list_is_refused_and_recorded_on_the_incident() {
+    let mut world = World::new(vec![]);
+    let mut org = org_policy();
+    org.allowed = Some(["444455556666".to_string()].into());
+    world.org = Some(org);
+    let out = world.run(member_event()).await;
+    let e = out.result.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "AccountId 111122223333 is not a member account this stack may diagnose (ALLOWED_ACCOUNTS)"
+    );
+    assert_eq!(out.notes.len(), 1, "the refusal is on the incident");
+}
+
+#[tokio::test]
+async fn input_naming_another_accounts_incident_is_refused() {
+    let mut world = World::new(vec![]);
+    world.org = Some(org_policy());
+    let mut event = member_event();
+    event["IncidentKey"] = json!(format!("444455556666/{KEY}"));
+    let out = world.run(event).await;
+    let e = out.result.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("belongs to account 444455556666, but AccountId is 111122223333"),
+        "{e}"
+    );
+    assert!(out.published.is_empty());
 }

@@ -18,6 +18,7 @@ use shared::incident::{
     BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
 };
 use shared::mock_client;
+use shared::state::Owner;
 use shared::testing::aws_smithy_mocks::{Rule, RuleMode};
 use shared::vpn::{ConnectionLookup, ConnectionState, GatewayKind, LogStatus, VpnConnectionId};
 use tokio::time::Instant;
@@ -266,14 +267,18 @@ async fn describes_against_moto_server() {
             },
             lookback_minutes: 60,
             state_table: None,
+            org: None,
+            member_roles: None,
         },
         poll: PollSchedule::fixed(Duration::from_millis(50)),
+        members: None,
     };
     let inv = || Invocation {
         now: Utc::now(),
         deadline: Instant::now() + Duration::from_secs(30),
         account: "123456789012".into(),
         region: "eu-west-1".into(),
+        owner: Owner::new("req-moto", None),
     };
     let unknown = handle(
         &deps,

@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use super::insights::{group_by_keys, is_insights_query, parse_query};
+use super::region::{partition_of, region_from_display_name};
 use super::time::parse_timestamp;
 use super::{
-    Alarm, AlarmCondition, AlarmState, CompositeCondition, EventShape, MathCondition,
-    MetricCondition, MetricIdentity, MetricQuery,
+    Alarm, AlarmCondition, AlarmState, AnomalyCondition, ArnOrigin, CompositeCondition,
+    Contributor, EventShape, InsightsCondition, MathCondition, MetricCondition, MetricIdentity,
+    MetricQuery, MuteDetail,
 };
 use crate::error::Retryable;
 use crate::text::truncate;
@@ -22,6 +25,8 @@ const DIRECT: &str = "direct alarm action";
 const EVENTBRIDGE: &str = "EventBridge event";
 const SNS: &str = "SNS alarm message";
 const ALARM_DETAIL_TYPE: &str = "CloudWatch Alarm State Change";
+/// One time series (contributor) of a multi-time-series alarm changed state.
+const CONTRIBUTOR_DETAIL_TYPE: &str = "CloudWatch Alarm Contributor State Change";
 
 /// Why an event could not be read as an alarm. Never retryable: the same bytes will
 /// fail the same way, so the event belongs in the dead-letter queue.
@@ -37,7 +42,7 @@ pub enum AlarmError {
     UnknownShape { found: String },
     #[error(
         "unsupported EventBridge detail-type {detail_type:?} (source {event_source:?}); \
-         expected \"CloudWatch Alarm State Change\""
+         expected \"CloudWatch Alarm State Change\" or \"CloudWatch Alarm Contributor State Change\""
     )]
     UnsupportedDetailType {
         detail_type: String,
@@ -70,6 +75,11 @@ pub enum AlarmError {
         path: String,
         value: String,
     },
+    #[error(
+        "SNS alarm message has no `AlarmArn` and the ARN cannot be rebuilt from account, \
+         Region and name: {missing}"
+    )]
+    CannotRebuildArn { missing: String },
     #[error("SNS event has an empty `Records` list; expected at least one record")]
     EmptyRecords,
     #[error("SNS record {index}: `Sns.Message` is not JSON ({reason}); it starts with {start:?}")]
@@ -114,27 +124,37 @@ pub fn normalize(event: &Value) -> Result<Vec<Alarm>> {
     if let Some(records) = map.get("Records") {
         return sns_records(records);
     }
-    normalize_single(event).map(|a| vec![a])
+    normalize_single(event, None)
 }
 
-/// The shapes that hold exactly one alarm (also what an SNS `Message` may hold).
-fn normalize_single(event: &Value) -> Result<Alarm> {
+/// The alarm in one SNS `Message` (already parsed as JSON) that arrived on
+/// `topic_arn`: the classic alarm JSON or an EventBridge event published to the
+/// topic. The topic's Region stands in when an old message has no `AlarmArn` and
+/// names no Region we know.
+pub fn normalize_sns_message(message: &Value, topic_arn: &str) -> Result<Vec<Alarm>> {
+    normalize_single(message, Some(topic_arn))
+}
+
+/// The shapes that hold exactly one alarm (also what an SNS `Message` may hold);
+/// `topic_arn` is the SNS topic that delivered it, if it came through SNS.
+fn normalize_single(event: &Value, topic_arn: Option<&str>) -> Result<Vec<Alarm>> {
     let Some(map) = event.as_object() else {
         return Err(AlarmError::UnknownShape {
             found: describe(event),
         });
     };
-    if map.contains_key("alarmData") {
+    let alarm = if map.contains_key("alarmData") {
         direct_action(Obj::root(DIRECT, map))
     } else if map.contains_key("detail-type") {
         eventbridge(Obj::root(EVENTBRIDGE, map))
     } else if map.contains_key("AlarmName") && map.contains_key("NewStateValue") {
-        sns_message(Obj::root(SNS, map))
+        sns_message(Obj::root(SNS, map), topic_arn)
     } else {
         Err(AlarmError::UnknownShape {
             found: describe(event),
         })
-    }
+    };
+    alarm.map(|a| vec![a])
 }
 
 fn sns_records(records: &Value) -> Result<Vec<Alarm>> {
@@ -149,22 +169,21 @@ fn sns_records(records: &Value) -> Result<Vec<Alarm>> {
     if records.is_empty() {
         return Err(AlarmError::EmptyRecords);
     }
-    records
-        .iter()
-        .enumerate()
-        .map(|(index, record)| {
-            sns_record(index, record).map_err(|e| match e {
-                AlarmError::SnsMessageNotJson { .. } | AlarmError::InRecord { .. } => e,
-                other => AlarmError::InRecord {
-                    index,
-                    inner: Box::new(other),
-                },
-            })
-        })
-        .collect()
+    let mut alarms = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        let found = sns_record(index, record).map_err(|e| match e {
+            AlarmError::SnsMessageNotJson { .. } | AlarmError::InRecord { .. } => e,
+            other => AlarmError::InRecord {
+                index,
+                inner: Box::new(other),
+            },
+        })?;
+        alarms.extend(found);
+    }
+    Ok(alarms)
 }
 
-fn sns_record(index: usize, record: &Value) -> Result<Alarm> {
+fn sns_record(index: usize, record: &Value) -> Result<Vec<Alarm>> {
     let map = record.as_object().ok_or_else(|| AlarmError::WrongType {
         shape: "SNS event",
         path: format!("Records[{index}]"),
@@ -177,6 +196,7 @@ fn sns_record(index: usize, record: &Value) -> Result<Alarm> {
         map,
     };
     let sns = root.obj("Sns")?;
+    let topic_arn = sns.opt_str("TopicArn")?;
     let message = sns.str("Message")?;
     let inner: Value =
         serde_json::from_str(message).map_err(|e| AlarmError::SnsMessageNotJson {
@@ -186,7 +206,7 @@ fn sns_record(index: usize, record: &Value) -> Result<Alarm> {
         })?;
     // The message may be the classic alarm JSON or an EventBridge event that an
     // EventBridge rule published to the topic; never another SNS envelope.
-    normalize_single(&inner)
+    normalize_single(&inner, topic_arn)
 }
 
 fn direct_action(root: Obj) -> Result<Alarm> {
@@ -209,7 +229,7 @@ fn direct_action(root: Obj) -> Result<Alarm> {
 
 fn eventbridge(root: Obj) -> Result<Alarm> {
     let detail_type = root.str("detail-type")?;
-    if detail_type != ALARM_DETAIL_TYPE {
+    if detail_type != ALARM_DETAIL_TYPE && detail_type != CONTRIBUTOR_DETAIL_TYPE {
         return Err(AlarmError::UnsupportedDetailType {
             detail_type: truncate(detail_type, 100),
             event_source: truncate(root.opt_str("source")?.unwrap_or(""), 100),
@@ -239,6 +259,11 @@ fn eventbridge(root: Obj) -> Result<Alarm> {
         .map_or_else(|| arn_parts.account.clone(), str::to_string);
     let time_hint = root.opt_str("time")?;
     let detail = root.obj("detail")?;
+    if detail_type == CONTRIBUTOR_DETAIL_TYPE && detail.opt_obj("alarmContributor")?.is_none() {
+        // A contributor event without its contributor cannot be told apart from the
+        // alarm-level event of the same time: refuse it rather than guess.
+        return Err(detail.missing("alarmContributor"));
+    }
     from_detail(
         EventShape::EventBridge,
         detail,
@@ -284,6 +309,10 @@ fn from_detail(
         None => None,
     };
     let reason_data = state_obj.opt_str("reasonData")?.and_then(parse_reason_data);
+    let contributor = match detail.opt_obj("alarmContributor")? {
+        Some(c) => Some(contributor(&c)?),
+        None => None,
+    };
     let configuration = detail.opt_obj("configuration")?;
     let description = match &configuration {
         Some(c) => non_empty(c.opt_str("description")?),
@@ -292,6 +321,21 @@ fn from_detail(
     let condition = match configuration {
         Some(c) => condition_from_configuration(&c, reason_data.as_ref())?,
         None => AlarmCondition::Unknown,
+    };
+    // A muted alarm's EventBridge event (alarm mute rules): every field optional.
+    let muted = match detail.opt_obj("muteDetail")? {
+        Some(m) => Some(MuteDetail {
+            rule_arn: non_empty(m.opt_str("mutedByArn")?),
+            window_start: m
+                .opt_str("muteWindowStart")?
+                .map(|ts| m.timestamp("muteWindowStart", ts))
+                .transpose()?,
+            window_end: m
+                .opt_str("muteWindowEnd")?
+                .map(|ts| m.timestamp("muteWindowEnd", ts))
+                .transpose()?,
+        }),
+        None => None,
     };
     Ok(Alarm {
         name,
@@ -305,6 +349,39 @@ fn from_detail(
         description,
         condition,
         shape,
+        contributor,
+        arn_origin: ArnOrigin::Event,
+        muted,
+    })
+}
+
+/// `alarmContributor`: `{"id": "6d442278dba546f6", "attributes": {"TableName": "..."}}`.
+fn contributor(c: &Obj) -> Result<Contributor> {
+    let id = c.str("id")?.trim();
+    // AWS's ids are hex digits; a `/` would make the source id ambiguous.
+    if id.is_empty()
+        || id.len() > 1024
+        || id.contains(|ch: char| ch == '/' || ch.is_whitespace() || ch.is_control())
+    {
+        return Err(AlarmError::WrongType {
+            shape: c.shape,
+            path: c.child_path("id"),
+            expected: "a contributor id (1 to 1024 characters, no `/` or spaces)",
+            found: describe(&Value::String(id.to_string())),
+        });
+    }
+    let mut attributes = BTreeMap::new();
+    if let Some(attrs) = c.opt_obj("attributes")? {
+        for (k, v) in attrs.map {
+            if v.is_null() {
+                continue;
+            }
+            attributes.insert(k.clone(), scalar_string(c.shape, &attrs.child_path(k), v)?);
+        }
+    }
+    Ok(Contributor {
+        id: id.to_string(),
+        attributes,
     })
 }
 
@@ -344,34 +421,81 @@ fn condition_from_configuration(
         Some(items) => metric_queries(config, "metrics", items)?,
         None => return Ok(AlarmCondition::Unknown),
     };
+    let latest = |key: &str| {
+        reason_data
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_array)
+            .and_then(|a| a.last())
+            .and_then(Value::as_f64)
+    };
     Ok(condition_from_queries(
         queries,
-        ThresholdInfo {
+        ConditionFacts {
             threshold,
-            threshold_metric_id: config.opt_str("thresholdMetricId")?.map(str::to_string),
-            ..ThresholdInfo::default()
+            threshold_metric_id: non_empty(config.opt_str("thresholdMetricId")?),
+            // Anomaly alarms: the band and value at the latest datapoint (the lists
+            // are oldest first).
+            lower_bound: latest("recentLowerThresholds"),
+            upper_bound: latest("recentUpperThresholds"),
+            value: latest("recentDatapoints"),
+            ..ConditionFacts::default()
         },
     ))
 }
 
-#[derive(Default)]
-struct ThresholdInfo {
-    threshold: Option<f64>,
-    threshold_metric_id: Option<String>,
-    comparison: Option<String>,
-    evaluation_periods: Option<u32>,
-    unit: Option<String>,
-    treat_missing_data: Option<String>,
+/// What an alarm compares its queries with, as each source states it (event
+/// configuration and `reasonData`, SNS `Trigger`, `DescribeAlarms`): the inputs of
+/// [`condition_from_queries`] besides the queries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConditionFacts {
+    pub threshold: Option<f64>,
+    pub threshold_metric_id: Option<String>,
+    pub comparison: Option<String>,
+    pub evaluation_periods: Option<u32>,
+    pub unit: Option<String>,
+    pub treat_missing_data: Option<String>,
+    /// The alarm's period when its queries do not carry one (SNS `Trigger.Period`).
+    pub period_seconds: Option<u32>,
+    /// Anomaly alarms: the band and the value at the latest datapoint (`reasonData`).
+    pub lower_bound: Option<f64>,
+    pub upper_bound: Option<f64>,
+    pub value: Option<f64>,
 }
 
-/// One query with a metric and no expression is a plain metric alarm; anything with
-/// an expression (math, anomaly band, Metrics Insights SQL) is a math alarm.
-fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ThresholdInfo) -> AlarmCondition {
+/// `ANOMALY_DETECTION_BAND(m1, 2)`, in any case.
+fn is_band(expression: &str) -> bool {
+    expression
+        .trim_start()
+        .get(..22)
+        .is_some_and(|head| head.eq_ignore_ascii_case("ANOMALY_DETECTION_BAND"))
+}
+
+/// The alarm kind its queries make: a band expression (or a `ThresholdMetricId`) is
+/// an anomaly-detection alarm; a `SELECT` query a Metrics Insights alarm; one metric
+/// and no expression a plain metric alarm; anything else metric math. One place for
+/// every source of alarms (events and `DescribeAlarms`).
+pub fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ConditionFacts) -> AlarmCondition {
     if queries.is_empty() {
         return AlarmCondition::Unknown;
     }
+    let band_at = queries
+        .iter()
+        .position(|q| q.expression.as_deref().is_some_and(is_band))
+        .or_else(|| {
+            let id = t.threshold_metric_id.as_deref()?;
+            queries.iter().position(|q| q.id == id)
+        });
+    if band_at.is_some() || t.threshold_metric_id.is_some() {
+        return AlarmCondition::Anomaly(anomaly(queries, band_at, t));
+    }
+    if let Some(q) = queries
+        .iter()
+        .find(|q| q.expression.as_deref().is_some_and(is_insights_query))
+    {
+        return AlarmCondition::Insights(insights(q, t));
+    }
     let has_expression = queries.iter().any(|q| q.expression.is_some());
-    if queries.len() == 1 && !has_expression && t.threshold_metric_id.is_none() {
+    if queries.len() == 1 && !has_expression {
         let q = queries.remove(0);
         if let Some(metric) = q.metric {
             return AlarmCondition::Metric(MetricCondition {
@@ -396,10 +520,78 @@ fn condition_from_queries(mut queries: Vec<MetricQuery>, t: ThresholdInfo) -> Al
         expression,
         queries,
         threshold: t.threshold,
-        threshold_metric_id: t.threshold_metric_id,
         comparison: t.comparison,
         evaluation_periods: t.evaluation_periods,
     })
+}
+
+/// The band is `ANOMALY_DETECTION_BAND(<metric query id>[, <width>])`; the metric is
+/// that query's.
+fn anomaly(
+    queries: Vec<MetricQuery>,
+    band_at: Option<usize>,
+    t: ConditionFacts,
+) -> AnomalyCondition {
+    let band = band_at
+        .and_then(|i| queries[i].expression.clone())
+        .unwrap_or_default();
+    let args: Vec<&str> = band
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map(|(inner, _)| inner.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let watched = args
+        .first()
+        .and_then(|id| queries.iter().find(|q| q.id == *id && q.metric.is_some()))
+        .or_else(|| queries.iter().find(|q| q.metric.is_some()));
+    // CloudWatch's default width is 2 standard deviations.
+    let band_width = match args.get(1) {
+        Some(w) => w.parse().ok(),
+        None if !band.is_empty() => Some(2.0),
+        None => None,
+    };
+    AnomalyCondition {
+        metric: watched.and_then(|q| q.metric.clone()),
+        statistic: watched.and_then(|q| q.statistic.clone()),
+        period_seconds: watched.and_then(|q| q.period_seconds).or(t.period_seconds),
+        band,
+        band_width,
+        threshold_metric_id: t.threshold_metric_id.or_else(|| {
+            band_at
+                .map(|i| queries[i].id.clone())
+                .filter(|id| !id.is_empty())
+        }),
+        comparison: t.comparison,
+        evaluation_periods: t.evaluation_periods,
+        treat_missing_data: t.treat_missing_data,
+        lower_bound: t.lower_bound,
+        upper_bound: t.upper_bound,
+        value: t.value,
+        queries,
+    }
+}
+
+fn insights(q: &MetricQuery, t: ConditionFacts) -> InsightsCondition {
+    let query = q.expression.clone().unwrap_or_default();
+    let parsed = parse_query(&query);
+    InsightsCondition {
+        period_seconds: q.period_seconds.or(t.period_seconds),
+        threshold: t.threshold,
+        comparison: t.comparison,
+        evaluation_periods: t.evaluation_periods,
+        treat_missing_data: t.treat_missing_data,
+        metric: parsed.as_ref().map(|p| MetricIdentity {
+            namespace: p.namespace.clone(),
+            name: p.metric.clone(),
+            dimensions: p.filters.clone(),
+        }),
+        statistic: parsed.as_ref().map(|p| p.statistic.clone()),
+        group_by: match parsed {
+            Some(p) => p.group_by,
+            None => group_by_keys(&query),
+        },
+        query,
+    }
 }
 
 /// Parses `metrics` (camelCase, EventBridge and direct) or `Trigger.Metrics`
@@ -521,13 +713,18 @@ fn dimensions(parent: &Obj) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn sns_message(root: Obj) -> Result<Alarm> {
+fn sns_message(root: Obj, topic_arn: Option<&str>) -> Result<Alarm> {
     let name = root.str("AlarmName")?.to_string();
-    let arn = root.str("AlarmArn")?.to_string();
-    let arn_parts = parse_alarm_arn(&root, "AlarmArn", &arn)?;
-    let account = root
-        .opt_str("AWSAccountId")?
-        .map_or_else(|| arn_parts.account.clone(), str::to_string);
+    let (arn, account, region, arn_origin) = match root.opt_str("AlarmArn")? {
+        Some(arn) => {
+            let parts = parse_alarm_arn(&root, "AlarmArn", arn)?;
+            let account = root
+                .opt_str("AWSAccountId")?
+                .map_or_else(|| parts.account.clone(), str::to_string);
+            (arn.to_string(), account, parts.region, ArnOrigin::Event)
+        }
+        None => rebuild_arn(&root, &name, topic_arn)?,
+    };
     let state = root.state("NewStateValue")?;
     let previous_state = match root.opt_str("OldStateValue")? {
         Some(_) => Some(root.state("OldStateValue")?),
@@ -562,7 +759,7 @@ fn sns_message(root: Obj) -> Result<Alarm> {
         name,
         arn,
         account,
-        region: arn_parts.region,
+        region,
         state,
         previous_state,
         reason,
@@ -570,7 +767,81 @@ fn sns_message(root: Obj) -> Result<Alarm> {
         description,
         condition,
         shape: EventShape::Sns,
+        // SNS messages carry no contributor identity (AWS documents none).
+        contributor: None,
+        arn_origin,
+        muted: None,
     })
+}
+
+/// `arn:<partition>:cloudwatch:<region>:<account>:alarm:<name>` for an SNS message
+/// older than `AlarmArn`: the account from `AWSAccountId`, the Region from its
+/// display name (`"EU (Ireland)"`), else from the topic that delivered the message.
+fn rebuild_arn(
+    root: &Obj,
+    name: &str,
+    topic_arn: Option<&str>,
+) -> Result<(String, String, String, ArnOrigin)> {
+    let account = match root.opt_str("AWSAccountId")?.map(str::trim) {
+        Some(a) if !a.is_empty() && !a.contains(':') && !a.contains(char::is_whitespace) => {
+            a.to_string()
+        }
+        Some(a) => {
+            return Err(AlarmError::CannotRebuildArn {
+                missing: format!("`AWSAccountId` is not an account id: {:?}", truncate(a, 60)),
+            })
+        }
+        None => {
+            return Err(AlarmError::CannotRebuildArn {
+                missing: "`AWSAccountId` is missing".into(),
+            })
+        }
+    };
+    let region_name = root.opt_str("Region")?;
+    let (region, partition, origin) = match region_name.and_then(region_from_display_name) {
+        Some(r) => (r.code.to_string(), r.partition, ArnOrigin::RegionName),
+        None => {
+            let Some((region, partition)) = topic_arn.and_then(topic_region) else {
+                let region_problem = match region_name {
+                    Some(r) => format!(
+                        "`Region` {:?} is not a Region name we know",
+                        truncate(r, 60)
+                    ),
+                    None => "`Region` is missing".to_string(),
+                };
+                return Err(AlarmError::CannotRebuildArn {
+                    missing: format!(
+                        "{region_problem}, and no SNS `TopicArn` gives the Region instead"
+                    ),
+                });
+            };
+            tracing::warn!(
+                alarm = %truncate(name, 120),
+                region_name = region_name.map(|r| truncate(r, 60)).unwrap_or_default(),
+                region = %region,
+                "SNS alarm message without AlarmArn names no Region we know; \
+                 the alarm ARN is rebuilt with the Region of the SNS topic that delivered it"
+            );
+            (region, partition, ArnOrigin::TopicRegion)
+        }
+    };
+    let arn = format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}");
+    Ok((arn, account, region, origin))
+}
+
+/// The Region and partition of `arn:<partition>:sns:<region>:<account>:<topic>`.
+fn topic_region(topic_arn: &str) -> Option<(String, &'static str)> {
+    let parts: Vec<&str> = topic_arn.splitn(6, ':').collect();
+    if parts.len() == 6 && parts[0] == "arn" && parts[2] == "sns" && !parts[3].is_empty() {
+        let region = parts[3];
+        let looks_like_region = region.len() <= 30
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        looks_like_region.then(|| (region.to_string(), partition_of(region)))
+    } else {
+        None
+    }
 }
 
 fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
@@ -581,7 +852,8 @@ fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
     let unit = trigger
         .opt_str("Unit")?
         .filter(|u| !u.is_empty() && *u != "None");
-    let info = ThresholdInfo {
+    let period_seconds = trigger.opt_u32_ci("Period")?;
+    let info = ConditionFacts {
         threshold: trigger.opt_f64("Threshold")?,
         threshold_metric_id: non_empty(trigger.opt_str("ThresholdMetricId")?),
         comparison: non_empty(trigger.opt_str("ComparisonOperator")?),
@@ -590,8 +862,9 @@ fn sns_trigger(trigger: &Obj) -> Result<AlarmCondition> {
         treat_missing_data: trigger
             .opt_str("TreatMissingData")?
             .and_then(clean_treat_missing),
+        period_seconds,
+        ..ConditionFacts::default()
     };
-    let period_seconds = trigger.opt_u32_ci("Period")?;
     let queries = match trigger.opt_arr("Metrics")? {
         Some(items) if !items.is_empty() => metric_queries(trigger, "Metrics", items)?,
         _ => match trigger.opt_str("MetricName")? {
@@ -878,5 +1151,240 @@ fn pascal(key: &str) -> String {
     match c.next() {
         Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An SNS alarm message as CloudWatch wrote them before `AlarmArn` existed.
+    fn old_message(region: Option<&str>, account: Option<&str>) -> Value {
+        let mut m = json!({
+            "AlarmName": "edge: cpu (prod)", "AlarmDescription": "Created from EC2 Console",
+            "NewStateValue": "ALARM", "NewStateReason": "Threshold Crossed: 1 datapoint (100.0) was greater than or equal to the threshold (90.0).",
+            "StateChangeTime": "2013-10-09T18:04:38.882+0000", "OldStateValue": "OK",
+            "Trigger": {"MetricName": "CPUUtilization", "Namespace": "AWS/EC2", "Statistic": "AVERAGE", "Unit": null,
+                        "Dimensions": [{"name": "InstanceId", "value": "i-a7f950df"}], "Period": 300,
+                        "EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 90.0}
+        });
+        if let Some(r) = region {
+            m["Region"] = json!(r);
+        }
+        if let Some(a) = account {
+            m["AWSAccountId"] = json!(a);
+        }
+        m
+    }
+
+    fn in_sns(message: &Value, topic: Option<&str>) -> Value {
+        let mut sns =
+            json!({"Type": "Notification", "MessageId": "m", "Message": message.to_string()});
+        if let Some(t) = topic {
+            sns["TopicArn"] = json!(t);
+        }
+        json!({"Records": [{"EventSource": "aws:sns", "Sns": sns}]})
+    }
+
+    fn one(event: &Value) -> Alarm {
+        let mut alarms = normalize(event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alarms.len(), 1);
+        alarms.remove(0)
+    }
+
+    #[test]
+    fn arn_is_rebuilt_from_every_spelling_of_the_region_in_every_partition() {
+        for (region, arn) in [
+            (
+                "US (Virginia)",
+                "arn:aws:cloudwatch:us-east-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "US - N. Virginia",
+                "arn:aws:cloudwatch:us-east-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "US East (N. Virginia)",
+                "arn:aws:cloudwatch:us-east-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "EU (Ireland)",
+                "arn:aws:cloudwatch:eu-west-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "Europe (Ireland)",
+                "arn:aws:cloudwatch:eu-west-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "EU (Milan)",
+                "arn:aws:cloudwatch:eu-south-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "Asia Pacific (Tokyo)",
+                "arn:aws:cloudwatch:ap-northeast-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "China (Ningxia)",
+                "arn:aws-cn:cloudwatch:cn-northwest-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+            (
+                "AWS GovCloud (US-East)",
+                "arn:aws-us-gov:cloudwatch:us-gov-east-1:221645429527:alarm:edge: cpu (prod)",
+            ),
+        ] {
+            let a = one(&old_message(Some(region), Some("221645429527")));
+            assert_eq!(a.arn, arn, "{region}");
+            assert_eq!(a.arn_origin, ArnOrigin::RegionName);
+            assert_eq!(a.account, "221645429527");
+            // The rebuilt ARN reads back as the same alarm.
+            let parts: Vec<&str> = a.arn.splitn(7, ':').collect();
+            assert_eq!(
+                (parts[3], parts[6]),
+                (a.region.as_str(), "edge: cpu (prod)")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_region_takes_the_topic_region_in_and_out_of_the_records_envelope() {
+        let m = old_message(Some("Atlantis (North)"), Some("221645429527"));
+        let a = one(&in_sns(
+            &m,
+            Some("arn:aws:sns:ap-southeast-2:221645429527:alarms"),
+        ));
+        assert_eq!(a.region, "ap-southeast-2");
+        assert_eq!(a.arn_origin, ArnOrigin::TopicRegion);
+        assert_eq!(
+            a.arn,
+            "arn:aws:cloudwatch:ap-southeast-2:221645429527:alarm:edge: cpu (prod)"
+        );
+        // No Region at all, GovCloud topic: the topic's partition too.
+        let m = old_message(None, Some("221645429527"));
+        let b = normalize_sns_message(&m, "arn:aws-us-gov:sns:us-gov-west-1:221645429527:alarms")
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            b.arn,
+            "arn:aws-us-gov:cloudwatch:us-gov-west-1:221645429527:alarm:edge: cpu (prod)"
+        );
+    }
+
+    #[test]
+    fn nothing_to_rebuild_from_is_a_clear_error() {
+        let no_region = in_sns(&old_message(Some("Atlantis (North)"), Some("1")), None);
+        let e = normalize(&no_region).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "SNS record 0: SNS alarm message has no `AlarmArn` and the ARN cannot be rebuilt from account, \
+             Region and name: `Region` \"Atlantis (North)\" is not a Region name we know, and no SNS `TopicArn` gives the Region instead"
+        );
+        let e = normalize(&old_message(None, Some("1")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("`Region` is missing, and no SNS `TopicArn` gives the Region instead"),
+            "{e}"
+        );
+        let e = normalize(&old_message(Some("EU (Ireland)"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("`AWSAccountId` is missing"), "{e}");
+        let e = normalize(&old_message(Some("EU (Ireland)"), Some("12:34"))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`AWSAccountId` is not an account id: \"12:34\""),
+            "{e}"
+        );
+        assert!(!e.retryable());
+        // A topic ARN that is not one does not count.
+        let m = old_message(Some("Atlantis (North)"), Some("1"));
+        assert!(normalize_sns_message(&m, "not-an-arn").is_err());
+    }
+
+    #[test]
+    fn an_alarm_arn_wins_over_the_region_name() {
+        let mut m = old_message(Some("US - N. Virginia"), Some("221645429527"));
+        m["AlarmArn"] = json!("arn:aws:cloudwatch:eu-west-1:221645429527:alarm:edge: cpu (prod)");
+        let a = one(&m);
+        assert_eq!(a.region, "eu-west-1");
+        assert_eq!(a.arn_origin, ArnOrigin::Event);
+    }
+
+    #[test]
+    fn contributor_event_without_its_contributor_is_refused() {
+        let e = json!({"version": "0", "detail-type": "CloudWatch Alarm Contributor State Change",
+            "source": "aws.cloudwatch", "account": "1", "time": "2026-11-25T10:00:00Z",
+            "resources": ["arn:aws:cloudwatch:eu-west-1:1:alarm:x"],
+            "detail": {"alarmName": "x", "state": {"value": "ALARM", "timestamp": "2026-11-25T10:00:00.000+0000"}}});
+        assert_eq!(
+            normalize(&e).unwrap_err().to_string(),
+            "EventBridge event: field `detail.alarmContributor` is missing"
+        );
+        let mut bad = e.clone();
+        bad["detail"]["alarmContributor"] = json!({"id": "", "attributes": {}});
+        assert!(normalize(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("`detail.alarmContributor.id` should be a contributor id"));
+        bad["detail"]["alarmContributor"] = json!({"id": "a/b", "attributes": {}});
+        assert!(
+            normalize(&bad).is_err(),
+            "a `/` would make the source id ambiguous"
+        );
+        let mut ok = e;
+        ok["detail"]["alarmContributor"] =
+            json!({"id": "c1", "attributes": {"VpnId": "vpn-1", "Skip": null, "N": 3}});
+        let a = one(&ok);
+        let c = a.contributor.unwrap();
+        assert_eq!(c.attributes.len(), 2);
+        assert_eq!(c.attributes["N"], "3");
+    }
+
+    #[test]
+    fn other_detail_types_are_still_refused_by_name() {
+        let e = json!({"detail-type": "CloudWatch Alarm Configuration Change", "source": "aws.cloudwatch",
+                       "resources": [], "detail": {}});
+        let msg = normalize(&e).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(
+                "unsupported EventBridge detail-type \"CloudWatch Alarm Configuration Change\""
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("\"CloudWatch Alarm Contributor State Change\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn sns_metrics_insights_trigger_is_an_insights_alarm() {
+        let mut m = old_message(Some("EU (Ireland)"), Some("1"));
+        m["Trigger"] = json!({"Period": 60, "EvaluationPeriods": 1, "ComparisonOperator": "LessThanThreshold",
+            "Threshold": 1.0, "TreatMissingData": "- TreatMissingData:    notBreaching",
+            "Metrics": [{"Expression": "SELECT MAX(TunnelState) FROM SCHEMA(\"AWS/VPN\", VpnId) WHERE VpnId = 'vpn-1'",
+                         "Id": "q1", "ReturnData": true}]});
+        let a = one(&m);
+        let AlarmCondition::Insights(q) = &a.condition else {
+            panic!("{:?}", a.condition)
+        };
+        assert_eq!(q.period_seconds, Some(60));
+        assert_eq!(q.threshold, Some(1.0));
+        assert_eq!(q.treat_missing_data.as_deref(), Some("notBreaching"));
+        assert_eq!(q.statistic.as_deref(), Some("Maximum"));
+        assert!(!q.is_multi_series(), "no GROUP BY: one time series");
+        assert!(!a.is_multi_series_summary());
+        // The WHERE equality reads as the dimension.
+        assert_eq!(a.vpn_id(), Some("vpn-1"));
+        // A query this reader cannot follow keeps its text.
+        m["Trigger"]["Metrics"][0]["Expression"] = json!("SELECT MEDIAN(x) FROM y");
+        let AlarmCondition::Insights(q) = one(&m).condition else {
+            panic!("not insights")
+        };
+        assert_eq!(
+            (q.query.as_str(), q.metric, q.statistic),
+            ("SELECT MEDIAN(x) FROM y", None, None)
+        );
     }
 }

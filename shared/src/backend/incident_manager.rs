@@ -18,8 +18,9 @@ use aws_sdk_ssmincidents::types::{
 use aws_smithy_types::DateTime;
 use tracing::{debug, info};
 
-use super::{note_json, note_token, token_uuid};
+use super::{note_json, note_token};
 use crate::error::AwsError;
+use crate::hash::token_uuid;
 use crate::incident::{
     BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
 };

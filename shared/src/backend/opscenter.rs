@@ -20,8 +20,9 @@ use aws_sdk_ssm::types::{
 };
 use tracing::{debug, info};
 
-use super::{note_json, stable_hash, token_uuid};
+use super::note_json;
 use crate::error::AwsError;
+use crate::hash::{stable_hash, token_uuid};
 use crate::incident::{
     BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
 };

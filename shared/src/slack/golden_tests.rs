@@ -114,6 +114,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             state: "ALARM".into(),
             reason: "Threshold Crossed: 3 out of the last 3 datapoints were less than the threshold (1.0).".into(),
             url: "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#alarmsV2:alarm/VPN%20tunnel%20down%20%28vpn-0a1b2c3d4e5f67890%29".into(),
+            condition: None,
         }),
         vpn_id: Some("vpn-0a1b2c3d4e5f67890".into()),
         tunnel_ip: Some("203.0.113.10".into()),
@@ -135,6 +136,8 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             team: Some("C0123ONCALL".into()),
         },
         post_incident: None,
+        notification_id: None,
+        account_info: None,
     }
 }
 
@@ -216,6 +219,7 @@ fn resolved_with_summary() -> Notification {
                 facts: vec!["Align the phase 1 proposals with the customer gateway.".into()],
             },
         ],
+        account: None,
     });
     n
 }
@@ -417,6 +421,7 @@ fn vpn_record() -> IncidentRecord {
             state: crate::alarm::AlarmState::Alarm,
             impact: Impact::HIGH,
             changed_at: t("2026-11-25T10:01:00Z"),
+            contributor: None,
         },
     );
     IncidentRecord {
@@ -464,6 +469,7 @@ fn vpn_record() -> IncidentRecord {
         runbook: None,
         escalation: None,
         peak_impact: Some(Impact::HIGH),
+        account_info: None,
     }
 }
 
@@ -653,6 +659,70 @@ fn golden_alarm_eventbridge_ok_updates_top_level() {
     check_golden("alarm-eventbridge-ok-reply", &inbound, &reply);
 }
 
+/// A sample event of `events/` (the ones the pipeline's own tests use).
+fn sample_event(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The SNS `Message` inside a sample SNS event.
+fn sns_message_of(name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&sample_event(name)).unwrap();
+    v["Records"][0]["Sns"]["Message"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn golden_raw_alarms_of_every_kind_show_what_they_watch() {
+    // One time series of a Metrics Insights alarm, published to the topic by an
+    // EventBridge rule: named with its VPN, the query shown, threaded per series.
+    let contributor = via_sns(
+        &sample_event("eventbridge-insights-contributor-vpn2-alarm.json"),
+        None,
+    );
+    assert!(matches!(contributor, Inbound::Alarm(_)));
+    check_golden(
+        "alarm-insights-contributor-post",
+        &contributor,
+        &RenderOptions::default(),
+    );
+    // Anomaly detection: the band instead of a threshold.
+    let anomaly = via_sns(&sns_message_of("sns-anomaly-detection-alarm.json"), None);
+    check_golden(
+        "alarm-anomaly-sns-post",
+        &anomaly,
+        &RenderOptions::default(),
+    );
+    // A message older than AlarmArn.
+    let old = via_sns(
+        &sns_message_of("sns-no-alarm-arn-old-region-alarm.json"),
+        None,
+    );
+    check_golden("alarm-sns-no-arn-post", &old, &RenderOptions::default());
+}
+
+#[test]
+fn incident_notification_shows_what_the_alarm_watches() {
+    let mut n = vpn_incident(EventType::Opened);
+    if let Some(a) = n.alarm.as_mut() {
+        a.condition = Some(
+            r#"Metrics Insights SELECT MIN(TunnelState) FROM "AWS/VPN" GROUP BY VpnId over 60 s, one time series per VpnId"#
+                .into(),
+        );
+    }
+    let json = serde_json::to_string(&render(&ours(&n), &RenderOptions::default())).unwrap();
+    assert!(
+        json.contains(
+            r#"*Watches:* Metrics Insights SELECT MIN(TunnelState) FROM \"AWS/VPN\" GROUP BY VpnId"#
+        ),
+        "{json}"
+    );
+}
+
 #[test]
 fn golden_eventbridge_event_via_sns() {
     let inbound = via_sns(&input("eventbridge-guardduty.json"), None);
@@ -839,6 +909,7 @@ fn arb_post_incident_unboxed() -> impl Strategy<Value = PostIncidentSummary> {
                 participants,
                 timeline,
                 retrospective,
+                account: None,
             },
         )
 }
@@ -938,6 +1009,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                         state,
                         reason,
                         url,
+                        condition: None,
                     }),
                     vpn_id,
                     tunnel_ip,
@@ -950,6 +1022,8 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                     timeline,
                     roles,
                     post_incident,
+                    notification_id: None,
+                    account_info: None,
                 }
             },
         )

@@ -3,10 +3,12 @@
 //! CloudWatch alarm messages, EventBridge events published to SNS, and anything
 //! else as plain text (never dropped).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::alarm::{normalize, Alarm, AlarmState};
+use crate::alarm::{normalize_sns_message, Alarm, AlarmState};
 use crate::incident::Impact;
 use crate::notification::{EventType, IncidentStatus, Notification};
 
@@ -81,6 +83,9 @@ pub struct RouteFacts {
     /// (Chatbot) or `sns` (text).
     pub source: String,
     pub account: Option<String>,
+    /// The account's tags (its OU's and its own) from the pipeline's notifications
+    /// in organization mode (`shared::org`); empty otherwise.
+    pub account_tags: BTreeMap<String, String>,
     /// Known for the pipeline's notifications only.
     pub impact: Option<Impact>,
     /// The incident has an owner (someone acknowledged it): people are no longer
@@ -91,7 +96,8 @@ pub struct RouteFacts {
 /// How a message relates to a Slack thread (bot-token destinations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadIntent {
-    /// The incident key (our notifications) or the alarm ARN (raw alarms).
+    /// The incident key (our notifications) or the alarm's source id (raw alarms:
+    /// the ARN, with the contributor for one time series of a multi-time-series alarm).
     pub key: String,
     /// The message opens an incident: after a resolved one it starts a new thread.
     pub starts: bool,
@@ -126,7 +132,8 @@ impl Inbound {
             };
         }
         // The classic alarm JSON or an alarm EventBridge event; one alarm per message.
-        if let Ok(mut alarms) = normalize(&value) {
+        // The topic stands in for the Region of an old message without `AlarmArn`.
+        if let Ok(mut alarms) = normalize_sns_message(&value, sns.topic_arn) {
             if alarms.len() == 1 {
                 if let Some(alarm) = alarms.pop() {
                     return Inbound::Alarm(Box::new(alarm));
@@ -151,6 +158,11 @@ impl Inbound {
                 account: Some(n.account.clone())
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
+                account_tags: n
+                    .account_info
+                    .as_ref()
+                    .map(|a| a.tags.clone())
+                    .unwrap_or_default(),
                 impact: Some(n.impact),
                 owned: n.roles.owner.is_some(),
             },
@@ -161,6 +173,7 @@ impl Inbound {
                 account: Some(a.account.clone())
                     .filter(|a| !a.is_empty())
                     .or(topic_account),
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -169,6 +182,7 @@ impl Inbound {
                 event_type: c.event_type.clone().unwrap_or_else(|| "custom".into()),
                 source: "custom".into(),
                 account: topic_account,
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -177,6 +191,7 @@ impl Inbound {
                 event_type: e.detail_type.clone(),
                 source: e.source.clone(),
                 account: e.account.clone().or(topic_account),
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -185,6 +200,7 @@ impl Inbound {
                 event_type: "text".into(),
                 source: "sns".into(),
                 account: topic_account,
+                account_tags: BTreeMap::new(),
                 impact: None,
                 owned: false,
             },
@@ -201,8 +217,9 @@ impl Inbound {
                 resolves: n.status == IncidentStatus::Resolved,
                 at: n.occurred_at,
             }),
+            // One thread per alarm, or per time series of a multi-time-series alarm.
             Inbound::Alarm(a) => Some(ThreadIntent {
-                key: a.arn.clone(),
+                key: a.source_id(),
                 starts: a.state == AlarmState::Alarm,
                 resolves: a.state == AlarmState::Ok,
                 at: a.changed_at,
@@ -408,6 +425,54 @@ mod tests {
             ("alarm", "ok", "aws.cloudwatch")
         );
         assert_eq!(f.account.as_deref(), Some("123456789012"));
+    }
+
+    #[test]
+    fn old_alarm_message_without_arn_is_an_alarm_not_text() {
+        // Older CloudWatch messages: no AlarmArn, Region as an old display name.
+        let msg = r#"{"AlarmName":"edge cpu (eu)","AlarmDescription":null,"AWSAccountId":"123456789012",
+            "NewStateValue":"ALARM","NewStateReason":"Threshold Crossed","StateChangeTime":"2015-07-17T15:18:01.441+0000",
+            "Region":"EU - Ireland","OldStateValue":"OK","Trigger":{"MetricName":"CPUUtilization",
+            "Namespace":"AWS/EC2","Statistic":"AVERAGE","Unit":null,"Dimensions":[],"Period":300,
+            "EvaluationPeriods":1,"ComparisonOperator":"GreaterThanThreshold","Threshold":90.0}}"#;
+        let i = parse(Some("ALARM: \"edge cpu (eu)\" in EU - Ireland"), msg);
+        let Inbound::Alarm(a) = &i else {
+            panic!("{i:?}")
+        };
+        assert_eq!(
+            a.arn,
+            "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:edge cpu (eu)"
+        );
+        assert_eq!(i.thread().unwrap().key, a.arn);
+        // A Region name nobody knows: the topic's Region (TOPIC is in eu-west-1).
+        let unknown = msg.replace("EU - Ireland", "Atlantis (North)");
+        let Inbound::Alarm(b) = parse(None, &unknown) else {
+            panic!("not an alarm")
+        };
+        assert_eq!(b.region, "eu-west-1");
+        assert_eq!(b.arn_origin, crate::alarm::ArnOrigin::TopicRegion);
+    }
+
+    #[test]
+    fn contributor_alarm_event_threads_per_time_series() {
+        let event = |id: &str, vpn: &str| {
+            serde_json::json!({"version": "0", "id": "e", "detail-type": "CloudWatch Alarm Contributor State Change",
+                "source": "aws.cloudwatch", "account": "123456789012", "time": "2026-11-25T10:00:00Z",
+                "region": "eu-west-1", "resources": ["arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnels"],
+                "detail": {"alarmName": "vpn-tunnels", "alarmContributor": {"id": id, "attributes": {"VpnId": vpn}},
+                    "state": {"value": "ALARM", "reason": "Threshold Crossed", "timestamp": "2026-11-25T10:00:00.000+0000"},
+                    "configuration": {"metrics": [{"id": "m1", "expression": "SELECT MIN(TunnelState) FROM \"AWS/VPN\" GROUP BY VpnId",
+                        "returnData": true, "period": 60}]}}})
+            .to_string()
+        };
+        let a = parse(None, &event("1a2b3c4d5e6f7a8b", "vpn-1"));
+        let b = parse(None, &event("8b7a6f5e4d3c2b1a", "vpn-2"));
+        let (ka, kb) = (a.thread().unwrap().key, b.thread().unwrap().key);
+        assert_ne!(ka, kb);
+        assert_eq!(
+            ka,
+            "contributor/1a2b3c4d5e6f7a8b/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnels"
+        );
     }
 
     #[test]

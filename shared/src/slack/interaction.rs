@@ -11,8 +11,10 @@
 //!
 //! Command syntax (`/incident help` prints it):
 //! `list` · `show <key>` · `declare [--impact N] <title>` · `note <key> <text>` (a
-//! key with spaces in double quotes) · `help`. Keys are the incident dedupe keys as
-//! `list` shows them.
+//! key with spaces in double quotes) · `silence <target> <duration> [reason]` ·
+//! `silences` · `unsilence <id>` · `help`. Keys are the incident dedupe keys as `list`
+//! shows them. A silence's target is an incident key, a VPN id (`vpn-…`) or an
+//! alarm-name prefix; `incident:`, `vpn:` or `alarm:` before it says which.
 
 use std::borrow::Cow;
 
@@ -51,6 +53,9 @@ pub const USAGE: &str = "Usage:\n\
 • `/incident show <key>`: one incident\n\
 • `/incident declare [--impact 1-5] <title>`: open an incident yourself, as its reporter\n\
 • `/incident note <key> <text>`: add a note (put a key with spaces in \"double quotes\")\n\
+• `/incident silence <incident key | vpn-id | alarm-name prefix> <duration> [reason]`: alarms that match page nobody for a while (`30m`, `2h`, `1d`; at most `7d`)\n\
+• `/incident silences`: the silences, who set them, until when, why, what they held back\n\
+• `/incident unsilence <id>`: end a silence now\n\
 • `/incident help`: this text";
 
 /// One request from Slack.
@@ -138,13 +143,31 @@ pub enum Request {
         key: String,
         text: String,
     },
+    /// Hold back alarms matching `target` for `duration`.
+    Silence {
+        /// As typed: an incident key, a VPN id or an alarm-name prefix, optionally
+        /// with `incident:`, `vpn:` or `alarm:` before it (resolved by the function,
+        /// which can look incidents up).
+        target: String,
+        duration: chrono::Duration,
+        reason: Option<String>,
+    },
+    /// The silences.
+    Silences,
+    /// End silence `id` now.
+    Unsilence {
+        id: String,
+    },
 }
 
 impl Request {
     /// The permission it needs ([`super::authz::ActionPolicy`]).
     pub fn action(&self) -> Action {
         match self {
-            Request::Help | Request::List | Request::Show { .. } => Action::Read,
+            Request::Help | Request::List | Request::Show { .. } | Request::Silences => {
+                Action::Read
+            }
+            Request::Silence { .. } | Request::Unsilence { .. } => Action::Silence,
             Request::Declare { .. } => Action::Declare,
             Request::Acknowledge { .. } => Action::Acknowledge,
             Request::Rerun { .. } => Action::Rerun,
@@ -162,7 +185,12 @@ impl Request {
             | Request::Resolve { key }
             | Request::OpenNoteModal { key }
             | Request::AddNote { key, .. } => Some(key),
-            Request::Help | Request::List | Request::Declare { .. } => None,
+            Request::Help
+            | Request::List
+            | Request::Declare { .. }
+            | Request::Silence { .. }
+            | Request::Silences
+            | Request::Unsilence { .. } => None,
         }
     }
 
@@ -175,6 +203,8 @@ impl Request {
                 | Request::Rerun { .. }
                 | Request::Resolve { .. }
                 | Request::AddNote { .. }
+                | Request::Silence { .. }
+                | Request::Unsilence { .. }
         )
     }
 }
@@ -224,12 +254,23 @@ impl InteractionError {
         InteractionError::Usage(problem.into())
     }
 
-    /// The text to show the person (ephemeral): specific for a usage problem,
-    /// generic otherwise.
+    /// The text to show the person (ephemeral): what happened (nothing changed) and,
+    /// for a usage problem, how to ask.
     pub fn user_message(&self) -> String {
         match self {
             InteractionError::Usage(problem) => format!("{problem}\n{USAGE}"),
-            _ => "Sorry, that request could not be understood.".to_string(),
+            InteractionError::UnknownAction(action) => format!(
+                "This button (`{}`) is not one the incident app knows, perhaps from an older message; nothing was changed. `/incident help` lists what you can do.",
+                action.replace('`', "'")
+            ),
+            InteractionError::UnknownModal(_) => {
+                "This dialog is not one the incident app knows; nothing was changed.".to_string()
+            }
+            InteractionError::UnsupportedType(kind) => format!(
+                "The incident app does not handle `{}` requests; nothing was changed.",
+                kind.replace('`', "'")
+            ),
+            _ => "Sorry, that request could not be understood; nothing was changed.".to_string(),
         }
     }
 }
@@ -244,6 +285,63 @@ impl Retryable for InteractionError {
             _ => "BadInput",
         }
     }
+}
+
+/// Where the answer to a verified request goes when its content could not be parsed
+/// into an [`Interaction`] (read leniently, for the route only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyRoute {
+    /// A slash command (or a body that is not an interactivity payload): Slack shows
+    /// the HTTP answer's body to the person.
+    Body,
+    /// An interactivity payload (button, dialog, shortcut): Slack ignores the answer's
+    /// body, so the person is told through the payload's `response_url`, if any.
+    ResponseUrl(Option<Secret<String>>),
+}
+
+/// Finds where to answer a verified request that [`parse`] refused: the `payload`'s
+/// `response_url` (buttons and message shortcuts carry one; an Add-note submission
+/// has ours in its private metadata; a modal opened with `response_url_enabled`
+/// lists them in `response_urls`), or the body for anything else.
+pub fn reply_route(body: &[u8]) -> ReplyRoute {
+    let Some(payload) = form_field(body, "payload") else {
+        return ReplyRoute::Body;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&payload) else {
+        return ReplyRoute::ResponseUrl(None);
+    };
+    let from_metadata = || {
+        let meta = str_at(&v, &["view", "private_metadata"])?;
+        let meta: NoteModalMetadata = serde_json::from_str(meta).ok()?;
+        meta.response_url
+    };
+    let url = str_at(&v, &["response_url"])
+        .map(str::to_string)
+        .or_else(|| {
+            v.get("response_urls")
+                .and_then(Value::as_array)
+                .and_then(|urls| urls.first())
+                .and_then(|u| str_at(u, &["response_url"]))
+                .map(str::to_string)
+        })
+        .or_else(from_metadata);
+    ReplyRoute::ResponseUrl(response_url(url.as_deref()))
+}
+
+/// The `response_url` of a verified request, whatever it is: a slash command's form
+/// field or an interactivity payload's (see [`reply_route`]).
+pub fn response_url_in(body: &[u8]) -> Option<Secret<String>> {
+    match reply_route(body) {
+        ReplyRoute::ResponseUrl(url) => url,
+        ReplyRoute::Body => response_url(form_field(body, "response_url").as_deref()),
+    }
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    form_urlencoded::parse(text.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Parses a verified request body (form-encoded) into an [`Interaction`].
@@ -362,6 +460,17 @@ pub fn parse_command_text(raw: &str) -> Result<Request, InteractionError> {
                 text: note_text(note)?,
             })
         }
+        "silence" | "mute" => silence(rest),
+        "silences" => Ok(Request::Silences),
+        "unsilence" | "unmute" => {
+            let id = rest.trim();
+            if id.is_empty() || id.contains(char::is_whitespace) || id.chars().count() > 40 {
+                return Err(InteractionError::usage(
+                    "`unsilence` needs the id of a silence, such as `s-1a2b3c4d` (`/incident silences` lists them).",
+                ));
+            }
+            Ok(Request::Unsilence { id: id.to_string() })
+        }
         other => Err(InteractionError::usage(format!(
             "`{}` is not a subcommand.",
             crate::text::truncate(other, 40)
@@ -427,6 +536,46 @@ fn note_text(text: &str) -> Result<String, InteractionError> {
         )));
     }
     Ok(text.to_string())
+}
+
+/// `silence <target> <duration> [reason]`: a quoted target, or the first word.
+fn silence(rest: &str) -> Result<Request, InteractionError> {
+    use crate::silence::{parse_duration, MAX_REASON_CHARS, MAX_TARGET_CHARS};
+    let example = "e.g. `/incident silence vpn-0123456789abcdef0 2h router firmware upgrade`";
+    if rest.trim().is_empty() {
+        return Err(InteractionError::usage(format!(
+            "`silence` needs what to silence (an incident key, a VPN id or an alarm-name prefix), a duration and an optional reason, {example}."
+        )));
+    }
+    let (target, after) = split_key(rest).map_err(|_| {
+        InteractionError::usage(format!(
+            "That is not something to silence (too long, control characters or a missing quote), {example}."
+        ))
+    })?;
+    if target.chars().count() > MAX_TARGET_CHARS {
+        return Err(InteractionError::usage(format!(
+            "What to silence is longer than {MAX_TARGET_CHARS} characters."
+        )));
+    }
+    let (duration, reason) = after
+        .split_once(char::is_whitespace)
+        .map_or((after, ""), |(d, r)| (d, r.trim()));
+    if duration.is_empty() {
+        return Err(InteractionError::usage(format!(
+            "`silence` needs a duration after what to silence, {example}."
+        )));
+    }
+    let duration = parse_duration(duration).map_err(InteractionError::usage)?;
+    if reason.chars().count() > MAX_REASON_CHARS || reason.contains(['\r', '\n']) {
+        return Err(InteractionError::usage(format!(
+            "The reason must be one line of at most {MAX_REASON_CHARS} characters."
+        )));
+    }
+    Ok(Request::Silence {
+        target,
+        duration,
+        reason: (!reason.is_empty()).then(|| reason.to_string()),
+    })
 }
 
 fn declare(rest: &str) -> Result<Request, InteractionError> {
@@ -665,6 +814,57 @@ mod tests {
     }
 
     #[test]
+    fn silence_commands_parse_with_clear_errors() {
+        assert_eq!(
+            parse_command_text("silence vpn-0a1b2c3d4e5f67890 2h router firmware upgrade").unwrap(),
+            Request::Silence {
+                target: "vpn-0a1b2c3d4e5f67890".into(),
+                duration: chrono::Duration::hours(2),
+                reason: Some("router firmware upgrade".into()),
+            }
+        );
+        assert_eq!(
+            parse_command_text(&format!("silence \"{KEY}\" 30m")).unwrap(),
+            Request::Silence {
+                target: KEY.into(),
+                duration: chrono::Duration::minutes(30),
+                reason: None,
+            }
+        );
+        assert_eq!(parse_command_text("silences").unwrap(), Request::Silences);
+        assert_eq!(
+            parse_command_text("unsilence s-1a2b3c4d").unwrap(),
+            Request::Unsilence {
+                id: "s-1a2b3c4d".into()
+            }
+        );
+        for (text, expected) in [
+            ("silence", "`silence` needs what to silence"),
+            (
+                "silence vpn-0a1b2c3d",
+                "needs a duration after what to silence",
+            ),
+            ("silence vpn-0a1b2c3d soon", "`soon` is not a duration"),
+            ("silence vpn-0a1b2c3d 9d", "at most 7 days"),
+            ("silence \"unclosed 2h", "missing quote"),
+            ("unsilence", "`unsilence` needs the id"),
+        ] {
+            let e = parse_command_text(text).unwrap_err();
+            assert!(
+                e.user_message().contains(expected),
+                "{text}: {}",
+                e.user_message()
+            );
+            assert_eq!(e.kind(), "BadCommand");
+        }
+        let silence = parse_command_text("silence x 1h").unwrap();
+        assert_eq!(silence.action(), Action::Silence);
+        assert!(silence.changes_state());
+        assert_eq!(Request::Silences.action(), Action::Read);
+        assert!(!Request::Silences.changes_state());
+    }
+
+    #[test]
     fn subcommands_parse_to_requests() {
         let cases: Vec<(String, Request)> = vec![
             ("list".to_string(), Request::List),
@@ -845,6 +1045,96 @@ mod tests {
             parse(&payload(empty)),
             Err(InteractionError::MissingField("actions"))
         );
+    }
+
+    #[test]
+    fn a_refused_payload_is_answered_where_the_person_sees_it() {
+        let url = "https://hooks.slack.com/actions/T0001/1/secretpart";
+        let url_of = |r: ReplyRoute| match r {
+            ReplyRoute::ResponseUrl(u) => u.map(|u| u.expose().clone()),
+            ReplyRoute::Body => panic!("expected a response_url route"),
+        };
+        // An unknown button: parse refuses it, its response_url is still found.
+        let unknown = payload(button("someone.elses.button", KEY));
+        assert!(parse(&unknown).is_err());
+        assert_eq!(url_of(reply_route(&unknown)).as_deref(), Some(url));
+        // A payload whose shape we do not know, with a response_url (message shortcut).
+        let shortcut =
+            payload(json!({"type": "message_action", "response_url": url, "user": {"id": "U1"}}));
+        assert_eq!(
+            parse(&shortcut),
+            Err(InteractionError::UnsupportedType("message_action".into()))
+        );
+        assert_eq!(url_of(reply_route(&shortcut)).as_deref(), Some(url));
+        // A modal opened with response_url_enabled lists its URLs.
+        let listed = payload(
+            json!({"type": "view_submission", "response_urls": [{"response_url": url, "channel_id": "C1"}],
+                                    "view": {"callback_id": "x"}}),
+        );
+        assert_eq!(url_of(reply_route(&listed)).as_deref(), Some(url));
+        // Our Add-note modal kept the button's URL in its metadata.
+        let meta = NoteModalMetadata {
+            key: KEY.into(),
+            channel_id: None,
+            message_ts: None,
+            response_url: Some(url.into()),
+        };
+        let empty_note = payload(submission(&meta, " "));
+        assert_eq!(url_of(reply_route(&empty_note)).as_deref(), Some(url));
+        // Nothing to answer through.
+        assert_eq!(
+            reply_route(&form(&[("payload", "{not json")])),
+            ReplyRoute::ResponseUrl(None)
+        );
+        assert_eq!(
+            reply_route(&payload(json!({"type": "view_closed"}))),
+            ReplyRoute::ResponseUrl(None)
+        );
+        assert_eq!(
+            reply_route(&payload(
+                json!({"type": "block_actions", "response_url": "javascript:alert(1)"})
+            )),
+            ReplyRoute::ResponseUrl(None)
+        );
+        // Slash commands (and anything that is not a payload) are answered in the body.
+        assert_eq!(reply_route(&command("frobnicate")), ReplyRoute::Body);
+        assert_eq!(reply_route(&[0xff, 0xfe]), ReplyRoute::Body);
+        // Their response_url still serves when the body cannot carry the answer.
+        assert_eq!(
+            response_url_in(&command("list"))
+                .map(|u| u.expose().clone())
+                .as_deref(),
+            Some("https://hooks.slack.com/commands/T0001/1/secretpart")
+        );
+        assert_eq!(
+            response_url_in(&unknown)
+                .map(|u| u.expose().clone())
+                .as_deref(),
+            Some(url)
+        );
+        assert_eq!(response_url_in(b"text=x"), None);
+    }
+
+    #[test]
+    fn refusals_say_what_happened_and_that_nothing_changed() {
+        let m = InteractionError::UnknownAction("old.button".into()).user_message();
+        assert!(
+            m.contains("`old.button`") && m.contains("nothing was changed"),
+            "{m}"
+        );
+        assert!(InteractionError::UnsupportedType("shortcut".into())
+            .user_message()
+            .contains("does not handle `shortcut` requests; nothing was changed"));
+        assert!(InteractionError::UnknownModal("x".into())
+            .user_message()
+            .contains("nothing was changed"));
+        assert_eq!(
+            InteractionError::MissingField("user.id").user_message(),
+            "Sorry, that request could not be understood; nothing was changed."
+        );
+        assert!(InteractionError::Usage("The note is empty.".into())
+            .user_message()
+            .starts_with("The note is empty.\nUsage:"));
     }
 
     #[test]

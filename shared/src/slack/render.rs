@@ -273,7 +273,13 @@ fn incident_fields(n: &Notification, opts: &RenderOptions<'_>) -> Vec<(&'static 
                 IncidentStatus::Resolved => "Resolved".to_string(),
             },
         ),
-        ("Account", n.account.clone()),
+        // Organization mode: the member account's name beside its id.
+        (
+            "Account",
+            n.account_info
+                .as_ref()
+                .map_or_else(|| n.account.clone(), |a| a.label()),
+        ),
         ("Region", n.region.clone()),
     ];
     f.extend(role_fields(&n.roles, n.status == IncidentStatus::Open));
@@ -303,6 +309,9 @@ fn what_fired(m: &mut Mrkdwn, n: &Notification) {
             .line(&a.state);
         if !a.reason.trim().is_empty() {
             m.syntax("\n*Why:* ").text(&a.reason);
+        }
+        if let Some(c) = a.condition.as_deref().filter(|c| !c.trim().is_empty()) {
+            m.syntax("\n*Watches:* ").text(c);
         }
     }
 }
@@ -846,15 +855,67 @@ fn alarm_fields(a: &Alarm, opts: &RenderOptions<'_>) -> Vec<(&'static str, Strin
             if let Some(t) = m.threshold {
                 cond.push(t.to_string());
             }
-            if let Some(t) = &m.threshold_metric_id {
-                cond.push(format!("band {t}"));
+            f.push(("Condition", cond.join(" ")));
+        }
+        AlarmCondition::Anomaly(an) => {
+            if let Some(m) = &an.metric {
+                f.push(("Metric", format!("{} {}", m.namespace, m.name)));
+                let dims: Vec<String> = m
+                    .dimensions
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                f.push(("Dimensions", dims.join(", ")));
+            }
+            let side = match an.comparison.as_deref() {
+                Some("LessThanLowerThreshold") => "below",
+                Some("GreaterThanUpperThreshold") => "above",
+                _ => "outside",
+            };
+            let mut cond = vec![];
+            if let Some(s) = &an.statistic {
+                cond.push(s.clone());
+            }
+            cond.push(format!("{side} the anomaly band {}", an.band));
+            if let (Some(e), Some(p)) = (an.evaluation_periods, an.period_seconds) {
+                cond.push(format!("for {e} × {p}s"));
             }
             f.push(("Condition", cond.join(" ")));
+            if let (Some(lo), Some(hi)) = (an.lower_bound, an.upper_bound) {
+                let value = an.value.map(|v| format!(", value {v}")).unwrap_or_default();
+                f.push(("Band", format!("{lo} to {hi}{value}")));
+            }
+        }
+        AlarmCondition::Insights(q) => {
+            f.push(("Query", q.query.clone()));
+            let mut cond = vec![];
+            if let Some(c) = &q.comparison {
+                cond.push(c.clone());
+            }
+            if let Some(t) = q.threshold {
+                cond.push(t.to_string());
+            }
+            match (q.evaluation_periods, q.period_seconds) {
+                (Some(e), Some(p)) => cond.push(format!("for {e} × {p}s")),
+                (None, Some(p)) => cond.push(format!("every {p}s")),
+                _ => {}
+            }
+            let mut condition = cond.join(" ");
+            if !q.group_by.is_empty() {
+                if !condition.is_empty() {
+                    condition.push_str(", ");
+                }
+                condition.push_str(&format!("one time series per {}", q.group_by.join(", ")));
+            }
+            f.push(("Condition", condition));
         }
         AlarmCondition::Composite(c) => {
             f.push(("Rule", c.rule.clone().unwrap_or_default()));
         }
         AlarmCondition::Unknown => {}
+    }
+    if let Some(c) = &a.contributor {
+        f.push(("Time series", c.describe()));
     }
     f.push(("VPN connection", a.vpn_id().unwrap_or_default().to_string()));
     f.push((
@@ -900,9 +961,11 @@ fn alarm(a: &Alarm, opts: &RenderOptions<'_>) -> Message {
         (Some(start), AlarmState::Ok) => u64::try_from((a.changed_at - start).num_seconds()).ok(),
         _ => None,
     };
+    // The name, with the time series for one contributor of a multi-time-series alarm.
+    let name = a.label();
     let headline = match (opts.mode, a.state) {
-        (Mode::Card, AlarmState::Ok) => format!("✅ RESOLVED · {}", a.name),
-        _ => format!("{icon} {word} · {}", a.name),
+        (Mode::Card, AlarmState::Ok) => format!("✅ RESOLVED · {name}"),
+        _ => format!("{icon} {word} · {name}"),
     };
     let mut fb = fallback(opts.mention);
     fb.line(&headline);
@@ -942,7 +1005,7 @@ fn alarm(a: &Alarm, opts: &RenderOptions<'_>) -> Message {
                 s.syntax(&m.syntax()).syntax(" ");
             }
             s.syntax(&format!("{icon} *{word}* · "))
-                .line(&a.name)
+                .line(&name)
                 .syntax(" · ")
                 .syntax(&when(a.changed_at));
             b.section(s);
@@ -1185,6 +1248,23 @@ mod tests {
                 section_texts(&msg)
             );
         }
+    }
+
+    #[test]
+    fn member_account_card_names_the_account() {
+        let mut n = crate::slack::golden_tests::vpn_incident(EventType::Opened);
+        let plain = incident_fields(&n, &RenderOptions::default());
+        assert!(plain.contains(&("Account", n.account.clone())));
+        n.account = "111122223333".into();
+        n.account_info = Some(crate::org::AccountInfo {
+            id: "111122223333".into(),
+            name: Some("payments-prod".into()),
+            ..Default::default()
+        });
+        let fields = incident_fields(&n, &RenderOptions::default());
+        assert!(fields.contains(&("Account", "111122223333 (payments-prod)".into())));
+        let msg = render(&Inbound::Incident(Box::new(n)), &RenderOptions::default());
+        assert!(msg.limit_violations().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!     {"name": "critical-to-oncall", "min_impact": 2, "destinations": ["oncall"]},
 //!     {"name": "vpn-events", "kinds": ["incident"], "event_types": ["opened", "resolved"], "destinations": ["network"]},
 //!     {"name": "prod-alarms", "kinds": ["alarm"], "accounts": ["123456789012"], "destinations": ["ops"], "stop": true},
+//!     {"name": "payments-team", "account_tags": {"team": "payments"}, "destinations": ["payments"], "stop": true},
 //!     {"name": "everything", "destinations": ["ops"]}
 //!   ],
 //!   "default": ["ops"]
@@ -18,7 +19,11 @@
 //! missing condition list matches anything. `min_impact: 2` matches impact 1
 //! (critical) and 2 (high), and never a message without an impact (raw alarms,
 //! events, text). Sources and event types accept a trailing `*` (`aws.*`). When no
-//! rule matches, `default` is used.
+//! rule matches, `default` is used. `account_tags` (organization mode, `shared::org`)
+//! matches the tags of the incident's account, its OU's merged with its own: every
+//! listed tag must have the value given (`*`: any value).
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -43,6 +48,9 @@ pub struct Rule {
     pub sources: Vec<String>,
     #[serde(default)]
     pub accounts: Vec<String>,
+    /// Tags of the account (organization mode): all must match.
+    #[serde(default)]
+    pub account_tags: BTreeMap<String, String>,
     pub destinations: Vec<String>,
     #[serde(default)]
     pub stop: bool,
@@ -173,6 +181,7 @@ impl Rule {
                 || f.account
                     .as_deref()
                     .is_some_and(|a| any_or_empty(&self.accounts, a)))
+            && crate::org::tags_match(&self.account_tags, &f.account_tags)
     }
 }
 
@@ -194,6 +203,7 @@ mod tests {
             event_type: event_type.into(),
             source: source.into(),
             account: Some("123456789012".into()),
+            account_tags: BTreeMap::new(),
             impact: impact.and_then(Impact::new),
             owned: false,
         }
@@ -237,6 +247,34 @@ mod tests {
         let r = routing.route(&facts("text", "text", "sns", None));
         assert_eq!(r.destinations, vec!["b"]);
         assert_eq!(r.rules, vec!["default"]);
+    }
+
+    #[test]
+    fn account_tags_route_each_team_to_its_channel() {
+        let routing = Routing::from_json(
+            r#"{"rules": [
+                {"name": "payments", "account_tags": {"team": "payments"}, "destinations": ["payments"], "stop": true},
+                {"name": "retail", "account_tags": {"team": "retail", "env": "*"}, "destinations": ["retail"], "stop": true}
+              ], "default": ["ops"]}"#,
+        )
+        .unwrap();
+        let with = |tags: &[(&str, &str)]| {
+            let mut f = facts("incident", "opened", "incident-pipeline", Some(3));
+            f.account_tags = tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            routing.route(&f).destinations
+        };
+        assert_eq!(with(&[("team", "payments")]), ["payments"]);
+        assert_eq!(with(&[("team", "retail"), ("env", "prod")]), ["retail"]);
+        // `env: *` needs the tag to exist.
+        assert_eq!(with(&[("team", "retail")]), ["ops"]);
+        assert_eq!(with(&[]), ["ops"]);
+        assert!(
+            Routing::from_json(r#"{"rules": [{"account_tag": {}, "destinations": ["a"]}]}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -389,6 +389,7 @@ mod tests {
             event_type: event_type.into(),
             source: "incident-pipeline".into(),
             account: None,
+            account_tags: Default::default(),
             impact: Impact::new(impact),
             owned: false,
         }

@@ -339,6 +339,154 @@ pub fn note_modal(meta: &NoteModalMetadata, title: &str) -> Value {
     })
 }
 
+/// Silences listed by `/incident silences` before "… and N more".
+pub const SILENCES_MAX: usize = 20;
+/// Held-back transitions shown per silence (the latest).
+pub const SILENCE_HELD_SHOWN: usize = 5;
+
+/// The `/incident silences` message: active silences (ending soonest first), then
+/// those that ended recently; for each, what it matches, who set it, until when,
+/// why, and what it held back.
+pub fn silence_list(book: &crate::silence::SilenceBook, now: DateTime<Utc>) -> Message {
+    let mut b = MessageBuilder::new();
+    let mut fb = Mrkdwn::new(MAX_FALLBACK_TEXT);
+    let mut all: Vec<&crate::silence::Silence> = book.silences.iter().collect();
+    all.sort_by(|a, b| {
+        b.is_active(now)
+            .cmp(&a.is_active(now))
+            .then(a.ended_at().cmp(&b.ended_at()))
+            .then(a.id.cmp(&b.id))
+    });
+    let active = all.iter().filter(|s| s.is_active(now)).count();
+    let headline = format!("Silences: {active} active");
+    b.header(&headline);
+    fb.syntax(&headline);
+    if all.is_empty() {
+        let mut s = Mrkdwn::new(MAX_SECTION_TEXT);
+        s.syntax("Nothing is silenced. `/incident silence <target> <duration> [reason]` sets one.");
+        b.section(s);
+        return b.build(fb);
+    }
+    for x in all.iter().take(SILENCES_MAX) {
+        let mut s = Mrkdwn::new(MAX_SECTION_TEXT);
+        let icon = if x.is_active(now) { "🔕" } else { "🔔" };
+        s.syntax(icon)
+            .syntax(" `")
+            .line(&x.id)
+            .syntax("` *")
+            .line(&x.target.describe())
+            .syntax("*\n");
+        if x.is_active(now) {
+            s.syntax("until ")
+                .syntax(&when(x.ends_at))
+                .syntax(" (")
+                .syntax(&format_duration(
+                    u64::try_from((x.ends_at - now).num_seconds()).unwrap_or(0),
+                ))
+                .syntax(" left)");
+        } else {
+            s.syntax("ended ").syntax(&when(x.ended_at()));
+            if let Some(l) = &x.lifted {
+                s.syntax(", lifted by ")
+                    .text(&super::render::actor_text(&l.by));
+            }
+        }
+        s.syntax(" · set by ")
+            .text(&super::render::actor_text(&x.created_by))
+            .syntax(" ")
+            .syntax(&when(x.created_at));
+        if let Some(r) = &x.reason {
+            s.syntax("\n_").line(r).syntax("_");
+        }
+        s.syntax(&format!("\nHeld back: {}", x.held_count));
+        for h in x.held.iter().rev().take(SILENCE_HELD_SHOWN) {
+            s.syntax("\n• ")
+                .line(&h.alarm_name)
+                .syntax(&format!(" {} ", h.state))
+                .syntax(&when(h.changed_at))
+                .syntax(" → ")
+                .line(&h.incident_key);
+        }
+        b.section(s);
+    }
+    if all.len() > SILENCES_MAX {
+        let mut c = Mrkdwn::new(MAX_SECTION_TEXT);
+        c.syntax(&format!("… and {} more.", all.len() - SILENCES_MAX));
+        b.context(vec![c]);
+    }
+    b.build(fb)
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::alarm::AlarmState;
+    use crate::incident::Actor;
+    use crate::silence::{HeldTransition, Silence, SilenceBook, SilenceTarget};
+
+    #[test]
+    fn silence_list_shows_who_until_when_why_and_what_was_held() {
+        let now: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let alice = Actor::Person {
+            id: "U0ALICE".into(),
+            name: "alice".into(),
+        };
+        let mut book = SilenceBook::default();
+        let mut s = Silence {
+            id: "s-1a2b3c4d".into(),
+            target: SilenceTarget::Vpn("vpn-0f1e2d3c4b5a69788".into()),
+            created_by: alice.clone(),
+            created_at: now - chrono::Duration::minutes(10),
+            ends_at: now + chrono::Duration::minutes(110),
+            reason: Some("router <firmware> upgrade".into()),
+            lifted: None,
+            held: vec![],
+            held_count: 0,
+            accounts: None,
+        };
+        book.add(s.clone(), now).unwrap();
+        book.record_held(
+            "s-1a2b3c4d",
+            HeldTransition {
+                alarm_name: "vpn-tunnel-down".into(),
+                alarm_arn: "arn:aws:cloudwatch:eu-west-1:1:alarm:vpn-tunnel-down".into(),
+                state: AlarmState::Alarm,
+                changed_at: now - chrono::Duration::minutes(5),
+                incident_key: "VPN connection vpn-0f1e2d3c4b5a69788 is DOWN".into(),
+            },
+        );
+        s.id = "s-00000009".into();
+        s.lifted = Some(crate::silence::Lifted {
+            by: alice,
+            at: now - chrono::Duration::minutes(1),
+        });
+        book.add(s, now).unwrap();
+        let m = silence_list(&book, now);
+        let text = serde_json::to_string(&m.blocks).unwrap();
+        assert!(m.text.contains("Silences: 1 active"), "{}", m.text);
+        assert!(
+            text.contains("s-1a2b3c4d") && text.contains("VPN vpn-0f1e2d3c4b5a69788"),
+            "{text}"
+        );
+        assert!(text.contains("1h 50m 00s left"), "{text}");
+        assert!(text.contains("set by <@U0ALICE>"), "{text}");
+        assert!(text.contains("router &lt;firmware&gt; upgrade"), "{text}");
+        assert!(
+            text.contains("Held back: 1") && text.contains("vpn-tunnel-down ALARM"),
+            "{text}"
+        );
+        assert!(text.contains("lifted by <@U0ALICE>"), "{text}");
+        assert!(
+            text.find("s-1a2b3c4d") < text.find("s-00000009"),
+            "active first"
+        );
+        let empty = silence_list(&SilenceBook::default(), now);
+        assert!(serde_json::to_string(&empty.blocks)
+            .unwrap()
+            .contains("Nothing is silenced"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -361,6 +509,7 @@ mod tests {
                 state: crate::alarm::AlarmState::Alarm,
                 impact,
                 changed_at: t(opened),
+                contributor: None,
             },
         );
         IncidentRecord {
@@ -393,6 +542,7 @@ mod tests {
             runbook: None,
             escalation: None,
             peak_impact: Some(impact),
+            account_info: None,
         }
     }
 

@@ -65,6 +65,8 @@ pub enum FindingCode {
     TunnelLogFormatText,
     AllTunnelsUp,
     DiagnosisIncomplete,
+    /// The member account's diagnosis role could not be assumed (organization mode).
+    MemberAccessFailed,
 }
 
 /// One conclusion of the diagnosis.

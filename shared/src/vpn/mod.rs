@@ -10,6 +10,7 @@
 mod analysis;
 mod facts;
 mod logs;
+mod member;
 mod remediation;
 mod render;
 
@@ -27,6 +28,7 @@ pub use logs::{
     assign_tunnel, classify_details, parse_line, parse_record, EventStats, IkeState, LogEvent,
     LogParseError, TunnelLogRecord, TunnelLogSummary,
 };
+pub use member::{member_unreachable, MemberAccessFailure};
 pub use remediation::{decide_remediation, RemediationDecision, RemediationPolicy};
 pub use render::{incident_key, NotificationContext};
 

@@ -31,6 +31,8 @@ pub struct NotificationContext {
     pub account: String,
     pub region: String,
     pub occurred_at: DateTime<Utc>,
+    /// The member account's name, OU and tags (organization mode), for the card and routing.
+    pub account_info: Option<crate::org::AccountInfo>,
 }
 
 impl Finding {
@@ -118,6 +120,8 @@ impl Report {
             timeline: vec![],
             roles: Default::default(),
             post_incident: None,
+            notification_id: None,
+            account_info: ctx.account_info.clone(),
         }
     }
 
@@ -229,6 +233,7 @@ mod tests {
             account: "123456789012".into(),
             region: "eu-west-1".into(),
             occurred_at: r.generated_at,
+            account_info: None,
         });
         assert_eq!(n.event, EventType::Diagnosed);
         assert_eq!(n.impact, Impact::CRITICAL);
