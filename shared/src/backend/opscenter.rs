@@ -501,7 +501,7 @@ mod tests {
             })
             .then_output(|| CreateOpsItemOutput::builder().ops_item_id("oi-0123456789ab").build());
         let search = no_open_item();
-        let client = mock_client!(aws_sdk_ssm, [&search, &create]);
+        let client = mock_client!(aws_sdk_ssm, [&create, &search]);
         let r = OpsCenterBackend::new(client)
             .open(&new_incident())
             .await
@@ -544,6 +544,12 @@ mod tests {
             CreateOpsItemError::OpsItemAlreadyExistsException(
                 OpsItemAlreadyExistsException::builder()
                     .message("An OpsItem with this dedup string exists")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("OpsItemAlreadyExistsException")
+                            .message("An OpsItem with this dedup string exists")
+                            .build(),
+                    )
                     .build(),
             )
         });
@@ -568,7 +574,7 @@ mod tests {
             )
         });
         let search = no_open_item();
-        let client = mock_client!(aws_sdk_ssm, [&search, &create]);
+        let client = mock_client!(aws_sdk_ssm, [&create, &search]);
         let r = OpsCenterBackend::new(client)
             .open(&new_incident())
             .await
