@@ -262,6 +262,8 @@ def test_request_identification():
     assert lp.operation_of("POST", "/service/GraniteServiceVersion20100801/operation/GetMetricData", {},
                            b"") == "GetMetricData"
     assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "alarm#arn:x"}}}') == "alarm"
+    assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "silences"}}}') == "silences"
+    assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "Odd-Key"}}}') == "?"
     assert lp.dynamodb_detail(json.dumps({"TransactItems": [
         {"Put": {"Item": {"pk": {"S": "alarm#a"}}}}, {"Update": {"Key": {"pk": {"S": "incident#k"}}}}]}).encode()
     ) == "alarm+incident"
