@@ -559,7 +559,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            e.to_string().contains("CreateOpsItem failed (OpsItemAlreadyExistsException)"),
+            e.to_string()
+                .contains("CreateOpsItem failed (OpsItemAlreadyExistsException)"),
             "{e}"
         );
     }
