@@ -305,7 +305,9 @@ async fn contributors_with(
 }
 
 /// A listed contributor; `None` without an id the pipeline can key it by.
-pub fn listed_contributor(c: &aws_sdk_cloudwatch::types::AlarmContributor) -> Option<ListedContributor> {
+pub fn listed_contributor(
+    c: &aws_sdk_cloudwatch::types::AlarmContributor,
+) -> Option<ListedContributor> {
     let id = c.contributor_id()?.trim();
     if !Contributor::valid_id(id) {
         return None;
@@ -709,7 +711,9 @@ mod tests {
                     .build()
             });
         let second = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
-            .match_requests(|r| r.alarm_name() == Some("all-vpns") && r.next_token() == Some("page-2"))
+            .match_requests(|r| {
+                r.alarm_name() == Some("all-vpns") && r.next_token() == Some("page-2")
+            })
             .then_output(|| {
                 DescribeAlarmContributorsOutput::builder()
                     .alarm_contributors(contributor("a41d6e0b97c3f258", "vpn-2", 2_000))
@@ -732,13 +736,24 @@ mod tests {
         };
         let ids: Vec<(&str, &str)> = vpns
             .iter()
-            .map(|l| (l.contributor.id.as_str(), l.contributor.attributes["VpnId"].as_str()))
+            .map(|l| {
+                (
+                    l.contributor.id.as_str(),
+                    l.contributor.attributes["VpnId"].as_str(),
+                )
+            })
             .collect();
-        assert_eq!(ids, [("3f9a1c7e5b2d8046", "vpn-1"), ("a41d6e0b97c3f258", "vpn-2")]);
+        assert_eq!(
+            ids,
+            [("3f9a1c7e5b2d8046", "vpn-1"), ("a41d6e0b97c3f258", "vpn-2")]
+        );
         assert_eq!(vpns[1].since.unwrap().timestamp_millis(), 2_000);
         assert!(vpns[0].reason.starts_with("Threshold Crossed"));
         assert_eq!(got["all-tunnels"], ContributorRead::InAlarm(vec![]));
-        assert_eq!((first.num_calls(), second.num_calls(), other.num_calls()), (1, 1, 1));
+        assert_eq!(
+            (first.num_calls(), second.num_calls(), other.num_calls()),
+            (1, 1, 1)
+        );
     }
 
     #[tokio::test]
@@ -764,7 +779,8 @@ mod tests {
         let listed = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
             .match_requests(|r| r.alarm_name() == Some("all-vpns"))
             .then_output(|| DescribeAlarmContributorsOutput::builder().build());
-        let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&gone, &listed]));
+        let reader =
+            CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&gone, &listed]));
         let got = reader
             .contributors("", "", &["deleted".to_string(), "all-vpns".to_string()])
             .await
@@ -775,14 +791,15 @@ mod tests {
         );
         assert_eq!(got["all-vpns"], ContributorRead::InAlarm(vec![]));
 
-        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors).then_error(|| {
-            DescribeAlarmContributorsError::generic(
-                ErrorMetadata::builder()
-                    .code("Throttling")
-                    .message("Rate exceeded")
-                    .build(),
-            )
-        });
+        let throttled =
+            mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors).then_error(|| {
+                DescribeAlarmContributorsError::generic(
+                    ErrorMetadata::builder()
+                        .code("Throttling")
+                        .message("Rate exceeded")
+                        .build(),
+                )
+            });
         let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
         let ReadError::Home(e) = reader
             .contributors("", "", &["all-vpns".to_string()])

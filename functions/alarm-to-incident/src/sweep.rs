@@ -273,7 +273,15 @@ pub async fn sweep(
                 continue;
             };
             let read = reads.contributors.get(arn.as_str());
-            for (id, attributes) in contributors {
+            // The time series the pipeline knows, and those listed in ALARM it never
+            // saw (their events lost): each opens its incident like its event would.
+            let mut ids = contributors.clone();
+            if let Some(ContributorRead::InAlarm(list)) = read {
+                for l in list {
+                    ids.entry(l.contributor.id.clone()).or_insert_with(|| l.contributor.attributes.clone());
+                }
+            }
+            for (id, attributes) in &ids {
                 report.contributors_checked += 1;
                 let contributor = Contributor {
                     id: id.clone(),
@@ -316,13 +324,19 @@ async fn read_all(
     let mut reads = Reads::default();
     for ((account, region), arns) in places {
         let names = |arns: &mut dyn Iterator<Item = &String>| {
-            let mut names: Vec<String> = arns.filter_map(|a| name_of(a)).map(str::to_string).collect();
+            let mut names: Vec<String> = arns
+                .filter_map(|a| name_of(a))
+                .map(str::to_string)
+                .collect();
             names.sort();
             names.dedup();
             names
         };
         let read = async {
-            let described = deps.alarms.describe(account, region, &names(&mut arns.iter())).await?;
+            let described = deps
+                .alarms
+                .describe(account, region, &names(&mut arns.iter()))
+                .await?;
             // Only the multi-time-series alarms that exist: a missing one is reported as such.
             let parents: Vec<&String> = arns
                 .iter()
@@ -331,7 +345,9 @@ async fn read_all(
             let contributors = if parents.is_empty() {
                 BTreeMap::new()
             } else {
-                deps.alarms.contributors(account, region, &names(&mut parents.into_iter())).await?
+                deps.alarms
+                    .contributors(account, region, &names(&mut parents.into_iter()))
+                    .await?
             };
             Ok::<_, ReadError>((described, contributors))
         };
@@ -377,7 +393,13 @@ struct SeriesStep<'a> {
 impl SeriesStep<'_> {
     /// The time series' transition to `state` at `at`, as the pipeline's [`Alarm`]:
     /// the alarm's description and condition (for the rules), the contributor's identity.
-    fn alarm(&self, contributor: Contributor, state: AlarmState, at: DateTime<Utc>, reason: String) -> Alarm {
+    fn alarm(
+        &self,
+        contributor: Contributor,
+        state: AlarmState,
+        at: DateTime<Utc>,
+        reason: String,
+    ) -> Alarm {
         Alarm {
             state,
             previous_state: None,
@@ -396,18 +418,26 @@ impl SeriesStep<'_> {
 
     fn label(&self) -> String {
         let listed = self.listed().map(|l| &l.contributor);
-        let c = listed.filter(|c| !c.attributes.is_empty()).unwrap_or(&self.contributor);
+        let c = listed
+            .filter(|c| !c.attributes.is_empty())
+            .unwrap_or(&self.contributor);
         format!("{} ({})", self.parent.name, c.describe())
     }
 
     fn listed(&self) -> Option<&ListedContributor> {
         match self.read {
-            Some(ContributorRead::InAlarm(list)) => list.iter().find(|l| l.contributor.id == self.contributor.id),
+            Some(ContributorRead::InAlarm(list)) => list
+                .iter()
+                .find(|l| l.contributor.id == self.contributor.id),
             _ => None,
         }
     }
 
-    async fn run(&self, deps: &Deps<'_>, report: &mut SweepReport) -> Result<Option<String>, HandlerError> {
+    async fn run(
+        &self,
+        deps: &Deps<'_>,
+        report: &mut SweepReport,
+    ) -> Result<Option<String>, HandlerError> {
         let stored = deps.effects.store.alarm(&self.source()).await?;
         let note = |reason: String| ContributorNote {
             contributor: self.source(),
@@ -417,15 +447,22 @@ impl SeriesStep<'_> {
             Some(ContributorRead::InAlarm(list)) => list,
             Some(ContributorRead::NotRead { code, message }) => {
                 warn!(code = %code, error = %message, "DescribeAlarmContributors declined this alarm; its time series follow their own events");
-                report.contributors_not_read.push(note(format!("DescribeAlarmContributors: {code}: {message}")));
+                report.contributors_not_read.push(note(format!(
+                    "DescribeAlarmContributors: {code}: {message}"
+                )));
                 return self.release_kept(deps, stored.as_ref()).await;
             }
             None => {
-                report.contributors_not_read.push(note("DescribeAlarmContributors not read".into()));
+                report
+                    .contributors_not_read
+                    .push(note("DescribeAlarmContributors not read".into()));
                 return self.release_kept(deps, stored.as_ref()).await;
             }
         };
-        if let Some(listed) = list.iter().find(|l| l.contributor.id == self.contributor.id) {
+        if let Some(listed) = list
+            .iter()
+            .find(|l| l.contributor.id == self.contributor.id)
+        {
             // In ALARM now. Without its time (optional in the API): the recorded ALARM
             // when there is one (the same transition), else the read.
             let at = match (&listed.since, &stored) {
@@ -433,7 +470,12 @@ impl SeriesStep<'_> {
                 (None, Some(s)) if s.state == AlarmState::Alarm => s.changed_at,
                 (None, _) => self.read_at,
             };
-            let current = self.alarm(listed.contributor.clone(), AlarmState::Alarm, at, listed.reason.clone());
+            let current = self.alarm(
+                listed.contributor.clone(),
+                AlarmState::Alarm,
+                at,
+                listed.reason.clone(),
+            );
             return reconcile(deps, &current, self.book, self.ctx).await;
         }
         // Not listed: not in ALARM now.
@@ -441,12 +483,16 @@ impl SeriesStep<'_> {
             return Ok(None);
         };
         let parent = self.parent;
-        let turned_ok_after = parent.state == AlarmState::Ok && parent.changed_at > s.changed_at + SAME_INSTANT;
+        let turned_ok_after =
+            parent.state == AlarmState::Ok && parent.changed_at > s.changed_at + SAME_INSTANT;
         let settled = self.read_at - s.changed_at >= UNLISTED_SETTLE;
         let wait = if turned_ok_after {
             None
         } else if parent.state == AlarmState::InsufficientData {
-            Some(format!("not listed in ALARM, but {} has insufficient data: no evidence that it recovered", parent.name))
+            Some(format!(
+                "not listed in ALARM, but {} has insufficient data: no evidence that it recovered",
+                parent.name
+            ))
         } else if !settled {
             Some(format!(
                 "not listed in ALARM, but its ALARM of {} is younger than {} minutes: it may not be listed yet",
@@ -461,31 +507,54 @@ impl SeriesStep<'_> {
             report.contributors_waiting.push(note(why));
             return self.release_kept(deps, Some(&s)).await;
         }
-        let since = if turned_ok_after { parent.changed_at } else { self.read_at };
-        let contributor = match s.held.as_ref().and_then(|h| h.series.as_ref()).and_then(|a| a.contributor.clone()) {
+        let since = if turned_ok_after {
+            parent.changed_at
+        } else {
+            self.read_at
+        };
+        let contributor = match s
+            .held
+            .as_ref()
+            .and_then(|h| h.series.as_ref())
+            .and_then(|a| a.contributor.clone())
+        {
             Some(kept) if self.contributor.attributes.is_empty() => kept,
             _ => self.contributor.clone(),
         };
         let reason = format!(
             "Not listed by DescribeAlarmContributors (which lists the contributors in ALARM) at {}",
-            self.read_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            self.read_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let ok = self.alarm(contributor, AlarmState::Ok, since, reason);
-        let origin = Origin::Unlisted { read_at: self.read_at };
+        let origin = Origin::Unlisted {
+            read_at: self.read_at,
+        };
         let outcome = crate::handler::process_with(deps, &ok, &origin, self.ctx).await?;
         if outcome.action == "ignore_stale" || outcome.action == "ignore_duplicate" {
             // A delivery got there first.
             return Ok(None);
         }
-        info!(action = outcome.action, "time series no longer in ALARM; its OK applied");
+        info!(
+            action = outcome.action,
+            "time series no longer in ALARM; its OK applied"
+        );
         Ok(Some(format!("applied:{}", outcome.action)))
     }
 
     /// The time series' ended hold, released from the event it kept when CloudWatch
     /// could not settle it (the transition is still the series' latest: an `OK` is
     /// never held and would have moved the watermark).
-    async fn release_kept(&self, deps: &Deps<'_>, stored: Option<&AlarmItem>) -> Result<Option<String>, HandlerError> {
-        let Some(read) = stored.filter(|s| s.held.as_ref().is_some_and(|h| h.has_ended(self.book, self.read_at))) else {
+    async fn release_kept(
+        &self,
+        deps: &Deps<'_>,
+        stored: Option<&AlarmItem>,
+    ) -> Result<Option<String>, HandlerError> {
+        let Some(read) = stored.filter(|s| {
+            s.held
+                .as_ref()
+                .is_some_and(|h| h.has_ended(self.book, self.read_at))
+        }) else {
             return Ok(None);
         };
         let Some(series) = read.held.as_ref().and_then(|h| h.series.as_deref()) else {
@@ -519,7 +588,8 @@ async fn reconcile(
     ctx: &HoldContext,
 ) -> Result<Option<String>, HandlerError> {
     let now = deps.effects.clock.now();
-    let stored = deps.effects.store.alarm(&current.arn).await?;
+    // The alarm's watermark, or its time series' (`contributor/<id>/<ARN>`).
+    let stored = deps.effects.store.alarm(&current.source_id()).await?;
     match &stored {
         Some(s) if current.changed_at < s.changed_at - SAME_INSTANT => Ok(None),
         Some(s) if current.changed_at <= s.changed_at + SAME_INSTANT => match &s.held {
