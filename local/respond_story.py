@@ -219,7 +219,7 @@ class RespondStory(Story):
         return fired
 
     def incident_item(self) -> dict:
-        item = self.moto.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": f"incident#{KEY}"}},
+        item = self.dynamodb().get_item(TableName=self.table, Key={"pk": {"S": f"incident#{KEY}"}},
                                                      ConsistentRead=True).get("Item") or {}
         return item
 

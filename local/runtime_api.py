@@ -14,11 +14,23 @@ invocation (request id, deadline, ordering) for its assertions.
 Served: GET /2018-06-01/runtime/invocation/next (long poll; headers
 Lambda-Runtime-Aws-Request-Id, -Deadline-Ms, -Invoked-Function-Arn, -Trace-Id),
 POST .../invocation/{id}/response, .../invocation/{id}/error, .../init/error.
-One invocation at a time, as a Lambda execution environment.
+
+Each function process (an execution environment) runs one invocation at a time, as in
+Lambda. Several processes of the same binary may poll one Runtime API: that is a
+function scaled out to several instances, each taking the next queued invocation.
+`invoke` is a synchronous invocation (the story's default, one instance);
+`AsyncInvoker` is Lambda's asynchronous invocation (alarm actions, SNS, EventBridge):
+an event queue served by up to `concurrency` instances at once, two retries after an
+error with the same request id (Lambda keeps the id across its retries), the delays
+between attempts scaled by a factor the test sets, then the on-failure destination
+record.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
+import itertools
 import json
 import os
 import sys
@@ -26,6 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,9 +48,16 @@ from httpserve import Handler, Server  # noqa: E402
 PREFIX = "/2018-06-01/runtime"
 
 
+# Lambda's waits between the attempts of an asynchronous invocation: "a one-minute wait
+# between the first two attempts, and two minutes between the second and third attempts"
+# (Lambda developer guide, "How Lambda handles errors and retries with asynchronous
+# invocation").
+ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+
+
 class Invocation:
-    def __init__(self, payload: Any, timeout_s: float, function_arn: str):
-        self.request_id = str(uuid.uuid4())
+    def __init__(self, payload: Any, timeout_s: float, function_arn: str, request_id: str | None = None):
+        self.request_id = request_id or str(uuid.uuid4())
         self.payload = payload
         self.body = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
         self.timeout_s = timeout_s
@@ -110,24 +130,25 @@ class RuntimeApi:
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region, "AWS_EXECUTION_ENV": "AWS_Lambda_provided.al2023"}
 
-    def wait_ready(self, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
-        """True once the function asks for its first event (its init is done)."""
+    def wait_ready(self, timeout: float, alive: Callable[[], bool] = lambda: True, instances: int = 1) -> bool:
+        """True once `instances` function processes asked for their first event (their init is done)."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.polls == 0 and self.init_error is None and time.monotonic() < deadline and alive():
+            while self.polls < instances and self.init_error is None and time.monotonic() < deadline and alive():
                 self.cond.wait(0.1)
-            return self.polls > 0
+            return self.polls >= instances
 
     # ------------------------------------------------------------ invoking
 
     def invoke(self, payload: Any, timeout_s: float | None = None,
-               alive: Callable[[], bool] = lambda: True) -> tuple[bool, Any]:
+               alive: Callable[[], bool] = lambda: True, request_id: str | None = None) -> tuple[bool, Any]:
         """Runs one invocation; returns (True, response JSON) or (False, error JSON).
+        `request_id`: the id of an earlier attempt this one retries (Lambda keeps it).
 
         Bounded: gives up `timeout_s` (+2 s grace) after queueing, or as soon as
         `alive()` says the function process is gone.
         """
-        inv = Invocation(payload, timeout_s or self.timeout_s, self.function_arn)
+        inv = Invocation(payload, timeout_s or self.timeout_s, self.function_arn, request_id)
         with self.cond:
             if self.init_error is not None:
                 return False, {"errorType": "Runtime.InitError",
@@ -216,3 +237,159 @@ class RuntimeApi:
             "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
             "Lambda-Runtime-Invoked-Function-Arn": inv.function_arn,
             "Lambda-Runtime-Trace-Id": inv.trace_id})
+
+
+# ================================================================ asynchronous invocation
+
+@dataclass
+class AsyncEvent:
+    """One event given to Lambda for asynchronous invocation, and what became of it."""
+    request_id: str
+    payload: Any
+    submitted_at: float
+    attempts: list[dict] = field(default_factory=list)
+    outcome: str | None = None          # "ok" | "failed" (sent to the on-failure destination)
+    destination_record: dict | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def result(self) -> Any:
+        return self.attempts[-1]["result"] if self.attempts else None
+
+
+class AsyncInvoker:
+    """Lambda's asynchronous invocation of one function.
+
+    Events wait in a queue; up to `concurrency` of them run at once (one per function
+    instance polling the Runtime API). An attempt that fails (function error, timeout,
+    process gone) is retried twice with the same request id, after
+    `ASYNC_RETRY_DELAYS_S` times `backoff_factor` (1.0 is Lambda's 1 and 2 minutes;
+    tests scale them down). After the last failed attempt `on_failure` receives the
+    on-failure destination record, in Lambda's shape:
+
+        {"version": "1.0", "timestamp": ..., "requestContext": {"requestId", "functionArn":
+         "...:$LATEST", "condition": "RetriesExhausted", "approximateInvokeCount": 3},
+         "requestPayload": <the event>, "responseContext": {"statusCode": 200,
+         "executedVersion": "$LATEST", "functionError": "Unhandled"},
+         "responsePayload": {"errorType", "errorMessage"}}
+    """
+
+    def __init__(self, api: RuntimeApi, concurrency: int = 1, backoff_factor: float = 1.0, retries: int = 2,
+                 on_failure: Callable[[dict], None] | None = None, alive: Callable[[], bool] = lambda: True,
+                 timeout_s: float | None = None):
+        if concurrency < 1:
+            raise ValueError(f"concurrency {concurrency} must be at least 1")
+        if backoff_factor < 0:
+            raise ValueError(f"backoff factor {backoff_factor} must not be negative")
+        self.api, self.concurrency, self.backoff_factor, self.retries = api, concurrency, backoff_factor, retries
+        self.on_failure, self.alive, self.timeout_s = on_failure, alive, timeout_s
+        self.events: list[AsyncEvent] = []
+        self._due: list[tuple[float, int, AsyncEvent]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._open = 0          # submitted and not finished
+        self._stopping = False
+        self._workers: list[threading.Thread] = []
+        self.destination_errors: list[str] = []
+
+    def start(self) -> "AsyncInvoker":
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._work, name=f"async-{self.api.function_name}-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for t in self._workers:
+            t.join(timeout=(self.timeout_s or self.api.timeout_s) + 5)
+        self._workers.clear()
+
+    def submit(self, payload: Any) -> AsyncEvent:
+        """Queues one event (Lambda answers 202 at once); returns its record."""
+        ev = AsyncEvent(str(uuid.uuid4()), payload, time.time())
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the asynchronous invoker is stopped")
+            self.events.append(ev)
+            self._open += 1
+            heapq.heappush(self._due, (time.monotonic(), next(self._seq), ev))
+            self._cond.notify()
+        return ev
+
+    def drain(self, timeout: float) -> bool:
+        """Waits until every submitted event succeeded or went to the on-failure destination."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._open and time.monotonic() < deadline:
+                self._cond.wait(min(0.5, max(0.01, deadline - time.monotonic())))
+            return self._open == 0
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"submitted": len(self.events), "succeeded": sum(e.outcome == "ok" for e in self.events),
+                    "failed": sum(e.outcome == "failed" for e in self.events),
+                    "attempts": sum(len(e.attempts) for e in self.events),
+                    "retried": sum(len(e.attempts) > 1 for e in self.events), "open": self._open}
+
+    def _next_due(self) -> AsyncEvent | None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    return heapq.heappop(self._due)[2]
+                wait = (self._due[0][0] - now) if self._due else 0.5
+                self._cond.wait(min(0.5, max(0.001, wait)))
+            return None
+
+    def _work(self) -> None:
+        while True:
+            ev = self._next_due()
+            if ev is None:
+                return
+            started = time.time()
+            ok, result = self.api.invoke(ev.payload, timeout_s=self.timeout_s, alive=self.alive,
+                                         request_id=ev.request_id)
+            ev.attempts.append({"ok": ok, "result": result, "started_at": started, "ended_at": time.time()})
+            n = len(ev.attempts)
+            if ok:
+                self._finish(ev, "ok")
+            elif n <= self.retries and not self._stopping:
+                delay = ASYNC_RETRY_DELAYS_S[min(n, len(ASYNC_RETRY_DELAYS_S)) - 1] * self.backoff_factor
+                with self._cond:
+                    heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), ev))
+                    self._cond.notify()
+            else:
+                ev.destination_record = self.failure_record(ev)
+                if self.on_failure is not None:
+                    try:
+                        self.on_failure(ev.destination_record)
+                    except Exception as e:  # the record stays on the event; the test sees the error
+                        self.destination_errors.append(f"{type(e).__name__}: {e}")
+                self._finish(ev, "failed")
+
+    def _finish(self, ev: AsyncEvent, outcome: str) -> None:
+        with self._cond:
+            ev.outcome = outcome
+            self._open -= 1
+            ev.done.set()
+            self._cond.notify_all()
+
+    def failure_record(self, ev: AsyncEvent) -> dict:
+        error = ev.result if isinstance(ev.result, dict) else {"errorMessage": str(ev.result)}
+        return {
+            "version": "1.0",
+            "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "requestContext": {"requestId": ev.request_id, "functionArn": f"{self.api.function_arn}:$LATEST",
+                               "condition": "RetriesExhausted", "approximateInvokeCount": len(ev.attempts)},
+            "requestPayload": ev.payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorType": error.get("errorType", "Unhandled"),
+                                "errorMessage": error.get("errorMessage", "")},
+        }

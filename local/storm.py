@@ -16,6 +16,19 @@ feeding it is OK).
     python3 local/storm.py [--events 1000] [--vpns 20] [--seed 10] [--out .demo/storm]
 
 prints the figures (events in, incidents, Slack messages, seconds, per-channel rate).
+
+**Concurrent storm with faults** (issue 16, `run_concurrent_storm`, `--concurrency N`):
+as Lambda delivers a storm. alarm-to-incident and notify-fanout each run as N
+instances; every event is an asynchronous invocation (two retries, Lambda's delays
+scaled by `--backoff`, then the failed-events queue, `runtime_api.AsyncInvoker`); the
+notification queue is pumped into notify-fanout while alarms are still arriving; every
+DynamoDB call goes through the front (`dynamo_front.py`) with seeded faults
+(`STORM_FAULTS`: answers 6 s late, connections closed after the commit, 500s after
+the commit, throttling, latency). In which order concurrent invocations applied the
+transitions is known only afterwards: the front's commit log gives it, and the model
+replays exactly that order.
+
+    python3 local/storm.py --concurrency 4 --seed 1234 [--no-idempotency]
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +128,27 @@ def plan_storm(n_events: int = 1000, n_vpns: int = 20, seed: int = 10, base: flo
         k = min(len(deliveries) - 1, j + rng.randint(0, 4))
         deliveries[j], deliveries[k] = deliveries[k], deliveries[j]
     return Plan(transitions, deliveries[:n_events])
+
+
+def applied_in_commit_order(commits: list[dict], plan: Plan) -> list[Delivery]:
+    """The transitions as the state table applied them: every committed write of an
+    `alarm#<arn>` item, in the order DynamoDB (the front) committed them, mapped back to
+    the storm's transitions (by alarm and state-change time, to the millisecond)."""
+    by_arn: dict[str, list[Transition]] = {}
+    for tr in plan.transitions:
+        by_arn.setdefault(alarm_arn(tr.kind, tr.vpn), []).append(tr)
+    out: list[Delivery] = []
+    for c in commits:
+        for w in c["writes"]:
+            pk = w.get("pk", "")
+            if w.get("kind") != "Put" or not pk.startswith("alarm#"):
+                continue
+            ms = int(w["changed_at_ms"])
+            candidates = [t for t in by_arn.get(pk[len("alarm#"):], []) if abs(t.at * 1000 - ms) < 2]
+            if len(candidates) != 1:
+                raise ValueError(f"commit {c['seq']} of {pk} at {ms} matches {len(candidates)} storm transitions")
+            out.append(Delivery(candidates[0], "committed", "applied"))
+    return out
 
 
 def expected_outcome(deliveries: list[Delivery]) -> dict[str, dict[str, Any]]:
@@ -295,6 +330,288 @@ def run_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int =
         procs.stop_all()
 
 
+# ================================================================ concurrent, with faults
+
+# DynamoDB faults of the concurrent storm, per operation (dynamo_front.py rules), drawn
+# with the storm's seed, each at most `times` per run so a run's length stays bounded
+# (a 6 s answer holds one instance for 6 s). What they stand for: an answer after the
+# SDK's 5 s attempt timeout (`delay_response`), a reset after the commit
+# (`drop_after_commit`), a 500 after the commit ("may or may not have succeeded"), a
+# throttled request, added latency. `storm_faults` adds one certain fault of each main
+# kind at a seeded position, so no run goes without them.
+STORM_FAULTS: list[dict] = [
+    {"operation": "TransactWriteItems", "action": "delay_response", "seconds": 6.0, "probability": 0.03, "times": 3},
+    {"operation": "TransactWriteItems", "action": "drop_after_commit", "probability": 0.03, "times": 3},
+    {"operation": "TransactWriteItems", "action": "error_after_commit", "probability": 0.02, "times": 2},
+    {"operation": "PutItem", "action": "drop_after_commit", "probability": 0.01, "times": 8},
+    {"operation": "PutItem", "action": "error_after_commit", "probability": 0.01, "times": 4},
+    {"operation": "PutItem", "action": "delay_response", "seconds": 6.0, "probability": 0.004, "times": 2},
+    {"operation": "DeleteItem", "action": "drop_after_commit", "probability": 0.1, "times": 2},
+    {"operation": "GetItem", "action": "throttle", "probability": 0.01, "times": 12},
+    {"operation": "*", "action": "throttling", "probability": 0.004, "times": 6},
+    {"operation": "GetItem", "action": "latency", "seconds": 0.25, "probability": 0.02, "times": 20},
+]
+def storm_faults(seed: int) -> list[dict]:
+    """`STORM_FAULTS` plus one certain fault per main kind, placed by the seed."""
+    rng = random.Random(seed)
+    certain = [
+        {"operation": "TransactWriteItems", "action": "delay_response", "seconds": 6.0, "after": rng.randrange(3, 30)},
+        {"operation": "TransactWriteItems", "action": "drop_after_commit", "after": rng.randrange(3, 30)},
+        {"operation": "PutItem", "action": "drop_after_commit", "after": rng.randrange(20, 300)},
+        {"operation": "PutItem", "action": "error_after_commit", "after": rng.randrange(20, 300)},
+        {"operation": "GetItem", "action": "throttle", "after": rng.randrange(50, 1000)},
+    ]
+    return [{**r, "times": 1} for r in certain] + STORM_FAULTS
+
+
+# Log lines of the functions counted per run (what the concurrency and the faults made
+# them do), by message.
+LOG_EVENTS = {
+    "own_write_recognized": ("own write found committed after its answer was lost",
+                             "own alarm write found committed after its answer was lost",
+                             "the write that refused ours is our own (answer lost)"),
+    "lease_waits_started": ("another invocation is working on the incident; waiting for it",),
+    "decided_again_after_conflict": ("state changed meanwhile; deciding again",),
+    "own_lease_taken_over": ("the lease is this request's own (an earlier attempt); taking it over",),
+    "steps_finished_for_another": ("finishing steps left by an earlier invocation",),
+    "thread_waits": ("thread is being started by another invocation, waiting",),
+    "record_after_post_retried": ("could not record the delivery after posting; trying again",
+                                  "could not record the new thread after posting; trying again"),
+    "progress_save_retried": ("could not save the run's progress; trying once more",),
+}
+
+
+def log_counts(out_dir: Path) -> dict[str, int]:
+    counts = dict.fromkeys(LOG_EVENTS, 0)
+    for path in sorted((out_dir / "logs").glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                message = json.loads(line).get("message", "")
+            except ValueError:
+                continue
+            for name, texts in LOG_EVENTS.items():
+                if any(message.startswith(t) for t in texts):
+                    counts[name] += 1
+    return counts
+
+
+# The storm's Slack pace: 50 ms between calls to one channel instead of Slack's 1 s.
+# The concurrent storm is about DynamoDB and concurrency; at 1 s a channel it would
+# last as long as #ops needs at one message a second (about 100 s), and the 1 s pace
+# itself is asserted by the sequential storm (test_storm.py). 50 ms keeps the slot
+# reservations (pace#<channel>, conditional writes under faults) in play.
+STORM_SLACK_INTERVAL_MS = "50"
+
+
+class StormStory(Story):
+    """The story's setup with notify-fanout's channel pace set for the storm."""
+
+    def extend_setup(self, common: dict[str, str], env: dict[str, dict[str, str]],
+                     timeouts: dict[str, float]) -> None:
+        env["notify-fanout"]["SLACK_CHANNEL_INTERVAL_MS"] = STORM_SLACK_INTERVAL_MS
+
+
+@dataclass
+class ConcurrentResult:
+    plan: Plan
+    story: Story
+    seed: int
+    concurrency: int
+    idempotency: bool
+    alarm_events: list[Any] = field(default_factory=list)
+    notify_events: list[Any] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)
+    commits: list[dict] = field(default_factory=list)
+    front: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    drained: bool = False
+
+    def applied(self) -> list[Delivery]:
+        return applied_in_commit_order(self.commits, self.plan)
+
+    def expected(self) -> dict[str, dict[str, Any]]:
+        """The rule model replayed in the order the transitions were committed."""
+        return expected_outcome(self.applied())
+
+    def expected_in_delivery_order(self) -> dict[str, dict[str, Any]]:
+        return expected_outcome(self.plan.deliveries)
+
+    def incidents_by_key(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for item in self.story.emulator.ops_items.values():
+            key = json.loads(item["OperationalData"]["/aws/dedup"]["Value"])["dedupString"]
+            out.setdefault(key, []).append(item)
+        return out
+
+    def last_transition_lost(self) -> list[str]:
+        """Alarms whose latest delivered transition is not the last one applied."""
+        latest: dict[str, float] = {}
+        for d in self.plan.deliveries:
+            arn = alarm_arn(d.transition.kind, d.transition.vpn)
+            latest[arn] = max(latest.get(arn, 0.0), d.transition.at)
+        applied: dict[str, float] = {}
+        for d in self.applied():
+            arn = alarm_arn(d.transition.kind, d.transition.vpn)
+            applied[arn] = d.transition.at
+        return sorted(a for a, at in latest.items() if applied.get(a) != at)
+
+    def resolved_per_incident(self) -> dict[str, dict[str, int]]:
+        """Per OpsItem: resolved notifications published (distinct notification ids, and
+        SNS messages) and posted to #ops."""
+        out: dict[str, dict[str, int]] = {oid: {"published_ids": 0, "published": 0, "posted": 0}
+                                          for oid in self.story.emulator.ops_items}
+        ids: dict[str, set] = {}
+        for n in self.notifications:
+            if n["event"] == "resolved" and n.get("incident_ref") in out:
+                out[n["incident_ref"]]["published"] += 1
+                ids.setdefault(n["incident_ref"], set()).add(n.get("notification_id"))
+        for oid, s in ids.items():
+            out[oid]["published_ids"] = len(s)
+        for oid, count in resolved_posts(self.story).items():
+            if oid in out:
+                out[oid]["posted"] = count
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        expected = self.expected()
+        by_key = self.incidents_by_key()
+        alarm_attempts = Counter(len(e.attempts) for e in self.alarm_events)
+        notify_attempts = Counter(len(e.attempts) for e in self.notify_events)
+        tops = top_level_counts(self.story)
+        return {
+            "seed": self.seed, "concurrency": self.concurrency, "idempotency": self.idempotency,
+            "events_in": len(self.plan.deliveries),
+            "distinct_transitions": len(self.plan.transitions),
+            "vpn_connections": len({t.vpn for t in self.plan.transitions}),
+            "transitions_applied": len(self.applied()),
+            "incidents_expected": sum(v["opened"] for v in expected.values()),
+            "incidents_expected_in_delivery_order": sum(
+                v["opened"] for v in self.expected_in_delivery_order().values()),
+            "incidents_opened": sum(len(v) for v in by_key.values()),
+            "open_at_end_expected": sum(v["open"] for v in expected.values()),
+            "open_at_end": sum(i["Status"] != "Resolved" for v in by_key.values() for i in v),
+            "alarm_invocations": sum(alarm_attempts[k] * k for k in alarm_attempts),
+            "alarm_events_retried": sum(v for k, v in alarm_attempts.items() if k > 1),
+            "notifications": len(self.notifications),
+            "notify_invocations": sum(notify_attempts[k] * k for k in notify_attempts),
+            "notify_events_retried": sum(v for k, v in notify_attempts.items() if k > 1),
+            "dead_lettered": len(self.dead_letters),
+            "slack_top_level": sum(tops.values()),
+            "slack_messages": len(self.story.slack.messages),
+            "dynamodb_requests": self.front.get("requests", {}),
+            "faults_injected": self.front.get("faults_by_kind", {}),
+            "token_replays": self.front.get("token_replays", {}),
+            "function_logs": self.logs,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def incident_of(message: dict) -> str | None:
+    """The OpsItem a top-level #ops message is about."""
+    import re
+    found = set(re.findall(r"OpsCenter (oi-[0-9a-f]{12})", json.dumps(message["blocks"])))
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def top_level_counts(s: Story) -> Counter:
+    return Counter(incident_of(m) for m in s.slack.top_level("ops"))
+
+
+def resolved_posts(s: Story) -> Counter:
+    """Per OpsItem: #ops messages posted (not edited) as a RESOLVED notification."""
+    thread_of = {m["ts"]: incident_of(m) for m in s.slack.top_level("ops")}
+    out: Counter = Counter()
+    for m in s.slack.messages:
+        if "ops" not in (m["channel"], m["channel_name"]):
+            continue
+        posted = m["edits"][0]["text"] if m["edits"] else m["text"]
+        if "RESOLVED" in posted.split("·")[0]:
+            out[thread_of.get(m["thread_ts"] or m["ts"])] += 1
+    return out
+
+
+def _notification_facts(body: dict) -> dict:
+    attrs = body.get("MessageAttributes", {})
+    facts = {"event": attrs.get("event_type", {}).get("Value"), "message_id": body["MessageId"]}
+    try:
+        n = json.loads(json.loads(body["Message"])["metadata"]["additionalContext"]["pipeline"])
+        facts.update(incident_ref=n.get("incident_ref"), notification_id=n.get("notification_id"))
+    except (ValueError, KeyError, TypeError):
+        pass
+    return facts
+
+
+def run_concurrent_storm(out_dir: Path, n_events: int = 1000, n_vpns: int = 20, seed: int = 10,
+                         concurrency: int = 4, faults: list[dict] | None = None, idempotency: bool = True,
+                         backoff_factor: float = 0.05, limit_s: float = 900.0) -> ConcurrentResult:
+    """The storm as Lambda delivers it (see the module doc). Bounded by `limit_s`."""
+    plan = plan_storm(n_events, n_vpns, seed)
+    procs = story.Processes()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    moto = story.Moto(procs, out_dir / "moto_server.log")
+    try:
+        moto.start()
+        s = StormStory("OpsCenter", moto, procs, out_dir, pace=0)
+        s.instances = {"alarm-to-incident": concurrency, "notify-fanout": concurrency}
+        result = ConcurrentResult(plan, s, seed, concurrency, idempotency)
+        try:
+            s.setup()
+            a2i = s.functions["alarm-to-incident"].start_async(backoff_factor, s.send_to_failed_events)
+            nf = s.functions["notify-fanout"].start_async(backoff_factor, s.send_to_failed_events)
+            s.dynamo.configure({"rules": storm_faults(seed) if faults is None else faults, "seed": seed,
+                                "idempotency": idempotency})
+            sqs = s.moto.client("sqs")
+            started = time.monotonic()
+            result.alarm_events = [a2i.submit(wire_event(d)) for d in plan.deliveries]
+
+            def pump() -> int:
+                moved = 0
+                for _ in range(100):  # bounded: 10 messages per receive
+                    got = sqs.receive_message(QueueUrl=s.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                              MessageAttributeNames=["All"])
+                    if not got.get("Messages"):
+                        break
+                    for m in got["Messages"]:
+                        body = json.loads(m["Body"])
+                        result.notifications.append(_notification_facts(body))
+                        result.notify_events.append(nf.submit(story.sns_lambda_event(body, s.subscription)))
+                        sqs.delete_message(QueueUrl=s.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                        moved += 1
+                return moved
+
+            deadline = started + limit_s
+            while time.monotonic() < deadline:
+                moved = pump()
+                if not moved and not a2i.counts()["open"] and not nf.counts()["open"] and not pump():
+                    result.drained = True
+                    break
+                time.sleep(0.2)
+            result.seconds = time.monotonic() - started
+            result.dead_letters = s.failed_events()
+            result.commits = s.dynamo.commit_log()
+            result.front = s.dynamo.stats()
+        finally:
+            try:
+                for f in s.functions.values():
+                    f.stop()  # their logs are complete once they stopped
+                result.logs = log_counts(out_dir)
+                (out_dir / "storm-figures.json").write_text(json.dumps(result.figures(), indent=2, default=str))
+                (out_dir / "dead-letters.json").write_text(json.dumps(result.dead_letters, indent=2, default=str))
+                (out_dir / "dynamodb-commits.json").write_text(json.dumps(result.commits, default=str))
+                s.save()
+            except Exception as e:  # the figures are a convenience; keep the run's own error
+                print(f"storm: could not save the figures: {e}", file=sys.stderr)
+            finally:
+                s.close()
+        return result
+    finally:
+        procs.stop_all()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1000)
@@ -305,7 +622,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shuffled", action="store_true",
                     help="deliver each batch of notifications in a random order (as SNS may)")
     ap.add_argument("--out", type=Path, default=story.ROOT / ".demo" / "storm")
+    ap.add_argument("--concurrency", type=int, default=0,
+                    help="run as Lambda would: N instances per function, asynchronous invocation, DynamoDB faults")
+    ap.add_argument("--no-idempotency", action="store_true",
+                    help="with --concurrency: the DynamoDB front ignores ClientRequestToken (moto's behaviour)")
+    ap.add_argument("--backoff", type=float, default=0.05,
+                    help="with --concurrency: factor on Lambda's 60 s / 120 s between attempts")
     args = ap.parse_args(argv)
+    if args.concurrency:
+        c = run_concurrent_storm(args.out, args.events, args.vpns, args.seed, args.concurrency,
+                                 idempotency=not args.no_idempotency, backoff_factor=args.backoff)
+        print(json.dumps(c.figures(), indent=2, default=str))
+        return 0
     r = run_storm(args.out, args.events, args.vpns, args.seed, args.drain_every, shuffled=args.shuffled)
     print(json.dumps(r.figures(), indent=2, default=str))
     return 0

@@ -47,8 +47,9 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import arch  # noqa: E402
+from dynamo_front import DynamoFront  # noqa: E402
 from emulator import Emulator, endpoint_env  # noqa: E402
-from runtime_api import RuntimeApi  # noqa: E402
+from runtime_api import AsyncInvoker, RuntimeApi  # noqa: E402
 from slack_sink import SlackSink, readable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,19 +179,30 @@ class Invocation:
 
 
 class Function:
-    """One function: its Runtime API and its unmodified binary."""
+    """One function: its Runtime API and its unmodified binary, run as `instances`
+    processes (execution environments) that each take the next queued invocation."""
 
     def __init__(self, name: str, binary: Path, env: dict[str, str], procs: Processes, log_path: Path,
-                 timeout_s: float):
+                 timeout_s: float, instances: int = 1):
         self.name, self.binary, self.procs, self.log_path = name, binary, procs, log_path
+        self.instances = instances
         self.api = RuntimeApi(name, REGION, ACCOUNT, timeout_s=timeout_s).start()
         self.env = {**env, **self.api.env()}
-        self.proc: subprocess.Popen | None = None
+        self.procs_of: list[subprocess.Popen] = []
         self.invocations: list[Invocation] = []
         self.cold_start_ms: float | None = None
+        self.async_invoker: AsyncInvoker | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.procs_of[0] if self.procs_of else None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return any(p.poll() is None for p in self.procs_of)
+
+    def instance_log(self, i: int) -> Path:
+        """Instance 1 logs to `<name>.log`, the others to `<name>.<n>.log` (a log stream each, as in Lambda)."""
+        return self.log_path if i == 0 else self.log_path.with_name(f"{self.name}.{i + 1}.log")
 
     def start(self, timeout: float = 20.0) -> None:
         started = time.monotonic()
@@ -198,16 +210,24 @@ class Function:
             argv = arch.command(self.binary)
         except arch.ArchError as e:
             raise StoryError(str(e)) from None
-        self.proc = self.procs.start(self.name, argv, self.env, self.log_path)
-        if not self.api.wait_ready(timeout * arch.time_scale(), alive=self.alive):
+        for i in range(self.instances):
+            self.procs_of.append(self.procs.start(self.name, argv, self.env, self.instance_log(i)))
+        if not self.api.wait_ready(timeout * arch.time_scale(), alive=self.alive, instances=self.instances):
             if self.api.init_error:
                 raise StoryError(f"{self.name} failed its init: {short(self.api.init_error, 400)}; see {self.log_path}")
-            code = self.proc.poll()
+            code = self.proc.poll() if self.proc else None
             if code == 0:
                 raise PlaceholderBinary(f"{self.name} exited 0 without asking the Runtime API for an event "
                                         f"({self.binary} is not a Lambda function yet)")
             raise StoryError(f"{self.name} did not reach the Runtime API (exit code {code}); see {self.log_path}")
         self.cold_start_ms = (time.monotonic() - started) * 1000
+
+    def start_async(self, backoff_factor: float, on_failure) -> AsyncInvoker:
+        """Lambda's asynchronous invocation (queue, retries, on-failure destination) over
+        this function's instances, one event at a time per instance."""
+        self.async_invoker = AsyncInvoker(self.api, concurrency=self.instances, backoff_factor=backoff_factor,
+                                          on_failure=on_failure, alive=self.alive).start()
+        return self.async_invoker
 
     def invoke(self, payload: Any, retries: int = 0, timeout_s: float | None = None) -> Invocation:
         """Invokes like Lambda: synchronous when `retries` is 0, else async with retries."""
@@ -226,8 +246,10 @@ class Function:
         return inv
 
     def stop(self) -> None:
-        if self.proc:
-            self.procs.stop(self.proc)
+        if self.async_invoker:
+            self.async_invoker.stop()
+        for p in self.procs_of:
+            self.procs.stop(p)
         self.api.stop()
 
 
@@ -591,7 +613,11 @@ class Story:
         self.lines: list[str] = []
         self.emulator = Emulator().start()
         self.slack = SlackSink().start()
+        # Every function reaches DynamoDB through the front (isolation and tokens as in
+        # DynamoDB; faults when a test sets them), never moto directly.
+        self.dynamo = DynamoFront(moto.url).start()
         self.functions: dict[str, Function] = {}
+        self.instances: dict[str, int] = {}  # function -> processes (default 1)
         self.deliveries: list[Delivery] = []
         self.runbook_runs: list[dict] = []
         self.alarm_times: dict[str, float] = {}
@@ -603,7 +629,7 @@ class Story:
 
     def setup(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        ddb, sns, sqs, sm = (self.moto.client(s) for s in ("dynamodb", "sns", "sqs", "secretsmanager"))
+        ddb, sns, sqs, sm = self.dynamodb(), *(self.moto.client(s) for s in ("sns", "sqs", "secretsmanager"))
         self.table = self.names["state"]
         ddb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -617,6 +643,9 @@ class Story:
         # notify-fanout's SNS subscription, carried through SQS so the story delivers each
         # notification to the function itself, in order, with Lambda's retry policy.
         self.subscription = sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
+        # The stack's failed-events queue: the on-failure destination of asynchronous invocations.
+        self.failed_events_url = sqs.create_queue(QueueName=f"{STACK}-{self.backend.lower()}-failed-events")[
+            "QueueUrl"]
         self.oncall_webhook = self.slack.webhook_url("oncall")
         secret = {"destinations": {
             "ops": {"type": "bot", "token": self.slack.token, "channel": "C0LOCALOPS",
@@ -654,7 +683,7 @@ class Story:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
             "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL": self.moto.url, **endpoint_env(self.emulator.url),
+            "AWS_ENDPOINT_URL": self.moto.url, **endpoint_env(self.emulator.url), **self.dynamo.endpoint_env(),
             "AWS_LAMBDA_LOG_LEVEL": os.environ.get("STORY_LOG_LEVEL", "INFO"), "RUST_BACKTRACE": "1",
         }
         env = {
@@ -677,7 +706,8 @@ class Story:
             if not binary.exists():
                 raise StoryError(f"{binary} is missing: {arch.build_hint()}")
             self.functions[name] = Function(name, binary, {**common, **env[name]}, self.procs,
-                                            self.out_dir / "logs" / f"{name}.log", timeouts[name])
+                                            self.out_dir / "logs" / f"{name}.log", timeouts[name],
+                                            instances=self.instances.get(name, 1))
         for f in self.functions.values():
             f.start()
 
@@ -697,6 +727,30 @@ class Story:
                 pass
         self.slack.stop()
         self.emulator.stop()
+        self.dynamo.stop()
+
+    def dynamodb(self):
+        """A boto3 DynamoDB client through the front, as the functions reach it."""
+        import boto3
+        import botocore.config
+        return boto3.client("dynamodb", endpoint_url=self.dynamo.url, region_name=REGION,
+                            aws_access_key_id="local", aws_secret_access_key="local",
+                            config=botocore.config.Config(retries={"total_max_attempts": 2}))
+
+    def send_to_failed_events(self, record: dict) -> None:
+        """The on-failure destination: the record goes to the failed-events queue."""
+        self.moto.client("sqs").send_message(QueueUrl=self.failed_events_url, MessageBody=json.dumps(record))
+
+    def failed_events(self) -> list[dict]:
+        """The on-failure records in the failed-events queue (read, left in place)."""
+        sqs, out = self.moto.client("sqs"), []
+        for _ in range(100):  # bounded: 10 per receive
+            got = sqs.receive_message(QueueUrl=self.failed_events_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                      VisibilityTimeout=30)
+            if not got.get("Messages"):
+                break
+            out.extend(json.loads(m["Body"]) for m in got["Messages"])
+        return out
 
     # ------------------------------------------------------------ transcript helpers
 
@@ -942,7 +996,7 @@ class Story:
             {n: [i.__dict__ for i in f.invocations] for n, f in self.functions.items()}, indent=2, default=str))
         (d / "summary.json").write_text(json.dumps(self.figures(), indent=2, default=str))
         try:
-            items = self.moto.client("dynamodb").scan(TableName=self.table, Limit=1000)["Items"]
+            items = self.dynamodb().scan(TableName=self.table, Limit=1000)["Items"]
             (d / "state-table.json").write_text(json.dumps(items, indent=2))
         except Exception as e:  # the records are a convenience; a failed scan must not hide the story's result
             (d / "state-table.json").write_text(json.dumps({"error": str(e)}))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from runtime_api import RuntimeApi
+from runtime_api import ASYNC_RETRY_DELAYS_S, AsyncInvoker, RuntimeApi
 
 CLIENT = textwrap.dedent("""
     import json, os, sys, time, urllib.request
@@ -20,6 +20,7 @@ CLIENT = textwrap.dedent("""
         urllib.request.urlopen(urllib.request.Request(api + "/init/error", method="POST",
             data=json.dumps({"errorType": "BadConfig", "errorMessage": "STATE_TABLE_NAME is not set"}).encode()))
         sys.exit(1)
+    seen = {}
     for _ in range(20):
         with urllib.request.urlopen(api + "/invocation/next", timeout=60) as r:
             rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
@@ -30,11 +31,13 @@ CLIENT = textwrap.dedent("""
             sys.exit(3)
         if event.get("sleep"):
             time.sleep(event["sleep"])
-        if event.get("fail"):
+        seen[rid] = seen.get(rid, 0) + 1
+        if event.get("fail") or seen[rid] <= event.get("fail_first", 0):
             body, kind = {"errorType": "Retryable.Throttled", "errorMessage": "SSM throttled"}, "error"
         else:
             body, kind = {"echo": event, "arn": arn, "ms_left": deadline - int(time.time() * 1000),
-                          "fn": os.environ["AWS_LAMBDA_FUNCTION_NAME"]}, "response"
+                          "fn": os.environ["AWS_LAMBDA_FUNCTION_NAME"], "pid": os.getpid(),
+                          "attempt": seen[rid]}, "response"
         urllib.request.urlopen(urllib.request.Request(f"{api}/invocation/{rid}/{kind}", method="POST",
                                                       data=json.dumps(body).encode()))
 """)
@@ -137,3 +140,92 @@ def test_chunked_response_with_trailers_is_read():
         assert res["r"] == (True, {"delivered": 2})
     finally:
         api.stop()
+
+
+# ------------------------------------------------------------------ asynchronous invocation
+
+def test_async_event_failing_every_attempt_goes_to_the_destination_with_one_request_id(runtime):
+    api, launch = runtime
+    proc = launch()
+    records = []
+    inv = AsyncInvoker(api, concurrency=1, backoff_factor=0.001, on_failure=records.append,
+                       alive=lambda: proc.poll() is None).start()
+    try:
+        ev = inv.submit({"fail": True, "alarm": "vpn-tunnel-down"})
+        assert inv.drain(30)
+    finally:
+        inv.stop()
+    assert ev.outcome == "failed" and len(ev.attempts) == 3
+    # Lambda keeps the request id across its retries.
+    assert [i.request_id for i in api.history] == [ev.request_id] * 3
+    [record] = records
+    assert record == ev.destination_record
+    assert record["requestContext"] == {
+        "requestId": ev.request_id, "condition": "RetriesExhausted", "approximateInvokeCount": 3,
+        "functionArn": "arn:aws:lambda:eu-west-1:123456789012:function:alarm-to-incident:$LATEST"}
+    assert record["requestPayload"] == {"fail": True, "alarm": "vpn-tunnel-down"}
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                         "functionError": "Unhandled"}
+    assert record["responsePayload"] == {"errorType": "Retryable.Throttled", "errorMessage": "SSM throttled"}
+    assert record["version"] == "1.0" and record["timestamp"].endswith("Z")
+    assert inv.counts() == {"submitted": 1, "succeeded": 0, "failed": 1, "attempts": 3, "retried": 1, "open": 0}
+
+
+def test_async_retry_waits_the_scaled_lambda_delay_and_then_succeeds(runtime):
+    api, launch = runtime
+    proc = launch()
+    records = []
+    factor = 0.005  # Lambda's 60 s and 120 s become 0.3 s and 0.6 s
+    inv = AsyncInvoker(api, concurrency=1, backoff_factor=factor, on_failure=records.append,
+                       alive=lambda: proc.poll() is None).start()
+    try:
+        ev = inv.submit({"fail_first": 2})
+        assert inv.drain(30)
+    finally:
+        inv.stop()
+    assert ev.ok and records == [] and ev.result["attempt"] == 3
+    gaps = [b["started_at"] - a["ended_at"] for a, b in zip(ev.attempts, ev.attempts[1:])]
+    # A lower bound only: the retry is never early (later is the machine's business).
+    assert all(g >= d * factor - 0.01 for g, d in zip(gaps, ASYNC_RETRY_DELAYS_S)), gaps
+
+
+def test_async_events_run_on_several_instances_at_once(runtime):
+    api, launch = runtime
+    procs = [launch() for _ in range(3)]
+    alive = lambda: any(p.poll() is None for p in procs)  # noqa: E731
+    assert api.wait_ready(20, alive=alive, instances=3)
+    inv = AsyncInvoker(api, concurrency=3, backoff_factor=0.0, alive=alive).start()
+    try:
+        events = [inv.submit({"sleep": 2, "n": i}) for i in range(3)]
+        assert inv.drain(60)
+    finally:
+        inv.stop()
+    assert all(e.ok for e in events)
+    assert len({e.result["pid"] for e in events}) == 3  # three processes, one event each
+    # They overlapped: each started before any of them ended.
+    starts = [e.attempts[0]["started_at"] for e in events]
+    ends = [e.attempts[0]["ended_at"] for e in events]
+    assert max(starts) < min(ends)
+
+
+def test_async_invoker_refuses_bad_settings_and_reports_destination_errors(runtime):
+    api, launch = runtime
+    with pytest.raises(ValueError):
+        AsyncInvoker(api, concurrency=0)
+    with pytest.raises(ValueError):
+        AsyncInvoker(api, backoff_factor=-1)
+    proc = launch()
+
+    def broken(record):
+        raise OSError("failed-events queue unreachable")
+
+    inv = AsyncInvoker(api, backoff_factor=0.0, on_failure=broken, alive=lambda: proc.poll() is None).start()
+    try:
+        ev = inv.submit({"fail": True})
+        assert inv.drain(30)
+    finally:
+        inv.stop()
+    assert ev.outcome == "failed" and ev.destination_record is not None
+    assert inv.destination_errors == ["OSError: failed-events queue unreachable"]
+    with pytest.raises(RuntimeError):
+        inv.submit({})

@@ -15,6 +15,17 @@
 //! transaction, uses [`resume_pending`] and [`run_pending`] directly. A function
 //! that only records facts on the incident (vpn-troubleshoot's diagnosis) uses
 //! [`update_record`], which never runs effects and leaves pending ones to their owner.
+//!
+//! Every write names its [`Owner`] (the invocation), so a write whose answer was lost
+//! is recognized as its own when read back ([`crate::state`]) and the run goes on. The
+//! lease on pending effects names its holder and ends at the holder's deadline at the
+//! latest; the holder releases it on every way out (done, or a step failed); a retry
+//! of the same request takes its own lease over at once; anyone else waits, reading
+//! again every `busy_wait`, while the lease is held and its own deadline allows
+//! ([`Patience`]). A change decided once under an owner token is not decided again
+//! when the same request comes back (a redelivered job): [`ChangeOutcome::Repeated`].
+//! Each notification gets an id when its change is decided, the same however often
+//! it is published, so notify-fanout delivers it once.
 
 use std::time::Duration;
 
@@ -24,10 +35,11 @@ use tracing::{error, info, warn};
 
 use crate::error::{AwsError, AwsFailure, Retryable};
 use crate::escalation::{schedule_name, EscalationTimer, Pager};
+use crate::hash::token_uuid;
 use crate::incident::{BackendError, IncidentBackend, IncidentRef};
 use crate::lifecycle::{Effect, EscalationState, IncidentRecord};
 use crate::notification::{EventType, Notification};
-use crate::state::{IncidentItem, StateError, StateStore};
+use crate::state::{IncidentItem, Owner, StateError, StateStore};
 
 /// The time, injectable for tests of leases and escalation.
 pub trait Clock: Send + Sync {
@@ -79,13 +91,21 @@ impl Publisher for SnsPublisher {
 pub struct RunnerSettings {
     /// Passed to runbooks as `AutomationAssumeRole`.
     pub automation_role_arn: Option<String>,
-    /// How long an invocation owns an incident's pending effects; at least the
-    /// function timeout, so two invocations never run them at once.
+    /// The longest an invocation owns an incident's pending effects: at least the
+    /// function timeout, so two invocations never run them at once. A lease also ends
+    /// at its holder's deadline ([`Owner::lease_until`]).
     pub lease: chrono::Duration,
     /// Pause before reading again when another invocation holds the lease.
     pub busy_wait: Duration,
-    /// Reads and decisions per change before giving up with a retryable error.
+    /// Decisions per change (a conflict decides again) before giving up with a
+    /// retryable error.
     pub attempts: u32,
+    /// Reads while another invocation holds the lease before giving up with a
+    /// retryable error (the owner's deadline may end the wait sooner).
+    pub lease_waits: u32,
+    /// Time kept before the owner's deadline for the work after a wait: a waiter gives
+    /// up when less than this is left.
+    pub reserve: chrono::Duration,
 }
 
 impl RunnerSettings {
@@ -93,9 +113,74 @@ impl RunnerSettings {
         RunnerSettings {
             automation_role_arn,
             lease: chrono::Duration::seconds(90),
-            busy_wait: Duration::from_millis(500),
+            busy_wait: Duration::from_millis(250),
             attempts: 8,
+            // 60 s of 250 ms reads: as long as the longest holder can hold (its timeout).
+            lease_waits: 240,
+            reserve: chrono::Duration::seconds(10),
         }
+    }
+}
+
+/// How long a change keeps trying while others work on the same incident: a conflict
+/// (someone wrote first) decides again, at most `attempts` times; a lease held by
+/// another invocation is waited for, one read every `busy_wait`, until it is released
+/// or expires, at most `lease_waits` reads and never into the last `reserve` before
+/// the owner's deadline. Out of patience: [`EffectError::Busy`] (retryable).
+#[derive(Debug)]
+pub struct Patience<'a> {
+    settings: &'a RunnerSettings,
+    owner: &'a Owner,
+    key: &'a str,
+    conflicts: u32,
+    waits: u32,
+}
+
+impl<'a> Patience<'a> {
+    pub fn new(settings: &'a RunnerSettings, owner: &'a Owner, key: &'a str) -> Patience<'a> {
+        Patience {
+            settings,
+            owner,
+            key,
+            conflicts: 0,
+            waits: 0,
+        }
+    }
+
+    fn busy(&self) -> EffectError {
+        EffectError::Busy {
+            key: self.key.to_string(),
+        }
+    }
+
+    /// Someone wrote first: `Ok` to read and decide again.
+    pub fn conflict(&mut self) -> Result<(), EffectError> {
+        self.conflicts += 1;
+        if self.conflicts >= self.settings.attempts.max(1) {
+            return Err(self.busy());
+        }
+        Ok(())
+    }
+
+    /// Another invocation holds the lease: waits `busy_wait`, then `Ok` to read again.
+    pub async fn wait_for_lease(&mut self, clock: &dyn Clock) -> Result<(), EffectError> {
+        if self.waits >= self.settings.lease_waits
+            || self
+                .owner
+                .nearly_out_of_time(clock.now(), self.settings.reserve)
+        {
+            warn!(
+                waits = self.waits,
+                "another invocation still holds the incident's lease; giving up for a retry"
+            );
+            return Err(self.busy());
+        }
+        if self.waits == 0 {
+            info!("another invocation is working on the incident; waiting for it");
+        }
+        self.waits += 1;
+        tokio::time::sleep(self.settings.busy_wait).await;
+        Ok(())
     }
 }
 
@@ -318,13 +403,14 @@ pub async fn execute(
     Ok(())
 }
 
-/// Runs the pending effects of `item` (whose lease this invocation holds) in order,
-/// saving after each. A step that may succeed later stops the run and keeps it (and
-/// the rest) pending, with the lease released for the retry; a step that can never
-/// succeed is dropped so the incident is not blocked, and its error is returned
-/// once the other steps ran.
+/// Runs the pending effects of `item` (whose lease `owner` holds) in order, saving
+/// after each. A step that may succeed later stops the run and keeps it (and the rest)
+/// pending, with the lease released for the retry; a step that can never succeed is
+/// dropped so the incident is not blocked, and its error is returned once the other
+/// steps ran. The last save releases the lease.
 pub async fn run_pending(
     deps: &EffectDeps<'_>,
+    owner: &Owner,
     mut item: IncidentItem,
 ) -> Result<IncidentItem, EffectError> {
     let mut lasting_error: Option<EffectError> = None;
@@ -337,12 +423,9 @@ pub async fn run_pending(
             }
             Err(e) if e.worth_keeping() => {
                 warn!(step = effect.as_str(), error = %e, "step failed; left pending for a retry");
-                let released = IncidentItem {
-                    lease_until: None,
-                    ..item.next()
-                };
+                let released = item.next(owner).released();
                 if let Err(se) = deps.store.save_incident(&released).await {
-                    warn!(error = %se, "could not release the lease; it expires by itself");
+                    warn!(error = %se, "could not release the lease; it ends at this invocation's deadline");
                 }
                 return Err(e);
             }
@@ -357,15 +440,11 @@ pub async fn run_pending(
                 lasting_error.get_or_insert(e);
             }
         }
-        item = IncidentItem {
-            lease_until: if item.pending.is_empty() {
-                None
-            } else {
-                item.lease_until
-            },
-            ..item.next()
-        };
-        deps.store.save_incident(&item).await?;
+        item = item.next(owner);
+        if item.pending.is_empty() {
+            item = item.released();
+        }
+        save_progress(deps, &item).await?;
     }
     match lasting_error {
         Some(e) => Err(e),
@@ -373,10 +452,28 @@ pub async fn run_pending(
     }
 }
 
+/// Saves the run's progress (the step just done, or the release). The store
+/// recognizes its own write after a lost answer; a failure that is not a conflict is
+/// tried once more (the step ran: its removal should stick, else the next holder runs
+/// it again). A conflict means the lease was lost (past the deadline): stop.
+async fn save_progress(deps: &EffectDeps<'_>, item: &IncidentItem) -> Result<(), EffectError> {
+    match deps.store.save_incident(item).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_conflict(&e) => Err(e.into()),
+        Err(e) => {
+            warn!(error = %e, version = item.version, "could not save the run's progress; trying once more");
+            deps.store.save_incident(item).await.map_err(|again| {
+                warn!(error = %again, "progress not saved; the lease ends at this invocation's deadline");
+                again.into()
+            })
+        }
+    }
+}
+
 /// What [`resume_pending`] did with an item that had pending effects.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
-    /// Another invocation holds the lease; waited `busy_wait`: read again.
+    /// Another invocation holds the lease: wait ([`Patience::wait_for_lease`]) and read again.
     Busy,
     /// Someone else claimed the item first: read again.
     Conflict,
@@ -385,25 +482,24 @@ pub enum Resume {
 }
 
 /// Finishes the effects left pending on `item` by a failed or concurrent invocation:
-/// waits when another invocation's lease is still running, else claims the lease
-/// (a conditional write) and runs them. The caller then reads the item again.
+/// [`Resume::Busy`] while another invocation's lease is held, else claims the lease (a
+/// conditional write) and runs them. A lease held under `owner`'s own token is an
+/// earlier attempt of this same request (Lambda's retry): taken over at once. The
+/// caller then reads the item again.
 pub async fn resume_pending(
     deps: &EffectDeps<'_>,
+    owner: &Owner,
     item: &IncidentItem,
 ) -> Result<Resume, EffectError> {
     let now = deps.clock.now();
-    if item.lease_until.is_some_and(|l| l > now) {
-        info!(
-            pending = item.pending.len(),
-            "another invocation is working on the incident; waiting"
-        );
-        tokio::time::sleep(deps.settings.busy_wait).await;
-        return Ok(Resume::Busy);
+    match item.lease_holder_at(now) {
+        Some(holder) if holder != owner.token() => return Ok(Resume::Busy),
+        Some(_) => info!("the lease is this request's own (an earlier attempt); taking it over"),
+        None => {}
     }
-    let claimed = IncidentItem {
-        lease_until: Some(now + deps.settings.lease),
-        ..item.next()
-    };
+    let claimed = item
+        .next(owner)
+        .leased_to(owner, owner.lease_until(now, deps.settings.lease));
     match deps.store.save_incident(&claimed).await {
         Ok(()) => {
             info!(
@@ -411,12 +507,46 @@ pub async fn resume_pending(
                 "finishing steps left by an earlier invocation"
             );
             Ok(Resume::Finished(Box::new(
-                run_pending(deps, claimed).await?,
+                run_pending(deps, owner, claimed).await?,
             )))
         }
         Err(e) if is_conflict(&e) => Ok(Resume::Conflict),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The item of a change decided by `owner` on `previous` (none: the key's first),
+/// leased to `owner` for its effects. Each notification to publish gets its id here
+/// (incident key, version, position): published again after a lost answer, it is
+/// still the same notification, and notify-fanout delivers it once.
+pub fn decided_item(
+    settings: &RunnerSettings,
+    owner: &Owner,
+    now: DateTime<Utc>,
+    previous: Option<&IncidentItem>,
+    record: IncidentRecord,
+    mut effects: Vec<Effect>,
+) -> IncidentItem {
+    let version = previous.map_or(1, |p| p.version + 1);
+    for (i, effect) in effects.iter_mut().enumerate() {
+        if let Effect::Publish { notification } = effect {
+            if notification.notification_id.is_none() {
+                notification.notification_id = Some(token_uuid(&[
+                    "notification",
+                    &record.key,
+                    &version.to_string(),
+                    &i.to_string(),
+                ]));
+            }
+        }
+    }
+    IncidentItem::decided(
+        previous,
+        record,
+        effects,
+        owner,
+        owner.lease_until(now, settings.lease),
+    )
 }
 
 /// A decided change of one incident: the record after it, the effects it implies (in
@@ -477,6 +607,12 @@ pub enum ChangeOutcome {
         /// Steps left pending by an earlier invocation were finished first.
         resumed: bool,
     },
+    /// The same request's change was decided by an earlier attempt (a redelivery of
+    /// the same job): not decided again; its steps are done (`resumed`: finished now).
+    Repeated {
+        record: Box<IncidentRecord>,
+        resumed: bool,
+    },
     /// The change function refused; nothing was written.
     Refused(Refusal),
 }
@@ -485,9 +621,12 @@ pub enum ChangeOutcome {
 /// effects left pending first, calls `change(current record, now)`, writes the new
 /// record with the effects conditionally (a conflict reads and decides again), then
 /// runs the effects. `change` may be called more than once (on conflicts), so it
-/// must be pure. A record that does not exist yet is created (version 1).
+/// must be pure. A record that does not exist yet is created (version 1). A change
+/// `owner` decided before (the same request again) is not decided twice:
+/// [`ChangeOutcome::Repeated`].
 pub async fn apply_change<F>(
     deps: &EffectDeps<'_>,
+    owner: &Owner,
     key: &str,
     mut change: F,
 ) -> Result<ChangeOutcome, EffectError>
@@ -495,13 +634,26 @@ where
     F: FnMut(Option<&IncidentRecord>, DateTime<Utc>) -> Result<Change, Refusal> + Send,
 {
     let mut resumed = false;
-    for attempt in 0..deps.settings.attempts.max(1) {
+    let mut patience = Patience::new(deps.settings, owner, key);
+    loop {
         let item = deps.store.incident(key).await?;
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            if let Resume::Finished(_) = resume_pending(deps, item).await? {
-                resumed = true;
+            match resume_pending(deps, owner, item).await? {
+                Resume::Finished(_) => resumed = true,
+                Resume::Busy => patience.wait_for_lease(deps.clock).await?,
+                Resume::Conflict => patience.conflict()?,
             }
             continue;
+        }
+        if let Some(done) = item.as_ref().filter(|i| i.has_change(owner.token())) {
+            info!(
+                version = done.version,
+                "this request's change was applied by an earlier attempt; not applied again"
+            );
+            return Ok(ChangeOutcome::Repeated {
+                record: Box::new(done.record.clone()),
+                resumed,
+            });
         }
         let now = deps.clock.now();
         let current = item.as_ref().map(|i| &i.record);
@@ -526,22 +678,25 @@ where
                 resumed,
             });
         }
-        let new_item = IncidentItem {
-            version: item.as_ref().map_or(1, |i| i.version + 1),
-            record: c.record,
-            pending: c.effects,
-            lease_until: Some(now + deps.settings.lease),
-        };
+        let new_item = decided_item(
+            deps.settings,
+            owner,
+            now,
+            item.as_ref(),
+            c.record,
+            c.effects,
+        );
         match deps.store.save_incident(&new_item).await {
             Ok(()) => {}
             Err(e) if is_conflict(&e) => {
-                info!(attempt, error = %e, "state changed meanwhile; deciding again");
+                info!(error = %e, "state changed meanwhile; deciding again");
+                patience.conflict()?;
                 continue;
             }
             Err(e) => return Err(e.into()),
         }
         info!(steps = new_item.pending.len(), "incident change decided");
-        let done = run_pending(deps, new_item).await?;
+        let done = run_pending(deps, owner, new_item).await?;
         return Ok(ChangeOutcome::Applied {
             record: Box::new(done.record),
             reply: c.reply,
@@ -549,9 +704,6 @@ where
             resumed,
         });
     }
-    Err(EffectError::Busy {
-        key: key.to_string(),
-    })
 }
 
 /// The result of [`update_record`].
@@ -574,36 +726,37 @@ pub enum RecordUpdate {
 /// invocation that owns them. No effect is ever run, and `change` returns a record,
 /// not a [`Change`], so it cannot ask for one.
 ///
-/// While another invocation holds the lease (`lease_until` after now) nothing is
-/// written: its next conditional save would fail after its step ran, and the step
-/// (a publish: a duplicate Slack post) would run again. The read is then repeated
-/// after `busy_wait`, up to `attempts` reads in all, then [`EffectError::Busy`]
-/// (retryable). A conflict (someone wrote meanwhile) reads again and calls `change`
-/// again, so it must be pure. A record that does not exist yet is created (version 1,
-/// nothing pending).
+/// While another invocation holds the lease over pending steps nothing is written: its
+/// next conditional save would fail after its step ran, and the step (a publish: a
+/// duplicate Slack post) would run again. The read is repeated while the lease is held
+/// ([`Patience`]), then [`EffectError::Busy`] (retryable). A conflict (someone wrote
+/// meanwhile) reads again and calls `change` again, so it must be pure. A record that
+/// does not exist yet is created (version 1, nothing pending).
 pub async fn update_record<F>(
     store: &dyn StateStore,
     clock: &dyn Clock,
     settings: &RunnerSettings,
+    owner: &Owner,
     key: &str,
     mut change: F,
 ) -> Result<RecordUpdate, EffectError>
 where
     F: FnMut(Option<&IncidentRecord>, DateTime<Utc>) -> Result<IncidentRecord, Refusal> + Send,
 {
-    let attempts = settings.attempts.max(1);
-    for attempt in 1..=attempts {
+    let mut patience = Patience::new(settings, owner, key);
+    loop {
         let item = store.incident(key).await?;
         let now = clock.now();
-        if let Some(lease) = item
+        if let Some(holder) = item
             .as_ref()
-            .and_then(|i| i.lease_until)
-            .filter(|l| *l > now)
+            .and_then(|i| i.lease_holder_at(now))
+            .filter(|h| *h != owner.token())
         {
-            info!(attempt, lease_until = %lease, "another invocation holds the incident's lease; waiting before writing");
-            if attempt < attempts {
-                tokio::time::sleep(settings.busy_wait).await;
-            }
+            info!(
+                holder,
+                "another invocation holds the incident's lease; waiting before writing"
+            );
+            patience.wait_for_lease(clock).await?;
             continue;
         }
         let current = item.as_ref().map(|i| &i.record);
@@ -626,19 +779,12 @@ where
                 changed: false,
             });
         }
-        let new_item = match item {
+        let new_item = match &item {
             Some(read) => IncidentItem {
-                version: read.version + 1,
                 record,
-                pending: read.pending,
-                lease_until: read.lease_until,
+                ..read.next(owner)
             },
-            None => IncidentItem {
-                version: 1,
-                record,
-                pending: Vec::new(),
-                lease_until: None,
-            },
+            None => IncidentItem::decided(None, record, Vec::new(), owner, now),
         };
         match store.save_incident(&new_item).await {
             Ok(()) => {
@@ -653,14 +799,12 @@ where
                 });
             }
             Err(e) if is_conflict(&e) => {
-                info!(attempt, error = %e, "state changed meanwhile; reading again");
+                info!(error = %e, "state changed meanwhile; reading again");
+                patience.conflict()?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(EffectError::Busy {
-        key: key.to_string(),
-    })
 }
 
 /// Recording fakes of the runner's dependencies, for tests of this crate and of
@@ -878,6 +1022,11 @@ mod tests {
 
     const KEY: &str = "VPN connection vpn-1 is DOWN";
 
+    /// A request of its own (a token no other request has).
+    fn anyone() -> Owner {
+        Owner::new("", None)
+    }
+
     fn t(minute: i64) -> DateTime<Utc> {
         "2026-11-25T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(minute)
     }
@@ -948,7 +1097,7 @@ mod tests {
         async fn declare(&self) -> IncidentRecord {
             let key = respond::declared_key("VPN down", t(0));
             let p = policy();
-            let out = apply_change(&self.deps(), &key, |r, now| {
+            let out = apply_change(&self.deps(), &anyone(), &key, |r, now| {
                 respond::ensure_no_open(r)?;
                 respond::declare(
                     "VPN down",
@@ -1004,7 +1153,7 @@ mod tests {
         assert_eq!(w.publisher.sent()[0].backend.as_deref(), Some("OpsCenter"));
 
         w.clock.set(t(4));
-        let out = apply_change(&w.deps(), &key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &key, |r, now| {
             respond::acknowledge(respond::existing(r)?, &jane(), None, now)
         })
         .await
@@ -1034,7 +1183,7 @@ mod tests {
 
         // Same person again: refused, nothing written.
         let writes = *w.store.writes.lock().unwrap();
-        let out = apply_change(&w.deps(), &key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &key, |r, now| {
             respond::acknowledge(respond::existing(r)?, &jane(), None, now)
         })
         .await
@@ -1050,7 +1199,7 @@ mod tests {
 
         // The schedule that fires anyway (deleted too late) changes nothing.
         let p = policy();
-        let out = apply_change(&w.deps(), &key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &key, |r, now| {
             respond::escalation_fired(respond::existing(r)?, 1, now, &p)
         })
         .await
@@ -1066,7 +1215,7 @@ mod tests {
         let r = w.declare().await;
         w.clock.set(t(15));
         let p = policy();
-        let out = apply_change(&w.deps(), &r.key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
             respond::escalation_fired(respond::existing(r)?, 1, now, &p)
         })
         .await
@@ -1088,7 +1237,7 @@ mod tests {
     #[tokio::test]
     async fn missing_record_is_refused_and_nothing_is_written() {
         let w = World::new();
-        let out = apply_change(&w.deps(), "nope", |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), "nope", |r, now| {
             respond::add_note(respond::existing(r)?, &jane(), "x", now)
         })
         .await
@@ -1115,7 +1264,7 @@ mod tests {
             message: "Rate exceeded".into(),
         });
         w.clock.set(t(2));
-        let e = apply_change(&w.deps(), &r.key, |r, now| {
+        let e = apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
             respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
         })
         .await
@@ -1130,7 +1279,7 @@ mod tests {
 
         // The next change finishes the note's publish first, then applies itself.
         w.clock.set(t(3));
-        let out = apply_change(&w.deps(), &r.key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
             respond::acknowledge(respond::existing(r)?, &jane(), None, now)
         })
         .await
@@ -1162,11 +1311,15 @@ mod tests {
         let note = |r: Option<&IncidentRecord>, now| {
             respond::add_note(respond::existing(r)?, &jane(), "x", now)
         };
-        let e = apply_change(&w.deps(), &r.key, note).await.unwrap_err();
+        let e = apply_change(&w.deps(), &anyone(), &r.key, note)
+            .await
+            .unwrap_err();
         assert_eq!(e.lambda_error_type(), "Retryable.Busy");
         assert_eq!(w.timer.calls().len(), 1);
         w.clock.set(t(2));
-        let out = apply_change(&w.deps(), &r.key, note).await.unwrap();
+        let out = apply_change(&w.deps(), &anyone(), &r.key, note)
+            .await
+            .unwrap();
         let ChangeOutcome::Applied {
             record, resumed, ..
         } = out
@@ -1196,7 +1349,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert(r.key.clone(), item);
-        let out = apply_change(&w.deps(), &r.key, |r, now| {
+        let out = apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
             respond::rerun_diagnosis(respond::existing(r)?, &jane(), now)
         })
         .await
@@ -1259,7 +1412,7 @@ mod tests {
     #[tokio::test]
     async fn key_mismatch_is_an_error_not_a_write() {
         let w = World::new();
-        let e = apply_change(&w.deps(), "other", |_, now| {
+        let e = apply_change(&w.deps(), &anyone(), "other", |_, now| {
             respond::declare("x", &jane(), None, Impact::LOW, "1", "r", now, None)
         })
         .await
@@ -1310,6 +1463,8 @@ mod tests {
         release_at_read: Option<u32>,
         /// Before the first save, someone else writes the item (a note, one version later).
         interfere_once: std::sync::Mutex<bool>,
+        /// The first save fails (an error that is not a conflict; nothing written).
+        fail_save_once: std::sync::Mutex<bool>,
     }
 
     #[async_trait]
@@ -1324,27 +1479,35 @@ mod tests {
                 *r
             };
             if self.release_at_read == Some(n) {
-                let mut i = self.inner.incident_now(key).unwrap();
+                let mut i = self.inner.incident_now(key).unwrap().released();
                 i.pending.clear();
-                i.lease_until = None;
                 i.record.runbook_execution = Some("exec-owner".into());
-                self.inner.save_incident(&i.next()).await?;
+                self.inner.save_incident(&i.next(&anyone())).await?;
             }
             self.inner.incident(key).await
         }
         async fn apply(
             &self,
             alarm: &crate::state::AlarmItem,
-            incident: Option<&IncidentItem>,
+            incident: crate::state::IncidentWrite<'_>,
         ) -> Result<(), StateError> {
             self.inner.apply(alarm, incident).await
         }
         async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError> {
+            if std::mem::take(&mut *self.fail_save_once.lock().unwrap()) {
+                return Err(StateError::Aws(AwsError {
+                    service: "dynamodb",
+                    operation: "PutItem",
+                    failure: AwsFailure::Transient,
+                    code: None,
+                    message: "request timed out".into(),
+                }));
+            }
             if std::mem::take(&mut *self.interfere_once.lock().unwrap()) {
                 let mut i = self.inner.incident_now(&item.record.key).unwrap();
                 i.record
                     .push_entry(t(1), "Note by someone else".into(), None);
-                self.inner.save_incident(&i.next()).await?;
+                self.inner.save_incident(&i.next(&anyone())).await?;
             }
             self.inner.save_incident(item).await
         }
@@ -1375,7 +1538,10 @@ mod tests {
                 },
                 Effect::CancelEscalation,
             ],
+            lease_holder: lease_until.map(|_| "req-holder".to_string()),
             lease_until,
+            writes: vec![],
+            changes: vec![],
         }
     }
 
@@ -1407,7 +1573,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert(KEY.into(), read.clone());
-        let out = update_record(&w.store, &w.clock, &settings(3), KEY, diagnosed)
+        let out = update_record(&w.store, &w.clock, &settings(3), &anyone(), KEY, diagnosed)
             .await
             .unwrap();
         let stored = w.store.incident_now(KEY).unwrap();
@@ -1433,7 +1599,7 @@ mod tests {
 
         // The same change again leaves the record as it is: no write.
         let writes = *w.store.writes.lock().unwrap();
-        let same = update_record(&w.store, &w.clock, &settings(3), KEY, |r, _| {
+        let same = update_record(&w.store, &w.clock, &settings(3), &anyone(), KEY, |r, _| {
             Ok(respond::existing(r)?.clone())
         })
         .await
@@ -1455,7 +1621,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert(KEY.into(), item_with_pending(Some(t(1))));
-        let out = update_record(&store, &w.clock, &settings(5), KEY, diagnosed)
+        let out = update_record(&store, &w.clock, &settings(5), &anyone(), KEY, diagnosed)
             .await
             .unwrap();
         assert!(matches!(out, RecordUpdate::Updated { changed: true, .. }));
@@ -1482,10 +1648,17 @@ mod tests {
             .unwrap()
             .insert(KEY.into(), item_with_pending(Some(t(1))));
         let mut calls = 0;
-        let e = update_record(&w.store, &w.clock, &settings(3), KEY, |r, now| {
-            calls += 1;
-            diagnosed(r, now)
-        })
+        let e = update_record(
+            &w.store,
+            &w.clock,
+            &settings(3),
+            &anyone(),
+            KEY,
+            |r, now| {
+                calls += 1;
+                diagnosed(r, now)
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(e.lambda_error_type(), "Retryable.Busy");
@@ -1513,7 +1686,7 @@ mod tests {
             .unwrap()
             .insert(KEY.into(), read.clone());
         let mut calls = 0;
-        let out = update_record(&store, &w.clock, &settings(3), KEY, |r, now| {
+        let out = update_record(&store, &w.clock, &settings(3), &anyone(), KEY, |r, now| {
             calls += 1;
             diagnosed(r, now)
         })
@@ -1539,7 +1712,7 @@ mod tests {
     #[tokio::test]
     async fn update_record_refusal_and_key_mismatch_write_nothing() {
         let w = World::new();
-        let out = update_record(&w.store, &w.clock, &settings(3), KEY, diagnosed)
+        let out = update_record(&w.store, &w.clock, &settings(3), &anyone(), KEY, diagnosed)
             .await
             .unwrap();
         assert!(matches!(
@@ -1554,14 +1727,180 @@ mod tests {
             .lock()
             .unwrap()
             .insert(KEY.into(), item_with_pending(None));
-        let e = update_record(&w.store, &w.clock, &settings(3), KEY, |r, now| {
-            let mut r = diagnosed(r, now)?;
-            r.key = "other".into();
-            Ok(r)
-        })
+        let e = update_record(
+            &w.store,
+            &w.clock,
+            &settings(3),
+            &anyone(),
+            KEY,
+            |r, now| {
+                let mut r = diagnosed(r, now)?;
+                r.key = "other".into();
+                Ok(r)
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(e.lambda_error_type(), "NonRetryable.Internal");
         assert_eq!(*w.store.writes.lock().unwrap(), 0);
+    }
+
+    fn world_deps<'a>(w: &'a World, store: &'a dyn StateStore) -> EffectDeps<'a> {
+        EffectDeps { store, ..w.deps() }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_change_goes_on_as_soon_as_the_lease_is_released() {
+        let w = World::new();
+        let store = Contended {
+            release_at_read: Some(4),
+            ..Contended::default()
+        };
+        store
+            .inner
+            .incidents
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), item_with_pending(Some(t(1))));
+        let out = apply_change(&world_deps(&w, &store), &anyone(), KEY, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            out,
+            ChangeOutcome::Applied {
+                changed: true,
+                resumed: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            *store.reads.lock().unwrap(),
+            4,
+            "three reads under the lease, then the change"
+        );
+        assert!(
+            w.timer.calls().is_empty(),
+            "the holder's steps are not run by the waiter"
+        );
+        assert_eq!(w.events(), ["note"]);
+    }
+
+    #[tokio::test]
+    async fn the_same_request_takes_its_own_lease_over_and_decides_nothing_twice() {
+        let w = World::new();
+        let request = Owner::new("req-job-1", None);
+        let r = w.declare().await;
+        // The first attempt of req-job-1 decided a note and died before publishing.
+        let item = w.store.incident_now(&r.key).unwrap();
+        let change = respond::add_note(&item.record, &jane(), "ISP called", t(1)).unwrap();
+        let decided = decided_item(
+            &w.settings,
+            &request,
+            t(1),
+            Some(&item),
+            change.record,
+            change.effects,
+        );
+        assert_eq!(decided.lease_holder.as_deref(), Some("req-job-1"));
+        w.store.save_incident(&decided).await.unwrap();
+        let mut calls = 0;
+        let out = apply_change(&w.deps(), &request, &r.key, |r, now| {
+            calls += 1;
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(out, ChangeOutcome::Repeated { resumed: true, .. }),
+            "{out:?}"
+        );
+        assert_eq!(calls, 0, "decided once, by the first attempt");
+        assert_eq!(w.events(), ["opened", "note"]);
+        let notes = w
+            .backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("note Note by"))
+            .count();
+        assert_eq!(notes, 1);
+        let stored = w.store.incident_now(&r.key).unwrap();
+        assert!(stored.pending.is_empty() && stored.lease_holder.is_none());
+    }
+
+    #[tokio::test]
+    async fn notification_ids_are_given_at_decision_and_kept_when_published_again() {
+        let w = World::new();
+        let r = w.declare().await;
+        let first_id = w.publisher.sent()[0].notification_id.clone().unwrap();
+        w.publisher.fail_next(AwsError {
+            service: "sns",
+            operation: "Publish",
+            failure: AwsFailure::Transient,
+            code: None,
+            message: "request timed out".into(),
+        });
+        w.clock.set(t(2));
+        apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
+            respond::add_note(respond::existing(r)?, &jane(), "ISP called", now)
+        })
+        .await
+        .unwrap_err();
+        let pending_id = match &w.store.incident_now(&r.key).unwrap().pending[0] {
+            Effect::Publish { notification } => notification.notification_id.clone().unwrap(),
+            e => panic!("unexpected {e:?}"),
+        };
+        // The next change publishes the pending one first, under the id it was given.
+        apply_change(&w.deps(), &anyone(), &r.key, |r, now| {
+            respond::acknowledge(respond::existing(r)?, &jane(), None, now)
+        })
+        .await
+        .unwrap();
+        let sent = w.publisher.sent();
+        assert_eq!(w.events(), ["opened", "note", "acknowledged"]);
+        assert_eq!(
+            sent[1].notification_id.as_deref(),
+            Some(pending_id.as_str())
+        );
+        let ids: std::collections::BTreeSet<_> = sent
+            .iter()
+            .map(|n| n.notification_id.clone().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "one id per notification");
+        assert!(ids.contains(&first_id));
+    }
+
+    #[tokio::test]
+    async fn a_progress_save_that_fails_once_is_tried_again_and_the_step_not_rerun() {
+        let w = World::new();
+        let store = Contended::default();
+        let owner = Owner::new("req-1", None);
+        let mut record = item_with_pending(None).record;
+        record.escalation = None;
+        record.incident = Some(IncidentRef::OpsCenter("oi-000000000001".into()));
+        let item = IncidentItem::decided(
+            None,
+            record,
+            vec![Effect::AddNote {
+                note: crate::incident::Note {
+                    title: "t".into(),
+                    text: "x".into(),
+                    at: t(0),
+                    data: Default::default(),
+                },
+            }],
+            &owner,
+            t(1),
+        );
+        store.inner.save_incident(&item).await.unwrap();
+        *store.fail_save_once.lock().unwrap() = true;
+        let done = run_pending(&world_deps(&w, &store), &owner, item)
+            .await
+            .unwrap();
+        assert_eq!(w.backend.calls(), ["note t"]);
+        let stored = store.inner.incident_now(KEY).unwrap();
+        assert_eq!(stored, done);
+        assert!(stored.pending.is_empty() && stored.lease_until.is_none());
     }
 }

@@ -186,6 +186,23 @@ impl AwsError {
     }
 }
 
+/// True when a failed request may have taken effect all the same: it was sent and no
+/// answer said it was refused. An attempt or operation timeout, an I/O failure or a
+/// connection reset after the request left, an unreadable answer, and a 5xx ("the
+/// request may or may not have succeeded", DynamoDB's InternalServerError) are
+/// ambiguous; a throttling or validation answer, a conditional-check failure, or a
+/// request that was never built or sent are not. A conditional write that fails
+/// ambiguously is read back before anything else is decided: the write may be there.
+#[cfg(feature = "aws")]
+pub fn is_ambiguous<E>(err: &SdkError<E, Response>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+        _ => false,
+    }
+}
+
 #[cfg(feature = "aws")]
 fn describe_dispatch(e: &aws_smithy_runtime_api::client::result::DispatchFailure) -> &'static str {
     if e.is_timeout() {

@@ -15,15 +15,18 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use chrono::{DateTime, Utc};
 
+use crate::error::is_ambiguous;
 use crate::error::AwsError;
 use crate::lifecycle::IncidentRecord;
 use crate::silence::SilenceBook;
 use crate::state::{
     alarm_item, alarm_pk, attr_n, attr_s, build_error, corrupt, iso, n, parse_alarm,
-    parse_incident, s, AlarmItem, DynamoStateStore, IncidentItem, Item, StateError, SERVICE,
+    parse_incident, s, AlarmItem, DynamoStateStore, IncidentWrite, Item, StateError, SERVICE,
 };
 
 /// The partition key of the silence book.
@@ -47,13 +50,14 @@ pub trait HoldStore: Send + Sync {
     /// Replaces the alarm item `read` (which holds a transition) by `new` (the same
     /// transition, released or held anew), only if the stored item is still `read`'s
     /// transition and hold ([`StateError::AlarmNotNewer`] otherwise: someone else
-    /// released it, or a newer transition arrived), with `incident` at its version in
-    /// the same transaction.
+    /// released it, or a newer transition arrived), with the incident's item written,
+    /// or checked as read, in the same transaction ([`IncidentWrite`]). A write whose
+    /// answer was lost is recognized by `new`'s writer.
     async fn release(
         &self,
         read: &AlarmItem,
         new: &AlarmItem,
-        incident: Option<&IncidentItem>,
+        incident: IncidentWrite<'_>,
     ) -> Result<(), StateError>;
 
     /// Open incidents and held alarms.
@@ -124,76 +128,99 @@ impl HoldStore for DynamoStateStore {
         &self,
         read: &AlarmItem,
         new: &AlarmItem,
-        incident: Option<&IncidentItem>,
+        incident: IncidentWrite<'_>,
     ) -> Result<(), StateError> {
         let (client, table) = self.parts();
         let (condition, values) = release_condition(read);
-        let Some(incident) = incident else {
-            return match client
-                .put_item()
-                .table_name(table)
-                .set_item(Some(alarm_item(new)))
-                .condition_expression(condition)
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e)
-                    if matches!(
-                        e.as_service_error(),
-                        Some(PutItemError::ConditionalCheckFailedException(_))
-                    ) =>
-                {
-                    Err(not_held(read))
-                }
-                Err(e) => Err(AwsError::from_sdk(SERVICE, "PutItem", e).into()),
-            };
-        };
         let alarm = Put::builder()
             .table_name(table)
             .set_item(Some(alarm_item(new)))
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| build_error(&alarm_pk(&new.arn), e))?;
-        let items = vec![
-            TransactWriteItem::builder().put(alarm).build(),
-            TransactWriteItem::builder()
-                .put(self.incident_put(incident)?)
+        let second = match incident {
+            IncidentWrite::NotConcerned => {
+                let sent = client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(alarm.item))
+                    .set_condition_expression(alarm.condition_expression)
+                    .set_expression_attribute_values(alarm.expression_attribute_values)
+                    .set_return_values_on_condition_check_failure(
+                        alarm.return_values_on_condition_check_failure,
+                    )
+                    .send()
+                    .await;
+                let Err(e) = sent else { return Ok(()) };
+                if let Some(PutItemError::ConditionalCheckFailedException(c)) = e.as_service_error()
+                {
+                    let refused_by = c.item().cloned();
+                    return self
+                        .unless_own_alarm_write(new, not_held(read), refused_by)
+                        .await;
+                }
+                if is_ambiguous(&e) {
+                    let error = AwsError::from_sdk(SERVICE, "PutItem", e).into();
+                    return self.unless_own_alarm_write(new, error, None).await;
+                }
+                return Err(AwsError::from_sdk(SERVICE, "PutItem", e).into());
+            }
+            IncidentWrite::Unchanged { key, version } => TransactWriteItem::builder()
+                .condition_check(self.incident_unchanged(key, version)?)
                 .build(),
-        ];
-        match client
+            IncidentWrite::Put(item) => TransactWriteItem::builder()
+                .put(self.incident_put(item)?)
+                .build(),
+        };
+        let items = vec![TransactWriteItem::builder().put(alarm).build(), second];
+        let sent = client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
-            .await
+            .await;
+        let Err(e) = sent else { return Ok(()) };
+        let mut error = None;
+        let mut refused_by: [Option<Item>; 2] = [None, None];
+        if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
         {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
-                    e.as_service_error()
-                {
-                    let codes: Vec<&str> = c
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None"))
-                        .collect();
-                    match (codes.first().copied(), codes.get(1).copied()) {
-                        (Some("ConditionalCheckFailed" | "TransactionConflict"), _) => {
-                            return Err(not_held(read))
-                        }
-                        (_, Some("ConditionalCheckFailed" | "TransactionConflict")) => {
-                            return Err(StateError::IncidentChanged {
-                                key: incident.record.key.clone(),
-                                expected: incident.version.saturating_sub(1),
-                            })
-                        }
-                        _ => {}
-                    }
-                }
-                Err(AwsError::from_sdk(SERVICE, "TransactWriteItems", e).into())
+            let reasons = c.cancellation_reasons();
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+            for (i, r) in reasons.iter().take(2).enumerate() {
+                refused_by[i] = r.item().cloned();
             }
+            error = match (codes.first().copied(), codes.get(1).copied()) {
+                (Some("ConditionalCheckFailed" | "TransactionConflict"), _) => Some(not_held(read)),
+                (_, Some("ConditionalCheckFailed" | "TransactionConflict")) => {
+                    let (key, expected) = match incident {
+                        IncidentWrite::Put(item) => {
+                            (item.record.key.clone(), item.version.saturating_sub(1))
+                        }
+                        IncidentWrite::Unchanged { key, version } => {
+                            (key.to_string(), version.unwrap_or(0))
+                        }
+                        IncidentWrite::NotConcerned => (String::new(), 0),
+                    };
+                    Some(StateError::IncidentChanged { key, expected })
+                }
+                _ => None,
+            };
+        }
+        let ambiguous = error.is_some() || is_ambiguous(&e);
+        let error =
+            error.unwrap_or_else(|| AwsError::from_sdk(SERVICE, "TransactWriteItems", e).into());
+        if !ambiguous {
+            return Err(error);
+        }
+        // Both items commit together, so either one tells for both.
+        let [alarm_then, incident_then] = refused_by;
+        match incident {
+            IncidentWrite::Put(item) => {
+                self.unless_own_incident_write(item, error, incident_then)
+                    .await
+            }
+            _ => self.unless_own_alarm_write(new, error, alarm_then).await,
         }
     }
 
@@ -328,7 +355,7 @@ pub mod memory {
             &self,
             read: &AlarmItem,
             new: &AlarmItem,
-            incident: Option<&IncidentItem>,
+            incident: IncidentWrite<'_>,
         ) -> Result<(), StateError> {
             let mut alarms = self.alarms.lock().map_err(|_| poisoned())?;
             let mut incidents = self.incidents.lock().map_err(|_| poisoned())?;
@@ -341,15 +368,26 @@ pub mod memory {
             if !same {
                 return Err(not_held(read));
             }
-            if let Some(i) = incident {
-                let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
-                if current + 1 != i.version {
-                    return Err(StateError::IncidentChanged {
-                        key: i.record.key.clone(),
-                        expected: i.version.saturating_sub(1),
-                    });
+            match incident {
+                IncidentWrite::NotConcerned => {}
+                IncidentWrite::Unchanged { key, version } => {
+                    if incidents.get(key).map(|c| c.version) != version {
+                        return Err(StateError::IncidentChanged {
+                            key: key.to_string(),
+                            expected: version.unwrap_or(0),
+                        });
+                    }
                 }
-                incidents.insert(i.record.key.clone(), i.clone());
+                IncidentWrite::Put(i) => {
+                    let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
+                    if current + 1 != i.version {
+                        return Err(StateError::IncidentChanged {
+                            key: i.record.key.clone(),
+                            expected: i.version.saturating_sub(1),
+                        });
+                    }
+                    incidents.insert(i.record.key.clone(), i.clone());
+                }
             }
             alarms.insert(new.arn.clone(), new.clone());
             *self.writes.lock().map_err(|_| poisoned())? += 1;
@@ -455,6 +493,7 @@ mod tests {
                 until: at("2026-11-25T11:00:00Z"),
                 series: None,
             }),
+            writer: "req-sweep".into(),
         }
     }
 
@@ -480,14 +519,31 @@ mod tests {
                 ConditionalCheckFailedException::builder().build(),
             )
         });
-        let store = DynamoStateStore::new(mock_client!(aws_sdk_dynamodb, [&put, &gone]), TABLE);
+        // Refused without the item: read back; still held (not this release's write).
+        let still_held = held();
+        let read_back = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+            aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
+                .set_item(Some(alarm_item(&still_held)))
+                .build()
+        });
+        let store = DynamoStateStore::new(
+            mock_client!(aws_sdk_dynamodb, [&put, &gone, &read_back]),
+            TABLE,
+        );
         let released = AlarmItem {
             held: None,
             ..held()
         };
-        store.release(&held(), &released, None).await.unwrap();
-        let e = store.release(&held(), &released, None).await.unwrap_err();
+        store
+            .release(&held(), &released, IncidentWrite::NotConcerned)
+            .await
+            .unwrap();
+        let e = store
+            .release(&held(), &released, IncidentWrite::NotConcerned)
+            .await
+            .unwrap_err();
         assert!(matches!(e, StateError::AlarmNotNewer { .. }), "{e}");
+        assert_eq!(read_back.num_calls(), 1);
     }
 
     #[tokio::test]

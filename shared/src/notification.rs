@@ -149,6 +149,12 @@ pub struct Notification {
     /// For `resolved`: the post-incident summary built from the incident's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_incident: Option<PostIncidentSummary>,
+    /// The same for every publication of this notification (given when its change was
+    /// decided, `shared::effects::decided_item`): a notification published again after a
+    /// lost answer is delivered to Slack once (notify-fanout keys its deliveries on it;
+    /// absent, on the SNS message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<String>,
     /// The account's name, OU and tags (organization mode only, `shared::org`):
     /// shown on the card, matched by routing rules (`account_tags`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +316,7 @@ mod tests {
             timeline: vec![],
             roles: Roles::default(),
             post_incident: None,
+            notification_id: None,
             account_info: None,
         }
     }

@@ -141,6 +141,7 @@ pub fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        notification_id: None,
         account_info: record.account_info.clone(),
     }
 }

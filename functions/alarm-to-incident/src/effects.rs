@@ -426,6 +426,7 @@ fn notification(
         },
         roles: record.roles.clone(),
         post_incident: None,
+        notification_id: None,
         account_info: record.account_info.clone(),
     }
 }

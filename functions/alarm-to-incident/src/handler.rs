@@ -23,12 +23,22 @@
 //! a timeline note, nothing opens and nobody is paged; the reconciliation sweep
 //! ([`crate::sweep`], `{"sweep": ...}` events: scheduled, or a hold's timer) applies it
 //! at the hold's end if the alarm still fires. `OK` is never held.
+//!
+//! Every write carries the invocation's owner token (its Lambda request id, kept by
+//! Lambda across its retries): a transaction whose answer was lost is recognized as
+//! this invocation's own when read back, and its effects run; a lease left by an
+//! earlier attempt of the same request is taken over at once. A transition that
+//! changes no incident is written with a check that the incident's item is as read
+//! ([`IncidentWrite::Unchanged`]), so a decision made on a stale read is made again.
 
 use serde::Serialize;
 use serde_json::Value;
 use shared::alarm::{normalize, Alarm, AlarmState};
 use shared::classify::{Classification, Rules};
-use shared::effects::{is_conflict, resume_pending, run_pending, EffectDeps, EffectError, Resume};
+use shared::effects::{
+    decided_item, is_conflict, resume_pending, run_pending, EffectDeps, EffectError, Patience,
+    Resume,
+};
 use shared::error::Retryable;
 use shared::escalation::EscalationPolicy;
 use shared::hold::{held_note, hold_for, Hold};
@@ -38,7 +48,7 @@ use shared::incident::Note;
 use shared::lifecycle::{decide, Effect, Transition};
 use shared::org::{AccountInfo, OrgPolicy, Refusal};
 use shared::silence::{HeldTransition, SilenceBook};
-use shared::state::{AlarmItem, IncidentItem};
+use shared::state::{AlarmItem, IncidentItem, IncidentWrite, Owner};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::cloudwatch::AlarmReader;
@@ -141,30 +151,37 @@ pub struct Response {
     pub results: Vec<Outcome>,
 }
 
-/// Handles alarm events without knowing this function's ARN (no mute timers): tests.
+/// Handles alarm events of request `owner` without knowing this function's ARN (no
+/// mute timers): tests.
 #[cfg(test)]
-pub async fn handle(deps: &Deps<'_>, event: &Value) -> Result<Response, HandlerError> {
-    handle_alarms(deps, event, &HoldContext::default()).await
+pub async fn handle(
+    deps: &Deps<'_>,
+    owner: &Owner,
+    event: &Value,
+) -> Result<Response, HandlerError> {
+    handle_alarms(deps, owner, event, &HoldContext::default()).await
 }
 
-/// One invocation of the function: a reconciliation sweep (`{"sweep": ...}`, from the
-/// schedule or a hold's timer) or alarm events. `function_arn` is this function's
-/// own ARN (the target of the timers it sets).
+/// One invocation of the function (`owner`: its request id and deadline): a
+/// reconciliation sweep (`{"sweep": ...}`, from the schedule or a hold's timer) or
+/// alarm events. `function_arn` is this function's own ARN (the target of the timers
+/// it sets).
 pub async fn handle_invocation(
     deps: &Deps<'_>,
+    owner: &Owner,
     event: &Value,
     function_arn: &str,
 ) -> Result<Value, HandlerError> {
     if event.get("sweep").is_some() {
         let request: SweepRequest = serde_json::from_value(event.clone())
             .map_err(|e| HandlerError::BadSweep(e.to_string()))?;
-        let report = crate::sweep::sweep(deps, &request.sweep.reason, function_arn).await?;
+        let report = crate::sweep::sweep(deps, owner, &request.sweep.reason, function_arn).await?;
         return Ok(serde_json::to_value(report).unwrap_or_default());
     }
     let ctx = HoldContext {
         function_arn: function_arn.to_string(),
     };
-    let response = handle_alarms(deps, event, &ctx).await?;
+    let response = handle_alarms(deps, owner, event, &ctx).await?;
     Ok(serde_json::to_value(response).unwrap_or_default())
 }
 
@@ -172,6 +189,7 @@ pub async fn handle_invocation(
 /// invocation with an error; transitions handled before it are duplicates on retry.
 async fn handle_alarms(
     deps: &Deps<'_>,
+    owner: &Owner,
     event: &Value,
     ctx: &HoldContext,
 ) -> Result<Response, HandlerError> {
@@ -182,9 +200,9 @@ async fn handle_alarms(
         let span = info_span!("alarm", alarm = %alarm.name, state = %alarm.state, contributor = contributor.as_deref(), incident_key = tracing::field::Empty);
         let work = async {
             if alarm.is_multi_series_summary() {
-                record_summary(deps, alarm).await
+                record_summary(deps, owner, alarm).await
             } else {
-                process_with(deps, alarm, &Origin::Delivered, ctx).await
+                process_with(deps, owner, alarm, &Origin::Delivered, ctx).await
             }
         };
         let outcome = work.instrument(span).await.inspect_err(|e| {
@@ -198,7 +216,11 @@ async fn handle_alarms(
 /// The alarm-level event of a multi-time-series alarm: recorded as the alarm's own
 /// last transition (so a redelivery is a duplicate), logged with why, and nothing
 /// else; its contributors' events carry the incidents.
-async fn record_summary(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, HandlerError> {
+async fn record_summary(
+    deps: &Deps<'_>,
+    owner: &Owner,
+    alarm: &Alarm,
+) -> Result<Outcome, HandlerError> {
     // In organization mode a foreign account's summary is refused like its alarms.
     if let Some(Err(refusal)) = deps.org.map(|org| org.admit(alarm)) {
         return Ok(refuse(deps, alarm, "", &refusal));
@@ -230,8 +252,14 @@ async fn record_summary(deps: &Deps<'_>, alarm: &Alarm) -> Result<Outcome, Handl
             state: alarm.state,
             incident_key: String::new(),
             held: None,
+            writer: owner.token().to_string(),
         };
-        match deps.effects.store.apply(&item, None).await {
+        match deps
+            .effects
+            .store
+            .apply(&item, IncidentWrite::NotConcerned)
+            .await
+        {
             Ok(()) => {
                 info!(action = "record_summary", reason = %shared::text::truncate(&alarm.reason, 200), why = SUMMARY_NOTE, "multi-time-series alarm summary recorded; no incident change");
                 return Ok(outcome("record_summary"));
@@ -292,6 +320,7 @@ pub(crate) fn refuse(deps: &Deps<'_>, alarm: &Alarm, key: &str, refusal: &Refusa
 /// transition (an event, the sweep, a hold's end).
 pub(crate) async fn process_with(
     deps: &Deps<'_>,
+    owner: &Owner,
     alarm: &Alarm,
     origin: &Origin,
     ctx: &HoldContext,
@@ -300,15 +329,15 @@ pub(crate) async fn process_with(
         Ok(c) => c,
         Err(refusal) => return Ok(refuse(deps, alarm, "", &refusal)),
     };
-    let mut key = class.key.clone();
     let mut resumed = false;
+    let mut patience = Patience::new(deps.effects.settings, owner, &class.key);
     // The alarm, or this one time series of a multi-time-series alarm.
     let source = alarm.source_id();
-    for attempt in 0..deps.effects.settings.attempts.max(1) {
+    loop {
         let last = deps.effects.store.alarm(&source).await?;
         // OK and INSUFFICIENT_DATA go to the incident the alarm fed, even if the
         // rules changed since its ALARM.
-        key = match (&last, alarm.state) {
+        let key = match (&last, alarm.state) {
             (Some(a), AlarmState::Ok | AlarmState::InsufficientData)
                 if !a.incident_key.is_empty() =>
             {
@@ -325,8 +354,10 @@ pub(crate) async fn process_with(
         }
 
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
-                resumed = true;
+            match resume_pending(&deps.effects, owner, item).await? {
+                Resume::Finished(_) => resumed = true,
+                Resume::Busy => patience.wait_for_lease(deps.effects.clock).await?,
+                Resume::Conflict => patience.conflict()?,
             }
             continue;
         }
@@ -380,9 +411,12 @@ pub(crate) async fn process_with(
             deps.silences.silences().await?
         };
         if let Some(hold) = hold_for(alarm, &key, &book, deps.effects.clock.now()) {
-            match hold_transition(deps, alarm, &key, item.as_ref(), &hold).await {
+            match hold_transition(deps, owner, alarm, &key, item.as_ref(), &hold).await {
                 Ok(()) => {}
-                Err(HandlerError::Effect(EffectError::State(e))) if is_conflict(&e) => continue,
+                Err(HandlerError::Effect(EffectError::State(e))) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             after_hold(deps, alarm, &key, &hold, ctx).await?;
@@ -403,9 +437,16 @@ pub(crate) async fn process_with(
             state: alarm.state,
             incident_key: key.clone(),
             held: None,
+            writer: owner.token().to_string(),
         };
         let Some(mut record) = decision.record.clone() else {
-            match deps.effects.store.apply(&new_alarm, None).await {
+            // Guarded by the incident item as read: decided on a stale read (another
+            // invocation opened or changed the incident meanwhile), it is refused.
+            let unchanged = IncidentWrite::Unchanged {
+                key: &key,
+                version: item.as_ref().map(|i| i.version),
+            };
+            match deps.effects.store.apply(&new_alarm, unchanged).await {
                 Ok(()) => {
                     info!(
                         action = decision.action.as_str(),
@@ -413,7 +454,10 @@ pub(crate) async fn process_with(
                     );
                     return Ok(outcome(current_ref));
                 }
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -426,16 +470,25 @@ pub(crate) async fn process_with(
         );
         mark_origin(&mut record, alarm, origin);
         let effects = plan(deps, alarm, &class, &decision.action, &record, origin);
-        let new_item = IncidentItem {
-            version: item.as_ref().map_or(1, |i| i.version + 1),
+        let now = deps.effects.clock.now();
+        let new_item = decided_item(
+            deps.effects.settings,
+            owner,
+            now,
+            item.as_ref(),
             record,
-            pending: effects,
-            lease_until: Some(deps.effects.clock.now() + deps.effects.settings.lease),
-        };
-        match deps.effects.store.apply(&new_alarm, Some(&new_item)).await {
+            effects,
+        );
+        match deps
+            .effects
+            .store
+            .apply(&new_alarm, IncidentWrite::Put(&new_item))
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_conflict(&e) => {
-                info!(attempt, error = %e, "state changed meanwhile; deciding again");
+                info!(error = %e, "state changed meanwhile; deciding again");
+                patience.conflict()?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -446,12 +499,11 @@ pub(crate) async fn process_with(
             steps = new_item.pending.len(),
             "lifecycle change decided"
         );
-        let done = run_pending(&deps.effects, new_item).await?;
+        let done = run_pending(&deps.effects, owner, new_item).await?;
         return Ok(outcome(
             done.record.incident.as_ref().map(|r| r.id().to_string()),
         ));
     }
-    Err(EffectError::Busy { key }.into())
 }
 
 /// Says in the timeline entry the decision just added how the transition came: found
@@ -490,6 +542,7 @@ pub(crate) fn mark_origin(
 /// (read again).
 async fn hold_transition(
     deps: &Deps<'_>,
+    owner: &Owner,
     alarm: &Alarm,
     key: &str,
     item: Option<&IncidentItem>,
@@ -502,9 +555,15 @@ async fn hold_transition(
         state: alarm.state,
         incident_key: key.to_string(),
         held: Some(hold.clone()),
+        writer: owner.token().to_string(),
     };
     let Some(open) = item.filter(|i| i.record.is_open()) else {
-        deps.effects.store.apply(&new_alarm, None).await?;
+        // Decided on "nothing open" as read: guarded like any unchanged incident.
+        let unchanged = IncidentWrite::Unchanged {
+            key,
+            version: item.map(|i| i.version),
+        };
+        deps.effects.store.apply(&new_alarm, unchanged).await?;
         return Ok(());
     };
     let text = held_note(&alarm.label(), alarm.state, hold);
@@ -513,24 +572,28 @@ async fn hold_transition(
     let mut data = note_data(alarm);
     data.insert("heldBy".into(), hold.describe());
     data.insert("heldUntil".into(), hold.until.to_rfc3339());
-    let new_item = IncidentItem {
-        version: open.version + 1,
+    let pending = vec![Effect::AddNote {
+        note: Note {
+            title: format!("{} is {} (held back)", alarm.label(), alarm.state),
+            text,
+            at: alarm.changed_at,
+            data,
+        },
+    }];
+    let now = deps.effects.clock.now();
+    let new_item = decided_item(
+        deps.effects.settings,
+        owner,
+        now,
+        Some(open),
         record,
-        pending: vec![Effect::AddNote {
-            note: Note {
-                title: format!("{} is {} (held back)", alarm.label(), alarm.state),
-                text,
-                at: alarm.changed_at,
-                data,
-            },
-        }],
-        lease_until: Some(deps.effects.clock.now() + deps.effects.settings.lease),
-    };
+        pending,
+    );
     deps.effects
         .store
-        .apply(&new_alarm, Some(&new_item))
+        .apply(&new_alarm, IncidentWrite::Put(&new_item))
         .await?;
-    run_pending(&deps.effects, new_item).await?;
+    run_pending(&deps.effects, owner, new_item).await?;
     Ok(())
 }
 

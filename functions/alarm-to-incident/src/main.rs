@@ -21,7 +21,7 @@ use shared::config::Env;
 use shared::effects::{EffectDeps, RunnerSettings, SnsPublisher, SystemClock};
 use shared::escalation::{EscalationTimer, SchedulerTimer};
 use shared::hold_timer::{HoldTimer, SchedulerHoldTimer};
-use shared::state::DynamoStateStore;
+use shared::state::{DynamoStateStore, Owner};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -67,8 +67,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deps = &deps;
         async move {
+            let owner = Owner::from_invocation(&event.context.request_id, event.context.deadline());
             let arn = &event.context.invoked_function_arn;
-            handler::handle_invocation(deps, &event.payload, arn)
+            handler::handle_invocation(deps, &owner, &event.payload, arn)
                 .await
                 .map_err(lambda_runtime::Diagnostic::from)
         }

@@ -15,6 +15,7 @@ use shared::incident::Actor;
 use shared::notification::EventType;
 use shared::silence::{Silence, SilenceTarget};
 use shared::state::memory::MemoryStateStore;
+use shared::state::Owner;
 
 use crate::cloudwatch::fakes::FakeAlarms;
 use crate::handler::{handle_invocation, Deps};
@@ -160,18 +161,26 @@ impl H {
 
     /// One invocation, at the clock as it is.
     pub(crate) async fn invoke(&self, event: &Value) -> Result<Value, crate::error::HandlerError> {
-        handle_invocation(&self.deps(), event, SELF).await
+        handle_invocation(&self.deps(), &Owner::new("", None), event, SELF).await
     }
 
     async fn deliver(&self, event: Value, m: i64) -> String {
         self.clock.set(at(m));
-        let out = handle_invocation(&self.deps(), &event, SELF).await.unwrap();
+        let out = handle_invocation(&self.deps(), &Owner::new("", None), &event, SELF)
+            .await
+            .unwrap();
         out["results"][0]["action"].as_str().unwrap().to_string()
     }
 
     pub(crate) async fn sweep(&self, m: i64) -> Result<Value, crate::error::HandlerError> {
         self.clock.set(at(m));
-        handle_invocation(&self.deps(), &json!({"sweep": {"reason": "test"}}), SELF).await
+        handle_invocation(
+            &self.deps(),
+            &Owner::new("", None),
+            &json!({"sweep": {"reason": "test"}}),
+            SELF,
+        )
+        .await
     }
 
     fn events(&self) -> Vec<EventType> {
@@ -466,7 +475,7 @@ async fn an_alarm_cloudwatch_no_longer_returns_is_reported_and_left_alone() {
         h.alarms.requests.lock().unwrap().as_slice(),
         [vec![ANY.to_string()]]
     );
-    let bad = handle_invocation(&h.deps(), &json!({"sweep": 7}), SELF)
+    let bad = handle_invocation(&h.deps(), &Owner::new("", None), &json!({"sweep": 7}), SELF)
         .await
         .unwrap_err();
     assert!(!bad.retryable());

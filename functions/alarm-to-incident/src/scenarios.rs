@@ -28,6 +28,7 @@ use shared::lifecycle::Effect;
 use shared::mock_client;
 use shared::notification::{EventType, IncidentStatus, Notification};
 use shared::state::memory::MemoryStateStore;
+use shared::state::Owner;
 
 use shared::effects::fakes::{RecordingTimer, TimerCall};
 use shared::effects::{Clock, EffectDeps, Publisher, RunnerSettings as Settings};
@@ -234,11 +235,26 @@ impl Harness {
         )))
     }
 
+    /// One invocation of its own (a new request id).
     pub(crate) async fn run(&self, event: Value) -> Result<Response, HandlerError> {
-        let deps = Deps {
+        self.run_as(&Owner::new("", None), event).await
+    }
+
+    /// One invocation of request `owner` (the same owner again: Lambda's retry).
+    pub(crate) async fn run_as(
+        &self,
+        owner: &Owner,
+        event: Value,
+    ) -> Result<Response, HandlerError> {
+        handle(&self.deps_on(&self.store), owner, &event).await
+    }
+
+    /// The handler's dependencies, with `store` as the state table.
+    fn deps_on<'a>(&'a self, store: &'a dyn shared::state::StateStore) -> Deps<'a> {
+        Deps {
             effects: EffectDeps {
                 backend: self.backend.as_ref(),
-                store: &self.store,
+                store,
                 publisher: &self.publisher,
                 clock: &self.clock,
                 settings: &self.settings,
@@ -254,8 +270,7 @@ impl Harness {
             org: self.org.as_ref(),
             diagnosis_document: Some(DOC),
             metrics: &self.refused,
-        };
-        handle(&deps, &event).await
+        }
     }
 
     async fn action(&self, event: Value) -> &'static str {
@@ -963,6 +978,254 @@ async fn held_lease_makes_the_invocation_wait_then_give_up_retryably() {
         vec![(EventType::Opened, 3), (EventType::Escalated, 1)]
     );
     all_used(&refs);
+}
+
+#[tokio::test]
+async fn lambda_retry_of_the_same_request_takes_its_own_lease_over_at_once() {
+    // The first attempt opened the incident and died before publishing (its lease,
+    // named by its request id, still runs until its deadline).
+    let first_rules = [im_start()];
+    let first_refs: Vec<&Rule> = first_rules.iter().collect();
+    let first = Harness::incident_manager(&first_refs);
+    let request = Owner::new("req-first", None);
+    first.publisher.fail_next(throttled("sns", "Publish"));
+    assert!(first
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .is_err());
+    let item = first
+        .store
+        .incident_now(KEY)
+        .unwrap()
+        .leased_to(&request, "2026-11-25T10:02:00Z".parse().unwrap());
+
+    let h = Harness::incident_manager(&[]);
+    h.store
+        .incidents
+        .lock()
+        .unwrap()
+        .insert(KEY.into(), item.clone());
+    h.store.alarms.lock().unwrap().insert(
+        alarm_arn(ANY),
+        first.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+    );
+    // Someone else waits for the lease, and gives up retryably ...
+    let e = h
+        .run(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.lambda_error_type(), "Retryable.Busy");
+    assert!(h.publisher.sent().is_empty());
+    // ... Lambda's retry of the same request does not wait: it finishes the step.
+    let r = h
+        .run_as(&request, eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("ignore_duplicate", true)
+    );
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+    let stored = h.store.incident_now(KEY).unwrap();
+    assert!(
+        stored.pending.is_empty() && stored.lease_until.is_none() && stored.lease_holder.is_none()
+    );
+    assert!(stored.has_write(stored.version, "req-first"));
+}
+
+/// The case against the DynamoDB adapter (every request asserted): the
+/// transaction commits, its answer arrives after the SDK's attempt timeout; the
+/// incident item read back carries this request's write, so the invocation goes on as
+/// if the answer had come: one incident, one notification, the lease released.
+#[tokio::test]
+async fn transaction_answered_too_late_is_recognized_and_the_incident_opens_once() {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use shared::state::DynamoStateStore;
+    use shared::testing::{LoseAnswers, Loss};
+
+    type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+    let written: std::sync::Arc<Mutex<Option<Item>>> = Default::default();
+    let get_none = |pk: String| {
+        mock!(aws_sdk_dynamodb::Client::get_item)
+            .match_requests(move |r| {
+                r.consistent_read() == Some(true) && r.key().unwrap()["pk"].as_s().unwrap() == &pk
+            })
+            .then_output(|| GetItemOutput::builder().build())
+    };
+    let alarm_read = get_none(format!("alarm#{}", alarm_arn(ANY)));
+    let incident_read = get_none(format!("incident#{KEY}"));
+    let capture = written.clone();
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(move |r| {
+            let items = r.transact_items();
+            assert_eq!(items.len(), 2);
+            let alarm = items[0].put().unwrap().item();
+            assert_eq!(alarm["writer"].as_s().unwrap(), "req-storm-1");
+            let incident = items[1].put().unwrap();
+            assert_eq!(
+                incident.condition_expression(),
+                Some("attribute_not_exists(pk)")
+            );
+            assert_eq!(
+                incident.item()["lease_holder"].as_s().unwrap(),
+                "req-storm-1"
+            );
+            *capture.lock().unwrap() = Some(incident.item().clone());
+            true
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let stored = written.clone();
+    let read_back = mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|r| r.key().unwrap()["pk"].as_s().unwrap() == &format!("incident#{KEY}"))
+        .then_output(move || {
+            GetItemOutput::builder()
+                .set_item(stored.lock().unwrap().clone())
+                .build()
+        });
+    // One save per step: open, start the runbook (Incident Manager: its plan does), publish.
+    let saves = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| r.condition_expression() == Some("version = :v"))
+        .sequence()
+        .output(|| PutItemOutput::builder().build())
+        .times(3)
+        .build();
+    let lose = LoseAnswers::new(vec![("TransactWriteItems", 1, Loss::Timeout)]);
+    let store = DynamoStateStore::new(
+        shared::mock_client_losing!(
+            aws_sdk_dynamodb,
+            [&alarm_read, &incident_read, &tx, &read_back, &saves],
+            lose
+        ),
+        "state",
+    );
+    let backend_rules = [im_start()];
+    let refs: Vec<&Rule> = backend_rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let deps = h.deps_on(&store);
+    let owner = Owner::new("req-storm-1", None);
+    let r = handle(&deps, &owner, &eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].action, "open");
+    assert_eq!(r.results[0].incident.as_deref(), Some(IR));
+    all_used(&refs);
+    assert_eq!(
+        (
+            alarm_read.num_calls(),
+            incident_read.num_calls(),
+            tx.num_calls(),
+            read_back.num_calls()
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(saves.num_calls(), 3);
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(EventType::Opened, 3, IncidentStatus::Open, Some(IR.into()))]
+    );
+}
+
+/// A store where another invocation commits (an opening, prepared beforehand) just
+/// before this invocation's first write: the write was decided on a stale read.
+struct OpensMeanwhile<'a> {
+    inner: &'a MemoryStateStore,
+    meanwhile: Mutex<Option<(shared::state::AlarmItem, shared::state::IncidentItem)>>,
+}
+
+#[async_trait]
+impl shared::state::StateStore for OpensMeanwhile<'_> {
+    async fn alarm(
+        &self,
+        arn: &str,
+    ) -> Result<Option<shared::state::AlarmItem>, shared::state::StateError> {
+        self.inner.alarm(arn).await
+    }
+    async fn incident(
+        &self,
+        key: &str,
+    ) -> Result<Option<shared::state::IncidentItem>, shared::state::StateError> {
+        self.inner.incident(key).await
+    }
+    async fn apply(
+        &self,
+        alarm: &shared::state::AlarmItem,
+        incident: shared::state::IncidentWrite<'_>,
+    ) -> Result<(), shared::state::StateError> {
+        let other = self.meanwhile.lock().unwrap().take();
+        if let Some((a, i)) = other {
+            self.inner.alarms.lock().unwrap().insert(a.arn.clone(), a);
+            self.inner
+                .incidents
+                .lock()
+                .unwrap()
+                .insert(i.record.key.clone(), i);
+        }
+        self.inner.apply(alarm, incident).await
+    }
+    async fn save_incident(
+        &self,
+        item: &shared::state::IncidentItem,
+    ) -> Result<(), shared::state::StateError> {
+        self.inner.save_incident(item).await
+    }
+}
+
+/// The race the concurrent storm found (seed 1113603263, 8 instances): the OK of an
+/// alarm, delivered before its ALARM, is decided on "nothing open" while another
+/// instance opens the incident with that ALARM. Recording the OK alone left the
+/// incident open for good (its only alarm OK on the alarm item, ALARM on the record).
+/// The OK's write is guarded by the incident item as read: refused, read again,
+/// decided again: the incident resolves.
+#[tokio::test]
+async fn ok_decided_on_a_stale_read_is_decided_again_and_resolves() {
+    // What the other instance commits: the incident opened by the ALARM.
+    let opener_rules = [im_start()];
+    let opener_refs: Vec<&Rule> = opener_rules.iter().collect();
+    let opener = Harness::incident_manager(&opener_refs);
+    opener
+        .action(eventbridge(ANY, "ALARM", "10:01:00.490"))
+        .await;
+    let opened = (
+        opener.store.alarm_now(&alarm_arn(ANY)).unwrap(),
+        opener.store.incident_now(KEY).unwrap(),
+    );
+
+    let rules = [
+        im_timeline("Resolved: every alarm is OK"),
+        im_update(None, Some(IncidentRecordStatus::Resolved)),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::incident_manager(&refs);
+    let store = OpensMeanwhile {
+        inner: &h.store,
+        meanwhile: Mutex::new(Some(opened)),
+    };
+    let deps = h.deps_on(&store);
+    let r = handle(
+        &deps,
+        &Owner::new("req-ok", None),
+        &eventbridge(ANY, "OK", "10:05:00.000"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.results[0].action, "resolve");
+    all_used(&refs);
+    let item = h.store.incident_now(KEY).unwrap();
+    assert!(!item.record.is_open());
+    assert_eq!(
+        h.publisher.summary(),
+        vec![(
+            EventType::Resolved,
+            3,
+            IncidentStatus::Resolved,
+            Some(IR.into())
+        )]
+    );
 }
 
 #[tokio::test]

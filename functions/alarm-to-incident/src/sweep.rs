@@ -57,12 +57,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared::alarm::{split_source_id, Alarm, AlarmState, Contributor, EventShape};
-use shared::effects::{is_conflict, resume_pending, run_pending, EffectError, Resume};
+use shared::effects::{decided_item, is_conflict, resume_pending, run_pending, Patience, Resume};
 use shared::error::Retryable;
 use shared::hold::hold_for;
 use shared::lifecycle::decide;
 use shared::silence::SilenceBook;
-use shared::state::{AlarmItem, IncidentItem};
+use shared::state::{AlarmItem, IncidentWrite, Owner};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::cloudwatch::{ContributorRead, ListedContributor, ReadError};
@@ -184,9 +184,10 @@ struct Reads {
     skipped: BTreeSet<String>,
 }
 
-/// Runs one sweep.
+/// Runs one sweep, as `owner` (the invocation: its writes carry its token).
 pub async fn sweep(
     deps: &Deps<'_>,
+    owner: &Owner,
     reason: &str,
     function_arn: &str,
 ) -> Result<SweepReport, HandlerError> {
@@ -255,7 +256,10 @@ pub async fn sweep(
                 continue;
             };
             let span = info_span!("alarm", alarm = %current.name, state = %current.state, incident_key = tracing::field::Empty);
-            match reconcile(deps, current, &book, &ctx).instrument(span).await {
+            match reconcile(deps, owner, current, &book, &ctx)
+                .instrument(span)
+                .await
+            {
                 Ok(Some(what)) => {
                     report.changed.insert(current.name.clone(), what);
                 }
@@ -287,7 +291,7 @@ pub async fn sweep(
                     id: id.clone(),
                     attributes: attributes.clone(),
                 };
-                let step = SeriesStep { parent, contributor, read, read_at, book: &book, ctx: &ctx };
+                let step = SeriesStep { parent, contributor, read, read_at, book: &book, ctx: &ctx, owner };
                 let label = step.label();
                 let span = info_span!("alarm", alarm = %label, incident_key = tracing::field::Empty);
                 match step.run(deps, &mut report).instrument(span).await {
@@ -388,6 +392,8 @@ struct SeriesStep<'a> {
     read_at: DateTime<Utc>,
     book: &'a SilenceBook,
     ctx: &'a HoldContext,
+    /// The invocation: its writes carry its token.
+    owner: &'a Owner,
 }
 
 impl SeriesStep<'_> {
@@ -476,7 +482,7 @@ impl SeriesStep<'_> {
                 at,
                 listed.reason.clone(),
             );
-            return reconcile(deps, &current, self.book, self.ctx).await;
+            return reconcile(deps, self.owner, &current, self.book, self.ctx).await;
         }
         // Not listed: not in ALARM now.
         let Some(s) = stored.filter(|s| s.state != AlarmState::Ok) else {
@@ -530,7 +536,8 @@ impl SeriesStep<'_> {
         let origin = Origin::Unlisted {
             read_at: self.read_at,
         };
-        let outcome = crate::handler::process_with(deps, &ok, &origin, self.ctx).await?;
+        let outcome =
+            crate::handler::process_with(deps, self.owner, &ok, &origin, self.ctx).await?;
         if outcome.action == "ignore_stale" || outcome.action == "ignore_duplicate" {
             // A delivery got there first.
             return Ok(None);
@@ -561,7 +568,9 @@ impl SeriesStep<'_> {
             warn!(source = %read.arn, "held contributor transition without its event (held by an older version); left held");
             return Ok(None);
         };
-        release(deps, read, series, self.book).await.map(Some)
+        release(deps, self.owner, read, series, self.book)
+            .await
+            .map(Some)
     }
 }
 
@@ -583,6 +592,7 @@ fn finish(
 /// changed.
 async fn reconcile(
     deps: &Deps<'_>,
+    owner: &Owner,
     current: &Alarm,
     book: &SilenceBook,
     ctx: &HoldContext,
@@ -593,7 +603,9 @@ async fn reconcile(
     match &stored {
         Some(s) if current.changed_at < s.changed_at - SAME_INSTANT => Ok(None),
         Some(s) if current.changed_at <= s.changed_at + SAME_INSTANT => match &s.held {
-            Some(h) if h.has_ended(book, now) => release(deps, s, current, book).await.map(Some),
+            Some(h) if h.has_ended(book, now) => {
+                release(deps, owner, s, current, book).await.map(Some)
+            }
             _ => Ok(None),
         },
         // Newer than anything recorded. Same state as recorded and applied: only a
@@ -602,16 +614,24 @@ async fn reconcile(
         Some(s) if s.state == current.state && s.held.is_none() => {
             let moved = AlarmItem {
                 changed_at: current.changed_at,
+                writer: owner.token().to_string(),
                 ..s.clone()
             };
-            match deps.effects.store.apply(&moved, None).await {
+            // No incident changes, and none was read: the alarm's item alone.
+            match deps
+                .effects
+                .store
+                .apply(&moved, IncidentWrite::NotConcerned)
+                .await
+            {
                 Ok(()) => Ok(Some("watermark".into())),
                 Err(e) if is_conflict(&e) => Ok(None),
                 Err(e) => Err(e.into()),
             }
         }
         _ => {
-            let outcome = crate::handler::process_with(deps, current, &Origin::Sweep, ctx).await?;
+            let outcome =
+                crate::handler::process_with(deps, owner, current, &Origin::Sweep, ctx).await?;
             info!(action = outcome.action, "missed transition applied");
             Ok(Some(format!("applied:{}", outcome.action)))
         }
@@ -623,6 +643,7 @@ async fn reconcile(
 /// covers it now.
 async fn release(
     deps: &Deps<'_>,
+    owner: &Owner,
     read: &AlarmItem,
     current: &Alarm,
     book: &SilenceBook,
@@ -639,12 +660,15 @@ async fn release(
         }
     };
     let mut resumed_once = false;
-    for attempt in 0..deps.effects.settings.attempts.max(1) {
+    let mut patience = Patience::new(deps.effects.settings, owner, &read.incident_key);
+    let mut attempt = 0;
+    loop {
         // Read again after a conflict: someone may have released it, or delivered newer.
         let stored = deps.effects.store.alarm(&read.arn).await?;
         if stored.as_ref() != Some(read) && attempt > 0 {
             return Ok("released_elsewhere".into());
         }
+        attempt += 1;
         let key = match current.state {
             AlarmState::Alarm => class.key.clone(),
             _ => read.incident_key.clone(),
@@ -657,21 +681,31 @@ async fn release(
         if let Some(again) = hold_for(&applied, &key, book, now) {
             let new = AlarmItem {
                 held: Some(again.clone()),
+                writer: owner.token().to_string(),
                 ..read.clone()
             };
-            match deps.holds.release(read, &new, None).await {
+            match deps
+                .holds
+                .release(read, &new, IncidentWrite::NotConcerned)
+                .await
+            {
                 Ok(()) => {
                     info!(hold = %again.describe(), "hold ended but another covers it; held anew");
                     return Ok("held_again".into());
                 }
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         let item = deps.effects.store.incident(&key).await?;
         if let Some(item) = item.as_ref().filter(|i| !i.pending.is_empty()) {
-            if let Resume::Finished(_) = resume_pending(&deps.effects, item).await? {
-                resumed_once = true;
+            match resume_pending(&deps.effects, owner, item).await? {
+                Resume::Finished(_) => resumed_once = true,
+                Resume::Busy => patience.wait_for_lease(deps.effects.clock).await?,
+                Resume::Conflict => patience.conflict()?,
             }
             continue;
         }
@@ -692,6 +726,7 @@ async fn release(
         let released = AlarmItem {
             incident_key: key.clone(),
             held: None,
+            writer: owner.token().to_string(),
             ..read.clone()
         };
         let origin = Origin::Released {
@@ -699,9 +734,17 @@ async fn release(
             hold: hold.clone(),
         };
         let Some(mut record) = decision.record.clone() else {
-            match deps.holds.release(read, &released, None).await {
+            // Guarded by the incident item as read (a stale read decides again).
+            let unchanged = IncidentWrite::Unchanged {
+                key: &key,
+                version: item.as_ref().map(|i| i.version),
+            };
+            match deps.holds.release(read, &released, unchanged).await {
                 Ok(()) => return Ok(format!("released:{}", decision.action.as_str())),
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    patience.conflict()?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -714,15 +757,24 @@ async fn release(
         );
         mark_origin(&mut record, &applied, &origin);
         let effects = plan(deps, &applied, &class, &decision.action, &record, &origin);
-        let new_item = IncidentItem {
-            version: item.as_ref().map_or(1, |i| i.version + 1),
+        let new_item = decided_item(
+            deps.effects.settings,
+            owner,
+            now,
+            item.as_ref(),
             record,
-            pending: effects,
-            lease_until: Some(now + deps.effects.settings.lease),
-        };
-        match deps.holds.release(read, &released, Some(&new_item)).await {
+            effects,
+        );
+        match deps
+            .holds
+            .release(read, &released, IncidentWrite::Put(&new_item))
+            .await
+        {
             Ok(()) => {}
-            Err(e) if is_conflict(&e) => continue,
+            Err(e) if is_conflict(&e) => {
+                patience.conflict()?;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
         info!(
@@ -730,13 +782,9 @@ async fn release(
             resumed = resumed_once,
             "held transition applied at the end of its hold"
         );
-        run_pending(&deps.effects, new_item).await?;
+        run_pending(&deps.effects, owner, new_item).await?;
         return Ok(format!("released:{}", decision.action.as_str()));
     }
-    Err(EffectError::Busy {
-        key: read.incident_key.clone(),
-    }
-    .into())
 }
 
 #[cfg(test)]

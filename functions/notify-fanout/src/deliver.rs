@@ -26,6 +26,14 @@
 //! name no incident keep the rule "a resolved thread and an opening message: new
 //! thread" on the key's thread, which points at the newest incident's thread.
 //!
+//! Lost answers: every claim and record names the invocation (its owner token, the
+//! Lambda request id), so a claim whose answer was lost, or left by an earlier attempt
+//! of the same request, is this invocation's own and it goes on ([`crate::store`]). A
+//! message is keyed by its notification id when it has one (the same for every
+//! publication of one notification), so a notification published again after a lost
+//! answer is delivered once. After a Slack post succeeded, recording it is tried a few
+//! more times within the budget: a post whose record is lost would be posted again.
+//!
 //! Rate: every Slack call waits for its channel's send slot ([`crate::pace`]). An
 //! `updated` notification (no mention) arriving within [`COALESCE_WINDOW`] of the
 //! thread's last reply is not posted as a reply of its own: it is coalesced into the
@@ -37,21 +45,33 @@ use shared::error::Retryable;
 use shared::error::Secret;
 use shared::incident::Impact;
 use shared::slack::{
-    render, Destination, Inbound, Milestones, Mode, RenderOptions, RouteFacts, Target, ThreadIntent,
+    render, Destination, Inbound, Milestones, Mode, RenderOptions, RouteFacts, SnsMessage, Target,
+    ThreadIntent,
 };
+use shared::state::Owner;
 use tracing::{info, instrument, warn};
 
 use crate::pace::wait_for_slot;
 use crate::slack_api::{Budget, PostTo, SlackClient, SlackError, MIN_ATTEMPT};
 use crate::store::{
     delivery_key, incident_thread_key, thread_key, Claim, DeliveryRecord, DeliveryStatus,
-    PostedThread, StateStore, StoreError, ThreadGuard, ThreadRecord,
+    PostedThread, StateStore, StoreError, ThreadGuard, ThreadRecord, ThreadWrite,
 };
 
 /// How long to wait for another invocation that is posting a thread's first message.
 const THREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
-/// Rounds of read, wait and claim before giving up on a busy thread.
-const THREAD_ROUNDS: usize = 8;
+/// Rounds of read, wait and claim before giving up on a busy thread: as long as a
+/// claim can be held (its holder's 60 s timeout); the budget usually ends it first.
+const THREAD_ROUNDS: usize = 150;
+/// Rounds of edit and guarded save of a thread's top-level message before giving up
+/// (each lost round means another invocation saved a newer state meanwhile).
+const TOP_ROUNDS: usize = 8;
+/// Waits before each further attempt to record a Slack post that succeeded.
+const RECORD_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(600),
+    std::time::Duration::from_millis(1500),
+];
 /// An `updated` notification this soon after the thread's last reply is coalesced
 /// into the top-level message instead of being posted as a reply of its own.
 pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
@@ -63,11 +83,26 @@ pub struct Ctx<'a> {
     pub budget: Budget,
     /// `MENTION_MIN_IMPACT`: default threshold of destinations with a mention.
     pub mention_min_impact: Option<Impact>,
+    /// The invocation: its token names every claim and record it writes.
+    pub owner: &'a Owner,
+}
+
+impl Ctx<'_> {
+    fn owner(&self) -> &str {
+        self.owner.token()
+    }
 }
 
 /// One message for one destination.
 pub struct Job<'a> {
+    /// What the delivery record is keyed on: the notification's id when it has one
+    /// (every publication of it the same), else the SNS message id.
     pub message_id: &'a str,
+    /// The SNS message as received (kept on the thread record as what its top-level
+    /// message shows).
+    pub message: &'a str,
+    /// The SNS topic it came from.
+    pub topic_arn: &'a str,
     pub inbound: &'a Inbound,
     pub facts: &'a RouteFacts,
     pub destination: &'a Destination,
@@ -149,7 +184,7 @@ pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryEr
     let pk = delivery_key(job.message_id, &job.destination.name);
     match ctx
         .store
-        .claim_delivery(&pk, now(), ctx.budget.lease_until())
+        .claim_delivery(&pk, ctx.owner(), now(), ctx.budget.lease_until())
         .await?
     {
         Claim::Won => {}
@@ -165,19 +200,68 @@ pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryEr
     let result = send(ctx, job, &pk).await;
     match &result {
         Ok(outcome) => {
-            ctx.store.put_delivery(&pk, &done(), now()).await?;
+            record_delivery(ctx, &pk, &done()).await?;
             info!(outcome = ?outcome, "delivered");
         }
         Err(e) => {
             // Nothing (or only the reply, recorded as `posted`) went out: free the
             // claim so the retry does not wait for the lease.
-            if let Err(release) = ctx.store.release_delivery(&pk).await {
+            if let Err(release) = ctx.store.release_delivery(&pk, ctx.owner()).await {
                 warn!(error = %release, "could not release the delivery claim");
             }
             warn!(error = %e, retryable = e.retryable(), "delivery failed");
         }
     }
     result
+}
+
+/// Records a delivery after its Slack post succeeded. The record is what keeps a
+/// retry from posting again, so a failure is tried again a few times while the budget
+/// lasts (the write is idempotent) before it is given up.
+async fn record_delivery(
+    ctx: &Ctx<'_>,
+    pk: &str,
+    record: &DeliveryRecord,
+) -> Result<(), DeliveryError> {
+    let mut waits = RECORD_RETRIES.iter();
+    loop {
+        match ctx.store.put_delivery(pk, record, ctx.owner(), now()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => match waits.next() {
+                Some(wait) if e.retryable() && ctx.budget.remaining() > *wait + MIN_ATTEMPT => {
+                    warn!(error = %e, "could not record the delivery after posting; trying again");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
+}
+
+/// Records the thread a top-level post started, with the same persistence as
+/// [`record_delivery`]; `false` when the claim was no longer ours.
+async fn record_thread(
+    ctx: &Ctx<'_>,
+    tpk: &str,
+    thread: &PostedThread,
+) -> Result<bool, DeliveryError> {
+    let mut waits = RECORD_RETRIES.iter();
+    loop {
+        match ctx
+            .store
+            .put_thread(tpk, thread, &ThreadGuard::OwnClaim, ctx.owner(), now())
+            .await
+        {
+            Ok(written) => return Ok(written.written()),
+            Err(e) => match waits.next() {
+                Some(wait) if e.retryable() && ctx.budget.remaining() > *wait + MIN_ATTEMPT => {
+                    warn!(error = %e, "could not record the new thread after posting; trying again");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
 }
 
 fn mention<'a>(job: &'a Job<'_>, ctx: &Ctx<'_>) -> Option<&'a shared::slack::Mention> {
@@ -196,7 +280,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 milestones: None,
                 actions: false,
             };
-            wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+            wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
             ctx.slack
                 .post_webhook(url, &render(job.inbound, &opts), &ctx.budget)
                 .await?;
@@ -214,7 +298,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                     thread_ts: None,
                     broadcast: false,
                 };
-                wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+                wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
                 let posted = ctx
                     .slack
                     .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -253,10 +337,13 @@ async fn threaded(
             Some(ThreadRecord {
                 posted: Some(t), ..
             }) => Some(t.ts),
+            // Someone else's claim (an own one, left by an earlier attempt of this
+            // request, is claimed again at once).
             Some(ThreadRecord {
                 posted: None,
                 lease_until,
-            }) if lease_until >= now => {
+                owner,
+            }) if lease_until >= now && owner.as_deref() != Some(ctx.owner()) => {
                 if ctx.budget.remaining() < THREAD_WAIT + MIN_ATTEMPT {
                     break;
                 }
@@ -269,10 +356,10 @@ async fn threaded(
         };
         match ctx
             .store
-            .claim_thread(&tpk, now, lease, replace.as_deref())
+            .claim_thread(&tpk, ctx.owner(), now, lease, replace.as_deref())
             .await?
         {
-            Claim::Won => return start_thread(ctx, job, token, channel, intent, &tpk, lease).await,
+            Claim::Won => return start_thread(ctx, job, token, channel, intent, &tpk).await,
             Claim::Taken(_) => continue,
         }
     }
@@ -307,7 +394,6 @@ async fn start_thread(
     channel: &str,
     intent: &ThreadIntent,
     tpk: &str,
-    lease: i64,
 ) -> Result<Outcome, DeliveryError> {
     let opts = RenderOptions {
         mode: Mode::Post,
@@ -321,7 +407,7 @@ async fn start_thread(
         broadcast: false,
     };
     let sent = async {
-        wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+        wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
         Ok::<_, DeliveryError>(
             ctx.slack
                 .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -331,7 +417,7 @@ async fn start_thread(
     let posted = match sent.await {
         Ok(p) => p,
         Err(e) => {
-            if let Err(release) = ctx.store.release_thread(tpk, lease).await {
+            if let Err(release) = ctx.store.release_thread(tpk, ctx.owner()).await {
                 warn!(error = %release, "could not release the thread claim");
             }
             return Err(e);
@@ -351,12 +437,10 @@ async fn start_thread(
         },
         incident_ref: incident_ref(job.inbound).map(str::to_string),
         replied_at: None,
+        rev: 1,
+        card: Some(job.message.to_string()),
     };
-    if !ctx
-        .store
-        .put_thread(tpk, &thread, &ThreadGuard::OwnClaim(lease), now())
-        .await?
-    {
+    if !record_thread(ctx, tpk, &thread).await? {
         warn!("thread claim was taken over while posting the first message");
     }
     info!(channel = %thread.channel, ts = %thread.ts, "started the incident's thread");
@@ -377,12 +461,15 @@ async fn point_key_at(ctx: &Ctx<'_>, job: &Job<'_>, intent: &ThreadIntent, threa
             &kpk,
             thread,
             &ThreadGuard::NotNewerThan(thread.opened_at),
+            ctx.owner(),
             now(),
         )
         .await
     {
-        Ok(true) => {}
-        Ok(false) => info!("the key's thread is a newer incident's; left as is"),
+        Ok(ThreadWrite::Written) => {}
+        Ok(ThreadWrite::Refused(_)) => {
+            info!("the key's thread is a newer incident's; left as is")
+        }
         Err(e) => warn!(error = %e, "could not point the key's thread at the incident's thread"),
     }
 }
@@ -433,7 +520,7 @@ async fn reply(
 ) -> Result<Outcome, DeliveryError> {
     if coalesces(ctx, job, thread) {
         info!(thread_ts = %thread.ts, "update coalesced into the top-level message (a reply was posted moments ago)");
-        update_top_level(ctx, job, token, thread, intent, tpk, false).await?;
+        update_top_level(ctx, job, token, thread, intent, tpk, None).await?;
         return Ok(Outcome::Coalesced);
     }
     // A late message of a resolved incident (its opening, delivered after the
@@ -454,7 +541,7 @@ async fn reply(
         thread_ts: Some(&thread.ts),
         broadcast: matches!(job.facts.event_type.as_str(), "escalated" | "unanswered"),
     };
-    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+    wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
     let posted = ctx
         .slack
         .post_message(token, to, &render(job.inbound, &opts), &ctx.budget)
@@ -466,18 +553,22 @@ async fn reply(
         channel: Some(thread.channel.clone()),
         thread_ts: Some(thread.ts.clone()),
     };
-    ctx.store.put_delivery(pk, &record, now()).await?;
-    let thread = PostedThread {
-        replied_at: Some(Utc::now()),
-        ..thread.clone()
-    };
-    update_top_level(ctx, job, token, &thread, intent, tpk, true).await?;
+    record_delivery(ctx, pk, &record).await?;
+    update_top_level(ctx, job, token, thread, intent, tpk, Some(Utc::now())).await?;
     Ok(Outcome::Replied)
 }
 
 /// Edits the thread's top-level message to show the state after this message, and
-/// records the milestone this message adds. `changed`: `stored` differs from the
-/// thread record (a reply time), so it is written even when the card is left as is.
+/// records the milestone this message adds and `replied` (the time of the reply it
+/// just posted), on the thread record as read (`stored`, at its revision).
+///
+/// Concurrent deliveries of one incident race for the top-level message: the save of
+/// the new state is guarded by the revision read, so of two edits only one saves
+/// first; the other reads the record again. If the record now holds a newer state,
+/// the edit this delivery made may have landed after the newer one's: the newer
+/// state is shown again from the message kept on the record (`card`). The last
+/// invocation to finish has always seen every saved state, so the top-level message
+/// ends showing the newest.
 async fn update_top_level(
     ctx: &Ctx<'_>,
     job: &Job<'_>,
@@ -485,41 +576,77 @@ async fn update_top_level(
     stored: &PostedThread,
     intent: &ThreadIntent,
     tpk: &str,
-    changed: bool,
+    replied: Option<chrono::DateTime<Utc>>,
 ) -> Result<(), DeliveryError> {
-    let stamp = stamped(stored, job, intent);
-    let thread = stamp.as_ref().unwrap_or(stored);
-    // Messages arrive out of order: never show an older state, nor reopen a
-    // resolved incident with a late update (a new incident starts a new thread).
-    // The resolution is the incident's last state whatever its time: it may come
-    // from an alarm whose state changed before another alarm's later update (an
-    // alarm storm showed the top-level message left OPEN after the resolution).
-    let resolves_now = intent.resolves && !thread.resolved;
-    if (intent.at < thread.updated_at && !resolves_now) || (thread.resolved && !intent.resolves) {
-        info!("top-level message already shows a newer state, left as is");
-        if stamp.is_some() || changed {
-            save_thread(ctx, job, intent, tpk, thread).await?;
+    let mut current = stored.clone();
+    let mut edited = false;
+    for _ in 0..TOP_ROUNDS {
+        let mut thread = stamped(&current, job, intent).unwrap_or_else(|| current.clone());
+        if let Some(at) = replied {
+            thread.replied_at = thread.replied_at.max(Some(at));
         }
-        return Ok(());
+        // Messages arrive out of order: never show an older state, nor reopen a
+        // resolved incident with a late update (a new incident starts a new thread).
+        // The resolution is the incident's last state whatever its time: it may come
+        // from an alarm whose state changed before another alarm's later update (an
+        // alarm storm showed the top-level message left OPEN after the resolution).
+        let resolves_now = intent.resolves && !thread.resolved;
+        let older = (intent.at < thread.updated_at && !resolves_now)
+            || (thread.resolved && !intent.resolves);
+        let next = if older {
+            if edited {
+                // Our edit may have replaced the newer one: show the newer again.
+                info!("a newer state was saved while this one was shown; showing it again");
+                show_card(ctx, job, token, &thread).await?;
+            } else {
+                info!("top-level message already shows a newer state, left as is");
+            }
+            if thread == current {
+                return Ok(());
+            }
+            thread
+        } else {
+            let opts = card_options(job, &thread);
+            edit_top_level(ctx, job, token, &thread, &render(job.inbound, &opts)).await?;
+            edited = true;
+            PostedThread {
+                updated_at: intent.at,
+                resolved: intent.resolves,
+                card: Some(job.message.to_string()),
+                ..thread
+            }
+        };
+        match save_thread(ctx, job, intent, tpk, next, current.rev).await? {
+            None => return Ok(()),
+            Some(now) => current = now,
+        }
     }
-    let opts = RenderOptions {
+    Err(DeliveryError::ThreadBusy)
+}
+
+fn card_options(job: &Job<'_>, thread: &PostedThread) -> RenderOptions<'static> {
+    RenderOptions {
         mode: Mode::Card,
         mention: None,
         webhook: false,
         thread_started_at: Some(thread.opened_at),
         milestones: Some(thread.milestones),
         actions: job.destination.offers_actions(),
-    };
-    wait_for_slot(ctx.store, job.destination, &ctx.budget).await?;
+    }
+}
+
+/// `chat.update` of the thread's top-level message, paced.
+async fn edit_top_level(
+    ctx: &Ctx<'_>,
+    job: &Job<'_>,
+    token: &Secret<String>,
+    thread: &PostedThread,
+    message: &shared::slack::Message,
+) -> Result<(), DeliveryError> {
+    wait_for_slot(ctx.store, job.destination, &ctx.budget, ctx.owner()).await?;
     match ctx
         .slack
-        .update_message(
-            token,
-            &thread.channel,
-            &thread.ts,
-            &render(job.inbound, &opts),
-            &ctx.budget,
-        )
+        .update_message(token, &thread.channel, &thread.ts, message, &ctx.budget)
         .await
     {
         Ok(()) => info!(ts = %thread.ts, "top-level message updated"),
@@ -528,37 +655,84 @@ async fn update_top_level(
         // is in the thread; nothing a retry could fix.
         Err(e) => warn!(error = %e, "top-level message could not be edited"),
     }
-    let updated = PostedThread {
-        updated_at: intent.at,
-        resolved: intent.resolves,
-        ..thread.clone()
-    };
-    save_thread(ctx, job, intent, tpk, &updated).await
+    Ok(())
 }
 
-/// Writes the thread record back, unless the thread was replaced meanwhile. An
-/// incident's own thread is also written to the key's thread item while that points
-/// at it, so messages naming no incident see its current state.
+/// Shows on the top-level message the state the thread record holds (its `card`).
+async fn show_card(
+    ctx: &Ctx<'_>,
+    job: &Job<'_>,
+    token: &Secret<String>,
+    thread: &PostedThread,
+) -> Result<(), DeliveryError> {
+    let Some(card) = &thread.card else {
+        warn!("the thread record keeps no message to show (written before it was kept)");
+        return Ok(());
+    };
+    let inbound = Inbound::parse(SnsMessage {
+        topic_arn: job.topic_arn,
+        subject: None,
+        message: card,
+    });
+    let opts = card_options(job, thread);
+    edit_top_level(ctx, job, token, thread, &render(&inbound, &opts)).await
+}
+
+/// Writes the thread record (the next revision of `at_rev`), unless it changed since
+/// it was read at `at_rev`: then `Some(the record as it is now)`. A thread replaced
+/// meanwhile (another top-level message) is left to the newer thread: `None`. An
+/// incident's own thread is also written to the key's thread item while that points at
+/// it, so messages naming no incident see its current state.
 async fn save_thread(
     ctx: &Ctx<'_>,
     job: &Job<'_>,
     intent: &ThreadIntent,
     tpk: &str,
-    thread: &PostedThread,
-) -> Result<(), DeliveryError> {
-    let same = ThreadGuard::SameThread(thread.ts.clone());
-    if !ctx.store.put_thread(tpk, thread, &same, now()).await? {
-        info!("thread was replaced meanwhile; its record is left to the newer thread");
-        return Ok(());
+    thread: PostedThread,
+    at_rev: u64,
+) -> Result<Option<PostedThread>, DeliveryError> {
+    let thread = PostedThread {
+        rev: at_rev + 1,
+        ..thread
+    };
+    let guard = ThreadGuard::AtRev {
+        ts: thread.ts.clone(),
+        rev: at_rev,
+    };
+    match ctx
+        .store
+        .put_thread(tpk, &thread, &guard, ctx.owner(), now())
+        .await?
+    {
+        ThreadWrite::Written => {}
+        ThreadWrite::Refused(Some(record))
+            if record.posted.as_ref().is_some_and(|p| p.ts == thread.ts) =>
+        {
+            let now = record.posted.unwrap_or(thread);
+            info!(
+                rev = now.rev,
+                "the thread's record changed meanwhile; reading it again"
+            );
+            return Ok(Some(now));
+        }
+        ThreadWrite::Refused(_) => {
+            info!("thread was replaced meanwhile; its record is left to the newer thread");
+            return Ok(None);
+        }
     }
     let kpk = thread_key(&intent.key, &job.destination.name);
     if kpk != tpk {
         // Best effort, as when the thread started: the incident's own item is saved.
-        if let Err(e) = ctx.store.put_thread(&kpk, thread, &same, now()).await {
+        let same = ThreadGuard::SameThread(thread.ts.clone());
+        if let Err(e) = ctx
+            .store
+            .put_thread(&kpk, &thread, &same, ctx.owner(), now())
+            .await
+        {
             warn!(error = %e, "could not update the key's thread item");
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The reply went out on an earlier attempt; only the top-level edit is left.
@@ -577,11 +751,11 @@ async fn resume(
             Some(ThreadRecord {
                 posted: Some(t), ..
             }) if Some(&t.ts) == record.thread_ts.as_ref() => {
-                update_top_level(ctx, job, token, &t, &intent, &tpk, false).await?;
+                update_top_level(ctx, job, token, &t, &intent, &tpk, None).await?;
             }
             _ => info!("the thread changed since; top-level update skipped"),
         }
     }
-    ctx.store.put_delivery(pk, &done(), now()).await?;
+    record_delivery(ctx, pk, &done()).await?;
     Ok(Outcome::Replied)
 }

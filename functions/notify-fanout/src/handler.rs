@@ -10,6 +10,7 @@ use serde_json::Value;
 use shared::error::Retryable;
 use shared::incident::Impact;
 use shared::slack::{Inbound, Routing, RoutingError, SnsMessage};
+use shared::state::Owner;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Config;
@@ -133,13 +134,14 @@ pub fn sns_records(event: &Value) -> Result<Vec<SnsRecord>, HandlerError> {
         .collect()
 }
 
-/// Handles one invocation.
+/// Handles one invocation (`owner`: its request id and deadline).
 pub async fn handle(
     deps: &Deps<'_>,
     event: &Value,
     budget: Budget,
+    owner: &Owner,
 ) -> Result<Summary, HandlerError> {
-    let result = handle_inner(deps, event, budget).await;
+    let result = handle_inner(deps, event, budget, owner).await;
     match &result {
         Ok(summary) => info!(?summary, "invocation done"),
         Err(e) => error!(error = %e, error_type = %e.lambda_error_type(), "invocation failed"),
@@ -151,6 +153,7 @@ async fn handle_inner(
     deps: &Deps<'_>,
     event: &Value,
     budget: Budget,
+    owner: &Owner,
 ) -> Result<Summary, HandlerError> {
     let records = sns_records(event)?;
     let settings = deps.settings.settings().await?;
@@ -163,6 +166,7 @@ async fn handle_inner(
         store: deps.store,
         budget,
         mention_min_impact: deps.config.mention_min_impact,
+        owner,
     };
     let mut summary = Summary {
         records: records.len(),
@@ -251,7 +255,9 @@ async fn deliver_record(
         // Routing was validated against the secret, so every name resolves.
         let destination = settings.destination(name)?;
         let job = Job {
-            message_id: &record.message_id,
+            message_id: delivery_id(record, inbound),
+            message: &record.message,
+            topic_arn: &record.topic_arn,
             inbound,
             facts,
             destination,
@@ -259,6 +265,19 @@ async fn deliver_record(
         Some(async move { (name.clone(), deliver(ctx, &job).await) })
     });
     join_all(deliveries).await
+}
+
+/// What a delivery is keyed on: the pipeline notification's id when it has one (the
+/// same however often it was published), else the SNS message id.
+fn delivery_id<'a>(record: &'a SnsRecord, inbound: &'a Inbound) -> &'a str {
+    match inbound {
+        Inbound::Incident(n) => n
+            .notification_id
+            .as_deref()
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or(&record.message_id),
+        _ => &record.message_id,
+    }
 }
 
 #[cfg(test)]

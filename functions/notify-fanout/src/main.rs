@@ -10,6 +10,7 @@ use notify_fanout::store::DynamoStore;
 use notify_fanout::DEADLINE_RESERVE;
 use serde_json::Value;
 use shared::config::Env;
+use shared::state::Owner;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -36,7 +37,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let deps = &deps;
         async move {
             let budget = Budget::from_deadline(event.context.deadline(), DEADLINE_RESERVE);
-            handle(deps, &event.payload, budget)
+            let owner = Owner::from_invocation(&event.context.request_id, event.context.deadline());
+            handle(deps, &event.payload, budget, &owner)
                 .await
                 .map_err(Diagnostic::from)
         }

@@ -42,6 +42,7 @@ pub async fn wait_for_slot(
     store: &dyn StateStore,
     destination: &Destination,
     budget: &Budget,
+    owner: &str,
 ) -> Result<Duration, DeliveryError> {
     if store.channel_interval().is_zero() {
         return Ok(Duration::ZERO);
@@ -51,7 +52,7 @@ pub async fn wait_for_slot(
     let not_after = now_ms.saturating_add(i64::try_from(usable.as_millis()).unwrap_or(i64::MAX));
     let channel = channel_of(destination);
     match store
-        .reserve_slot(&pace_key(&channel), now_ms, not_after)
+        .reserve_slot(&pace_key(&channel), owner, now_ms, not_after)
         .await?
     {
         Slot::At(at) => {

@@ -9,6 +9,15 @@
 //! invocation's Lambda deadline): a claim whose lease has passed belongs to an
 //! invocation that died, and may be taken over.
 //!
+//! Every write names its owner (`owner`: the invocation's Lambda request id, which
+//! Lambda keeps across its retries; [`shared::state::Owner`]). A claim's condition
+//! also accepts the owner's own claim, so the SDK's retry of a claim whose answer was
+//! lost, and Lambda's retry of the same request, take it again instead of waiting for
+//! themselves. A refused write answers with the item that refused it (ALL_OLD); after
+//! an ambiguous failure (timeout, reset, 5xx) the item is read back; either way a
+//! write that is the caller's own is taken as done ([`shared::error::is_ambiguous`]).
+//! Releases delete only the owner's own claim.
+//!
 //! A notification naming its incident (the backend reference) has a thread of its
 //! own incident (`thread#<incident key>#<destination>#<incident ref>`), whatever order
 //! the incident's messages arrive in; the key's thread item then points at the newest
@@ -19,14 +28,17 @@
 //! share one channel's rate.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use shared::error::{AwsError, Retryable};
+use shared::error::{is_ambiguous, AwsError, Retryable};
 use shared::slack::Milestones;
+use tracing::info;
 
 /// The key of a delivery record.
 pub fn delivery_key(message_id: &str, destination: &str) -> String {
@@ -111,6 +123,9 @@ pub struct ThreadRecord {
     /// `None` while the top-level message is being posted (a claim).
     pub posted: Option<PostedThread>,
     pub lease_until: i64,
+    /// The owner token of the invocation that wrote it (none on items written before
+    /// owners were kept).
+    pub owner: Option<String>,
 }
 
 /// The top-level message of a thread.
@@ -131,6 +146,12 @@ pub struct PostedThread {
     pub incident_ref: Option<String>,
     /// When the last reply was posted in the thread (coalescing of updates).
     pub replied_at: Option<DateTime<Utc>>,
+    /// The record's revision: every write of a thread's state is conditional on the
+    /// one it read (`ThreadGuard::AtRev`). 0 on items written before revisions.
+    pub rev: u64,
+    /// The SNS message the top-level message shows now (the newest state), so an
+    /// invocation whose edit raced a newer one's can show the newer state again.
+    pub card: Option<String>,
 }
 
 /// The outcome of a claim.
@@ -145,13 +166,29 @@ pub enum Claim<T> {
 /// What a thread write must find to succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThreadGuard {
-    /// Our own claim, with this lease (after posting the top-level message).
-    OwnClaim(i64),
+    /// Our own claim (after posting the top-level message).
+    OwnClaim,
     /// The same thread (top-level `ts`) as when we read it.
     SameThread(String),
+    /// The same thread, unchanged since we read it at revision `rev`.
+    AtRev { ts: String, rev: u64 },
     /// No thread, or a posted one of an incident opened no later than this (the key's
     /// pointer to its newest incident's thread).
     NotNewerThan(DateTime<Utc>),
+}
+
+/// The outcome of a thread write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadWrite {
+    Written,
+    /// The guard did not hold; the record as it is (none: no item).
+    Refused(Option<Box<ThreadRecord>>),
+}
+
+impl ThreadWrite {
+    pub fn written(&self) -> bool {
+        matches!(self, ThreadWrite::Written)
+    }
 }
 
 /// A channel's send slot (epoch milliseconds).
@@ -191,13 +228,16 @@ impl Retryable for StoreError {
     }
 }
 
-/// The state notify-fanout keeps. `now` and leases are epoch seconds.
+/// The state notify-fanout keeps. `now` and leases are epoch seconds; `owner` is the
+/// invocation's owner token.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Claims the delivery (new, or a `Sending` claim whose lease has passed).
+    /// Claims the delivery (new, a `Sending` claim whose lease has passed, or the
+    /// owner's own `Sending` claim).
     async fn claim_delivery(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
     ) -> Result<Claim<DeliveryRecord>, StoreError>;
@@ -206,39 +246,43 @@ pub trait StateStore: Send + Sync {
         &self,
         pk: &str,
         record: &DeliveryRecord,
+        owner: &str,
         now: i64,
     ) -> Result<(), StoreError>;
-    /// Deletes our claim if it is still `Sending` (nothing was posted), so a retry
-    /// can proceed at once.
-    async fn release_delivery(&self, pk: &str) -> Result<(), StoreError>;
+    /// Deletes the owner's claim if it is still `Sending` (nothing was posted), so a
+    /// retry can proceed at once.
+    async fn release_delivery(&self, pk: &str, owner: &str) -> Result<(), StoreError>;
 
     /// The thread record, read consistently.
     async fn get_thread(&self, pk: &str) -> Result<Option<ThreadRecord>, StoreError>;
-    /// Claims the thread: no record, or a claim whose lease has passed, or (with
-    /// `replace_resolved`) the resolved thread with that top-level `ts`.
+    /// Claims the thread: no record, a claim whose lease has passed, the owner's own
+    /// claim, or (with `replace_resolved`) the resolved thread with that top-level `ts`.
     async fn claim_thread(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
         replace_resolved: Option<&str>,
     ) -> Result<Claim<ThreadRecord>, StoreError>;
-    /// Writes a posted thread if `guard` holds; `false` when it did not.
+    /// Writes a posted thread (at `thread.rev`) if `guard` holds.
     async fn put_thread(
         &self,
         pk: &str,
         thread: &PostedThread,
         guard: &ThreadGuard,
+        owner: &str,
         now: i64,
-    ) -> Result<bool, StoreError>;
-    /// Deletes our thread claim (the top-level post failed).
-    async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError>;
+    ) -> Result<ThreadWrite, StoreError>;
+    /// Deletes the owner's thread claim (the top-level post failed).
+    async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Reserves the channel's next send slot at or after `now_ms`, if it is no later
     /// than `not_after_ms`; slots are [`StateStore::channel_interval`] apart.
     async fn reserve_slot(
         &self,
         pk: &str,
+        owner: &str,
         now_ms: i64,
         not_after_ms: i64,
     ) -> Result<Slot, StoreError>;
@@ -254,6 +298,8 @@ pub struct DynamoStore {
     delivery_ttl_seconds: i64,
     thread_ttl_seconds: i64,
     channel_interval: std::time::Duration,
+    /// Numbers the slot reservations of this container, so each names itself.
+    reservations: Arc<AtomicU64>,
 }
 
 /// Slack's rate for posting to a channel: about one message per second
@@ -289,6 +335,7 @@ impl DynamoStore {
             delivery_ttl_seconds,
             thread_ttl_seconds,
             channel_interval: CHANNEL_INTERVAL,
+            reservations: Arc::default(),
         }
     }
 
@@ -312,15 +359,19 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// A conditional put: `Ok(None)` when written, `Ok(Some(old item))` when the
-    /// condition failed.
+    /// A conditional put of a write `ours` recognizes: `Ok(None)` when written (also
+    /// when the item that refused it, or the item read back after an ambiguous
+    /// failure, is our own write: its answer was lost), `Ok(Some(old item))` when the
+    /// condition failed on someone else's (empty when the item is gone).
     async fn put_if(
         &self,
         item: Item,
         condition: &str,
         names: &[(&str, &str)],
         values: Vec<(&str, AttributeValue)>,
+        ours: impl Fn(&Item) -> bool + Send,
     ) -> Result<Option<Item>, StoreError> {
+        let pk = get_s(&item, "pk").unwrap_or_default().to_string();
         let mut req = self
             .client
             .put_item()
@@ -334,14 +385,34 @@ impl DynamoStore {
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
-        match req.send().await {
-            Ok(_) => Ok(None),
-            Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Some(c.item().cloned().unwrap_or_default()))
-                }
-                _ => Err(AwsError::from_sdk(SERVICE, "PutItem", e).into()),
-            },
+        let e = match req.send().await {
+            Ok(_) => return Ok(None),
+            Err(e) => e,
+        };
+        let refused_by = match e.as_service_error() {
+            // ALL_OLD: the item that refused the write (none: there was none, or it
+            // went meanwhile; the callers that need it read it).
+            Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                Some(c.item().cloned().unwrap_or_default())
+            }
+            _ if is_ambiguous(&e) => {
+                let error: StoreError = AwsError::from_sdk(SERVICE, "PutItem", e).into();
+                return match self.get(&pk).await {
+                    Ok(Some(now)) if ours(&now) => {
+                        info!(pk = %pk, error = %error, "own write found committed after its answer was lost");
+                        Ok(None)
+                    }
+                    _ => Err(error),
+                };
+            }
+            _ => return Err(AwsError::from_sdk(SERVICE, "PutItem", e).into()),
+        };
+        match refused_by {
+            Some(old) if !old.is_empty() && ours(&old) => {
+                info!(pk = %pk, "the write that refused ours is our own (answer lost); done");
+                Ok(None)
+            }
+            other => Ok(other),
         }
     }
 
@@ -430,6 +501,13 @@ const INCIDENT_REF: &str = "incident_ref";
 const REPLIED_AT: &str = "replied_at";
 /// The attribute of a channel's slot item: the next free slot, epoch milliseconds.
 const NEXT_AT: &str = "next_at";
+/// The owner token of the invocation that wrote an item.
+const OWNER: &str = "owner";
+/// A thread record's revision, and the message its top-level message shows.
+const REV: &str = "rev";
+const CARD: &str = "card";
+/// The reservation that wrote a slot item (owner token and a number).
+const HOLDER: &str = "holder";
 
 fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
     let lease_until = get_n(item, "lease_until").unwrap_or(0);
@@ -456,13 +534,23 @@ fn thread_from_item(pk: &str, item: &Item) -> Result<ThreadRecord, StoreError> {
             },
             incident_ref: get_s(item, INCIDENT_REF).map(str::to_string),
             replied_at: opt_epoch(item, REPLIED_AT),
+            rev: get_n(item, REV)
+                .and_then(|r| u64::try_from(r).ok())
+                .unwrap_or(0),
+            card: get_s(item, CARD).map(str::to_string),
         }),
         _ => return Err(malformed(pk, "`status` is not pending or posted")),
     };
     Ok(ThreadRecord {
         posted,
         lease_until,
+        owner: get_s(item, OWNER).map(str::to_string),
     })
+}
+
+/// True when `item` is a `status` item written by `owner`.
+fn owned(item: &Item, status: &str, owner: &str) -> bool {
+    get_s(item, "status") == Some(status) && get_s(item, OWNER) == Some(owner)
 }
 
 #[async_trait]
@@ -470,6 +558,7 @@ impl StateStore for DynamoStore {
     async fn claim_delivery(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
     ) -> Result<Claim<DeliveryRecord>, StoreError> {
@@ -477,14 +566,20 @@ impl StateStore for DynamoStore {
             ("pk".to_string(), s(pk)),
             ("status".to_string(), s(DeliveryStatus::Sending.as_str())),
             ("lease_until".to_string(), n(lease_until)),
+            (OWNER.to_string(), s(owner)),
             ("expires_at".to_string(), n(now + self.delivery_ttl_seconds)),
         ]);
         let old = self
             .put_if(
                 item,
-                "attribute_not_exists(pk) OR (#st = :sending AND #lease < :now)",
-                &[("#st", "status"), ("#lease", "lease_until")],
-                vec![(":sending", s("sending")), (":now", n(now))],
+                "attribute_not_exists(pk) OR (#st = :sending AND (#lease < :now OR #owner = :owner))",
+                &[("#st", "status"), ("#lease", "lease_until"), ("#owner", OWNER)],
+                vec![
+                    (":sending", s("sending")),
+                    (":now", n(now)),
+                    (":owner", s(owner)),
+                ],
+                |i| owned(i, "sending", owner),
             )
             .await?;
         match old {
@@ -504,6 +599,7 @@ impl StateStore for DynamoStore {
         &self,
         pk: &str,
         record: &DeliveryRecord,
+        owner: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut req = self
@@ -513,6 +609,7 @@ impl StateStore for DynamoStore {
             .item("pk", s(pk))
             .item("status", s(record.status.as_str()))
             .item("lease_until", n(record.lease_until))
+            .item(OWNER, s(owner))
             .item("expires_at", n(now + self.delivery_ttl_seconds));
         if let Some(c) = &record.channel {
             req = req.item("channel", s(c));
@@ -520,18 +617,19 @@ impl StateStore for DynamoStore {
         if let Some(t) = &record.thread_ts {
             req = req.item("thread_ts", s(t));
         }
+        // Unconditional: the SDK's retry after a lost answer writes the same again.
         req.send()
             .await
             .map_err(|e| AwsError::from_sdk(SERVICE, "PutItem", e))?;
         Ok(())
     }
 
-    async fn release_delivery(&self, pk: &str) -> Result<(), StoreError> {
+    async fn release_delivery(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
         self.delete_if(
             pk,
-            "#st = :sending",
-            &[("#st", "status")],
-            vec![(":sending", s("sending"))],
+            "#st = :sending AND #owner = :owner",
+            &[("#st", "status"), ("#owner", OWNER)],
+            vec![(":sending", s("sending")), (":owner", s(owner))],
         )
         .await
     }
@@ -546,6 +644,7 @@ impl StateStore for DynamoStore {
     async fn claim_thread(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
         replace_resolved: Option<&str>,
@@ -554,12 +653,22 @@ impl StateStore for DynamoStore {
             ("pk".to_string(), s(pk)),
             ("status".to_string(), s("pending")),
             ("lease_until".to_string(), n(lease_until)),
+            (OWNER.to_string(), s(owner)),
             ("expires_at".to_string(), n(now + self.thread_ttl_seconds)),
         ]);
         let mut condition =
-            "attribute_not_exists(pk) OR (#st = :pending AND #lease < :now)".to_string();
-        let mut values = vec![(":pending", s("pending")), (":now", n(now))];
-        let mut names = vec![("#st", "status"), ("#lease", "lease_until")];
+            "attribute_not_exists(pk) OR (#st = :pending AND (#lease < :now OR #owner = :owner))"
+                .to_string();
+        let mut values = vec![
+            (":pending", s("pending")),
+            (":now", n(now)),
+            (":owner", s(owner)),
+        ];
+        let mut names = vec![
+            ("#st", "status"),
+            ("#lease", "lease_until"),
+            ("#owner", OWNER),
+        ];
         if let Some(old_ts) = replace_resolved {
             condition.push_str(" OR (#st = :posted AND #res = :true AND #ts = :old_ts)");
             values.push((":posted", s("posted")));
@@ -568,7 +677,12 @@ impl StateStore for DynamoStore {
             names.push(("#res", "resolved"));
             names.push(("#ts", "ts"));
         }
-        match self.put_if(item, &condition, &names, values).await? {
+        match self
+            .put_if(item, &condition, &names, values, |i| {
+                owned(i, "pending", owner)
+            })
+            .await?
+        {
             None => Ok(Claim::Won),
             Some(item) if item.is_empty() => match self.get_thread(pk).await? {
                 Some(t) => Ok(Claim::Taken(t)),
@@ -586,8 +700,9 @@ impl StateStore for DynamoStore {
         pk: &str,
         thread: &PostedThread,
         guard: &ThreadGuard,
+        owner: &str,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ThreadWrite, StoreError> {
         let mut item = HashMap::from([
             ("pk".to_string(), s(pk)),
             ("status".to_string(), s("posted")),
@@ -600,6 +715,7 @@ impl StateStore for DynamoStore {
                 AttributeValue::Bool(thread.resolved),
             ),
             ("lease_until".to_string(), n(0)),
+            (OWNER.to_string(), s(owner)),
             ("expires_at".to_string(), n(now + self.thread_ttl_seconds)),
         ]);
         let m = &thread.milestones;
@@ -616,19 +732,65 @@ impl StateStore for DynamoStore {
         if let Some(r) = &thread.incident_ref {
             item.insert(INCIDENT_REF.to_string(), s(r));
         }
+        item.insert(
+            REV.to_string(),
+            n(i64::try_from(thread.rev).unwrap_or(i64::MAX)),
+        );
+        if let Some(card) = &thread.card {
+            item.insert(CARD.to_string(), s(card));
+        }
+        // This very write, found in place: its answer was lost.
+        let ours = |i: &Item| {
+            owned(i, "posted", owner)
+                && get_s(i, "ts") == Some(thread.ts.as_str())
+                && get_n(i, "updated_at") == Some(thread.updated_at.timestamp())
+                && i.get("resolved").and_then(|v| v.as_bool().ok()) == Some(&thread.resolved)
+                && get_n(i, REV).unwrap_or(0) == i64::try_from(thread.rev).unwrap_or(i64::MAX)
+        };
         let old = match guard {
-            ThreadGuard::OwnClaim(lease) => {
+            ThreadGuard::OwnClaim => {
                 self.put_if(
                     item,
-                    "#st = :pending AND #lease = :lease",
-                    &[("#st", "status"), ("#lease", "lease_until")],
-                    vec![(":pending", s("pending")), (":lease", n(*lease))],
+                    "#st = :pending AND #owner = :owner",
+                    &[("#st", "status"), ("#owner", OWNER)],
+                    vec![(":pending", s("pending")), (":owner", s(owner))],
+                    ours,
                 )
                 .await?
             }
             ThreadGuard::SameThread(ts) => {
-                self.put_if(item, "#ts = :ts", &[("#ts", "ts")], vec![(":ts", s(ts))])
-                    .await?
+                self.put_if(
+                    item,
+                    "#ts = :ts",
+                    &[("#ts", "ts")],
+                    vec![(":ts", s(ts))],
+                    ours,
+                )
+                .await?
+            }
+            ThreadGuard::AtRev { ts, rev } => {
+                let (condition, values) = if *rev == 0 {
+                    (
+                        "#ts = :ts AND attribute_not_exists(#rev)",
+                        vec![(":ts", s(ts))],
+                    )
+                } else {
+                    (
+                        "#ts = :ts AND #rev = :rev",
+                        vec![
+                            (":ts", s(ts)),
+                            (":rev", n(i64::try_from(*rev).unwrap_or(i64::MAX))),
+                        ],
+                    )
+                };
+                self.put_if(
+                    item,
+                    condition,
+                    &[("#ts", "ts"), ("#rev", REV)],
+                    values,
+                    ours,
+                )
+                .await?
             }
             ThreadGuard::NotNewerThan(opened_at) => {
                 self.put_if(
@@ -639,19 +801,24 @@ impl StateStore for DynamoStore {
                         (":posted", s("posted")),
                         (":opened", n(opened_at.timestamp())),
                     ],
+                    ours,
                 )
                 .await?
             }
         };
-        Ok(old.is_none())
+        Ok(match old {
+            None => ThreadWrite::Written,
+            Some(item) if item.is_empty() => ThreadWrite::Refused(None),
+            Some(item) => ThreadWrite::Refused(Some(Box::new(thread_from_item(pk, &item)?))),
+        })
     }
 
-    async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError> {
+    async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
         self.delete_if(
             pk,
-            "#st = :pending AND #lease = :lease",
-            &[("#st", "status"), ("#lease", "lease_until")],
-            vec![(":pending", s("pending")), (":lease", n(lease_until))],
+            "#st = :pending AND #owner = :owner",
+            &[("#st", "status"), ("#owner", OWNER)],
+            vec![(":pending", s("pending")), (":owner", s(owner))],
         )
         .await
     }
@@ -659,13 +826,20 @@ impl StateStore for DynamoStore {
     /// Optimistic: take the slot `max(now, next_at)` by writing `next_at` one
     /// interval later, on condition that `next_at` is still what was seen (or free);
     /// a concurrent reservation makes the condition fail and returns the new value.
+    /// Each reservation names itself (`holder`): one whose answer was lost is found
+    /// in place (refusing the SDK's retry, or read back) and kept, not taken twice.
     async fn reserve_slot(
         &self,
         pk: &str,
+        owner: &str,
         now_ms: i64,
         not_after_ms: i64,
     ) -> Result<Slot, StoreError> {
         let interval = i64::try_from(self.channel_interval.as_millis()).unwrap_or(i64::MAX);
+        let holder = format!(
+            "{owner}#{}",
+            self.reservations.fetch_add(1, Ordering::Relaxed)
+        );
         let mut seen: Option<i64> = None;
         for _ in 0..SLOT_ROUNDS {
             let (slot, condition, value) = match seen {
@@ -682,13 +856,15 @@ impl StateStore for DynamoStore {
             let item = HashMap::from([
                 ("pk".to_string(), s(pk)),
                 (NEXT_AT.to_string(), n(slot.saturating_add(interval))),
+                (HOLDER.to_string(), s(&holder)),
                 (
                     "expires_at".to_string(),
                     n(now_ms / 1000 + PACE_TTL_SECONDS),
                 ),
             ]);
+            let mine = |i: &Item| get_s(i, HOLDER) == Some(holder.as_str());
             let old = match self
-                .put_if(item, condition, &[("#next", NEXT_AT)], vec![value])
+                .put_if(item, condition, &[("#next", NEXT_AT)], vec![value], mine)
                 .await?
             {
                 None => return Ok(Slot::At(slot)),
@@ -762,16 +938,23 @@ mod tests {
                     && item["status"] == s("sending")
                     && item["lease_until"] == n(1_000_060)
                     && item["expires_at"] == n(1_000_000 + 14 * 86400)
+                    && item["owner"] == s("req-1")
                     && r.condition_expression()
-                        == Some("attribute_not_exists(pk) OR (#st = :sending AND #lease < :now)")
+                        == Some("attribute_not_exists(pk) OR (#st = :sending AND (#lease < :now OR #owner = :owner))")
                     && r.expression_attribute_values().unwrap()[":now"] == n(1_000_000)
+                    && r.expression_attribute_values().unwrap()[":owner"] == s("req-1")
                     && r.return_values_on_condition_check_failure()
                         == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
             })
             .then_output(|| PutItemOutput::builder().build());
         let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
         let claim = store(client)
-            .claim_delivery(&delivery_key("m-1", "oncall"), 1_000_000, 1_000_060)
+            .claim_delivery(
+                &delivery_key("m-1", "oncall"),
+                "req-1",
+                1_000_000,
+                1_000_060,
+            )
             .await
             .unwrap();
         assert_eq!(claim, Claim::Won);
@@ -789,7 +972,7 @@ mod tests {
         let rule = mock!(Client::put_item).then_error(move || ccf(Some(old.clone())));
         let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
         let claim = store(client)
-            .claim_delivery("delivery#m-1#oncall", 1, 2)
+            .claim_delivery("delivery#m-1#oncall", "req-1", 1, 2)
             .await
             .unwrap();
         assert_eq!(
@@ -808,7 +991,7 @@ mod tests {
         let rule = mock!(Client::put_item)
             .match_requests(|r| {
                 r.condition_expression()
-                    == Some("attribute_not_exists(pk) OR (#st = :pending AND #lease < :now) OR (#st = :posted AND #res = :true AND #ts = :old_ts)")
+                    == Some("attribute_not_exists(pk) OR (#st = :pending AND (#lease < :now OR #owner = :owner)) OR (#st = :posted AND #res = :true AND #ts = :old_ts)")
                     && r.expression_attribute_values().unwrap()[":old_ts"] == s("111.222")
                     && r.item().unwrap()["status"] == s("pending")
                     && r.item().unwrap()["pk"] == s("thread#VPN vpn-1 is DOWN#oncall")
@@ -818,6 +1001,7 @@ mod tests {
         let claim = store(client)
             .claim_thread(
                 &thread_key("VPN vpn-1 is DOWN", "oncall"),
+                "req-1",
                 10,
                 70,
                 Some("111.222"),
@@ -903,11 +1087,14 @@ mod tests {
             },
             incident_ref: None,
             replied_at: None,
+            rev: 0,
+            card: None,
         };
         assert!(st
-            .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim(5), 1)
+            .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim, "req-1", 1)
             .await
-            .unwrap());
+            .unwrap()
+            .written());
         let back = st.get_thread("thread#k#d").await.unwrap().unwrap();
         assert_eq!(
             back.posted.unwrap().milestones,
@@ -955,24 +1142,28 @@ mod tests {
             milestones: Milestones::default(),
             incident_ref: None,
             replied_at: None,
+            rev: 0,
+            card: None,
         };
         let saved = store(client)
             .put_thread(
                 "thread#k#d",
                 &thread,
                 &ThreadGuard::SameThread("1.0".into()),
+                "req-1",
                 300,
             )
             .await
             .unwrap();
-        assert!(!saved);
+        assert!(!saved.written());
     }
 
     #[tokio::test]
     async fn release_delivery_deletes_only_sending_and_ignores_conditional_failure() {
         let rule = mock!(Client::delete_item)
             .match_requests(|r| {
-                r.condition_expression() == Some("#st = :sending")
+                r.condition_expression() == Some("#st = :sending AND #owner = :owner")
+                    && r.expression_attribute_values().unwrap()[":owner"] == s("req-1")
                     && r.key().unwrap()["pk"] == s("delivery#m#d")
             })
             .then_error(|| {
@@ -983,8 +1174,8 @@ mod tests {
         let ok = mock!(Client::delete_item).then_output(|| DeleteItemOutput::builder().build());
         let client = shared::mock_client!(aws_sdk_dynamodb, [&rule, &ok]);
         let st = store(client);
-        st.release_delivery("delivery#m#d").await.unwrap();
-        st.release_delivery("delivery#m#d").await.unwrap();
+        st.release_delivery("delivery#m#d", "req-1").await.unwrap();
+        st.release_delivery("delivery#m#d", "req-1").await.unwrap();
         assert_eq!((rule.num_calls(), ok.num_calls()), (1, 1));
     }
 
@@ -995,6 +1186,7 @@ mod tests {
                 let item = r.item().unwrap();
                 item["pk"] == s("pace#C0OPS")
                     && item["next_at"] == n(1_700_000_001_000)
+                    && item["holder"].as_s().unwrap().starts_with("req-1#")
                     && item["expires_at"] == n(1_700_000_000 + 86_400)
                     && r.condition_expression()
                         == Some("attribute_not_exists(#next) OR #next <= :now")
@@ -1004,7 +1196,12 @@ mod tests {
             .then_output(|| PutItemOutput::builder().build());
         let client = shared::mock_client!(aws_sdk_dynamodb, [&rule]);
         let slot = store(client)
-            .reserve_slot(&pace_key("C0OPS"), 1_700_000_000_000, 1_700_000_050_000)
+            .reserve_slot(
+                &pace_key("C0OPS"),
+                "req-1",
+                1_700_000_000_000,
+                1_700_000_050_000,
+            )
             .await
             .unwrap();
         assert_eq!(slot, Slot::At(1_700_000_000_000));
@@ -1034,7 +1231,7 @@ mod tests {
             .then_output(|| PutItemOutput::builder().build());
         let client = shared::mock_client!(aws_sdk_dynamodb, [&busy, &taken]);
         let slot = store(client)
-            .reserve_slot("pace#C0OPS", now, now + 10_000)
+            .reserve_slot("pace#C0OPS", "req-1", now, now + 10_000)
             .await
             .unwrap();
         assert_eq!(slot, Slot::At(now + 700));
@@ -1057,7 +1254,7 @@ mod tests {
             std::time::Duration::from_millis(1500)
         );
         let slot = st
-            .reserve_slot("pace#C0OPS", now, now + 30_000)
+            .reserve_slot("pace#C0OPS", "req-1", now, now + 30_000)
             .await
             .unwrap();
         // One conditional put only: the slot seen is past the caller's deadline.
@@ -1091,17 +1288,20 @@ mod tests {
             milestones: Milestones::default(),
             incident_ref: Some("oi-0123456789ab".into()),
             replied_at: DateTime::from_timestamp(1_700_000_050, 0),
+            rev: 0,
+            card: None,
         };
         let written = store(client)
             .put_thread(
                 "thread#k#d",
                 &thread,
                 &ThreadGuard::NotNewerThan(thread.opened_at),
+                "req-1",
                 1,
             )
             .await
             .unwrap();
-        assert!(!written);
+        assert!(!written.written());
         assert_eq!(
             incident_thread_key("k", "d", "oi-0123456789ab"),
             "thread#k#d#oi-0123456789ab"
@@ -1127,5 +1327,214 @@ mod tests {
         let err = store(client).get_thread("thread#k#d").await.unwrap_err();
         assert!(err.retryable(), "{err}");
         assert_eq!(err.lambda_error_type(), "Retryable.Throttled");
+    }
+
+    fn thread_at(ts: &str, updated: i64) -> PostedThread {
+        PostedThread {
+            channel: "C1".into(),
+            ts: ts.into(),
+            opened_at: DateTime::from_timestamp(100, 0).unwrap(),
+            updated_at: DateTime::from_timestamp(updated, 0).unwrap(),
+            resolved: false,
+            milestones: Milestones::default(),
+            incident_ref: None,
+            replied_at: None,
+            rev: 0,
+            card: None,
+        }
+    }
+
+    /// The claim's answer was lost: the SDK's retry finds the claim in place and its
+    /// condition accepts the owner's own claim, so it is won, not "in progress".
+    #[tokio::test]
+    async fn claim_whose_answer_was_lost_is_won_on_the_retry_by_its_owner() {
+        let lost = mock!(Client::put_item).then_output(|| PutItemOutput::builder().build());
+        // Read back after the timeout: the claim is ours.
+        let mine = mock!(Client::get_item)
+            .match_requests(|r| r.consistent_read() == Some(true))
+            .then_output(|| {
+                GetItemOutput::builder()
+                    .set_item(Some(HashMap::from([
+                        ("pk".to_string(), s("delivery#m-1#ops")),
+                        ("status".to_string(), s("sending")),
+                        ("owner".to_string(), s("req-1")),
+                        ("lease_until".to_string(), n(60)),
+                    ])))
+                    .build()
+            });
+        let lose =
+            shared::testing::LoseAnswers::new(vec![("PutItem", 1, shared::testing::Loss::Timeout)]);
+        let client = shared::mock_client_losing!(aws_sdk_dynamodb, [&lost, &mine], lose);
+        let claim = store(client)
+            .claim_delivery("delivery#m-1#ops", "req-1", 1, 60)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Won);
+        assert_eq!((lost.num_calls(), mine.num_calls()), (1, 1));
+    }
+
+    /// A claim held by another invocation stays "taken", with its record.
+    #[tokio::test]
+    async fn claim_refused_by_another_owner_is_taken() {
+        let theirs = mock!(Client::put_item).then_error(|| {
+            ccf(Some(HashMap::from([
+                ("pk".to_string(), s("thread#k#d")),
+                ("status".to_string(), s("pending")),
+                ("owner".to_string(), s("req-other")),
+                ("lease_until".to_string(), n(60)),
+            ])))
+        });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&theirs]);
+        let claim = store(client)
+            .claim_thread("thread#k#d", "req-1", 1, 60, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim,
+            Claim::Taken(ThreadRecord {
+                posted: None,
+                lease_until: 60,
+                owner: Some("req-other".into()),
+            })
+        );
+    }
+
+    /// The top-level post is recorded; the answer is lost; the SDK's retry fails the
+    /// claim condition on this very record (ALL_OLD): recorded, not "taken over".
+    #[tokio::test]
+    async fn own_thread_record_refusing_the_retry_counts_as_written() {
+        let thread = thread_at("1.0", 100);
+        let refused = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#st = :pending AND #owner = :owner")
+                    && r.item().unwrap()["owner"] == s("req-1")
+            })
+            .then_error(|| {
+                ccf(Some(HashMap::from([
+                    ("pk".to_string(), s("thread#k#d")),
+                    ("status".to_string(), s("posted")),
+                    ("owner".to_string(), s("req-1")),
+                    ("ts".to_string(), s("1.0")),
+                    ("updated_at".to_string(), n(100)),
+                    ("resolved".to_string(), AttributeValue::Bool(false)),
+                ])))
+            });
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&refused]);
+        assert!(store(client)
+            .put_thread("thread#k#d", &thread, &ThreadGuard::OwnClaim, "req-1", 1)
+            .await
+            .unwrap()
+            .written());
+    }
+
+    /// A reservation whose answer was lost is found in place by its holder: the slot
+    /// it took is kept, not a second one reserved.
+    #[tokio::test]
+    async fn slot_reservation_whose_answer_was_lost_keeps_its_slot() {
+        let now = 1_700_000_000_000;
+        let holder: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let seen = holder.clone();
+        let put = mock!(Client::put_item)
+            .match_requests(move |r| {
+                *seen.lock().unwrap() = r.item().unwrap()["holder"].as_s().unwrap().clone();
+                true
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let read = holder.clone();
+        let read_back = mock!(Client::get_item).then_output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(HashMap::from([
+                    ("pk".to_string(), s("pace#C0OPS")),
+                    ("next_at".to_string(), n(now + 1_000)),
+                    ("holder".to_string(), s(&read.lock().unwrap())),
+                ])))
+                .build()
+        });
+        let lose =
+            shared::testing::LoseAnswers::new(vec![("PutItem", 1, shared::testing::Loss::Reset)]);
+        let client = shared::mock_client_losing!(aws_sdk_dynamodb, [&put, &read_back], lose);
+        let slot = store(client)
+            .reserve_slot("pace#C0OPS", "req-1", now, now + 10_000)
+            .await
+            .unwrap();
+        assert_eq!(slot, Slot::At(now));
+        assert_eq!((put.num_calls(), read_back.num_calls()), (1, 1));
+    }
+
+    /// After an ambiguous failure whose write is not found, the error stands.
+    #[tokio::test]
+    async fn lost_claim_not_found_in_place_is_a_retryable_error() {
+        let lost = mock!(Client::put_item).then_output(|| PutItemOutput::builder().build());
+        let gone = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+        let lose =
+            shared::testing::LoseAnswers::new(vec![("PutItem", 1, shared::testing::Loss::Timeout)]);
+        let client = shared::mock_client_losing!(aws_sdk_dynamodb, [&lost, &gone], lose);
+        let err = store(client)
+            .claim_delivery("delivery#m-1#ops", "req-1", 1, 60)
+            .await
+            .unwrap_err();
+        assert_eq!(err.lambda_error_type(), "Retryable.AwsUnavailable");
+    }
+
+    /// A thread's state is written only over the revision read; refused, the record
+    /// as it is now comes back (ALL_OLD), for the caller to decide again on it.
+    #[tokio::test]
+    async fn thread_state_write_is_guarded_by_the_revision_read() {
+        let mut thread = thread_at("1.0", 200);
+        thread.rev = 4;
+        thread.card = Some("{\"version\":\"1.0\"}".into());
+        let refused = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#ts = :ts AND #rev = :rev")
+                    && r.expression_attribute_values().unwrap()[":rev"] == n(3)
+                    && r.item().unwrap()["rev"] == n(4)
+                    && r.item().unwrap()["card"] == s("{\"version\":\"1.0\"}")
+            })
+            .then_error(|| {
+                ccf(Some(HashMap::from([
+                    ("pk".to_string(), s("thread#k#d")),
+                    ("status".to_string(), s("posted")),
+                    ("owner".to_string(), s("req-other")),
+                    ("channel".to_string(), s("C1")),
+                    ("ts".to_string(), s("1.0")),
+                    ("opened_at".to_string(), n(100)),
+                    ("updated_at".to_string(), n(300)),
+                    ("resolved".to_string(), AttributeValue::Bool(true)),
+                    ("rev".to_string(), n(4)),
+                ])))
+            });
+        let legacy = mock!(Client::put_item)
+            .match_requests(|r| {
+                r.condition_expression() == Some("#ts = :ts AND attribute_not_exists(#rev)")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&refused, &legacy]);
+        let st = store(client);
+        let guard = ThreadGuard::AtRev {
+            ts: "1.0".into(),
+            rev: 3,
+        };
+        match st
+            .put_thread("thread#k#d", &thread, &guard, "req-1", 1)
+            .await
+            .unwrap()
+        {
+            ThreadWrite::Refused(Some(record)) => {
+                let now = record.posted.unwrap();
+                assert_eq!((now.rev, now.resolved), (4, true));
+                assert_eq!(now.updated_at.timestamp(), 300);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // An item written before revisions: the guard is "no revision yet".
+        let first = ThreadGuard::AtRev {
+            ts: "1.0".into(),
+            rev: 0,
+        };
+        assert!(st
+            .put_thread("thread#k#d", &thread, &first, "req-1", 1)
+            .await
+            .unwrap()
+            .written());
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use shared::state::Owner;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -91,17 +92,27 @@ async fn handler_reads_secret_claims_posts_and_records_through_aws_adapters() {
     };
     let event = sns_event("m-aws", Some("Hello"), "Deployment finished");
 
-    let summary = handle(&deps, &event, Budget::after(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let summary = handle(
+        &deps,
+        &event,
+        Budget::after(Duration::from_secs(10)),
+        &Owner::new("", None),
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.posted, 1);
     let hooks = fake.requests_to(WEBHOOK_PATH);
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0].body["blocks"][0]["text"]["text"], "Hello");
 
-    let summary = handle(&deps, &event, Budget::after(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let summary = handle(
+        &deps,
+        &event,
+        Budget::after(Duration::from_secs(10)),
+        &Owner::new("", None),
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.already_delivered, 1);
     assert_eq!(fake.requests_to(WEBHOOK_PATH).len(), 1);
     assert_eq!(

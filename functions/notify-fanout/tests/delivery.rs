@@ -15,6 +15,7 @@ use shared::closure::{PostIncidentSummary, RetrospectiveItem};
 use shared::error::Retryable;
 use shared::incident::{Actor, Impact};
 use shared::notification::{EventType, Notification};
+use shared::state::Owner;
 use support::*;
 
 const POST: &str = "/api/chat.postMessage";
@@ -49,13 +50,23 @@ impl World {
     }
 
     async fn run_with(&self, event: &Value, budget: Duration) -> Result<Summary, HandlerError> {
+        self.run_as(event, budget, &Owner::new("", None)).await
+    }
+
+    /// One invocation of request `owner` (the same owner again: Lambda's retry).
+    async fn run_as(
+        &self,
+        event: &Value,
+        budget: Duration,
+        owner: &Owner,
+    ) -> Result<Summary, HandlerError> {
         let deps = Deps {
             slack: &self.slack,
             store: &self.store,
             settings: &self.settings,
             config: &self.config,
         };
-        handle(&deps, event, Budget::after(budget)).await
+        handle(&deps, event, Budget::after(budget), owner).await
     }
 
     async fn run(&self, event: &Value) -> Result<Summary, HandlerError> {
@@ -641,6 +652,46 @@ async fn a_live_claim_by_another_invocation_is_a_retryable_in_progress_error() {
     assert!(w.fake.requests().is_empty());
 }
 
+/// The first attempt claimed the delivery and died before posting (its claim's lease
+/// still runs): Lambda's retry of the same request claims it again at once and posts
+/// once, instead of failing "in progress" on its own claim until the lease ends.
+#[tokio::test]
+async fn a_retry_of_the_same_request_takes_its_own_claim_again() {
+    let w = World::bot_only().await;
+    let request = Owner::new("req-first", None);
+    let event = sns_event("m-own", None, "x");
+    // The claim the first attempt wrote (through the store, so it names its owner).
+    use notify_fanout::store::StateStore;
+    let lease = chrono::Utc::now().timestamp() + 60;
+    let pk = delivery_key("m-own", "oncall");
+    w.store
+        .claim_delivery(&pk, "req-first", chrono::Utc::now().timestamp(), lease)
+        .await
+        .unwrap();
+    let err = w.run(&event).await.unwrap_err();
+    assert_eq!(err.lambda_error_type(), "Retryable.DeliveryInProgress");
+    let summary = w
+        .run_as(&event, Duration::from_secs(20), &request)
+        .await
+        .unwrap();
+    assert_eq!(summary.posted, 1);
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+    assert_eq!(w.store.delivery(&pk).unwrap().status, DeliveryStatus::Done);
+}
+
+/// A notification published twice (its first publication's answer was lost, and the
+/// step ran again) has one id: delivered once.
+#[tokio::test]
+async fn the_same_notification_published_twice_is_delivered_once() {
+    let w = World::bot_only().await;
+    let mut n = incident(EventType::Opened, Impact::HIGH, "2026-11-25T10:01:00Z");
+    n.notification_id = Some("4f0c1c2e-0000-4000-8000-000000000001".into());
+    w.run(&incident_event("sns-1", &n)).await.unwrap();
+    let again = w.run(&incident_event("sns-2", &n)).await.unwrap();
+    assert_eq!(again.already_delivered, 1);
+    assert_eq!(w.fake.requests_to(POST).len(), 1);
+}
+
 #[tokio::test]
 async fn raw_alarm_threads_by_arn_and_ok_resolves_with_duration() {
     let w = World::bot_only().await;
@@ -1096,4 +1147,190 @@ async fn resolution_from_slack_posts_the_post_incident_summary_and_removes_the_b
         all_text(card).contains("Time to acknowledge: 4m 10s"),
         "{card}"
     );
+}
+
+/// A store where another delivery runs in full just before this delivery's `at`-th
+/// send-slot reservation (its paced Slack calls: the reply, then the top-level edit).
+struct RaceStore<'a> {
+    inner: MemoryStore,
+    at: usize,
+    reservations: std::sync::Mutex<usize>,
+    meanwhile: tokio::sync::Mutex<
+        Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>,
+    >,
+}
+
+#[async_trait::async_trait]
+impl notify_fanout::store::StateStore for RaceStore<'_> {
+    async fn claim_delivery(
+        &self,
+        pk: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<notify_fanout::store::Claim<DeliveryRecord>, notify_fanout::store::StoreError> {
+        self.inner.claim_delivery(pk, owner, now, lease_until).await
+    }
+    async fn put_delivery(
+        &self,
+        pk: &str,
+        record: &DeliveryRecord,
+        owner: &str,
+        now: i64,
+    ) -> Result<(), notify_fanout::store::StoreError> {
+        self.inner.put_delivery(pk, record, owner, now).await
+    }
+    async fn release_delivery(
+        &self,
+        pk: &str,
+        owner: &str,
+    ) -> Result<(), notify_fanout::store::StoreError> {
+        self.inner.release_delivery(pk, owner).await
+    }
+    async fn get_thread(
+        &self,
+        pk: &str,
+    ) -> Result<Option<notify_fanout::store::ThreadRecord>, notify_fanout::store::StoreError> {
+        self.inner.get_thread(pk).await
+    }
+    async fn claim_thread(
+        &self,
+        pk: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        replace_resolved: Option<&str>,
+    ) -> Result<
+        notify_fanout::store::Claim<notify_fanout::store::ThreadRecord>,
+        notify_fanout::store::StoreError,
+    > {
+        self.inner
+            .claim_thread(pk, owner, now, lease_until, replace_resolved)
+            .await
+    }
+    async fn put_thread(
+        &self,
+        pk: &str,
+        thread: &notify_fanout::store::PostedThread,
+        guard: &notify_fanout::store::ThreadGuard,
+        owner: &str,
+        now: i64,
+    ) -> Result<notify_fanout::store::ThreadWrite, notify_fanout::store::StoreError> {
+        self.inner.put_thread(pk, thread, guard, owner, now).await
+    }
+    async fn release_thread(
+        &self,
+        pk: &str,
+        owner: &str,
+    ) -> Result<(), notify_fanout::store::StoreError> {
+        self.inner.release_thread(pk, owner).await
+    }
+    async fn reserve_slot(
+        &self,
+        pk: &str,
+        owner: &str,
+        now_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<notify_fanout::store::Slot, notify_fanout::store::StoreError> {
+        let n = {
+            let mut r = self.reservations.lock().unwrap();
+            *r += 1;
+            *r
+        };
+        if n == self.at {
+            if let Some(other) = self.meanwhile.lock().await.take() {
+                other.await;
+            }
+        }
+        self.inner
+            .reserve_slot(pk, owner, now_ms, not_after_ms)
+            .await
+    }
+    fn channel_interval(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+}
+
+/// Two deliveries of one incident race for its top-level message (SNS to Lambda,
+/// several instances): the de-escalation reads the thread, the resolution is
+/// delivered in full meanwhile, then the de-escalation edits the top-level message
+/// with its older state. Its save finds the record changed, reads the resolution and
+/// shows it again: the top-level message ends RESOLVED (a concurrent storm left it
+/// OPEN before the record was guarded by its revision).
+#[tokio::test]
+async fn a_late_edit_racing_a_newer_one_ends_showing_the_newer_state() {
+    let w = World::bot_only().await;
+    w.run(&incident_event(
+        "m-open",
+        &incident(EventType::Opened, Impact::MEDIUM, "2026-11-25T10:01:00Z"),
+    ))
+    .await
+    .unwrap();
+    let deescalated = incident_event(
+        "m-down",
+        &incident(
+            EventType::Deescalated,
+            Impact::MEDIUM,
+            "2026-11-25T10:20:00Z",
+        ),
+    );
+    let resolved = incident_event(
+        "m-res",
+        &incident(EventType::Resolved, Impact::MEDIUM, "2026-11-25T10:30:00Z"),
+    );
+    let store = RaceStore {
+        inner: w.store.clone(),
+        at: 2,
+        reservations: Default::default(),
+        meanwhile: Default::default(),
+    };
+    // The resolution runs on the plain store (no race hook).
+    let plain = w.store.clone();
+    let world = &w;
+    *store.meanwhile.lock().await = Some(Box::pin(async move {
+        let deps = Deps {
+            slack: &world.slack,
+            store: &plain,
+            settings: &world.settings,
+            config: &world.config,
+        };
+        handle(
+            &deps,
+            &resolved,
+            Budget::after(Duration::from_secs(20)),
+            &Owner::new("req-res", None),
+        )
+        .await
+        .unwrap();
+    }));
+    let deps = Deps {
+        slack: &w.slack,
+        store: &store,
+        settings: &w.settings,
+        config: &w.config,
+    };
+    handle(
+        &deps,
+        &deescalated,
+        Budget::after(Duration::from_secs(20)),
+        &Owner::new("req-down", None),
+    )
+    .await
+    .unwrap();
+    let updates = w.fake.requests_to(UPDATE);
+    let last = header(&updates.last().unwrap().body);
+    assert!(last.starts_with("✅ RESOLVED"), "{last}");
+    // The de-escalation's own edit (the older state) did go out, then the newer one again.
+    assert!(updates.iter().any(|u| !header(&u.body).starts_with("✅")));
+    let thread = w
+        .store
+        .thread(&notify_fanout::store::incident_thread_key(
+            INCIDENT_KEY,
+            "oncall",
+            "oi-0123456789ab",
+        ))
+        .unwrap()
+        .posted
+        .unwrap();
+    assert!(thread.resolved);
 }

@@ -16,6 +16,7 @@ use notify_fanout::slack_api::{Budget, SlackClient};
 use shared::error::Retryable;
 use shared::incident::Impact;
 use shared::notification::EventType;
+use shared::state::Owner;
 use support::*;
 use tracing_subscriber::EnvFilter;
 
@@ -59,16 +60,26 @@ async fn logs_never_contain_tokens_or_webhook_urls() {
     // Success on both destinations, with a retried 500 on the webhook.
     fake.script(WEBHOOK_PATH, [Reply::status(500, "")]);
     let opened = incident(EventType::Opened, Impact::CRITICAL, "2026-11-25T10:01:00Z");
-    handle(&deps, &incident_event("m-1", &opened), budget())
-        .await
-        .unwrap();
+    handle(
+        &deps,
+        &incident_event("m-1", &opened),
+        budget(),
+        &Owner::new("", None),
+    )
+    .await
+    .unwrap();
     // Failures: invalid_auth from the API, a 403 from the webhook.
     fake.script("/api/chat.postMessage", [Reply::api_error("invalid_auth")]);
     fake.script(WEBHOOK_PATH, [Reply::status(403, "invalid_token")]);
     let updated = incident(EventType::Updated, Impact::CRITICAL, "2026-11-25T10:02:00Z");
-    let err = handle(&deps, &incident_event("m-2", &updated), budget())
-        .await
-        .unwrap_err();
+    let err = handle(
+        &deps,
+        &incident_event("m-2", &updated),
+        budget(),
+        &Owner::new("", None),
+    )
+    .await
+    .unwrap_err();
     assert!(!err.retryable());
 
     // A secret that does not parse, with a token in it, through the real cache.
@@ -86,9 +97,14 @@ async fn logs_never_contain_tokens_or_webhook_urls() {
         settings: &cache,
         ..deps
     };
-    let err = handle(&deps_bad, &incident_event("m-3", &updated), budget())
-        .await
-        .unwrap_err();
+    let err = handle(
+        &deps_bad,
+        &incident_event("m-3", &updated),
+        budget(),
+        &Owner::new("", None),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.lambda_error_type(), "NonRetryable.BadSlackSecret");
     assert!(!err.to_string().contains(TOKEN));
 

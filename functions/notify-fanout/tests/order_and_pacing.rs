@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use shared::error::Retryable;
 use shared::incident::Impact;
 use shared::notification::EventType;
+use shared::state::Owner;
 use support::*;
 
 const POST: &str = "/api/chat.postMessage";
@@ -55,7 +56,7 @@ impl World {
             settings: &self.settings,
             config: &self.config,
         };
-        handle(&deps, event, Budget::after(budget)).await
+        handle(&deps, event, Budget::after(budget), &Owner::new("", None)).await
     }
 
     async fn run(&self, event: &Value) -> Result<Summary, HandlerError> {

@@ -21,7 +21,9 @@
 //! with the matching `shared::respond` decision; the outcome (or the refusal) is
 //! posted to the person's `response_url`. Failures are reported per message (batch
 //! item failures), so only they return to the queue, and after five receives to its
-//! dead-letter queue.
+//! dead-letter queue. The job's id (the Slack request's) is its owner token: a copy
+//! delivered again after the change was applied applies nothing twice, and a write
+//! whose answer was lost is recognized as the job's own.
 //!
 //! **Escalation schedule**: `respond::escalation_fired` for the incident and attempt.
 //!
@@ -34,6 +36,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use shared::effects::{apply_change, ChangeOutcome, EffectDeps, EffectError, Refusal, RefusalKind};
 use shared::error::{Retryable, Secret};
+use shared::hash::token_uuid;
 use shared::hold_store::{update_silences, SilenceStore};
 use shared::hold_timer::{fire_at, silence_end_name, silence_lifted_name, HoldTimer, LEAD};
 use shared::incident::{Actor, Impact};
@@ -45,6 +48,7 @@ use shared::slack::interaction::{
 };
 use shared::slack::signature::{self, SignedRequest, SigningSecret};
 use shared::slack::views::{self, Reply};
+use shared::state::Owner;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Config;
@@ -152,18 +156,24 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// One invocation.
-pub async fn handle(deps: &Deps<'_>, event: Value, place: &Place) -> Result<Value, HandlerError> {
+/// One invocation; `invocation` names it (request id and deadline).
+pub async fn handle(
+    deps: &Deps<'_>,
+    event: Value,
+    place: &Place,
+    invocation: &Owner,
+) -> Result<Value, HandlerError> {
     match classify(event)? {
         Incoming::Url(req) => {
-            let response = handle_url(deps, &req).await;
+            let response = handle_url(deps, &req, invocation).await;
             Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"statusCode": 500})))
         }
         Incoming::Queue(batch) => {
-            let response = handle_batch(deps, &batch, place).await;
+            let response = handle_batch(deps, &batch, place, invocation).await;
             Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"batchItemFailures": []})))
         }
-        Incoming::Escalation(e) => handle_escalation(deps, &e).await,
+        // Lambda keeps the request id when it retries the schedule's invocation.
+        Incoming::Escalation(e) => handle_escalation(deps, &e, invocation).await,
     }
 }
 
@@ -181,7 +191,7 @@ fn reply(r: Reply) -> Value {
 
 /// Verifies, authorizes and answers one request from Slack. Never fails: every
 /// outcome is an HTTP answer.
-pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
+pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest, invocation: &Owner) -> UrlResponse {
     if !req.request_context.http.method.eq_ignore_ascii_case("POST") {
         return UrlResponse::text(405, "method not allowed");
     }
@@ -222,7 +232,11 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
             return UrlResponse::text(401, UNVERIFIED_BODY);
         }
     };
-    match deps.replay.first_use(&verified.signature, now).await {
+    match deps
+        .replay
+        .first_use(&verified.signature, invocation.token(), now)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             warn!(sent_at = %verified.sent_at, "replayed Slack request refused");
@@ -251,10 +265,14 @@ pub async fn handle_url(deps: &Deps<'_>, req: &UrlRequest) -> UrlResponse {
         action = %interaction.request.action(),
         incident = interaction.request.key().unwrap_or_default(),
     );
-    respond_to(deps, interaction).instrument(span).await
+    let request_id = token_uuid(&["slack-request", &verified.signature]);
+    respond_to(deps, interaction, &request_id)
+        .instrument(span)
+        .await
 }
 
-async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
+/// `request_id` names the verified Slack request (a queued change carries it).
+async fn respond_to(deps: &Deps<'_>, i: Interaction, request_id: &str) -> UrlResponse {
     let action = i.request.action();
     let access = match person_access(deps, &i.caller.user_id, action).await {
         Ok(a) => a,
@@ -368,15 +386,16 @@ async fn respond_to(deps: &Deps<'_>, i: Interaction) -> UrlResponse {
                     minutes: duration.num_minutes(),
                     reason: reason.clone(),
                 };
-                queue_job(deps, &i, silence_job(&i, spec, deps.effects.clock.now())).await
+                let now = deps.effects.clock.now();
+                queue_job(deps, &i, silence_job(&i, request_id, spec, now)).await
             }
             Err(text) => answer(deps, &i, &ephemeral(&text)).await,
         },
         Request::Unsilence { id } => match lift_allowed(deps, reach, id).await {
-            Ok(()) => queue_change(deps, &i).await,
+            Ok(()) => queue_change(deps, &i, request_id).await,
             Err(text) => answer(deps, &i, &ephemeral(&text)).await,
         },
-        _ => queue_change(deps, &i).await,
+        _ => queue_change(deps, &i, request_id).await,
     }
 }
 
@@ -464,8 +483,9 @@ async fn resolve_target(deps: &Deps<'_>, raw: &str) -> Result<SilenceTarget, Str
     }
 }
 
-fn silence_job(i: &Interaction, spec: SilenceSpec, now: DateTime<Utc>) -> Job {
+fn silence_job(i: &Interaction, request_id: &str, spec: SilenceSpec, now: DateTime<Utc>) -> Job {
     Job {
+        id: Some(request_id.to_string()),
         action: JobAction::Silence,
         incident_key: None,
         actor: i.caller.actor(),
@@ -558,7 +578,7 @@ async fn open_note_modal(deps: &Deps<'_>, i: &Interaction, key: &str) -> UrlResp
     }
 }
 
-fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
+fn job_of(i: &Interaction, request_id: &str, now: DateTime<Utc>) -> Option<Job> {
     let (action, key, text, impact) = match &i.request {
         Request::Acknowledge { key } => (JobAction::Acknowledge, Some(key), None, None),
         Request::Resolve { key } => (JobAction::Resolve, Some(key), None, None),
@@ -571,6 +591,7 @@ fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
         _ => return None,
     };
     Some(Job {
+        id: Some(request_id.to_string()),
         action,
         incident_key: key.cloned(),
         actor: i.caller.actor(),
@@ -583,9 +604,9 @@ fn job_of(i: &Interaction, now: DateTime<Utc>) -> Option<Job> {
     })
 }
 
-async fn queue_change(deps: &Deps<'_>, i: &Interaction) -> UrlResponse {
+async fn queue_change(deps: &Deps<'_>, i: &Interaction, request_id: &str) -> UrlResponse {
     let now = deps.effects.clock.now();
-    let Some(job) = job_of(i, now) else {
+    let Some(job) = job_of(i, request_id, now) else {
         return answer(deps, i, &ephemeral(interaction::USAGE)).await;
     };
     queue_job(deps, i, job).await
@@ -595,16 +616,7 @@ async fn queue_job(deps: &Deps<'_>, i: &Interaction, job: Job) -> UrlResponse {
     match deps.queue.send(&job).await {
         Ok(id) => {
             info!(message_id = %id, job = job.action.as_str(), "change queued");
-            let what = match job.action {
-                JobAction::Acknowledge => "taking ownership",
-                JobAction::Resolve => "resolving the incident",
-                JobAction::Rerun => "starting the diagnosis again",
-                JobAction::Note => "adding your note",
-                JobAction::Declare => "declaring the incident",
-                JobAction::Silence => "setting the silence",
-                JobAction::Unsilence => "ending the silence",
-            };
-            answer(deps, i, &reply(views::on_it(what))).await
+            answer(deps, i, &reply(views::on_it(doing(job.action)))).await
         }
         Err(e) => {
             error!(error = %e, "could not queue the change");
@@ -620,14 +632,36 @@ async fn queue_job(deps: &Deps<'_>, i: &Interaction, job: Job) -> UrlResponse {
     }
 }
 
+/// What a job does, as the person is told ("On it: taking ownership").
+fn doing(action: JobAction) -> &'static str {
+    match action {
+        JobAction::Acknowledge => "taking ownership",
+        JobAction::Resolve => "resolving the incident",
+        JobAction::Rerun => "starting the diagnosis again",
+        JobAction::Note => "adding your note",
+        JobAction::Declare => "declaring the incident",
+        JobAction::Silence => "setting the silence",
+        JobAction::Unsilence => "ending the silence",
+    }
+}
+
 // ------------------------------------------------------------------ SQS worker
 
-/// Does each queued change; reports the ones that failed.
-pub async fn handle_batch(deps: &Deps<'_>, batch: &SqsEvent, place: &Place) -> BatchResponse {
+/// Does each queued change; reports the ones that failed. `invocation` gives the
+/// deadline; each job writes under its own id.
+pub async fn handle_batch(
+    deps: &Deps<'_>,
+    batch: &SqsEvent,
+    place: &Place,
+    invocation: &Owner,
+) -> BatchResponse {
     let mut out = BatchResponse::default();
     for record in &batch.records {
         let span = info_span!("job", message_id = %record.message_id);
-        if !run_record(deps, record, place).instrument(span).await {
+        if !run_record(deps, record, place, invocation)
+            .instrument(span)
+            .await
+        {
             out.batch_item_failures.push(ItemFailure {
                 item_identifier: record.message_id.clone(),
             });
@@ -637,7 +671,12 @@ pub async fn handle_batch(deps: &Deps<'_>, batch: &SqsEvent, place: &Place) -> B
 }
 
 /// `true` when the job is done (or refused: a refusal is an answer, not a failure).
-async fn run_record(deps: &Deps<'_>, record: &SqsRecord, place: &Place) -> bool {
+async fn run_record(
+    deps: &Deps<'_>,
+    record: &SqsRecord,
+    place: &Place,
+    invocation: &Owner,
+) -> bool {
     let job: Job = match serde_json::from_str(&record.body) {
         Ok(j) => j,
         Err(e) => {
@@ -645,10 +684,14 @@ async fn run_record(deps: &Deps<'_>, record: &SqsRecord, place: &Place) -> bool 
             return false;
         }
     };
+    let owner = Owner::new(
+        job.id.clone().unwrap_or_else(|| record.message_id.clone()),
+        invocation.deadline(),
+    );
     let key_for_log = job.incident_key.clone().unwrap_or_default();
     let span = info_span!("change", incident = %key_for_log, job = job.action.as_str());
     async {
-        match run_job(deps, &job, place).await {
+        match run_job(deps, &owner, &job, place).await {
             Ok(reply) => {
                 tell(deps, job.response_url.as_ref(), &reply).await;
                 true
@@ -675,9 +718,14 @@ async fn tell(deps: &Deps<'_>, url: Option<&Secret<String>>, text: &str) {
     }
 }
 
-/// Runs one job; `Ok(reply)` is what the person is told (the change's reply or the
-/// refusal).
-pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String, EffectError> {
+/// Runs one job as `owner` (the job's id); `Ok(reply)` is what the person is told (the
+/// change's reply or the refusal).
+pub async fn run_job(
+    deps: &Deps<'_>,
+    owner: &Owner,
+    job: &Job,
+    place: &Place,
+) -> Result<String, EffectError> {
     let who = job.actor.clone();
     let team = job.team.clone();
     // Defence in depth: the worker works out the person's account scope itself (the
@@ -696,7 +744,7 @@ pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String
             let key = respond::declared_key(&title, job.requested_at);
             let impact = job.impact.unwrap_or(DECLARE_DEFAULT_IMPACT);
             let policy = deps.config.escalation.as_ref();
-            apply_change(&deps.effects, &key, |r, now| {
+            apply_change(&deps.effects, owner, &key, |r, now| {
                 respond::ensure_no_open(r)?;
                 respond::declare(
                     &title,
@@ -714,7 +762,7 @@ pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String
         action => {
             let key = job.incident_key.clone().unwrap_or_default();
             let text = job.text.clone().unwrap_or_default();
-            apply_change(&deps.effects, &key, |r, now| {
+            apply_change(&deps.effects, owner, &key, |r, now| {
                 let r = respond::existing(r)?;
                 scope::check_incident(org, &reach, r)
                     .map_err(|m| Refusal::new(RefusalKind::OutOfScope, m))?;
@@ -732,6 +780,13 @@ pub async fn run_job(deps: &Deps<'_>, job: &Job, place: &Place) -> Result<String
         ChangeOutcome::Applied { reply, .. } => {
             info!("change applied");
             reply
+        }
+        ChangeOutcome::Repeated { .. } => {
+            info!("the job was done by an earlier delivery; nothing applied twice");
+            format!(
+                "Done ({}). Your request arrived twice; it was carried out once.",
+                doing(job.action)
+            )
         }
         ChangeOutcome::Refused(r) => {
             info!(reason = ?r.kind, "change refused");
@@ -899,7 +954,11 @@ async fn lift_silence(
 
 // ------------------------------------------------------------------ escalation
 
-async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value, HandlerError> {
+async fn handle_escalation(
+    deps: &Deps<'_>,
+    e: &EscalationEvent,
+    invocation: &Owner,
+) -> Result<Value, HandlerError> {
     let span = info_span!("escalation", incident = %e.incident_key, attempt = e.attempt);
     async {
         let policy = deps
@@ -907,7 +966,7 @@ async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value
             .escalation
             .as_ref()
             .ok_or(HandlerError::EscalationOff)?;
-        let outcome = apply_change(&deps.effects, &e.incident_key, |r, now| {
+        let outcome = apply_change(&deps.effects, invocation, &e.incident_key, |r, now| {
             respond::escalation_fired(respond::existing(r)?, e.attempt, now, policy)
         })
         .await
@@ -918,6 +977,7 @@ async fn handle_escalation(deps: &Deps<'_>, e: &EscalationEvent) -> Result<Value
         })?;
         let (changed, note) = match outcome {
             ChangeOutcome::Applied { changed, reply, .. } => (changed, reply),
+            ChangeOutcome::Repeated { .. } => (false, "handled by an earlier attempt".into()),
             ChangeOutcome::Refused(r) => (false, r.message),
         };
         info!(escalated = changed, outcome = %note, "escalation timer handled");

@@ -5,6 +5,7 @@
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::config::Env;
+use shared::state::Owner;
 use slack_actions::config::Config;
 use slack_actions::handler::{handle, Place};
 use slack_actions::wiring::Container;
@@ -25,7 +26,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let deps = &deps;
         async move {
             let place = Place::from_function_arn(&event.context.invoked_function_arn);
-            handle(deps, event.payload, &place)
+            let invocation =
+                Owner::from_invocation(&event.context.request_id, event.context.deadline());
+            handle(deps, event.payload, &place, &invocation)
                 .await
                 .map_err(Diagnostic::from)
         }

@@ -54,6 +54,12 @@ impl JobAction {
 /// One queued change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The Slack request's id (from its verified signature): the same for every copy
+    /// of the message (a redelivery, or a second copy sent when SendMessage's answer
+    /// was lost), so the change is applied once. Absent in jobs queued before it
+    /// existed: the SQS message id stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub action: JobAction,
     /// The incident (every action but `declare`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +156,7 @@ mod tests {
 
     fn job() -> Job {
         Job {
+            id: None,
             action: JobAction::Acknowledge,
             incident_key: Some("VPN connection vpn-1 is DOWN".into()),
             actor: Actor::Person {

@@ -7,10 +7,14 @@
 //! The item expires after [`REPLAY_TTL_SECONDS`] (DynamoDB TTL on `expires_at`). TTL
 //! deletion is lazy, so the condition also lets an expired item be overwritten; by
 //! then the timestamp check refuses the request anyway.
+//!
+//! The item names the invocation that wrote it (`owner`, its request id): when the
+//! put's answer is lost and the SDK's retry fails the condition on that very item,
+//! the request is still the first use, not a replay.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use shared::error::AwsError;
 
@@ -20,8 +24,14 @@ pub const REPLAY_TTL_SECONDS: i64 = 600;
 /// Records that a signature was used.
 #[async_trait]
 pub trait ReplayGuard: Send + Sync {
-    /// `true` the first time a signature is seen, `false` afterwards.
-    async fn first_use(&self, signature: &str, now: DateTime<Utc>) -> Result<bool, AwsError>;
+    /// `true` the first time a signature is seen (by `owner`, this invocation's
+    /// token), `false` afterwards.
+    async fn first_use(
+        &self,
+        signature: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError>;
 }
 
 /// The partition key of a used signature.
@@ -47,7 +57,12 @@ impl DynamoReplayGuard {
 
 #[async_trait]
 impl ReplayGuard for DynamoReplayGuard {
-    async fn first_use(&self, signature: &str, now: DateTime<Utc>) -> Result<bool, AwsError> {
+    async fn first_use(
+        &self,
+        signature: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
         let result = self
             .client
             .put_item()
@@ -57,21 +72,22 @@ impl ReplayGuard for DynamoReplayGuard {
                 "expires_at",
                 AttributeValue::N((now.timestamp() + REPLAY_TTL_SECONDS).to_string()),
             )
+            .item("owner", AttributeValue::S(owner.to_string()))
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "PutItem", e)),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    // Our own first use, whose answer was lost, is still ours.
+                    let theirs = c.item().and_then(|i| i.get("owner"));
+                    Ok(theirs == Some(&AttributeValue::S(owner.to_string())))
+                }
+                _ => Err(AwsError::from_sdk("dynamodb", "PutItem", e)),
+            },
         }
     }
 }
@@ -105,26 +121,46 @@ mod tests {
                         == Some("attribute_not_exists(pk) OR expires_at < :now")
                     && r.expression_attribute_values().and_then(|v| v.get(":now"))
                         == Some(&AttributeValue::N("1531420618".into()))
+                    && r.item().and_then(|i| i.get("owner"))
+                        == Some(&AttributeValue::S("req-1".into()))
+                    && r.return_values_on_condition_check_failure()
+                        == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
             })
             .then_output(|| PutItemOutput::builder().build());
         let client = shared::mock_client!(aws_sdk_dynamodb, [&put]);
         let guard = DynamoReplayGuard::new(client, "state");
-        assert!(guard.first_use(SIG, now()).await.unwrap());
+        assert!(guard.first_use(SIG, "req-1", now()).await.unwrap());
         assert_eq!(put.num_calls(), 1);
+    }
+
+    fn used_by(owner: &'static str) -> aws_smithy_mocks::Rule {
+        mock!(Client::put_item).then_error(move || {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .item("pk", AttributeValue::S(replay_pk(SIG)))
+                    .item("owner", AttributeValue::S(owner.into()))
+                    .build(),
+            )
+        })
     }
 
     #[tokio::test]
     async fn second_use_is_a_replay() {
-        let put = mock!(Client::put_item).then_error(|| {
-            PutItemError::ConditionalCheckFailedException(
-                ConditionalCheckFailedException::builder()
-                    .message("The conditional request failed")
-                    .build(),
-            )
-        });
+        let put = used_by("req-1");
         let client = shared::mock_client!(aws_sdk_dynamodb, [&put]);
         let guard = DynamoReplayGuard::new(client, "state");
-        assert!(!guard.first_use(SIG, now()).await.unwrap());
+        assert!(!guard.first_use(SIG, "req-2", now()).await.unwrap());
+    }
+
+    /// The put committed, its answer was lost, the SDK's retry failed the condition on
+    /// the item this invocation wrote: still the first use, not a replay.
+    #[tokio::test]
+    async fn own_first_use_whose_answer_was_lost_is_not_a_replay() {
+        let put = used_by("req-1");
+        let client = shared::mock_client!(aws_sdk_dynamodb, [&put]);
+        let guard = DynamoReplayGuard::new(client, "state");
+        assert!(guard.first_use(SIG, "req-1", now()).await.unwrap());
     }
 
     #[tokio::test]
@@ -139,7 +175,7 @@ mod tests {
         });
         let client = shared::mock_client!(aws_sdk_dynamodb, [&put]);
         let err = DynamoReplayGuard::new(client, "state")
-            .first_use(SIG, now())
+            .first_use(SIG, "req-1", now())
             .await
             .unwrap_err();
         assert!(err.retryable());

@@ -24,7 +24,7 @@ use shared::notification::EventType;
 use shared::silence::SilenceTarget;
 use shared::slack::signature::{sign, SigningSecret};
 use shared::state::memory::MemoryStateStore;
-use shared::state::{IncidentItem, StateError, StateStore};
+use shared::state::{IncidentItem, Owner, StateError, StateStore};
 use slack_actions::config::Config;
 use slack_actions::groups::GroupCache;
 use slack_actions::handler::{handle, Deps, Place, UNAVAILABLE_TEXT, UNVERIFIED_BODY};
@@ -67,7 +67,12 @@ struct FakeReplay(Mutex<HashSet<String>>, Mutex<Option<AwsError>>);
 
 #[async_trait]
 impl ReplayGuard for FakeReplay {
-    async fn first_use(&self, signature: &str, _now: DateTime<Utc>) -> Result<bool, AwsError> {
+    async fn first_use(
+        &self,
+        signature: &str,
+        _owner: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
         if let Some(e) = self.1.lock().unwrap().clone() {
             return Err(e);
         }
@@ -273,7 +278,8 @@ impl Harness {
         let place = Place::from_function_arn(
             "arn:aws:lambda:eu-west-1:123456789012:function:slack-actions",
         );
-        handle(&deps, event, &place).await.unwrap()
+        let invocation = Owner::new("", Some(now() + Duration::seconds(60)));
+        handle(&deps, event, &place, &invocation).await.unwrap()
     }
 
     fn jobs(&self) -> Vec<Job> {
@@ -281,13 +287,9 @@ impl Harness {
     }
 
     async fn seed(&self, record: IncidentRecord) {
+        let opener = Owner::new("req-alarm", None);
         self.store
-            .save_incident(&IncidentItem {
-                version: 1,
-                record,
-                pending: vec![],
-                lease_until: None,
-            })
+            .save_incident(&IncidentItem::decided(None, record, vec![], &opener, now()))
             .await
             .unwrap();
     }
@@ -607,6 +609,11 @@ fn sqs(jobs: &[Job]) -> Value {
 
 fn job(action: JobAction, text: Option<&str>) -> Job {
     Job {
+        id: Some(format!(
+            "job-{}-{}",
+            action.as_str(),
+            text.unwrap_or_default()
+        )),
         action,
         incident_key: Some(KEY.into()),
         actor: Actor::Person {
@@ -716,6 +723,87 @@ async fn unacknowledged_critical_incident_escalates_and_an_acknowledged_one_does
     assert_eq!(res["escalated"], false);
     assert_eq!(h.publisher.sent().len(), sent_before);
     assert_eq!(h.pager.pages().len(), 1);
+}
+
+// ------------------------------------------------------------------ the same job twice
+
+/// SQS delivers a job again (at-least-once; or SendMessage's answer was lost and the
+/// request path sent a second copy): the note is added once, one notification is
+/// published (one Slack message), and the person is told both times.
+#[tokio::test]
+async fn a_job_delivered_twice_adds_the_note_once_and_posts_once() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    let note = job(JobAction::Note, Some("ISP maintenance until 11:00"));
+    let res = h.run(sqs(std::slice::from_ref(&note))).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let res = h.run(sqs(&[note])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let item = h.store.incident_now(KEY).unwrap();
+    let notes = item
+        .record
+        .timeline
+        .iter()
+        .filter(|e| e.text.contains("ISP maintenance"))
+        .count();
+    assert_eq!(notes, 1);
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Note]
+    );
+    assert_eq!(
+        h.backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("note "))
+            .count(),
+        1
+    );
+    let texts = h.slack.texts();
+    assert_eq!(texts.len(), 2);
+    assert!(texts[1].contains("carried out once"), "{texts:?}");
+}
+
+/// The first delivery decided the change and published, then its invocation died
+/// before the run was saved (its lease, named by the job, still runs): the second
+/// delivery takes its own lease over at once, finishes, and decides nothing twice.
+#[tokio::test]
+async fn a_redelivered_job_finishes_its_own_interrupted_run() {
+    let h = Harness::new();
+    h.seed(open_record(Impact::MEDIUM)).await;
+    let ack = job(JobAction::Acknowledge, None);
+    let owner = Owner::new(ack.id.clone().unwrap(), None);
+    // What the first delivery wrote before it died: the decision, leased to the job.
+    let item = h.store.incident_now(KEY).unwrap();
+    let change =
+        shared::respond::acknowledge(&item.record, &ack.actor, ack.team.as_deref(), now()).unwrap();
+    let decided = shared::effects::decided_item(
+        &h.settings,
+        &owner,
+        now(),
+        Some(&item),
+        change.record,
+        change.effects,
+    );
+    h.store.save_incident(&decided).await.unwrap();
+    let res = h.run(sqs(&[ack])).await;
+    assert_eq!(res, json!({"batchItemFailures": []}));
+    let stored = h.store.incident_now(KEY).unwrap();
+    assert!(stored.pending.is_empty() && stored.lease_holder.is_none());
+    assert_eq!(
+        h.publisher
+            .sent()
+            .iter()
+            .map(|n| n.event)
+            .collect::<Vec<_>>(),
+        vec![EventType::Acknowledged]
+    );
+    // The notification id was given at the decision and stays with the publication.
+    assert!(h.publisher.sent()[0].notification_id.is_some());
 }
 
 // ------------------------------------------------------------------ silences

@@ -20,6 +20,7 @@ use shared::incident::{IncidentBackend, IncidentRef, Note};
 use shared::notification::{FindingSummary, Notification};
 use shared::org::AccountInfo;
 use shared::respond;
+use shared::state::Owner;
 use shared::state::StateStore;
 use shared::vpn::{
     analyse, decide_remediation, incident_key, member_unreachable, MemberAccessFailure,
@@ -81,6 +82,8 @@ pub struct Invocation {
     pub deadline: Instant,
     pub account: String,
     pub region: String,
+    /// The invocation as a writer of the state table (request id and deadline).
+    pub owner: Owner,
 }
 
 impl Invocation {
@@ -106,6 +109,7 @@ impl Invocation {
                 .or(sdk_region)
                 .unwrap_or("unknown")
                 .to_string(),
+            owner: Owner::from_invocation(&ctx.request_id, ctx.deadline()),
         }
     }
 }
@@ -373,7 +377,7 @@ async fn diagnose(
             }
         };
 
-    let state_delivery = record_on_state(deps, &key, findings).await;
+    let state_delivery = record_on_state(deps, &inv.owner, &key, findings).await;
 
     RunbookOutput {
         vpn_connection_id: vpn.to_string(),
@@ -440,16 +444,24 @@ async fn member_readers(
 /// to it, and while it holds the item's lease the write waits (bounded) for it.
 async fn record_on_state(
     deps: &Deps,
+    owner: &Owner,
     key: &str,
     findings: Vec<FindingSummary>,
 ) -> Option<StateDelivery> {
     let store = deps.state.as_deref()?;
     let settings = RunnerSettings::new(None);
     // `record_diagnosis` decides no effects: the record is all there is to write.
-    let outcome = update_record(store, deps.clock.as_ref(), &settings, key, |record, now| {
-        respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
-            .map(|change| change.record)
-    })
+    let outcome = update_record(
+        store,
+        deps.clock.as_ref(),
+        &settings,
+        owner,
+        key,
+        |record, now| {
+            respond::record_diagnosis(respond::existing(record)?, findings.clone(), now)
+                .map(|change| change.record)
+        },
+    )
     .await;
     Some(match outcome {
         Ok(RecordUpdate::Updated { record, changed }) => {

@@ -49,7 +49,7 @@ use shared::incident::{
 use shared::lifecycle::{Effect, IncidentRecord, Milestones};
 use shared::mock_client;
 use shared::notification::{IncidentStatus, TimelineEntry};
-use shared::state::{DynamoStateStore, StateStore};
+use shared::state::{DynamoStateStore, Owner, StateStore};
 use shared::testing::aws_smithy_mocks::RuleMode;
 use shared::vpn::RemediationPolicy;
 use tokio::time::Instant;
@@ -507,6 +507,7 @@ impl World {
             deadline: Instant::now() + self.time_left,
             account: "123456789012".into(),
             region: "eu-west-1".into(),
+            owner: Owner::new("req-diagnosis", None),
         };
         let started = Instant::now();
         let result = handle(&deps, event, inv).await;
@@ -1076,6 +1077,29 @@ fn put_item(log: Puts, conflict: bool) -> Rule {
     }
 }
 
+/// A conditional put refused by `current` (returned, as DynamoDB does with ALL_OLD).
+fn put_refused_by(log: Puts, current: Item) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |r| {
+            log.lock().unwrap().push((
+                r.condition_expression().map(str::to_string),
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(":v"))
+                    .and_then(|v| v.as_n().ok().cloned()),
+                r.item().cloned().unwrap_or_default(),
+            ));
+            true
+        })
+        .then_error(move || {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .set_item(Some(current.clone()))
+                    .build(),
+            )
+        })
+}
+
 fn written_record(item: &Item) -> IncidentRecord {
     serde_json::from_str(item["record"].as_s().unwrap()).unwrap()
 }
@@ -1148,7 +1172,9 @@ async fn a_concurrent_change_is_read_again_and_the_diagnosis_still_recorded() {
     acked.milestones.acknowledged_at = Some(now());
     world.state = Some(vec![
         get_item(KEY, Some(stored(&incident_record(KEY), 3))),
-        put_item(puts.clone(), true),
+        // Refused, with the item that refused it (not this invocation's write) ...
+        put_refused_by(puts.clone(), stored(&acked, 4)),
+        // ... so it reads again and decides again.
         get_item(KEY, Some(stored(&acked, 4))),
         put_item(puts.clone(), false),
     ]);

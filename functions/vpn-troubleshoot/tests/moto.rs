@@ -18,6 +18,7 @@ use shared::incident::{
     BackendError, Impact, IncidentBackend, IncidentRef, NewIncident, Note, RunbookRequest,
 };
 use shared::mock_client;
+use shared::state::Owner;
 use shared::testing::aws_smithy_mocks::{Rule, RuleMode};
 use shared::vpn::{ConnectionLookup, ConnectionState, GatewayKind, LogStatus, VpnConnectionId};
 use tokio::time::Instant;
@@ -277,6 +278,7 @@ async fn describes_against_moto_server() {
         deadline: Instant::now() + Duration::from_secs(30),
         account: "123456789012".into(),
         region: "eu-west-1".into(),
+        owner: Owner::new("req-moto", None),
     };
     let unknown = handle(
         &deps,

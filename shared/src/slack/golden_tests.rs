@@ -136,6 +136,7 @@ pub(crate) fn vpn_incident(event: EventType) -> Notification {
             team: Some("C0123ONCALL".into()),
         },
         post_incident: None,
+        notification_id: None,
         account_info: None,
     }
 }
@@ -1022,6 +1023,7 @@ fn arb_notification_unboxed() -> impl Strategy<Value = Notification> {
                     timeline,
                     roles,
                     post_incident,
+                    notification_id: None,
                     account_info: None,
                 }
             },

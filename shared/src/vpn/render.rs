@@ -120,6 +120,7 @@ impl Report {
             timeline: vec![],
             roles: Default::default(),
             post_incident: None,
+            notification_id: None,
             account_info: ctx.account_info.clone(),
         }
     }

@@ -16,7 +16,7 @@ use notify_fanout::config::Config;
 use notify_fanout::secrets::{SecretError, SettingsSource};
 use notify_fanout::store::{
     Claim, DeliveryRecord, DeliveryStatus, PostedThread, Slot, StateStore, StoreError, ThreadGuard,
-    ThreadRecord,
+    ThreadRecord, ThreadWrite,
 };
 use serde_json::{json, Value};
 use shared::config::Env;
@@ -252,6 +252,8 @@ pub struct MemoryStore {
     items: Arc<Mutex<HashMap<String, Stored>>>,
     /// Per `pace#` key: the next free slot, epoch milliseconds.
     slots: Arc<Mutex<HashMap<String, i64>>>,
+    /// Per delivery item: the owner token that wrote it.
+    owners: Arc<Mutex<HashMap<String, String>>>,
     interval: std::time::Duration,
 }
 
@@ -288,13 +290,17 @@ impl StateStore for MemoryStore {
     async fn claim_delivery(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
     ) -> Result<Claim<DeliveryRecord>, StoreError> {
         let mut items = self.items.lock().unwrap();
+        let mut owners = self.owners.lock().unwrap();
         match items.get(pk) {
             Some(Stored::Delivery(d))
-                if !(d.status == DeliveryStatus::Sending && d.lease_until < now) =>
+                if !(d.status == DeliveryStatus::Sending
+                    && (d.lease_until < now
+                        || owners.get(pk).map(String::as_str) == Some(owner))) =>
             {
                 Ok(Claim::Taken(d.clone()))
             }
@@ -308,6 +314,7 @@ impl StateStore for MemoryStore {
                         thread_ts: None,
                     }),
                 );
+                owners.insert(pk.to_string(), owner.to_string());
                 Ok(Claim::Won)
             }
         }
@@ -317,15 +324,22 @@ impl StateStore for MemoryStore {
         &self,
         pk: &str,
         record: &DeliveryRecord,
+        owner: &str,
         _now: i64,
     ) -> Result<(), StoreError> {
         self.insert_delivery(pk, record.clone());
+        self.owners
+            .lock()
+            .unwrap()
+            .insert(pk.to_string(), owner.to_string());
         Ok(())
     }
 
-    async fn release_delivery(&self, pk: &str) -> Result<(), StoreError> {
+    async fn release_delivery(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap();
+        let owners = self.owners.lock().unwrap();
         if matches!(items.get(pk), Some(Stored::Delivery(d)) if d.status == DeliveryStatus::Sending)
+            && owners.get(pk).map(String::as_str) == Some(owner)
         {
             items.remove(pk);
         }
@@ -339,6 +353,7 @@ impl StateStore for MemoryStore {
     async fn claim_thread(
         &self,
         pk: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
         replace_resolved: Option<&str>,
@@ -349,7 +364,8 @@ impl StateStore for MemoryStore {
             Some(Stored::Thread(ThreadRecord {
                 posted: None,
                 lease_until,
-            })) => *lease_until < now,
+                owner: by,
+            })) => *lease_until < now || by.as_deref() == Some(owner),
             Some(Stored::Thread(ThreadRecord {
                 posted: Some(p), ..
             })) => p.resolved && replace_resolved == Some(p.ts.as_str()),
@@ -361,6 +377,7 @@ impl StateStore for MemoryStore {
                 Stored::Thread(ThreadRecord {
                     posted: None,
                     lease_until,
+                    owner: Some(owner.to_string()),
                 }),
             );
             Ok(Claim::Won)
@@ -380,17 +397,25 @@ impl StateStore for MemoryStore {
         pk: &str,
         thread: &PostedThread,
         guard: &ThreadGuard,
+        owner: &str,
         _now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ThreadWrite, StoreError> {
         let mut items = self.items.lock().unwrap();
         let ok = match (items.get(pk), guard) {
             (
                 Some(Stored::Thread(ThreadRecord {
-                    posted: None,
-                    lease_until,
+                    posted: Some(p), ..
                 })),
-                ThreadGuard::OwnClaim(l),
-            ) => lease_until == l,
+                ThreadGuard::AtRev { ts, rev },
+            ) => &p.ts == ts && p.rev == *rev,
+            (
+                Some(Stored::Thread(ThreadRecord {
+                    posted: None,
+                    owner: by,
+                    ..
+                })),
+                ThreadGuard::OwnClaim,
+            ) => by.as_deref() == Some(owner),
             (
                 Some(Stored::Thread(ThreadRecord {
                     posted: Some(p), ..
@@ -412,15 +437,20 @@ impl StateStore for MemoryStore {
                 Stored::Thread(ThreadRecord {
                     posted: Some(thread.clone()),
                     lease_until: 0,
+                    owner: Some(owner.to_string()),
                 }),
             );
+            return Ok(ThreadWrite::Written);
         }
-        Ok(ok)
+        Ok(ThreadWrite::Refused(match items.get(pk) {
+            Some(Stored::Thread(t)) => Some(Box::new(t.clone())),
+            _ => None,
+        }))
     }
 
-    async fn release_thread(&self, pk: &str, lease_until: i64) -> Result<(), StoreError> {
+    async fn release_thread(&self, pk: &str, owner: &str) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap();
-        if matches!(items.get(pk), Some(Stored::Thread(ThreadRecord { posted: None, lease_until: l })) if *l == lease_until)
+        if matches!(items.get(pk), Some(Stored::Thread(ThreadRecord { posted: None, owner: by, .. })) if by.as_deref() == Some(owner))
         {
             items.remove(pk);
         }
@@ -430,6 +460,7 @@ impl StateStore for MemoryStore {
     async fn reserve_slot(
         &self,
         pk: &str,
+        _owner: &str,
         now_ms: i64,
         not_after_ms: i64,
     ) -> Result<Slot, StoreError> {
@@ -566,6 +597,7 @@ pub fn incident(event: EventType, impact: Impact, at: &str) -> Notification {
         timeline: vec![],
         roles: Default::default(),
         post_incident: None,
+        notification_id: None,
         account_info: None,
     }
 }
