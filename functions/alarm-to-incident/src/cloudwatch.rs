@@ -668,24 +668,28 @@ mod tests {
         assert_eq!(third.num_calls(), 1);
     }
 
+    /// CloudWatch's throttling answer.
+    fn throttling() -> ErrorMetadata {
+        ErrorMetadata::builder()
+            .code("Throttling")
+            .message("Rate exceeded")
+            .build()
+    }
+
+    /// The home account's error of a failed read.
+    fn home_error<T: std::fmt::Debug>(read: Result<T, ReadError>) -> AwsError {
+        match read {
+            Err(ReadError::Home(e)) => e,
+            other => panic!("the home account's error, not {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn throttling_is_a_retryable_error() {
-        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_error(|| {
-            DescribeAlarmsError::generic(
-                ErrorMetadata::builder()
-                    .code("Throttling")
-                    .message("Rate exceeded")
-                    .build(),
-            )
-        });
+        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .then_error(|| DescribeAlarmsError::generic(throttling()));
         let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
-        let ReadError::Home(e) = reader
-            .describe("", "", &["a".to_string()])
-            .await
-            .unwrap_err()
-        else {
-            panic!("the home account's error")
-        };
+        let e = home_error(reader.describe("", "", &["a".to_string()]).await);
         assert!(e.retryable());
         assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
     }
@@ -791,23 +795,10 @@ mod tests {
         );
         assert_eq!(got["all-vpns"], ContributorRead::InAlarm(vec![]));
 
-        let throttled =
-            mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors).then_error(|| {
-                DescribeAlarmContributorsError::generic(
-                    ErrorMetadata::builder()
-                        .code("Throttling")
-                        .message("Rate exceeded")
-                        .build(),
-                )
-            });
+        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .then_error(|| DescribeAlarmContributorsError::generic(throttling()));
         let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
-        let ReadError::Home(e) = reader
-            .contributors("", "", &["all-vpns".to_string()])
-            .await
-            .unwrap_err()
-        else {
-            panic!("the home account's error")
-        };
+        let e = home_error(reader.contributors("", "", &["all-vpns".to_string()]).await);
         assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
         assert_eq!(e.operation, "DescribeAlarmContributors");
     }

@@ -22,7 +22,9 @@
 //! (`contributor/<id>/<ARN>`) the same way:
 //!
 //! - listed: it is in `ALARM` since `StateTransitionedTimestamp`; compared with the
-//!   watermark like an alarm (a held one whose hold ended opens then).
+//!   watermark like an alarm (a held one whose hold ended opens then). A listed time
+//!   series the pipeline never saw (its event lost) opens its incident, classified by
+//!   its attributes as its event would have been.
 //! - not listed, so not in `ALARM` (the API documents that it lists no other, and
 //!   contributors are only `ALARM` or `OK`): a recorded `ALARM` becomes an `OK`, which
 //!   resolves its incident with a note saying the sweep found it, when that is safe to
