@@ -2038,6 +2038,46 @@ mod real_world {
     }
 
     #[tokio::test]
+    async fn a_member_accounts_series_is_read_in_that_account_and_resolved() {
+        let mut h = crate::quiet_tests::H::in_org();
+        h.rules = Rules::builtin(Some(DOC));
+        let w = World(h);
+        const PAYMENTS: &str = "111122223333";
+        let moved = |text: String| text.replace("123456789012", PAYMENTS);
+        let alarm_event: Value = serde_json::from_str(&moved(
+            event("eventbridge-insights-contributor-vpn1-alarm.json").to_string(),
+        ))
+        .unwrap();
+        w.clock.set("2026-11-25T10:02:05Z".parse().unwrap());
+        let r = w.invoke(&alarm_event).await.unwrap();
+        assert_eq!(r["results"][0]["action"], "open", "{r}");
+        let key = format!("{PAYMENTS}/{KEY_VPN1}");
+        let parent: Alarm = serde_json::from_str(&moved(
+            serde_json::to_string(&parent("ALARM", "2026-11-25T10:02:04.919Z")).unwrap(),
+        ))
+        .unwrap();
+        w.alarms.set(vec![parent]);
+        // Its OK was lost: payments' CloudWatch lists no series of the alarm in ALARM.
+        w.alarms.list(PAYMENTS, ALL_VPNS, vec![]);
+        let report = sweep_at(&w, "2026-11-25T10:20:00Z").await.unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "applied:resolve"}),
+            "{report}"
+        );
+        assert_eq!(
+            w.alarms.contributor_requests.lock().unwrap().clone(),
+            vec![(PAYMENTS.to_string(), vec![ALL_VPNS.to_string()])],
+            "read where the alarm lives"
+        );
+        let item = shared::state::StateStore::incident(&w.store, &key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!item.record.is_open());
+    }
+
+    #[tokio::test]
     async fn contributor_and_single_vpn_alarm_feed_the_same_incident() {
         let w = World::new();
         assert_eq!(
