@@ -2038,6 +2038,38 @@ mod real_world {
     }
 
     #[tokio::test]
+    async fn a_muted_series_that_recovered_in_the_window_opens_nothing_at_its_end() {
+        let w = World::new();
+        let mut muted = event("eventbridge-insights-contributor-vpn1-alarm.json");
+        muted["detail"]["muteDetail"] = json!({
+            "mutedByArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance",
+            "muteWindowStart": "2026-11-25T10:00:00.000+0000",
+            "muteWindowEnd": "2026-11-25T10:30:00.000+0000"});
+        w.clock.set("2026-11-25T10:05:00Z".parse().unwrap());
+        assert_eq!(
+            w.invoke(&muted).await.unwrap()["results"][0]["action"],
+            "held_muted"
+        );
+        // Its OK inside the window was never delivered; at the window's end CloudWatch lists
+        // no series of the alarm in ALARM.
+        w.alarms.set(vec![parent("OK", "2026-11-25T10:20:00Z")]);
+        let report = sweep_at(&w, "2026-11-25T10:31:00Z").await.unwrap();
+        let label = "vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)";
+        // The OK is recorded (the held ALARM never opened anything).
+        assert_eq!(report["changed"][label], "applied:record", "{report}");
+        assert!(w.open_keys().await.is_empty());
+        assert!(w.publisher.sent().is_empty(), "nobody paged");
+        let mark = w.store.alarm_now(&series_source(VPN1_SERIES)).unwrap();
+        assert_eq!(mark.state, shared::alarm::AlarmState::Ok);
+        assert!(mark.held.is_none());
+        // In step: the next sweep leaves it.
+        assert_eq!(
+            sweep_at(&w, "2026-11-25T10:36:00Z").await.unwrap()["changed"],
+            json!({})
+        );
+    }
+
+    #[tokio::test]
     async fn a_member_accounts_series_is_read_in_that_account_and_resolved() {
         let mut h = crate::quiet_tests::H::in_org();
         h.rules = Rules::builtin(Some(DOC));
