@@ -11,7 +11,7 @@ the unmodified Rust SDK clients talk to it through `AWS_ENDPOINT_URL_<SERVICE>`:
 | Incident Manager (`SSM_INCIDENTS`) | restJson1                    | StartIncident, UpdateIncidentRecord, GetIncidentRecord, ListIncidentRecords, CreateTimelineEvent, ListTimelineEvents, GetTimelineEvent, UpdateRelatedItems, ListRelatedItems |
 | EC2 (`EC2`)                   | ec2Query (form in, XML out)       | DescribeVpnConnections (with VgwTelemetry and tunnel LogOptions), DescribeCustomerGateways, DescribeVpnGateways, DescribeTransitGatewayAttachments, ReplaceVpnTunnel (DryRun), GetVpnTunnelReplacementStatus |
 | CloudWatch Logs (`CLOUDWATCH_LOGS`) | awsJson1_1, `Logs_20140328.<Op>` | StartQuery, GetQueryResults, StopQuery (a Logs Insights subset, see insights.py) |
-| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history; DescribeAlarms of the alarms a scenario sets (`alarms`) |
+| CloudWatch (`CLOUDWATCH`)     | rpcv2Cbor                         | GetMetricData, GetMetricStatistics for `AWS/VPN TunnelState` from the tunnel history; DescribeAlarms of the alarms a scenario sets (`alarms`); DescribeAlarmContributors of its multi-time-series ones (`expression`, `contributors`) |
 
 Inputs are checked against the botocore service models (required members, lengths,
 ranges, enums: awsmodel.py) and against the service rules of DESIGN.md section 4:
@@ -201,9 +201,13 @@ class Emulator:
           chatbot_sns?, automation?: {document, parameters: {k: [v]}, dynamic: {k: INCIDENT_RECORD_ARN|INVOLVED_RESOURCES}}}]
         - `alarms`: [{name, state: OK|ALARM|INSUFFICIENT_DATA, at (epoch seconds of the state
           change, as the alarm events carry it), reason?, namespace?, metric?, dimensions? {name: value},
-          statistic?, period?, threshold?, comparison?, description?}]: metric alarms as
-          DescribeAlarms returns them; setting one again changes its state (the story moves alarms
-          without delivering their actions, as a mute rule does).
+          statistic?, period?, threshold?, comparison?, description?, expression?, contributors?}]:
+          metric alarms as DescribeAlarms returns them; setting one again changes its state (the
+          story moves alarms without delivering their actions, as a mute rule does). `expression`
+          (a Metrics Insights query, `SELECT ... GROUP BY ...`) makes it a multi-time-series alarm
+          (`Metrics` instead of one metric); `contributors`: [{id, attributes {name: value}, at,
+          reason?}] are its time series in ALARM now, as DescribeAlarmContributors lists them (a
+          series not listed is OK; setting the list again replaces it).
         - `faults`: [{service?, op, code, status?, message?, times?}] errors injected on the next calls.
         """
         account = spec.get("account")
@@ -275,8 +279,21 @@ class Emulator:
             "threshold": float(a.get("threshold", old.get("threshold", 1.0))),
             "comparison": a.get("comparison", old.get("comparison", "LessThanThreshold")),
             "description": a.get("description", old.get("description")),
+            "expression": a.get("expression", old.get("expression")),
+            "contributors": [self._contributor(name, c) for c in a["contributors"]]
+            if "contributors" in a else old.get("contributors", []),
             "created": old.get("created", at),
         }
+        if self.alarms[name]["contributors"] and not self.alarms[name]["expression"]:
+            raise ValueError(f"alarm {name}: contributors need an expression (a multi-time-series alarm)")
+
+    @staticmethod
+    def _contributor(alarm: str, c: dict) -> dict:
+        if not c.get("id") or not isinstance(c.get("attributes"), dict) or not c["attributes"]:
+            raise ValueError(f"alarm {alarm}: a contributor needs an id and attributes: {c!r}")
+        return {"id": c["id"], "attributes": dict(c["attributes"]),
+                "at": int(round(float(c["at"]) * 1000)) / 1000,
+                "reason": c.get("reason", "Threshold Crossed: set by the local scenario")}
 
     def _add_vpn(self, v: dict) -> None:
         vid = v["id"]
@@ -1389,11 +1406,16 @@ class Emulator:
             # The alarm events' state.timestamp of the same transition.
             "StateUpdatedTimestamp": cbor.Timestamp(a["at"]),
             "StateTransitionedTimestamp": cbor.Timestamp(a["at"]),
-            "MetricName": a["metric"], "Namespace": a["namespace"], "Statistic": a["statistic"],
-            "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(a["dimensions"].items())],
-            "Period": a["period"], "EvaluationPeriods": 1, "Threshold": a["threshold"],
+            "EvaluationPeriods": 1, "Threshold": a["threshold"],
             "ComparisonOperator": a["comparison"], "TreatMissingData": "missing",
         }
+        if a.get("expression"):
+            # A Metrics Insights alarm: one query, no metric of its own.
+            out["Metrics"] = [{"Id": "m1", "Expression": a["expression"], "Period": a["period"], "ReturnData": True}]
+        else:
+            out.update({"MetricName": a["metric"], "Namespace": a["namespace"], "Statistic": a["statistic"],
+                        "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(a["dimensions"].items())],
+                        "Period": a["period"]})
         if a.get("description"):
             out["AlarmDescription"] = a["description"]
         return out
@@ -1427,8 +1449,39 @@ class Emulator:
             out["NextToken"] = names[page]
         return out
 
+    # Contributors per DescribeAlarmContributors page (the API documents no page size; small,
+    # so the story's readers follow NextToken).
+    CONTRIBUTORS_PER_PAGE = 2
+
+    def cw_describe_alarm_contributors(self, p: dict) -> dict:
+        """The time series in ALARM of one multi-time-series alarm (the API lists no other), in
+        id order, [`CONTRIBUTORS_PER_PAGE`] per page with an opaque `NextToken` (emulator choice:
+        the next id). An alarm that does not exist is ResourceNotFoundException (404, as the API
+        reference says); one that is not multi-time-series is a ValidationException (emulator
+        choice: AWS documents no error for it)."""
+        name = p["AlarmName"]
+        a = self.alarms.get(name)
+        if a is None:
+            raise ApiError("ResourceNotFoundException", f"Alarm {name} does not exist.", 404)
+        if not a.get("expression"):
+            raise ApiError("ValidationException", f"Alarm {name} is not a multi-time-series alarm.")
+        listed = sorted(a["contributors"], key=lambda c: c["id"])
+        token = p.get("NextToken")
+        if token is not None:
+            ids = [c["id"] for c in listed]
+            if token not in ids:
+                raise ApiError("InvalidNextToken", "The service returned an invalid NextToken.")
+            listed = listed[ids.index(token):]
+        page = self.CONTRIBUTORS_PER_PAGE
+        out = {"AlarmContributors": [
+            {"ContributorId": c["id"], "ContributorAttributes": c["attributes"], "StateReason": c["reason"],
+             "StateTransitionedTimestamp": cbor.Timestamp(c["at"])} for c in listed[:page]]}
+        if len(listed) > page:
+            out["NextToken"] = listed[page]["id"]
+        return out
+
     METRICS = {"GetMetricData": cw_get_metric_data, "GetMetricStatistics": cw_get_metric_statistics,
-               "DescribeAlarms": cw_describe_alarms}
+               "DescribeAlarms": cw_describe_alarms, "DescribeAlarmContributors": cw_describe_alarm_contributors}
 
 
 def endpoint_env(url: str) -> dict[str, str]:

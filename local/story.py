@@ -629,6 +629,11 @@ class Story:
 
     def setup(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A function's log is appended to (an instance restarted within a story goes on in
+        # it), so a previous run's logs in the same directory go first: the story reads
+        # them back (refused-event metrics, the storm's counts) and must see this run only.
+        for old in (self.out_dir / "logs").glob("*.log"):
+            old.unlink()
         ddb, sns, sqs, sm = self.dynamodb(), *(self.moto.client(s) for s in ("sns", "sqs", "secretsmanager"))
         self.table = self.names["state"]
         ddb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",

@@ -483,6 +483,49 @@ def test_describe_alarms_over_cbor_by_name_with_pages_and_validation(emu):
     assert status == 400 and out["Error"]["Code"] == "InvalidParameterCombination"
 
 
+def test_describe_alarm_contributors_over_cbor_lists_the_series_in_alarm_with_pages(emu):
+    query = 'SELECT MIN(TunnelState) FROM "AWS/VPN" GROUP BY VpnId'
+    series = [{"id": f"3f9a1c7e5b2d804{i}", "attributes": {"VpnId": f"vpn-0{i}"}, "at": 1764064924.919 + i}
+              for i in range(3)]
+    emu.apply_scenario({"alarms": [
+        {"name": "vpn-tunnel-down-all", "state": "ALARM", "at": 1764064924.919, "expression": query,
+         "contributors": series},
+        {"name": "vpn-tunnel-down-one", "state": "OK", "at": 1.0, "dimensions": {"VpnId": VPN}}]})
+    # DescribeAlarms answers the alarm with its query, as a Metrics Insights alarm.
+    status, out = cbor_call(emu, "DescribeAlarms", {"AlarmNames": ["vpn-tunnel-down-all"]})
+    [alarm] = out["MetricAlarms"]
+    assert alarm["Metrics"] == [{"Id": "m1", "Expression": query, "Period": 60, "ReturnData": True}]
+    assert "MetricName" not in alarm and "Dimensions" not in alarm
+    listed, token = [], None
+    for _ in range(5):
+        status, out = cbor_call(emu, "DescribeAlarmContributors",
+                                {"AlarmName": "vpn-tunnel-down-all", **({"NextToken": token} if token else {})})
+        assert status == 200, out
+        # Parsed with the model: every required AlarmContributor member is there.
+        shape = botocore.session.get_session().get_service_model("cloudwatch").shape_for("AlarmContributor")
+        assert all(set(shape.required_members) <= set(c) for c in out["AlarmContributors"]), out
+        listed += out["AlarmContributors"]
+        token = out.get("NextToken")
+        if token is None:
+            break
+    assert [c["ContributorAttributes"]["VpnId"] for c in listed] == ["vpn-00", "vpn-01", "vpn-02"]
+    assert listed[2]["StateTransitionedTimestamp"].timestamp() == 1764064926.919
+    # VPN 1's series recovers: it is no longer listed.
+    emu.apply_scenario({"alarms": [{"name": "vpn-tunnel-down-all", "state": "ALARM", "at": 1764064924.919,
+                                    "contributors": [series[0], series[2]]}]})
+    status, out = cbor_call(emu, "DescribeAlarmContributors", {"AlarmName": "vpn-tunnel-down-all"})
+    assert [c["ContributorId"] for c in out["AlarmContributors"]] == [series[0]["id"], series[2]["id"]]
+    # Declined: no such alarm (404), not a multi-time-series alarm, no name (the model).
+    status, out = cbor_call(emu, "DescribeAlarmContributors", {"AlarmName": "gone"})
+    assert status == 404 and out["Error"]["Code"] == "ResourceNotFoundException"
+    status, out = cbor_call(emu, "DescribeAlarmContributors", {"AlarmName": "vpn-tunnel-down-one"})
+    assert status == 400 and out["Error"]["Code"] == "ValidationException"
+    status, out = cbor_call(emu, "DescribeAlarmContributors", {})
+    assert status == 400 and out["Error"]["Code"] == "InvalidParameterValueException"
+    status, out = cbor_call(emu, "DescribeAlarmContributors", {"AlarmName": "vpn-tunnel-down-all", "NextToken": "x"})
+    assert status == 400 and out["Error"]["Code"] == "InvalidNextToken"
+
+
 def test_describe_alarms_fault_is_throttling(emu):
     emu.apply_scenario({"alarms": [{"name": "x", "state": "OK", "at": 1.0}],
                         "faults": [{"service": "cloudwatch", "op": "DescribeAlarms", "code": "Throttling",

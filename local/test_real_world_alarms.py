@@ -7,13 +7,19 @@ project's emulator, state in moto's DynamoDB):
   VPN; the alarm-level event of the same evaluation opens nothing; the first VPN's
   contributor OK resolves that VPN's incident only;
 - an SNS alarm message older than `AlarmArn` (Region "US - N. Virginia") opens its
-  incident, with the ARN rebuilt.
+  incident, with the ARN rebuilt;
+- the second VPN's contributor OK is lost: a sweep invocation reads the alarm
+  (DescribeAlarms) and its contributors (DescribeAlarmContributors, served by the
+  emulator over rpcv2Cbor), finds that series no longer listed in ALARM and resolves its
+  incident, with a note that says so; a series it lists that the pipeline never saw
+  opens its incident.
 
 One setup for the module (a few seconds); each event is one invocation.
 """
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +27,8 @@ import pytest
 import story
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
+ALL_VPNS = "vpn-tunnel-down-all-connections"
+ALL_VPNS_ARN = f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{ALL_VPNS}"
 VPN1, VPN2 = "vpn-0f1e2d3c4b5a69788", "vpn-0a1b2c3d4e5f67890"
 OLD_VPN = "vpn-0c3d4e5f6a7b8c9d0"
 
@@ -95,3 +103,41 @@ def test_sns_message_without_alarm_arn_opens_one_incident(world):
     assert {"arn": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:vpn-tunnel-down-{OLD_VPN}"} in resources
     assert deliver(s, "sns-no-alarm-arn-old-region-alarm.json")["action"] == "ignore_duplicate"
     assert len(items_by_key(s)[key(OLD_VPN)]) == 1
+
+
+def test_a_contributor_incident_whose_ok_was_lost_is_resolved_by_the_sweep(world):
+    s = world
+    # VPN 2's series in ALARM (open, or already open from the first test).
+    assert deliver(s, "eventbridge-insights-contributor-vpn2-alarm.json")["action"] in ("open", "ignore_duplicate")
+    [item] = items_by_key(s)[key(VPN2)]
+    assert item["Status"] == "Open"
+    # CloudWatch now: the alarm still in ALARM for another VPN's series; VPN 2's series
+    # recovered, its OK never delivered (not listed any more).
+    event = json.loads((EVENTS / "eventbridge-insights-contributor-vpn2-alarm.json").read_text())
+    at = datetime.fromisoformat(event["detail"]["state"]["timestamp"].replace("+0000", "+00:00")).timestamp()
+    s.emulator.apply_scenario({"alarms": [{
+        "name": ALL_VPNS, "state": "ALARM", "at": at,
+        "expression": event["detail"]["configuration"]["metrics"][0]["expression"],
+        "contributors": [{"id": "9b8a7c6d5e4f3021", "attributes": {"VpnId": "vpn-0123456789abcdef0"}, "at": at}],
+    }]})
+    before = len(s.emulator.calls)
+    inv = s.functions["alarm-to-incident"].invoke({"sweep": {"reason": "scheduled"}}, retries=0, timeout_s=60)
+    assert inv.ok, inv.result
+    report = inv.result
+    assert report["changed"][f"{ALL_VPNS} (VpnId={VPN2})"] == "applied:resolve", report
+    # The series listed in ALARM whose event never came opens its incident, as the event would.
+    assert report["changed"][f"{ALL_VPNS} (VpnId=vpn-0123456789abcdef0)"] == "applied:open", report
+    assert items_by_key(s)[key("vpn-0123456789abcdef0")][0]["Status"] == "Open"
+    ops = [c["op"] for c in s.emulator.calls[before:]]
+    assert "DescribeAlarms" in ops and "DescribeAlarmContributors" in ops, ops
+    [item] = items_by_key(s)[key(VPN2)]
+    assert item["Status"] == "Resolved"
+    notes = [v["Value"] for k, v in item["OperationalData"].items() if k.startswith("note ")]
+    assert any("Found by the reconciliation sweep" in n and "DescribeAlarmContributors" in n for n in notes), notes
+    table = s.moto.client("dynamodb")
+    got = table.get_item(TableName=s.table, Key={"pk": {"S": f"alarm#contributor/a41d6e0b97c3f258/{ALL_VPNS_ARN}"}},
+                         ConsistentRead=True)
+    assert got["Item"]["state"]["S"] == "OK", got["Item"]
+    # In step now: a second sweep changes nothing for VPN 2.
+    again = s.functions["alarm-to-incident"].invoke({"sweep": {"reason": "scheduled"}}, retries=0, timeout_s=60)
+    assert again.ok and f"{ALL_VPNS} (VpnId={VPN2})" not in again.result["changed"], again.result

@@ -152,6 +152,9 @@ serve(handler)
 '''
 
 
+STALE_LOG_LINE = '{"message": "a line of the previous run"}'
+
+
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     import sys
@@ -166,6 +169,10 @@ def harness(tmp_path_factory):
     if not story.events_dir().exists():
         pytest.skip(f"the sample events are not in {story.events_dir()} (set STORY_EVENTS_DIR)")
     out = tmp_path_factory.mktemp("demo")
+    # A previous run's logs in the same directory (make demo reuses .demo/).
+    for backend in story.BACKENDS:
+        (out / backend / "logs").mkdir(parents=True)
+        (out / backend / "logs" / "alarm-to-incident.log").write_text(STALE_LOG_LINE + "\n")
     try:
         stories = story.run_stories(list(story.BACKENDS), out, pace=0)
     finally:
@@ -255,6 +262,12 @@ def test_scenario_and_figures(run):
     assert 0 <= f["time_to_notify_s"] <= f["time_to_diagnose_s"] <= f["time_to_resolve_s"]
     assert f["notifications"] == ["opened", "diagnosed", "escalated", "deescalated", "resolved"]
     assert f["slack_top_level"] == 1
+
+
+def test_a_previous_runs_logs_are_not_read_as_this_runs(run):
+    s, _ = run
+    log = (s.out_dir / "logs" / "alarm-to-incident.log").read_text()
+    assert STALE_LOG_LINE not in log
 
 
 def test_records_written_and_processes_stopped(run):

@@ -331,6 +331,7 @@ mod tests {
                     impact: Impact::MEDIUM,
                     changed_at: t(1860),
                     contributor: None,
+                    attributes: Default::default(),
                 },
             )]),
             runbook_execution: Some("exec-1".into()),

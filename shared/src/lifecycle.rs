@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{source_id, AlarmState};
+use crate::alarm::{source_id, AlarmState, Contributor};
 use crate::classify::RunbookPlan;
 use crate::incident::{Actor, Impact, IncidentRef, NewIncident, Note, Roles};
 use crate::notification::{
@@ -39,7 +39,7 @@ pub struct Transition {
     pub alarm_arn: String,
     /// The contributor (time series) of a multi-time-series alarm this transition is
     /// about; `None` for an alarm as a whole.
-    pub contributor: Option<String>,
+    pub contributor: Option<Contributor>,
     /// The alarm's name for people, with the contributor's attributes for a
     /// contributor ([`crate::alarm::Alarm::label`]).
     pub alarm_name: String,
@@ -56,7 +56,10 @@ pub struct Transition {
 impl Transition {
     /// What changed state: the key of its [`AlarmFeed`] and of its last applied time.
     pub fn source(&self) -> String {
-        source_id(&self.alarm_arn, self.contributor.as_deref())
+        source_id(
+            &self.alarm_arn,
+            self.contributor.as_ref().map(|c| c.id.as_str()),
+        )
     }
 }
 
@@ -73,6 +76,12 @@ pub struct AlarmFeed {
     /// alarm (its key then holds the alarm's ARN too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contributor: Option<String>,
+    /// The contributor's attributes (`{"VpnId": "vpn-..."}`), so a transition the
+    /// reconciliation sweep infers for it (CloudWatch no longer lists it in `ALARM`)
+    /// names and classifies it like its events did. Empty for an alarm, and on records
+    /// written before they were kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// What the state table keeps per incident key.
@@ -266,7 +275,12 @@ fn feed(t: &Transition) -> AlarmFeed {
         state: t.state,
         impact: t.impact,
         changed_at: t.changed_at,
-        contributor: t.contributor.clone(),
+        contributor: t.contributor.as_ref().map(|c| c.id.clone()),
+        attributes: t
+            .contributor
+            .as_ref()
+            .map(|c| c.attributes.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -715,7 +729,10 @@ mod tests {
 
     fn contributor(id: &str, state: AlarmState, minute: u32) -> Transition {
         Transition {
-            contributor: Some(id.into()),
+            contributor: Some(Contributor {
+                id: id.into(),
+                attributes: BTreeMap::from([("VpnId".to_string(), id.to_string())]),
+            }),
             alarm_name: format!("any-tunnel (VpnId={id})"),
             ..t(A, state, minute)
         }
@@ -747,6 +764,11 @@ mod tests {
                 .contributor
                 .as_deref(),
             Some("c1")
+        );
+        // Its attributes are kept, so a transition inferred later can name it.
+        assert_eq!(
+            s.open().alarms[&format!("contributor/c1/{A}")].attributes["VpnId"],
+            "c1"
         );
         // The alarm-level event of the same time is yet another source.
         assert_eq!(

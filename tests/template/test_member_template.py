@@ -7,7 +7,8 @@ central template and the Rust sources.
 * Both roles trust only the central stack's vpn-troubleshoot role, pinned to the
   organization; the central role may assume only those role names, only inside the
   organization.
-* The alarm-reader role (the reconciliation sweep) holds exactly DescribeAlarms, on the
+* The alarm-reader role (the reconciliation sweep) holds exactly DescribeAlarms and
+  DescribeAlarmContributors, on the
   forwarded alarms only, and trusts only the central alarm-to-incident role, pinned to the
   organization; that role may assume only it, only inside the organization, only in
   organization mode.
@@ -245,17 +246,20 @@ def test_runbook_passes_account_and_region_to_the_diagnosis(resources):
     assert "AccountId" not in single and "Region" not in single, "single account: input unchanged"
 
 
-def test_alarm_reader_role_grants_only_describe_alarms_on_the_forwarded_alarms(member, resources, workspace):
+def test_alarm_reader_role_grants_only_the_sweeps_reads_on_the_forwarded_alarms(member, resources, workspace):
     role = member["Resources"]["AlarmReaderRole"]
     assert role["Condition"] == "AlarmReaderRoleHere"
     assert member["Conditions"]["AlarmReaderRoleHere"]["Fn::And"][0] == {"Condition": "RolesHere"}
     assert member["Parameters"]["CentralSweepPrincipalArn"]["Default"] == "", "existing StackSets update without it"
     (stmt,) = statements(role)
-    assert tw.actions_of(stmt) == ["cloudwatch:DescribeAlarms"]
+    assert tw.actions_of(stmt) == ["cloudwatch:DescribeAlarms", "cloudwatch:DescribeAlarmContributors"]
     assert stmt["Resource"]["Fn::Sub"] == "arn:${AWS::Partition}:cloudwatch:*:${AWS::AccountId}:alarm:${AlarmNamePrefix}*"
     # What the sweep calls (the same reader in every account).
     called = tw.function_analysis("AlarmToIncidentFunction", resources, workspace).actions
-    assert {a for a in called if a.startswith("cloudwatch:")} == {"cloudwatch:DescribeAlarms"}
+    assert {a for a in called if a.startswith("cloudwatch:")} == {
+        "cloudwatch:DescribeAlarms",
+        "cloudwatch:DescribeAlarmContributors",
+    }
     assert "sts:AssumeRole" in called
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"AWS": {"Ref": "CentralSweepPrincipalArn"}}

@@ -7,13 +7,21 @@
 //! Only metric alarms are asked for (the API's default): composite alarms are
 //! returned only to a `cloudwatch:DescribeAlarms` permission on `*`, and the role
 //! names the pipeline's alarms (template.yaml).
+//!
+//! The time series (contributors) of a multi-time-series alarm are read with
+//! `DescribeAlarmContributors`: one alarm name per request, `NextToken` followed. It
+//! lists the contributors in `ALARM` only (its API reference: "the current alarm
+//! contributors that are in ALARM state"), each with its id, attributes, reason and
+//! `StateTransitionedTimestamp` (optional in the API).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use chrono::{DateTime, TimeZone, Utc};
 use shared::alarm::{
     condition_from_queries, Alarm, AlarmCondition, AlarmState, ArnOrigin, ConditionFacts,
-    EventShape, MetricCondition, MetricIdentity, MetricQuery,
+    Contributor, EventShape, MetricCondition, MetricIdentity, MetricQuery,
 };
 use shared::error::{AwsError, Retryable};
 use shared::member_access::{AssumedRoles, MemberAccessFailure};
@@ -24,6 +32,32 @@ pub const NAMES_PER_REQUEST: usize = 100;
 pub const MAX_RECORDS: i32 = 100;
 /// Pages followed per batch of names at most (a batch of 100 names fits one page).
 pub const PAGES_MAX: usize = 20;
+/// `DescribeAlarmContributors` pages followed per alarm at most (the API sets no page
+/// size; a bound so a token that never ends cannot hold the sweep).
+pub const CONTRIBUTOR_PAGES_MAX: usize = 100;
+
+/// One time series of a multi-time-series alarm that `DescribeAlarmContributors`
+/// lists, so in `ALARM` now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedContributor {
+    pub contributor: Contributor,
+    /// `StateReason`.
+    pub reason: String,
+    /// `StateTransitionedTimestamp`: when it entered `ALARM` (optional in the API).
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// What `DescribeAlarmContributors` answered for one alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContributorRead {
+    /// Every page: the contributors in `ALARM` (the API lists no other).
+    InAlarm(Vec<ListedContributor>),
+    /// CloudWatch declined this alarm only, and trying again cannot help: it no longer
+    /// exists (`ResourceNotFoundException`), is not a multi-time-series alarm, or the
+    /// role may not read its contributors (`AccessDenied`: a member stack older than
+    /// this action). Its contributors are reported, not reconciled.
+    NotRead { code: String, message: String },
+}
 
 /// Why alarms could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +84,17 @@ pub trait AlarmReader: Send + Sync {
         region: &str,
         names: &[String],
     ) -> Result<Vec<Alarm>, ReadError>;
+
+    /// The contributors in `ALARM` of each multi-time-series alarm `names` names, in
+    /// `account` and `region`, by alarm name. A throttled or failing request fails the
+    /// whole read (nothing is applied from a partial one); an alarm CloudWatch declines
+    /// for good is [`ContributorRead::NotRead`].
+    async fn contributors(
+        &self,
+        account: &str,
+        region: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, ContributorRead>, ReadError>;
 }
 
 /// The session name a member's CloudTrail shows for the sweep's reads.
@@ -103,35 +148,28 @@ impl CloudWatchAlarms {
     }
 }
 
-#[async_trait]
-impl AlarmReader for CloudWatchAlarms {
-    async fn describe(
+impl CloudWatchAlarms {
+    /// The client for `account` and `region`: the function's own (one account, or the
+    /// home account), else one acting as the member's alarm-reader role, whose ARN
+    /// comes with it.
+    async fn client_for(
         &self,
         account: &str,
         region: &str,
-        names: &[String],
-    ) -> Result<Vec<Alarm>, ReadError> {
+    ) -> Result<(aws_sdk_cloudwatch::Client, Option<String>), ReadError> {
         let Some(members) = self.members.as_ref() else {
             // One account: every alarm is the function's own.
-            return Ok(describe_with(&self.client, names).await?);
+            return Ok((self.client.clone(), None));
         };
         if account == members.home_account {
             // The function's own credentials and region, as in one account (its role may
             // read its Region's alarms only: others come back missing).
-            return Ok(describe_with(&self.client, names).await?);
+            return Ok((self.client.clone(), None));
         }
-        let failure = |role_arn: String, code: String, message: String, retryable: bool| {
-            ReadError::Member(MemberAccessFailure {
-                account: account.to_string(),
-                region: region.to_string(),
-                role_arn,
-                code,
-                message,
-                retryable,
-            })
-        };
         let Some(role) = members.role.as_deref() else {
-            return Err(failure(
+            return Err(member_failure(
+                account,
+                region,
                 String::new(),
                 "NotConfigured".into(),
                 "MEMBER_ALARM_READER_ROLE_NAME is not set: member accounts' alarms are not read"
@@ -144,17 +182,148 @@ impl AlarmReader for CloudWatchAlarms {
             .config(account, region, role)
             .await
             .map_err(ReadError::Member)?;
-        let client = aws_sdk_cloudwatch::Client::new(&config);
-        describe_with(&client, names).await.map_err(|e| {
-            let code = e.code.clone().unwrap_or_else(|| e.kind().to_string());
-            failure(
-                members.assumed.role_arn(account, role),
-                code,
-                e.to_string(),
-                e.retryable(),
-            )
-        })
+        Ok((
+            aws_sdk_cloudwatch::Client::new(&config),
+            Some(members.assumed.role_arn(account, role)),
+        ))
     }
+}
+
+fn member_failure(
+    account: &str,
+    region: &str,
+    role_arn: String,
+    code: String,
+    message: String,
+    retryable: bool,
+) -> ReadError {
+    ReadError::Member(MemberAccessFailure {
+        account: account.to_string(),
+        region: region.to_string(),
+        role_arn,
+        code,
+        message,
+        retryable,
+    })
+}
+
+/// A failed request as the caller must see it: the home account's error, or a
+/// member's failure naming the role it was made with.
+fn read_error(account: &str, region: &str, role_arn: Option<String>, e: AwsError) -> ReadError {
+    match role_arn {
+        None => ReadError::Home(e),
+        Some(role_arn) => {
+            let code = e.code.clone().unwrap_or_else(|| e.kind().to_string());
+            let retryable = e.retryable();
+            member_failure(account, region, role_arn, code, e.to_string(), retryable)
+        }
+    }
+}
+
+#[async_trait]
+impl AlarmReader for CloudWatchAlarms {
+    async fn describe(
+        &self,
+        account: &str,
+        region: &str,
+        names: &[String],
+    ) -> Result<Vec<Alarm>, ReadError> {
+        let (client, role_arn) = self.client_for(account, region).await?;
+        describe_with(&client, names)
+            .await
+            .map_err(|e| read_error(account, region, role_arn, e))
+    }
+
+    async fn contributors(
+        &self,
+        account: &str,
+        region: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, ContributorRead>, ReadError> {
+        let (client, role_arn) = self.client_for(account, region).await?;
+        let mut out = BTreeMap::new();
+        for name in names {
+            let read = contributors_with(&client, name)
+                .await
+                .map_err(|e| read_error(account, region, role_arn.clone(), e))?;
+            out.insert(name.clone(), read);
+        }
+        Ok(out)
+    }
+}
+
+/// `DescribeAlarmContributors` of one alarm on `client`, every page. Throttling,
+/// timeouts and 5xx are errors (the sweep retries later); a refusal of this alarm is
+/// [`ContributorRead::NotRead`].
+async fn contributors_with(
+    client: &aws_sdk_cloudwatch::Client,
+    name: &str,
+) -> Result<ContributorRead, AwsError> {
+    let mut listed = vec![];
+    let mut token: Option<String> = None;
+    for _ in 0..CONTRIBUTOR_PAGES_MAX {
+        let page = match client
+            .describe_alarm_contributors()
+            .alarm_name(name)
+            .set_next_token(token.take())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                let e = AwsError::from_sdk("cloudwatch", "DescribeAlarmContributors", e);
+                if e.retryable() {
+                    return Err(e);
+                }
+                return Ok(ContributorRead::NotRead {
+                    code: e.code.clone().unwrap_or_else(|| e.kind().to_string()),
+                    message: e.message,
+                });
+            }
+        };
+        for c in page.alarm_contributors() {
+            match listed_contributor(c) {
+                Some(l) => listed.push(l),
+                None => tracing::warn!(
+                    alarm = name,
+                    contributor = c.contributor_id().unwrap_or_default(),
+                    "DescribeAlarmContributors answered a contributor without a usable id; skipped"
+                ),
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(ContributorRead::InAlarm(listed)),
+        }
+    }
+    tracing::warn!(
+        alarm = name,
+        pages = CONTRIBUTOR_PAGES_MAX,
+        "DescribeAlarmContributors kept answering NextToken; the contributors after that many pages are not read"
+    );
+    Ok(ContributorRead::InAlarm(listed))
+}
+
+/// A listed contributor; `None` without an id the pipeline can key it by.
+pub fn listed_contributor(
+    c: &aws_sdk_cloudwatch::types::AlarmContributor,
+) -> Option<ListedContributor> {
+    let id = c.contributor_id()?.trim();
+    if !Contributor::valid_id(id) {
+        return None;
+    }
+    let attributes = c
+        .contributor_attributes()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Some(ListedContributor {
+        contributor: Contributor {
+            id: id.to_string(),
+            attributes,
+        },
+        reason: c.state_reason().unwrap_or_default().to_string(),
+        since: c.state_transitioned_timestamp().and_then(time),
+    })
 }
 
 /// `DescribeAlarms` of `names` on `client`: batches of [`NAMES_PER_REQUEST`], pages
@@ -316,11 +485,28 @@ pub(crate) mod fakes {
         pub requests: Mutex<Vec<Vec<String>>>,
         /// (account, region) of each request.
         pub places: Mutex<Vec<(String, String)>>,
+        /// `DescribeAlarmContributors`: the contributors in `ALARM` by (account, alarm
+        /// name); an alarm not set here lists none.
+        pub listed: Mutex<BTreeMap<(String, String), Vec<ListedContributor>>>,
+        /// Alarm names CloudWatch declines (code), by name.
+        pub declined: Mutex<BTreeMap<String, String>>,
+        /// The next `contributors` read fails like this (the home account's error).
+        pub fail_contributors_next: Mutex<Option<AwsError>>,
+        /// (account, alarm names) asked for with `DescribeAlarmContributors`, per read.
+        pub contributor_requests: Mutex<Vec<(String, Vec<String>)>>,
     }
 
     impl FakeAlarms {
         pub fn set(&self, alarms: Vec<Alarm>) {
             *self.alarms.lock().unwrap() = alarms;
+        }
+
+        /// What `DescribeAlarmContributors` lists for alarm `name` of `account`.
+        pub fn list(&self, account: &str, name: &str, contributors: Vec<ListedContributor>) {
+            self.listed
+                .lock()
+                .unwrap()
+                .insert((account.to_string(), name.to_string()), contributors);
         }
     }
 
@@ -351,6 +537,44 @@ pub(crate) mod fakes {
                 .filter(|a| names.contains(&a.name))
                 .filter(|a| account.is_empty() || a.account == account)
                 .cloned()
+                .collect())
+        }
+
+        async fn contributors(
+            &self,
+            account: &str,
+            _region: &str,
+            names: &[String],
+        ) -> Result<BTreeMap<String, ContributorRead>, ReadError> {
+            self.contributor_requests
+                .lock()
+                .unwrap()
+                .push((account.to_string(), names.to_vec()));
+            if let Some(f) = self.unreachable.lock().unwrap().get(account) {
+                return Err(ReadError::Member(f.clone()));
+            }
+            if let Some(e) = self.fail_contributors_next.lock().unwrap().take() {
+                return Err(ReadError::Home(e));
+            }
+            let listed = self.listed.lock().unwrap();
+            let declined = self.declined.lock().unwrap();
+            Ok(names
+                .iter()
+                .map(|n| {
+                    let read = match declined.get(n) {
+                        Some(code) => ContributorRead::NotRead {
+                            code: code.clone(),
+                            message: format!("declined by the test: {code}"),
+                        },
+                        None => ContributorRead::InAlarm(
+                            listed
+                                .get(&(account.to_string(), n.clone()))
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
+                    };
+                    (n.clone(), read)
+                })
                 .collect())
         }
     }
@@ -444,26 +668,139 @@ mod tests {
         assert_eq!(third.num_calls(), 1);
     }
 
+    /// CloudWatch's throttling answer.
+    fn throttling() -> ErrorMetadata {
+        ErrorMetadata::builder()
+            .code("Throttling")
+            .message("Rate exceeded")
+            .build()
+    }
+
+    /// The home account's error of a failed read.
+    fn home_error<T: std::fmt::Debug>(read: Result<T, ReadError>) -> AwsError {
+        match read {
+            Err(ReadError::Home(e)) => e,
+            other => panic!("the home account's error, not {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn throttling_is_a_retryable_error() {
-        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_error(|| {
-            DescribeAlarmsError::generic(
-                ErrorMetadata::builder()
-                    .code("Throttling")
-                    .message("Rate exceeded")
-                    .build(),
-            )
-        });
+        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .then_error(|| DescribeAlarmsError::generic(throttling()));
         let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
-        let ReadError::Home(e) = reader
-            .describe("", "", &["a".to_string()])
-            .await
-            .unwrap_err()
-        else {
-            panic!("the home account's error")
-        };
+        let e = home_error(reader.describe("", "", &["a".to_string()]).await);
         assert!(e.retryable());
         assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+    }
+
+    fn contributor(id: &str, vpn: &str, at_ms: i64) -> aws_sdk_cloudwatch::types::AlarmContributor {
+        aws_sdk_cloudwatch::types::AlarmContributor::builder()
+            .contributor_id(id)
+            .contributor_attributes("VpnId", vpn)
+            .state_reason("Threshold Crossed: 1 datapoint was less than the threshold (1.0).")
+            .state_transitioned_timestamp(aws_smithy_types::DateTime::from_millis(at_ms))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn contributors_are_read_one_alarm_per_request_with_pages_followed() {
+        use aws_sdk_cloudwatch::operation::describe_alarm_contributors::DescribeAlarmContributorsOutput;
+        let first = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .match_requests(|r| r.alarm_name() == Some("all-vpns") && r.next_token().is_none())
+            .then_output(|| {
+                DescribeAlarmContributorsOutput::builder()
+                    .alarm_contributors(contributor("3f9a1c7e5b2d8046", "vpn-1", 1_000))
+                    .next_token("page-2")
+                    .build()
+            });
+        let second = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .match_requests(|r| {
+                r.alarm_name() == Some("all-vpns") && r.next_token() == Some("page-2")
+            })
+            .then_output(|| {
+                DescribeAlarmContributorsOutput::builder()
+                    .alarm_contributors(contributor("a41d6e0b97c3f258", "vpn-2", 2_000))
+                    // An id the pipeline cannot key by: skipped, not fatal.
+                    .alarm_contributors(contributor("a/b", "vpn-3", 2_000))
+                    .next_token("")
+                    .build()
+            });
+        let other = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .match_requests(|r| r.alarm_name() == Some("all-tunnels") && r.next_token().is_none())
+            .then_output(|| DescribeAlarmContributorsOutput::builder().build());
+        let reader = CloudWatchAlarms::new(shared::mock_client!(
+            aws_sdk_cloudwatch,
+            [&first, &second, &other]
+        ));
+        let names = ["all-vpns".to_string(), "all-tunnels".to_string()];
+        let got = reader.contributors("", "", &names).await.unwrap();
+        let ContributorRead::InAlarm(vpns) = &got["all-vpns"] else {
+            panic!("listed: {got:?}")
+        };
+        let ids: Vec<(&str, &str)> = vpns
+            .iter()
+            .map(|l| {
+                (
+                    l.contributor.id.as_str(),
+                    l.contributor.attributes["VpnId"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [("3f9a1c7e5b2d8046", "vpn-1"), ("a41d6e0b97c3f258", "vpn-2")]
+        );
+        assert_eq!(vpns[1].since.unwrap().timestamp_millis(), 2_000);
+        assert!(vpns[0].reason.starts_with("Threshold Crossed"));
+        assert_eq!(got["all-tunnels"], ContributorRead::InAlarm(vec![]));
+        assert_eq!(
+            (first.num_calls(), second.num_calls(), other.num_calls()),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declined_alarm_is_not_read_and_a_throttled_read_fails_retryably() {
+        use aws_sdk_cloudwatch::operation::describe_alarm_contributors::{
+            DescribeAlarmContributorsError, DescribeAlarmContributorsOutput,
+        };
+        let gone = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .match_requests(|r| r.alarm_name() == Some("deleted"))
+            .then_error(|| {
+                DescribeAlarmContributorsError::ResourceNotFoundException(
+                    aws_sdk_cloudwatch::types::error::ResourceNotFoundException::builder()
+                        .message("Alarm deleted does not exist")
+                        .meta(
+                            ErrorMetadata::builder()
+                                .code("ResourceNotFoundException")
+                                .message("Alarm deleted does not exist")
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+        let listed = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .match_requests(|r| r.alarm_name() == Some("all-vpns"))
+            .then_output(|| DescribeAlarmContributorsOutput::builder().build());
+        let reader =
+            CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&gone, &listed]));
+        let got = reader
+            .contributors("", "", &["deleted".to_string(), "all-vpns".to_string()])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&got["deleted"], ContributorRead::NotRead { code, .. } if code == "ResourceNotFoundException"),
+            "{got:?}"
+        );
+        assert_eq!(got["all-vpns"], ContributorRead::InAlarm(vec![]));
+
+        let throttled = mock!(aws_sdk_cloudwatch::Client::describe_alarm_contributors)
+            .then_error(|| DescribeAlarmContributorsError::generic(throttling()));
+        let reader = CloudWatchAlarms::new(shared::mock_client!(aws_sdk_cloudwatch, [&throttled]));
+        let e = home_error(reader.contributors("", "", &["all-vpns".to_string()]).await);
+        assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+        assert_eq!(e.operation, "DescribeAlarmContributors");
     }
 
     fn org_reader(
@@ -520,6 +857,15 @@ mod tests {
         let reader = org_reader(&[], None, &[]);
         let ReadError::Member(f) = reader
             .describe("111122223333", "eu-west-1", &names)
+            .await
+            .unwrap_err()
+        else {
+            panic!("a member failure")
+        };
+        assert_eq!(f.code, "NotConfigured");
+        // Contributors are read through the same role (or not at all).
+        let ReadError::Member(f) = reader
+            .contributors("111122223333", "eu-west-1", &names)
             .await
             .unwrap_err()
         else {

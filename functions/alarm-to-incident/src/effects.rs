@@ -63,8 +63,13 @@ pub fn complete_record(
 pub enum Origin {
     /// Delivered by CloudWatch (alarm action, EventBridge, SNS).
     Delivered,
-    /// Never delivered: the reconciliation sweep found it with `DescribeAlarms`.
+    /// Never delivered: the reconciliation sweep found it with `DescribeAlarms` (or,
+    /// for a contributor, `DescribeAlarmContributors` listing it in `ALARM`).
     Sweep,
+    /// Never delivered: a contributor's return to `OK` the sweep inferred because
+    /// `DescribeAlarmContributors`, which lists the contributors in `ALARM` only, no
+    /// longer listed it when read at `read_at`.
+    Unlisted { read_at: DateTime<Utc> },
     /// Held back (muted, silenced) since `since`; applied at the hold's end.
     Released { since: DateTime<Utc>, hold: Hold },
 }
@@ -79,6 +84,11 @@ impl Origin {
                 alarm.label(),
                 alarm.state,
                 alarm.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+            Origin::Unlisted { read_at } => Some(format!(
+                "Found by the reconciliation sweep: CloudWatch no longer lists {} among the alarm's contributors in ALARM (DescribeAlarmContributors at {}), so it is OK; the pipeline never received that transition.",
+                alarm.label(),
+                read_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
             Origin::Released { since, hold } => {
                 Some(format!("{}.", released_note(&alarm.label(), alarm.state, *since, hold)))

@@ -385,7 +385,7 @@ pub(crate) async fn process_with(
         let transition = Transition {
             key: key.clone(),
             alarm_arn: alarm.arn.clone(),
-            contributor: alarm.contributor.as_ref().map(|c| c.id.clone()),
+            contributor: alarm.contributor.clone(),
             alarm_name: alarm.label(),
             state: alarm.state,
             changed_at: alarm.changed_at,
@@ -532,7 +532,7 @@ pub(crate) fn mark_origin(
         return;
     };
     match origin {
-        Origin::Sweep => {
+        Origin::Sweep | Origin::Unlisted { .. } => {
             if let Some(last) = record.timeline.last_mut() {
                 last.text = format!("{} ({})", last.text, text.trim_end_matches('.'));
             }

@@ -125,7 +125,7 @@ impl H {
     }
 
     /// Organization mode: this account is the home of two members.
-    fn in_org() -> H {
+    pub(crate) fn in_org() -> H {
         let env = shared::config::Env::from_pairs([
             ("ORGANIZATION_ID", "o-a1b2c3d4e5"),
             ("HOME_ACCOUNT_ID", ACCOUNT),
@@ -172,7 +172,7 @@ impl H {
         out["results"][0]["action"].as_str().unwrap().to_string()
     }
 
-    async fn sweep(&self, m: i64) -> Result<Value, crate::error::HandlerError> {
+    pub(crate) async fn sweep(&self, m: i64) -> Result<Value, crate::error::HandlerError> {
         self.clock.set(at(m));
         handle_invocation(
             &self.deps(),

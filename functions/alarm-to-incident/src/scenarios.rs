@@ -1793,19 +1793,25 @@ mod real_world {
         // VPN 2's series, not muted, opens its incident meanwhile.
         w.deliver("eventbridge-insights-contributor-vpn2-alarm.json")
             .await;
-        // Before the window's end the sweep leaves it held; it reads no contributor.
+        // CloudWatch: the alarm in ALARM, both series listed (VPN 1's since 10:02).
+        w.alarms
+            .set(vec![parent("ALARM", "2026-11-25T10:02:04.919Z")]);
+        w.alarms.list(
+            ACCOUNT_ID,
+            ALL_VPNS,
+            vec![listed(VPN1_SERIES, VPN1), listed(VPN2_SERIES, VPN2)],
+        );
+        // Before the window's end the sweep leaves it held; VPN 2's series is in step.
         let early = w
             .invoke(&json!({"sweep": {"reason": "scheduled"}}))
             .await
             .unwrap();
         assert_eq!(early["changed"], json!({}), "{early}");
+        assert_eq!(early["contributorsChecked"], 2, "{early}");
         assert_eq!(
-            early["contributorsNotRead"],
-            json!([format!("contributor/a41d6e0b97c3f258/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:vpn-tunnel-down-all-connections")])
-        );
-        assert!(
-            w.alarms.requests.lock().unwrap().is_empty(),
-            "no DescribeAlarms for contributors"
+            w.alarms.contributor_requests.lock().unwrap().clone(),
+            vec![(String::new(), vec![ALL_VPNS.to_string()])],
+            "one DescribeAlarmContributors for the alarm"
         );
         // After it, the held transition applies as it was kept: VPN 1's incident opens.
         w.clock.set("2026-11-25T10:31:00Z".parse().unwrap());
@@ -1832,6 +1838,313 @@ mod real_world {
             .filter(|c| c.starts_with("open "))
             .count();
         assert_eq!(opens, 2);
+    }
+
+    const ACCOUNT_ID: &str = "";
+    const ALL_VPNS: &str = "vpn-tunnel-down-all-connections";
+    const VPN1: &str = "vpn-0f1e2d3c4b5a69788";
+    const VPN2: &str = "vpn-0a1b2c3d4e5f67890";
+    const VPN1_SERIES: &str = "3f9a1c7e5b2d8046";
+    const VPN2_SERIES: &str = "a41d6e0b97c3f258";
+
+    fn series_source(id: &str) -> String {
+        format!("contributor/{id}/arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{ALL_VPNS}")
+    }
+
+    /// What `DescribeAlarms` answers for the Metrics Insights alarm: `state` since `at`.
+    fn parent(state: &str, at: &str) -> Alarm {
+        let mut a = shared::alarm::normalize(&event("eventbridge-metrics-insights-alarm.json"))
+            .unwrap()
+            .remove(0);
+        a.shape = shared::alarm::EventShape::DescribeAlarms;
+        a.previous_state = None;
+        a.state = shared::alarm::AlarmState::parse(state).unwrap();
+        a.changed_at = at.parse().unwrap();
+        a
+    }
+
+    /// A series `DescribeAlarmContributors` lists (in ALARM since 10:02:04).
+    fn listed(id: &str, vpn: &str) -> crate::cloudwatch::ListedContributor {
+        crate::cloudwatch::ListedContributor {
+            contributor: shared::alarm::Contributor {
+                id: id.into(),
+                attributes: BTreeMap::from([("VpnId".to_string(), vpn.to_string())]),
+            },
+            reason: "Threshold Crossed: 1 datapoint was less than the threshold (1.0).".into(),
+            since: Some("2026-11-25T10:02:04.919Z".parse().unwrap()),
+        }
+    }
+
+    async fn sweep_at(w: &World, at: &str) -> Result<Value, HandlerError> {
+        w.clock.set(at.parse().unwrap());
+        w.invoke(&json!({"sweep": {"reason": "scheduled"}})).await
+    }
+
+    /// Both VPNs' series in ALARM, their incidents open, at 10:02:04.
+    async fn two_open_series() -> World {
+        let w = World::new();
+        w.clock.set("2026-11-25T10:02:05Z".parse().unwrap());
+        w.deliver("eventbridge-insights-contributor-vpn1-alarm.json")
+            .await;
+        w.deliver("eventbridge-insights-contributor-vpn2-alarm.json")
+            .await;
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        w
+    }
+
+    #[tokio::test]
+    async fn the_sweep_resolves_a_series_cloudwatch_no_longer_lists_in_alarm_and_says_so() {
+        let w = two_open_series().await;
+        // VPN 1's OK event was lost; CloudWatch lists VPN 2's series only.
+        w.alarms
+            .set(vec![parent("ALARM", "2026-11-25T10:02:04.919Z")]);
+        w.alarms
+            .list(ACCOUNT_ID, ALL_VPNS, vec![listed(VPN2_SERIES, VPN2)]);
+        let report = sweep_at(&w, "2026-11-25T10:20:00Z").await.unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "applied:resolve"}),
+            "{report}"
+        );
+        assert_eq!(report["contributorsChecked"], 2);
+        assert_eq!(w.open_keys().await, vec![KEY_VPN2]);
+        // Its OK is dated at the read, through the series' own watermark.
+        let mark = w.store.alarm_now(&series_source(VPN1_SERIES)).unwrap();
+        assert_eq!(mark.state, shared::alarm::AlarmState::Ok);
+        assert_eq!(
+            mark.changed_at,
+            "2026-11-25T10:20:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let resolved = w.publisher.sent().pop().unwrap();
+        assert_eq!(
+            (resolved.event, resolved.incident_key.as_str()),
+            (EventType::Resolved, KEY_VPN1)
+        );
+        assert!(
+            resolved.summary.contains("no longer lists"),
+            "{}",
+            resolved.summary
+        );
+        let note = w.backend.notes().pop().unwrap();
+        assert!(
+            note.text.contains("Found by the reconciliation sweep")
+                && note.text.contains("VpnId=vpn-0f1e2d3c4b5a69788")
+                && note
+                    .text
+                    .contains("DescribeAlarmContributors at 2026-11-25T10:20:00Z"),
+            "{}",
+            note.text
+        );
+        // The next sweep finds it in step; the real OK (10:36) delivered late is only
+        // recorded: the incident is resolved once.
+        assert_eq!(
+            sweep_at(&w, "2026-11-25T10:25:00Z").await.unwrap()["changed"],
+            json!({})
+        );
+        assert_eq!(
+            w.deliver("eventbridge-insights-contributor-vpn1-ok.json")
+                .await
+                .action,
+            "record"
+        );
+        assert_eq!(w.publisher.sent().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_young_or_insufficient_data_series_waits_and_an_ok_alarm_dates_it() {
+        let w = two_open_series().await;
+        w.alarms
+            .set(vec![parent("ALARM", "2026-11-25T10:02:04.919Z")]);
+        // Three minutes after its ALARM it may simply not be listed yet.
+        let early = sweep_at(&w, "2026-11-25T10:05:00Z").await.unwrap();
+        assert_eq!(early["changed"], json!({}), "{early}");
+        let waiting: Vec<&str> = early["contributorsWaiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["contributor"].as_str().unwrap())
+            .collect();
+        assert_eq!(waiting.len(), 2, "{early}");
+        assert!(waiting.contains(&series_source(VPN1_SERIES).as_str()));
+        // No data is no evidence of recovery, however old the ALARM.
+        w.alarms
+            .set(vec![parent("INSUFFICIENT_DATA", "2026-11-25T10:10:00Z")]);
+        let nodata = sweep_at(&w, "2026-11-25T10:30:00Z").await.unwrap();
+        assert_eq!(nodata["changed"], json!({}), "{nodata}");
+        assert!(nodata["contributorsWaiting"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient data"));
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // The alarm as a whole turned OK at 10:12: every series was OK by then.
+        w.alarms.set(vec![parent("OK", "2026-11-25T10:12:00Z")]);
+        let ok = sweep_at(&w, "2026-11-25T10:13:00Z").await.unwrap();
+        assert_eq!(ok["changed"].as_object().unwrap().len(), 2, "{ok}");
+        assert!(w.open_keys().await.is_empty());
+        assert_eq!(
+            w.store
+                .alarm_now(&series_source(VPN2_SERIES))
+                .unwrap()
+                .changed_at,
+            "2026-11-25T10:12:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_series_listed_in_alarm_that_was_never_delivered_opens_its_incident() {
+        let w = two_open_series().await;
+        // A third VPN's series went down; its event was lost.
+        let vpn3 = "vpn-0123456789abcdef0";
+        w.alarms
+            .set(vec![parent("ALARM", "2026-11-25T10:02:04.919Z")]);
+        w.alarms.list(
+            ACCOUNT_ID,
+            ALL_VPNS,
+            vec![
+                listed(VPN1_SERIES, VPN1),
+                listed(VPN2_SERIES, VPN2),
+                listed("9b8a7c6d5e4f3021", vpn3),
+            ],
+        );
+        let report = sweep_at(&w, "2026-11-25T10:10:00Z").await.unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0123456789abcdef0)": "applied:open"}),
+            "{report}"
+        );
+        let opened = w.publisher.sent().pop().unwrap();
+        assert_eq!(
+            (opened.event, opened.incident_key.as_str()),
+            (
+                EventType::Opened,
+                "VPN connection vpn-0123456789abcdef0 is DOWN"
+            )
+        );
+        assert_eq!(opened.vpn_id.as_deref(), Some(vpn3));
+        // Once: the next sweep and the late event change nothing.
+        assert_eq!(
+            sweep_at(&w, "2026-11-25T10:15:00Z").await.unwrap()["changed"],
+            json!({})
+        );
+        assert_eq!(
+            w.backend
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("open "))
+                .count(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_contributor_read_applies_nothing_and_a_declined_alarm_is_reported() {
+        let w = two_open_series().await;
+        w.alarms.set(vec![parent("OK", "2026-11-25T10:12:00Z")]);
+        *w.alarms.fail_contributors_next.lock().unwrap() = Some(AwsError {
+            service: "cloudwatch",
+            operation: "DescribeAlarmContributors",
+            failure: AwsFailure::Throttled,
+            code: Some("Throttling".into()),
+            message: "Rate exceeded".into(),
+        });
+        let writes = *w.store.writes.lock().unwrap();
+        let e = sweep_at(&w, "2026-11-25T10:20:00Z").await.unwrap_err();
+        assert!(e.retryable());
+        assert_eq!(e.lambda_error_type(), "Retryable.Throttled");
+        assert_eq!(*w.store.writes.lock().unwrap(), writes, "nothing applied");
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // CloudWatch declines the alarm for good: reported, nothing resolved.
+        w.alarms
+            .declined
+            .lock()
+            .unwrap()
+            .insert(ALL_VPNS.to_string(), "ResourceNotFoundException".into());
+        let report = sweep_at(&w, "2026-11-25T10:25:00Z").await.unwrap();
+        assert_eq!(report["changed"], json!({}), "{report}");
+        let not_read = report["contributorsNotRead"].as_array().unwrap();
+        assert_eq!(not_read.len(), 2, "{report}");
+        assert!(not_read[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ResourceNotFoundException"));
+        assert_eq!(w.open_keys().await, vec![KEY_VPN1, KEY_VPN2]);
+        // Once it reads again, the lost OKs are applied.
+        w.alarms.declined.lock().unwrap().clear();
+        let ok = sweep_at(&w, "2026-11-25T10:30:00Z").await.unwrap();
+        assert_eq!(ok["changed"].as_object().unwrap().len(), 2, "{ok}");
+        assert!(w.open_keys().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_muted_series_that_recovered_in_the_window_opens_nothing_at_its_end() {
+        let w = World::new();
+        let mut muted = event("eventbridge-insights-contributor-vpn1-alarm.json");
+        muted["detail"]["muteDetail"] = json!({
+            "mutedByArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm-mute-rule:vpn-maintenance",
+            "muteWindowStart": "2026-11-25T10:00:00.000+0000",
+            "muteWindowEnd": "2026-11-25T10:30:00.000+0000"});
+        w.clock.set("2026-11-25T10:05:00Z".parse().unwrap());
+        assert_eq!(
+            w.invoke(&muted).await.unwrap()["results"][0]["action"],
+            "held_muted"
+        );
+        // Its OK inside the window was never delivered; at the window's end CloudWatch lists
+        // no series of the alarm in ALARM.
+        w.alarms.set(vec![parent("OK", "2026-11-25T10:20:00Z")]);
+        let report = sweep_at(&w, "2026-11-25T10:31:00Z").await.unwrap();
+        let label = "vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)";
+        // The OK is recorded (the held ALARM never opened anything).
+        assert_eq!(report["changed"][label], "applied:record", "{report}");
+        assert!(w.open_keys().await.is_empty());
+        assert!(w.publisher.sent().is_empty(), "nobody paged");
+        let mark = w.store.alarm_now(&series_source(VPN1_SERIES)).unwrap();
+        assert_eq!(mark.state, shared::alarm::AlarmState::Ok);
+        assert!(mark.held.is_none());
+        // In step: the next sweep leaves it.
+        assert_eq!(
+            sweep_at(&w, "2026-11-25T10:36:00Z").await.unwrap()["changed"],
+            json!({})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_accounts_series_is_read_in_that_account_and_resolved() {
+        let mut h = crate::quiet_tests::H::in_org();
+        h.rules = Rules::builtin(Some(DOC));
+        let w = World(h);
+        const PAYMENTS: &str = "111122223333";
+        let moved = |text: String| text.replace("123456789012", PAYMENTS);
+        let alarm_event: Value = serde_json::from_str(&moved(
+            event("eventbridge-insights-contributor-vpn1-alarm.json").to_string(),
+        ))
+        .unwrap();
+        w.clock.set("2026-11-25T10:02:05Z".parse().unwrap());
+        let r = w.invoke(&alarm_event).await.unwrap();
+        assert_eq!(r["results"][0]["action"], "open", "{r}");
+        let key = format!("{PAYMENTS}/{KEY_VPN1}");
+        let parent: Alarm = serde_json::from_str(&moved(
+            serde_json::to_string(&parent("ALARM", "2026-11-25T10:02:04.919Z")).unwrap(),
+        ))
+        .unwrap();
+        w.alarms.set(vec![parent]);
+        // Its OK was lost: payments' CloudWatch lists no series of the alarm in ALARM.
+        w.alarms.list(PAYMENTS, ALL_VPNS, vec![]);
+        let report = sweep_at(&w, "2026-11-25T10:20:00Z").await.unwrap();
+        assert_eq!(
+            report["changed"],
+            json!({"vpn-tunnel-down-all-connections (VpnId=vpn-0f1e2d3c4b5a69788)": "applied:resolve"}),
+            "{report}"
+        );
+        assert_eq!(
+            w.alarms.contributor_requests.lock().unwrap().clone(),
+            vec![(PAYMENTS.to_string(), vec![ALL_VPNS.to_string()])],
+            "read where the alarm lives"
+        );
+        let item = shared::state::StateStore::incident(&w.store, &key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!item.record.is_open());
     }
 
     #[tokio::test]

@@ -331,6 +331,16 @@ pub struct Contributor {
 }
 
 impl Contributor {
+    /// Whether `id` can be a contributor id here: 1 to 1024 characters (the API's
+    /// limit), no `/` (it would make the [`source_id`] ambiguous), no spaces or control
+    /// characters (AWS's ids are hex digits). Events and `DescribeAlarmContributors`
+    /// are checked alike.
+    pub fn valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 1024
+            && !id.contains(|ch: char| ch == '/' || ch.is_whitespace() || ch.is_control())
+    }
+
     /// `VpnId=vpn-1, TunnelIpAddress=...`, or the id when there are no attributes.
     pub fn describe(&self) -> String {
         if self.attributes.is_empty() {

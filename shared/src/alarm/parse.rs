@@ -358,11 +358,7 @@ fn from_detail(
 /// `alarmContributor`: `{"id": "6d442278dba546f6", "attributes": {"TableName": "..."}}`.
 fn contributor(c: &Obj) -> Result<Contributor> {
     let id = c.str("id")?.trim();
-    // AWS's ids are hex digits; a `/` would make the source id ambiguous.
-    if id.is_empty()
-        || id.len() > 1024
-        || id.contains(|ch: char| ch == '/' || ch.is_whitespace() || ch.is_control())
-    {
+    if !Contributor::valid_id(id) {
         return Err(AlarmError::WrongType {
             shape: c.shape,
             path: c.child_path("id"),

@@ -422,6 +422,7 @@ fn vpn_record() -> IncidentRecord {
             impact: Impact::HIGH,
             changed_at: t("2026-11-25T10:01:00Z"),
             contributor: None,
+            attributes: Default::default(),
         },
     );
     IncidentRecord {

@@ -510,6 +510,7 @@ mod tests {
                 impact,
                 changed_at: t(opened),
                 contributor: None,
+                attributes: Default::default(),
             },
         );
         IncidentRecord {
