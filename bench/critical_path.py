@@ -57,7 +57,7 @@ class Rule:
 
 
 # The dependency model, first match wins. `detail` is the DynamoDB key prefix the
-# proxy read from the request (`alarm`, `incident`, `delivery`, `thread`, `pace`).
+# proxy read from the request (`alarm`, `incident`, `silences`, `delivery`, `thread`, `pace`).
 RULES: tuple[Rule, ...] = (
     # alarm-to-incident: read, decide, open, publish.
     Rule(A2I, "dynamodb", "GetItem", "alarm", "required", "read state",
@@ -65,6 +65,9 @@ RULES: tuple[Rule, ...] = (
     Rule(A2I, "dynamodb", "GetItem", "incident", "concurrent", "read state",
          "for an ALARM the incident key comes from the rules, not from the alarm item: read both at once "
          "(or one BatchGetItem)"),
+    Rule(A2I, "dynamodb", "GetItem", "silences", "concurrent", "read state",
+         "the silences (issue 15's holds) are read for every transition but an OK: independent of the "
+         "alarm and incident items, read at the same time"),
     Rule(A2I, "dynamodb", "TransactWriteItems", "*", "required", "decide + claim",
          "the conditional write that applies the change exactly once; after the reads, before any side effect"),
     Rule(A2I, "ssm", "DescribeOpsItems", "*", "merge", "open incident",

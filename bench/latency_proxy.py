@@ -163,7 +163,7 @@ def load_profile(name_or_path: str) -> Profile:
 # ================================================================ what a request is
 
 _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/[^/,]+/([^/,]+)/aws4_request")
-_DDB_PK = re.compile(r"^([a-z]+)#")
+_DDB_PK = re.compile(r"^([a-z]+)(?:#|$)")  # `alarm#...`, or a bare `silences`
 
 
 def signing_service(headers: Any) -> str | None:
@@ -200,7 +200,7 @@ def operation_of(method: str, path: str, headers: Any, body: bytes) -> str:
 
 def dynamodb_detail(body: bytes) -> str:
     """Which items a DynamoDB request touches, by key prefix (`alarm`, `incident`,
-    `delivery`, `thread`, `pace`...): `GetItem incident` reads better than `GetItem`."""
+    `delivery`, `thread`, `pace`, the single `silences` item...): `GetItem incident` reads better than `GetItem`."""
     try:
         req = json.loads(body or b"{}")
     except ValueError:

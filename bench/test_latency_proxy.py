@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -216,9 +217,12 @@ def test_connection_stays_open_to_the_client_when_the_upstream_closes_every_one(
 
 
 def test_unreachable_upstream_answers_502_and_is_logged():
-    dead = Upstream()
-    url = dead.url
-    dead.stop()
+    # A loopback port held bound but not listening: a connection to it is refused, and
+    # nothing else can take it meanwhile (a stopped server's port could be handed to the
+    # proxy's own listener, which then forwarded to itself: the test failed now and then).
+    hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hold.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{hold.getsockname()[1]}"
     proxy = lp.LatencyProxy(profile())
     try:
         conn = connect(proxy.add("fn/dynamodb", url))
@@ -226,6 +230,7 @@ def test_unreachable_upstream_answers_502_and_is_logged():
         conn.close()
     finally:
         proxy.stop()
+        hold.close()
     assert r.status == 502 and json.loads(data)["__type"] == "LatencyProxyUpstreamError"
     assert proxy.calls[0]["status"] == 502 and "error" in proxy.calls[0]
 
@@ -262,6 +267,8 @@ def test_request_identification():
     assert lp.operation_of("POST", "/service/GraniteServiceVersion20100801/operation/GetMetricData", {},
                            b"") == "GetMetricData"
     assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "alarm#arn:x"}}}') == "alarm"
+    assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "silences"}}}') == "silences"
+    assert lp.dynamodb_detail(b'{"Key": {"pk": {"S": "Odd-Key"}}}') == "?"
     assert lp.dynamodb_detail(json.dumps({"TransactItems": [
         {"Put": {"Item": {"pk": {"S": "alarm#a"}}}}, {"Update": {"Key": {"pk": {"S": "incident#k"}}}}]}).encode()
     ) == "alarm+incident"

@@ -122,16 +122,11 @@ pub fn plan(
     // An open incident whose backend incident was never created (the open step
     // failed for good earlier) gets another chance first.
     let reopen = record.incident.is_none() && record.is_open() && !matches!(action, Action::Open);
-    if matches!(action, Action::Open) || reopen {
+    let opens = matches!(action, Action::Open) || reopen;
+    if opens {
         effects.push(Effect::Open {
             incident: Box::new(new_incident(alarm, class, record)),
         });
-        if let Some(plan) = &class.runbook {
-            effects.push(Effect::StartRunbook {
-                plan: plan.clone(),
-                client_token: alarm.transition_id(),
-            });
-        }
     }
     let now = deps.effects.clock.now();
     let mut post_incident = None;
@@ -236,6 +231,18 @@ pub fn plan(
     effects.push(Effect::Publish {
         notification: Box::new(n),
     });
+    // The runbook starts after the message: the notification does not carry its
+    // execution, and starting it (plus recording it on the OpsItem) took about 110 ms
+    // on the way to Slack (bench/NOTES.md, issue 18). A retry after a failed start
+    // resumes from it, so the message is not published again.
+    if opens {
+        if let Some(plan) = &class.runbook {
+            effects.push(Effect::StartRunbook {
+                plan: plan.clone(),
+                client_token: alarm.transition_id(),
+            });
+        }
+    }
     if matches!(action, Action::Open) {
         effects.extend(first_escalation(deps.escalation, record, now));
     }

@@ -334,7 +334,23 @@ pub(crate) async fn process_with(
     // The alarm, or this one time series of a multi-time-series alarm.
     let source = alarm.source_id();
     loop {
-        let last = deps.effects.store.alarm(&source).await?;
+        // One round for the three reads the decision needs: the alarm's last
+        // transition, the incident item of the rules' key (the key for every state
+        // but a recovery, checked below) and the silences (no hold concerns an OK).
+        // Read one after the other they cost three DynamoDB round trips on the way to
+        // Slack (bench/NOTES.md, issue 18).
+        let silences = async {
+            if alarm.state == AlarmState::Ok {
+                Ok(SilenceBook::default())
+            } else {
+                deps.silences.silences().await
+            }
+        };
+        let (last, by_rules, book) = tokio::try_join!(
+            deps.effects.store.alarm(&source),
+            deps.effects.store.incident(&class.key),
+            silences,
+        )?;
         // OK and INSUFFICIENT_DATA go to the incident the alarm fed, even if the
         // rules changed since its ALARM.
         let key = match (&last, alarm.state) {
@@ -346,7 +362,11 @@ pub(crate) async fn process_with(
             _ => class.key.clone(),
         };
         tracing::Span::current().record("incident_key", key.as_str());
-        let item = deps.effects.store.incident(&key).await?;
+        let item = if key == class.key {
+            by_rules
+        } else {
+            deps.effects.store.incident(&key).await?
+        };
         if let (Some(org), Some(item)) = (deps.org, item.as_ref()) {
             if let Err(refusal) = org.check_owner(&key, &item.record.account, &alarm.account) {
                 return Ok(refuse(deps, alarm, &key, &refusal));
@@ -405,11 +425,6 @@ pub(crate) async fn process_with(
             }
             return Ok(outcome(current_ref));
         }
-        let book = if alarm.state == AlarmState::Ok {
-            SilenceBook::default()
-        } else {
-            deps.silences.silences().await?
-        };
         if let Some(hold) = hold_for(alarm, &key, &book, deps.effects.clock.now()) {
             match hold_transition(deps, owner, alarm, &key, item.as_ref(), &hold).await {
                 Ok(()) => {}

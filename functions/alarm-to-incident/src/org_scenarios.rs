@@ -3,7 +3,6 @@
 //! notification; foreign and forged events are refused and counted, touching nothing.
 
 use aws_sdk_ssm::operation::create_ops_item::CreateOpsItemOutput;
-use aws_sdk_ssm::operation::describe_ops_items::DescribeOpsItemsOutput;
 use aws_sdk_ssm::operation::start_automation_execution::StartAutomationExecutionOutput;
 use aws_sdk_ssm::operation::update_ops_item::UpdateOpsItemOutput;
 use aws_sdk_ssmincidents::operation::start_incident::StartIncidentOutput;
@@ -109,8 +108,6 @@ async fn member_alarm_opens_its_own_incident_with_the_account_everywhere() {
                 .build()
         });
     let rules = [
-        mock!(aws_sdk_ssm::Client::describe_ops_items)
-            .then_output(|| DescribeOpsItemsOutput::builder().build()),
         create,
         runbook,
         mock!(aws_sdk_ssm::Client::update_ops_item)

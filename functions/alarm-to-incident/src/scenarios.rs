@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use aws_sdk_ssm::operation::create_ops_item::{CreateOpsItemError, CreateOpsItemOutput};
 use aws_sdk_ssm::operation::describe_ops_items::DescribeOpsItemsOutput;
-use aws_sdk_ssm::operation::start_automation_execution::StartAutomationExecutionOutput;
+use aws_sdk_ssm::operation::start_automation_execution::{
+    StartAutomationExecutionError, StartAutomationExecutionOutput,
+};
 use aws_sdk_ssm::operation::update_ops_item::UpdateOpsItemOutput;
 use aws_sdk_ssm::types::{OpsItemDataValue, OpsItemStatus};
 use aws_sdk_ssmincidents::operation::create_timeline_event::CreateTimelineEventOutput;
@@ -311,19 +313,6 @@ fn note_entry(d: Option<&std::collections::HashMap<String, OpsItemDataValue>>) -
     serde_json::from_str(d[notes[0]].value().unwrap()).unwrap()
 }
 
-fn oc_describe_none() -> Rule {
-    mock!(aws_sdk_ssm::Client::describe_ops_items)
-        .match_requests(|r| {
-            let f = r.ops_item_filters();
-            assert_eq!(
-                f[0].values(),
-                [format!("{{\"key\":\"incidentKey\",\"value\":\"{KEY}\"}}")]
-            );
-            true
-        })
-        .then_output(|| DescribeOpsItemsOutput::builder().build())
-}
-
 fn oc_create(impact: i32) -> Rule {
     mock!(aws_sdk_ssm::Client::create_ops_item)
         .match_requests(move |r| {
@@ -433,8 +422,8 @@ fn opened_by_any() -> String {
 async fn opscenter_full_lifecycle_sends_exact_requests() {
     let opened_by: &'static str = Box::leak(opened_by_any().into_boxed_str());
     let rules = [
-        // 10:01 any tunnel ALARM: open, start the diagnosis, record it.
-        oc_describe_none(),
+        // 10:01 any tunnel ALARM: open (no search first: the dedup string guards
+        // the creation), publish, then start the diagnosis and record it.
         oc_create(3),
         oc_start_runbook(opened_by),
         oc_record_execution(),
@@ -773,7 +762,6 @@ async fn both_tunnels_alarm_opening_first_is_critical_and_any_tunnel_joins() {
 async fn throttled_open_is_retryable_and_the_retry_completes_once() {
     let opened_by: &'static str = Box::leak(opened_by_any().into_boxed_str());
     let rules = [
-        oc_describe_none(),
         mock!(aws_sdk_ssm::Client::create_ops_item).then_error(|| {
             CreateOpsItemError::generic(
                 ErrorMetadata::builder()
@@ -783,7 +771,6 @@ async fn throttled_open_is_retryable_and_the_retry_completes_once() {
             )
         }),
         // Lambda's retry: the pending open runs again.
-        oc_describe_none(),
         oc_create(3),
         oc_start_runbook(opened_by),
         oc_record_execution(),
@@ -804,7 +791,7 @@ async fn throttled_open_is_retryable_and_the_retry_completes_once() {
     let item = h.store.incident_now(KEY).unwrap();
     assert_eq!(
         item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
-        ["open", "start_runbook", "publish"]
+        ["open", "publish", "start_runbook"]
     );
     assert_eq!(item.lease_until, None);
 
@@ -822,6 +809,60 @@ async fn throttled_open_is_retryable_and_the_retry_completes_once() {
             Some(OI.to_string())
         )]
     );
+}
+
+#[tokio::test]
+async fn message_goes_out_before_the_runbook_and_a_failed_start_does_not_publish_again() {
+    let opened_by: &'static str = Box::leak(opened_by_any().into_boxed_str());
+    let rules = [
+        oc_create(3),
+        mock!(aws_sdk_ssm::Client::start_automation_execution).then_error(|| {
+            StartAutomationExecutionError::generic(
+                ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        }),
+        // Lambda's retry: only the runbook start is left.
+        oc_start_runbook(opened_by),
+        oc_record_execution(),
+    ];
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let h = Harness::opscenter(&refs);
+    let event = eventbridge(ANY, "ALARM", "10:01:00.490");
+    let e = h.run(event.clone()).await.unwrap_err();
+    assert!(e.retryable());
+    assert_eq!(
+        e.to_string(),
+        "incident backend: ssm StartAutomationExecution failed (ThrottlingException): Rate exceeded"
+    );
+    // The message went out before the runbook was asked for.
+    let opened = vec![(
+        EventType::Opened,
+        3,
+        IncidentStatus::Open,
+        Some(OI.to_string()),
+    )];
+    assert_eq!(h.publisher.summary(), opened);
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(
+        item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
+        ["start_runbook"]
+    );
+    assert_eq!(item.lease_until, None);
+
+    let r = h.run(event).await.unwrap();
+    assert_eq!(
+        (r.results[0].action, r.results[0].resumed),
+        ("ignore_duplicate", true)
+    );
+    all_used(&refs);
+    // One message, one OpsItem, the runbook recorded.
+    assert_eq!(h.publisher.summary(), opened);
+    let item = h.store.incident_now(KEY).unwrap();
+    assert_eq!(item.record.runbook_execution.as_deref(), Some("exec-1"));
+    assert!(item.pending.is_empty());
 }
 
 #[tokio::test]
@@ -875,7 +916,7 @@ async fn publish_failure_after_open_is_finished_by_the_retry_without_a_second_in
     );
     assert_eq!(
         item.pending.iter().map(Effect::as_str).collect::<Vec<_>>(),
-        ["publish"]
+        ["publish", "start_runbook"]
     );
 
     // The retry publishes; StartIncident is not called again (the mock would panic).
@@ -1296,8 +1337,6 @@ async fn escalation_is_scheduled_when_critical_and_cancelled_with_a_summary_on_o
         .match_requests(|r| r.status() == Some(&OpsItemStatus::Resolved))
         .then_output(|| UpdateOpsItemOutput::builder().build());
     let rules = [
-        mock!(aws_sdk_ssm::Client::describe_ops_items)
-            .then_output(|| DescribeOpsItemsOutput::builder().build()),
         mock!(aws_sdk_ssm::Client::create_ops_item)
             .then_output(|| CreateOpsItemOutput::builder().ops_item_id(OI).build()),
         mock!(aws_sdk_ssm::Client::start_automation_execution).then_output(|| {
@@ -1390,13 +1429,12 @@ async fn escalation_is_scheduled_when_critical_and_cancelled_with_a_summary_on_o
     assert!(summary.retrospective[3]
         .facts
         .contains(&"Nobody acknowledged within 34m 00s (until resolution).".to_string()));
-    assert_eq!(rules[3].num_calls(), 1);
+    assert_eq!(rules[2].num_calls(), 1);
 }
 
 #[tokio::test]
 async fn resolve_note_carries_the_summary_text() {
     let rules = [
-        oc_describe_none(),
         oc_create(3),
         oc_start_runbook(Box::leak(opened_by_any().into_boxed_str())),
         oc_record_execution(),

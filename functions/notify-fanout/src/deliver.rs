@@ -182,11 +182,23 @@ fn done() -> DeliveryRecord {
 #[instrument(skip_all, fields(destination = %job.destination.name, target = if job.destination.is_bot() { "bot" } else { "webhook" }))]
 pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryError> {
     let pk = delivery_key(job.message_id, &job.destination.name);
-    match ctx
-        .store
-        .claim_delivery(&pk, ctx.owner(), now(), ctx.budget.lease_until())
-        .await?
-    {
+    // A message for a thread reads the thread's item in the same round as its claim
+    // (one DynamoDB round trip less on the way to Slack: bench/NOTES.md, issue 18).
+    // Only a read: what it decides is still taken by the thread's conditional claim
+    // or guarded save, and a read left unused (the claim was taken) changes nothing.
+    let thread_item = thread_item_of(job);
+    let read_thread = async {
+        match &thread_item {
+            Some(tpk) => Some(ctx.store.get_thread(tpk).await),
+            None => None,
+        }
+    };
+    let (claim, thread) = tokio::join!(
+        ctx.store
+            .claim_delivery(&pk, ctx.owner(), now(), ctx.budget.lease_until()),
+        read_thread
+    );
+    match claim? {
         Claim::Won => {}
         Claim::Taken(record) => match record.status {
             DeliveryStatus::Done => {
@@ -197,7 +209,7 @@ pub async fn deliver(ctx: &Ctx<'_>, job: &Job<'_>) -> Result<Outcome, DeliveryEr
             DeliveryStatus::Sending => return Err(DeliveryError::InProgress),
         },
     }
-    let result = send(ctx, job, &pk).await;
+    let result = send(ctx, job, &pk, thread).await;
     match &result {
         Ok(outcome) => {
             record_delivery(ctx, &pk, &done()).await?;
@@ -269,7 +281,24 @@ fn mention<'a>(job: &'a Job<'_>, ctx: &Ctx<'_>) -> Option<&'a shared::slack::Men
         .mention_for(job.facts, ctx.mention_min_impact)
 }
 
-async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, DeliveryError> {
+/// A thread's item read ahead of [`threaded`]'s first round.
+type ThreadRead = Option<Result<Option<ThreadRecord>, StoreError>>;
+
+/// The thread item `job` goes to, if it is threaded (a bot destination and a message
+/// of an incident).
+fn thread_item_of(job: &Job<'_>) -> Option<String> {
+    match &job.destination.target {
+        Target::Bot { .. } => job.inbound.thread().map(|intent| thread_pk(job, &intent)),
+        Target::Webhook { .. } => None,
+    }
+}
+
+async fn send(
+    ctx: &Ctx<'_>,
+    job: &Job<'_>,
+    pk: &str,
+    thread: ThreadRead,
+) -> Result<Outcome, DeliveryError> {
     match &job.destination.target {
         Target::Webhook { url } => {
             let opts = RenderOptions {
@@ -306,7 +335,7 @@ async fn send(ctx: &Ctx<'_>, job: &Job<'_>, pk: &str) -> Result<Outcome, Deliver
                 info!(channel = %posted.channel, ts = %posted.ts, "posted");
                 Ok(Outcome::Posted)
             }
-            Some(intent) => threaded(ctx, job, token, channel, &intent, pk).await,
+            Some(intent) => threaded(ctx, job, token, channel, &intent, pk, thread).await,
         },
     }
 }
@@ -318,13 +347,18 @@ async fn threaded(
     channel: &str,
     intent: &ThreadIntent,
     pk: &str,
+    mut read_ahead: ThreadRead,
 ) -> Result<Outcome, DeliveryError> {
     let incident = incident_ref(job.inbound);
     let tpk = thread_pk(job, intent);
     let lease = ctx.budget.lease_until();
     for _ in 0..THREAD_ROUNDS {
         let now = now();
-        let replace = match ctx.store.get_thread(&tpk).await? {
+        let read = match read_ahead.take() {
+            Some(read) => read,
+            None => ctx.store.get_thread(&tpk).await,
+        };
+        let replace = match read? {
             // An incident's own thread is its thread whatever the order of its
             // messages; on the key's thread, an opening message after a resolution is
             // a new incident.

@@ -236,14 +236,13 @@ impl IncidentBackend for OpsCenterBackend {
         Ok(None)
     }
 
-    /// Returns the open OpsItem of the key if there is one, else creates it. A
-    /// concurrent creation is caught by OpsCenter's dedup (`OpsItemAlreadyExistsException`
-    /// names the existing item, which is returned).
+    /// Creates the OpsItem, or returns the open one of the key. No search first: the
+    /// `/aws/dedup` string makes OpsCenter refuse a second open (or in progress) OpsItem
+    /// of the key, and its `OpsItemAlreadyExistsException` names the existing one, which
+    /// is returned; only a refusal that names none falls back to [`Self::find_open`].
+    /// (A search before every creation cost one SSM round trip on the path to the first
+    /// Slack message, about 40 ms in region: bench/NOTES.md, issue 18.)
     async fn open(&self, incident: &NewIncident) -> Result<IncidentRef, BackendError> {
-        if let Some(existing) = self.find_open(&incident.key).await? {
-            info!(ops_item = %existing, "open OpsItem found for the key; reusing it");
-            return Ok(existing);
-        }
         let dedup = serde_json::json!({ "dedupString": dedup_string(&incident.key) }).to_string();
         let mut req = self
             .client
@@ -303,6 +302,10 @@ impl IncidentBackend for OpsCenterBackend {
                 {
                     if let Some(r) = e.ops_item_id().and_then(IncidentRef::parse) {
                         info!(ops_item = %r, "OpsCenter deduplicated the OpsItem; using the existing one");
+                        return Ok(r);
+                    }
+                    if let Some(r) = self.find_open(&incident.key).await? {
+                        info!(ops_item = %r, "OpsCenter deduplicated the OpsItem without naming it; using the open one of the key");
                         return Ok(r);
                     }
                 }
@@ -497,17 +500,25 @@ mod tests {
                 true
             })
             .then_output(|| CreateOpsItemOutput::builder().ops_item_id("oi-0123456789ab").build());
-        let client = mock_client!(aws_sdk_ssm, [&no_open_item(), &create]);
+        let search = no_open_item();
+        let client = mock_client!(aws_sdk_ssm, [&create, &search]);
         let r = OpsCenterBackend::new(client)
             .open(&new_incident())
             .await
             .unwrap();
         assert_eq!(r, IncidentRef::OpsCenter("oi-0123456789ab".into()));
         assert_eq!(create.num_calls(), 1);
+        // The dedup string guards the creation: no search round trip before it.
+        assert_eq!(search.num_calls(), 0);
     }
 
     #[tokio::test]
-    async fn open_reuses_open_item_found_by_key() {
+    async fn open_searches_by_key_when_the_refusal_names_no_item() {
+        let refused = mock!(aws_sdk_ssm::Client::create_ops_item).then_error(|| {
+            CreateOpsItemError::OpsItemAlreadyExistsException(
+                OpsItemAlreadyExistsException::builder().build(),
+            )
+        });
         let found = mock!(aws_sdk_ssm::Client::describe_ops_items).then_output(|| {
             DescribeOpsItemsOutput::builder()
                 .ops_item_summaries(
@@ -518,12 +529,40 @@ mod tests {
                 )
                 .build()
         });
-        let client = mock_client!(aws_sdk_ssm, [&found]);
+        let client = mock_client!(aws_sdk_ssm, [&refused, &found]);
         let r = OpsCenterBackend::new(client)
             .open(&new_incident())
             .await
             .unwrap();
         assert_eq!(r.id(), "oi-00000000abcd");
+        assert_eq!((refused.num_calls(), found.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn open_fails_when_the_refusal_names_no_item_and_none_is_open() {
+        let refused = mock!(aws_sdk_ssm::Client::create_ops_item).then_error(|| {
+            CreateOpsItemError::OpsItemAlreadyExistsException(
+                OpsItemAlreadyExistsException::builder()
+                    .message("An OpsItem with this dedup string exists")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("OpsItemAlreadyExistsException")
+                            .message("An OpsItem with this dedup string exists")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_ssm, [&refused, &no_open_item()]);
+        let e = OpsCenterBackend::new(client)
+            .open(&new_incident())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("CreateOpsItem failed (OpsItemAlreadyExistsException)"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -535,12 +574,14 @@ mod tests {
                     .build(),
             )
         });
-        let client = mock_client!(aws_sdk_ssm, [&no_open_item(), &create]);
+        let search = no_open_item();
+        let client = mock_client!(aws_sdk_ssm, [&create, &search]);
         let r = OpsCenterBackend::new(client)
             .open(&new_incident())
             .await
             .unwrap();
         assert_eq!(r.id(), "oi-0000000000ff");
+        assert_eq!(search.num_calls(), 0);
     }
 
     #[tokio::test]
