@@ -343,7 +343,7 @@ pub mod memory {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::state::memory::MemoryStateStore;
+    use crate::state::memory::{apply_incident_write, MemoryStateStore};
 
     fn poisoned() -> StateError {
         corrupt("memory", "lock poisoned".into())
@@ -368,27 +368,7 @@ pub mod memory {
             if !same {
                 return Err(not_held(read));
             }
-            match incident {
-                IncidentWrite::NotConcerned => {}
-                IncidentWrite::Unchanged { key, version } => {
-                    if incidents.get(key).map(|c| c.version) != version {
-                        return Err(StateError::IncidentChanged {
-                            key: key.to_string(),
-                            expected: version.unwrap_or(0),
-                        });
-                    }
-                }
-                IncidentWrite::Put(i) => {
-                    let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
-                    if current + 1 != i.version {
-                        return Err(StateError::IncidentChanged {
-                            key: i.record.key.clone(),
-                            expected: i.version.saturating_sub(1),
-                        });
-                    }
-                    incidents.insert(i.record.key.clone(), i.clone());
-                }
-            }
+            apply_incident_write(&mut incidents, &incident)?;
             alarms.insert(new.arn.clone(), new.clone());
             *self.writes.lock().map_err(|_| poisoned())? += 1;
             Ok(())

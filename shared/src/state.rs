@@ -774,19 +774,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn save_incident(&self, item: &IncidentItem) -> Result<(), StateError> {
-        let put = self.incident_put(item)?;
-        let sent = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(put.item))
-            .set_condition_expression(put.condition_expression)
-            .set_expression_attribute_values(put.expression_attribute_values)
-            .set_return_values_on_condition_check_failure(
-                put.return_values_on_condition_check_failure,
-            )
-            .send()
-            .await;
+        let sent = self.send_put(self.incident_put(item)?).await;
         let Err(e) = sent else { return Ok(()) };
         if let Some(PutItemError::ConditionalCheckFailedException(c)) = e.as_service_error() {
             let refused_by = c.item().cloned();
@@ -807,11 +795,16 @@ impl StateStore for DynamoStateStore {
 }
 
 impl DynamoStateStore {
-    /// The alarm's item alone, conditional on its time (no incident concerned).
-    async fn put_alarm_alone(&self, alarm: &AlarmItem) -> Result<(), StateError> {
-        let put = self.alarm_put(alarm)?;
-        let sent = self
-            .client
+    /// One conditional item of a transaction (`alarm_put`, `incident_put`) sent alone as
+    /// a PutItem, with the same condition and the refused item returned.
+    async fn send_put(
+        &self,
+        put: Put,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::put_item::PutItemOutput,
+        aws_sdk_dynamodb::error::SdkError<PutItemError>,
+    > {
+        self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(put.item))
@@ -821,7 +814,12 @@ impl DynamoStateStore {
                 put.return_values_on_condition_check_failure,
             )
             .send()
-            .await;
+            .await
+    }
+
+    /// The alarm's item alone, conditional on its time (no incident concerned).
+    async fn put_alarm_alone(&self, alarm: &AlarmItem) -> Result<(), StateError> {
+        let sent = self.send_put(self.alarm_put(alarm)?).await;
         let Err(e) = sent else { return Ok(()) };
         if let Some(PutItemError::ConditionalCheckFailedException(c)) = e.as_service_error() {
             let refused_by = c.item().cloned();
@@ -940,6 +938,37 @@ pub mod memory {
         }
     }
 
+    /// The incident side of a write, under the same conditions as DynamoDB's: nothing,
+    /// a check that the item is still at the version read, or a put of the next version.
+    /// Checked before the caller writes its alarm item, so a refusal writes nothing.
+    pub fn apply_incident_write(
+        incidents: &mut HashMap<String, IncidentItem>,
+        incident: &IncidentWrite<'_>,
+    ) -> Result<(), StateError> {
+        match incident {
+            IncidentWrite::NotConcerned => {}
+            IncidentWrite::Unchanged { key, version } => {
+                if incidents.get(*key).map(|c| c.version) != *version {
+                    return Err(StateError::IncidentChanged {
+                        key: key.to_string(),
+                        expected: version.unwrap_or(0),
+                    });
+                }
+            }
+            IncidentWrite::Put(i) => {
+                let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
+                if current + 1 != i.version {
+                    return Err(StateError::IncidentChanged {
+                        key: i.record.key.clone(),
+                        expected: i.version.saturating_sub(1),
+                    });
+                }
+                incidents.insert(i.record.key.clone(), (*i).clone());
+            }
+        }
+        Ok(())
+    }
+
     #[async_trait]
     impl StateStore for MemoryStateStore {
         async fn alarm(&self, arn: &str) -> Result<Option<AlarmItem>, StateError> {
@@ -976,27 +1005,7 @@ pub mod memory {
                     changed_at: iso(alarm.changed_at),
                 });
             }
-            match incident {
-                IncidentWrite::NotConcerned => {}
-                IncidentWrite::Unchanged { key, version } => {
-                    if incidents.get(key).map(|c| c.version) != version {
-                        return Err(StateError::IncidentChanged {
-                            key: key.to_string(),
-                            expected: version.unwrap_or(0),
-                        });
-                    }
-                }
-                IncidentWrite::Put(i) => {
-                    let current = incidents.get(&i.record.key).map(|c| c.version).unwrap_or(0);
-                    if current + 1 != i.version {
-                        return Err(StateError::IncidentChanged {
-                            key: i.record.key.clone(),
-                            expected: i.version.saturating_sub(1),
-                        });
-                    }
-                    incidents.insert(i.record.key.clone(), i.clone());
-                }
-            }
+            apply_incident_write(&mut incidents, &incident)?;
             alarms.insert(alarm.arn.clone(), alarm.clone());
             *self.writes.lock().map_err(|_| poisoned())? += 1;
             Ok(())
